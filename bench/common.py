@@ -1,0 +1,53 @@
+"""Shared helpers for benchmarks: results, medians after warm-up, the table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One measured figure and its target."""
+
+    name: str
+    value: float
+    unit: str
+    target: str  # human text, e.g. ">= 100000"
+    met: bool | None  # None when there is no target
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_of(fn: Callable[[], float], runs: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
+    """Run `fn` (which returns one figure) `warmup` times untimed, then `runs` times; return the median."""
+    for _ in range(warmup):
+        fn()
+    values = [fn() for _ in range(runs)]
+    return statistics.median(values), values
+
+
+def p99(samples: list[float]) -> float:
+    """Return the 99th percentile of `samples`."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def timer() -> float:
+    """Return a high-resolution timestamp for measuring (benchmarks time the wall clock on purpose)."""
+    return time.perf_counter()
+
+
+def at_least(value: float, target: float) -> bool:
+    return value >= target
+
+
+def at_most(value: float, target: float) -> bool:
+    return value <= target

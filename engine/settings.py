@@ -1,0 +1,348 @@
+"""Settings: settings.toml loaded with tomllib into typed, validated, frozen objects.
+
+Every section is a pydantic model that forbids unknown keys. A bad file raises `SettingsError`
+with one message naming the key, the bad value and what is expected; run.py turns that into exit
+code 2. Secrets never live in the file: `Secrets.from_env()` reads them from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class SettingsError(Exception):
+    """A settings file that cannot be used; the message names the key and what is expected."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# ---------------------------------------------------------------- engine
+
+
+class EngineSettings(Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
+    dry_run: bool = False
+    snapshot_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+
+
+# ---------------------------------------------------------------- market data
+
+
+class FeedSettings(Section):
+    market: Literal["futures", "spot"] = "futures"
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "DOGEUSDT")
+    futures_ws_url: str = "wss://fstream.binance.com"
+    futures_rest_url: str = "https://fapi.binance.com"
+    spot_ws_url: str = "wss://stream.binance.com:9443"
+    spot_rest_url: str = "https://api.binance.com"
+    max_price_age_seconds: Annotated[float, Field(gt=0)] = 10.0
+    backfill_candles: Annotated[int, Field(ge=0, le=1500)] = 500
+    timeframes: tuple[str, ...] = ("15m", "4h")
+    reconnect_after_hours: Annotated[float, Field(gt=0, le=24)] = 23.5
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_frame_bytes: Annotated[int, Field(ge=1024)] = 65_536
+    rest_weight_per_minute: Annotated[int, Field(ge=1)] = 1200
+    rest_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    max_candles: Annotated[int, Field(ge=100)] = 5000
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_upper(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one symbol is required")
+        for s in v:
+            if not re.fullmatch(r"[A-Z0-9]{2,20}", s):
+                raise ValueError(f"symbol {s!r} must be upper-case letters/digits like BTCUSDT")
+        if len(set(v)) != len(v):
+            raise ValueError("symbols must be unique")
+        return v
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for tf in v:
+            if not re.fullmatch(r"\d+[mhd]", tf):
+                raise ValueError(f"timeframe {tf!r} must look like 15m, 1h, 4h or 1d")
+        return v
+
+    @property
+    def ws_url(self) -> str:
+        return self.futures_ws_url if self.market == "futures" else self.spot_ws_url
+
+    @property
+    def rest_url(self) -> str:
+        return self.futures_rest_url if self.market == "futures" else self.spot_rest_url
+
+
+# ---------------------------------------------------------------- broker and risk
+
+
+class SymbolFilter(Section):
+    step_size: PositiveFloat = 0.001
+    tick_size: PositiveFloat = 0.01
+    min_notional: Annotated[float, Field(ge=0)] = 5.0
+    maint_margin_rate: Annotated[float, Field(gt=0, lt=1)] = 0.004
+
+
+class BrokerSettings(Section):
+    taker_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
+    slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    use_exchange_info: bool = False
+    symbols: dict[str, SymbolFilter] = Field(default_factory=dict)
+    default_filter: SymbolFilter = SymbolFilter()
+
+    def filter_for(self, symbol: str) -> SymbolFilter:
+        """Return the filter of `symbol`, or the default one."""
+        return self.symbols.get(symbol, self.default_filter)
+
+
+class RiskSettings(Section):
+    max_leverage: Annotated[int, Field(ge=1, le=125)] = 10
+    max_position_pct: Annotated[float, Field(gt=0, le=1000)] = 50.0
+    max_total_exposure_pct: Annotated[float, Field(gt=0, le=10000)] = 300.0
+    max_open_positions: Annotated[int, Field(ge=1)] = 6
+    min_stop_distance_pct: Annotated[float, Field(ge=0, le=100)] = 0.1
+    daily_loss_limit_pct: Annotated[float, Field(gt=0, le=100)] = 10.0
+    max_drawdown_pct: Annotated[float, Field(gt=0, le=100)] = 40.0
+
+
+# ---------------------------------------------------------------- decisions
+
+
+class ProviderSettings(Section):
+    base_url: str
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class ModelPrice(Section):
+    """USD per million tokens."""
+
+    input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+    cache_read: Annotated[float, Field(ge=0)] = 0.0
+    cache_write: Annotated[float, Field(ge=0)] = 0.0
+
+
+class LLMSettings(Section):
+    deadline_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
+    cooldown_seconds: Annotated[float, Field(ge=0)] = 1800.0
+    recent_fills: Annotated[int, Field(ge=0)] = 10
+    recent_decisions: Annotated[int, Field(ge=0)] = 5
+    providers: dict[Literal["anthropic", "openai", "deepseek"], ProviderSettings] = Field(
+        default_factory=lambda: {
+            "anthropic": ProviderSettings(base_url="https://api.anthropic.com"),
+            "openai": ProviderSettings(base_url="https://api.openai.com/v1"),
+            "deepseek": ProviderSettings(base_url="https://api.deepseek.com"),
+        }
+    )
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
+class TraderSettings(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    strategy: str  # "llm" or a rule-based strategy name in strategies/
+    provider: Literal["anthropic", "openai", "deepseek"] | None = None
+    model: str | None = None
+    starting_capital: PositiveFloat = 10_000.0
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
+    max_tokens: Annotated[int, Field(ge=16, le=64_000)] = 1500
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
+    enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _llm_needs_provider(self) -> TraderSettings:
+        if self.strategy == "llm" and (self.provider is None or self.model is None):
+            raise ValueError(f"trader {self.name!r}: strategy 'llm' needs provider and model")
+        return self
+
+
+# ---------------------------------------------------------------- persistence and control
+
+
+class DatabaseSettings(Section):
+    embedded_dir: str = "./data/pg"
+    batch_rows: Annotated[int, Field(ge=1, le=100_000)] = 500
+    flush_ms: Annotated[int, Field(ge=1, le=60_000)] = 250
+    max_buffer_rows: Annotated[int, Field(ge=100)] = 100_000
+    spill_path: str = "./data/spill.jsonl"
+    max_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
+    connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+
+
+class ControlSettings(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobSettings(Section):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,40}$")]
+    run: Literal["trading_cycle", "health_check", "account_sync"]
+    schedule: Literal["interval", "daily", "once"]
+    interval_seconds: Annotated[float, Field(gt=0)] | None = None
+    daily_time: str | None = None
+    delay_seconds: Annotated[float, Field(ge=0)] = 0.0
+    enabled: bool = True
+    tags: tuple[str, ...] = ()
+    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    description: str = ""
+
+    @field_validator("daily_time")
+    @classmethod
+    def _hhmm(cls, v: str | None) -> str | None:
+        if v is not None:
+            m = re.fullmatch(r"(\d{2}):(\d{2})", v)
+            if not m or int(m[1]) > 23 or int(m[2]) > 59:
+                raise ValueError("must be HH:MM in UTC, 00:00 to 23:59")
+        return v
+
+    @model_validator(mode="after")
+    def _schedule_fields(self) -> JobSettings:
+        if self.schedule == "interval" and self.interval_seconds is None:
+            raise ValueError(f"job {self.name!r}: schedule 'interval' needs interval_seconds")
+        if self.schedule == "daily" and self.daily_time is None:
+            raise ValueError(f"job {self.name!r}: schedule 'daily' needs daily_time (HH:MM UTC)")
+        return self
+
+
+def _default_jobs() -> tuple[JobSettings, ...]:
+    return (
+        JobSettings(name="trading_cycle", run="trading_cycle", schedule="interval",
+                    interval_seconds=300, tags=("trading",), timeout_seconds=240),
+        JobSettings(name="health_check", run="health_check", schedule="interval",
+                    interval_seconds=900, tags=("ops",), timeout_seconds=30),
+        JobSettings(name="account_sync", run="account_sync", schedule="interval",
+                    interval_seconds=600, tags=("ops",), timeout_seconds=30),
+    )
+
+
+class Settings(Section):
+    engine: EngineSettings = EngineSettings()
+    feed: FeedSettings = FeedSettings()
+    broker: BrokerSettings = BrokerSettings()
+    risk: RiskSettings = RiskSettings()
+    llm: LLMSettings = LLMSettings()
+    traders: tuple[TraderSettings, ...] = ()
+    database: DatabaseSettings = DatabaseSettings()
+    control: ControlSettings = ControlSettings()
+    jobs: tuple[JobSettings, ...] = Field(default_factory=_default_jobs)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        for kind, names in (("traders", [t.name for t in self.traders]),
+                            ("jobs", [j.name for j in self.jobs])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def digest(self) -> str:
+        """Return a short hash of the effective settings (stored with each run)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _format_error(exc: ValidationError, path: Path) -> str:
+    err = exc.errors(include_url=False)[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{key}' (value {value!r}); remove it or check its spelling"
+    if err["type"] == "missing":
+        return f"{path}: missing key '{key}': {err['msg'].lower()}"
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{path}: bad value for '{key}': {shown}; expected {err['msg'].lower()}"
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load and validate settings from `path` (default: ./settings.toml next to run.py)."""
+    path = Path(path) if path is not None else DEFAULT_PATH
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: settings file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read settings file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(_format_error(exc, path)) from None
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Secrets:
+    """Secrets from the environment only; `repr` never shows them."""
+
+    anthropic_api_key: str | None
+    openai_api_key: str | None
+    deepseek_api_key: str | None
+    database_url: str | None
+    control_token: str | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Secrets:
+        """Read every secret from the environment (empty values count as missing)."""
+        env = dict(os.environ) if env is None else env
+
+        def get(name: str) -> str | None:
+            return env.get(name) or None
+
+        return cls(
+            anthropic_api_key=get("ANTHROPIC_API_KEY"),
+            openai_api_key=get("OPENAI_API_KEY"),
+            deepseek_api_key=get("DEEPSEEK_API_KEY"),
+            database_url=get("DATABASE_URL"),
+            control_token=get("ARENA_CONTROL_TOKEN"),
+        )
+
+    def api_key(self, provider: str) -> str | None:
+        """Return the API key for an LLM provider."""
+        return {
+            "anthropic": self.anthropic_api_key,
+            "openai": self.openai_api_key,
+            "deepseek": self.deepseek_api_key,
+        }.get(provider)
+
+    def values(self) -> list[str]:
+        """Return every secret value, and the password inside DATABASE_URL, for log redaction."""
+        out = [v for v in (self.anthropic_api_key, self.openai_api_key, self.deepseek_api_key,
+                           self.database_url, self.control_token) if v]
+        if self.database_url:
+            m = re.search(r"://[^:/@]+:([^@]+)@", self.database_url)
+            if m:
+                out.append(m[1])
+        return out
+
+    def __repr__(self) -> str:
+        return "Secrets(<redacted>)"
