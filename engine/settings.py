@@ -57,6 +57,9 @@ class FeedSettings(Section):
     timeframes: tuple[str, ...] = ("15m", "4h")
     reconnect_after_hours: Annotated[float, Field(gt=0, le=24)] = 23.5
     max_backoff_seconds: Annotated[float, Field(gt=0)] = 60.0
+    min_backoff_seconds: Annotated[float, Field(ge=0)] = 1.0
+    backfill_higher_candles: Annotated[int, Field(ge=0, le=1500)] = 100
+    indicator_candles: Annotated[int, Field(ge=60, le=5000)] = 500
     max_frame_bytes: Annotated[int, Field(ge=1024)] = 65_536
     rest_weight_per_minute: Annotated[int, Field(ge=1)] = 1200
     rest_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
@@ -265,7 +268,10 @@ class Settings(Section):
 
 def _format_error(exc: ValidationError, path: Path) -> str:
     err = exc.errors(include_url=False)[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    key = ""
+    for part in err["loc"]:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    key = key or "(top level)"
     value = err.get("input")
     if err["type"] == "extra_forbidden":
         return f"{path}: unknown key '{key}' (value {value!r}); remove it or check its spelling"
@@ -274,7 +280,8 @@ def _format_error(exc: ValidationError, path: Path) -> str:
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return f"{path}: bad value for '{key}': {shown}; expected {err['msg'].lower()}"
+    expected = re.sub(r"^(input should be|value error,)\s*", "", err["msg"], flags=re.I)
+    return f"{path}: bad value for '{key}': {shown}; expected {expected}"
 
 
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
