@@ -53,6 +53,12 @@ WRITER_FLUSH = Histogram("arena_writer_flush_seconds", "Latency of one writer fl
 WRITER_ROWS = Counter("arena_writer_rows", "Rows written to Postgres by table", ["table"],
                       registry=REGISTRY)
 
+# control API
+CONTROL_REQUESTS = Counter("arena_control_requests", "Control API requests by route and status",
+                           ["route", "method", "status"], registry=REGISTRY)
+CONTROL_STREAM_CLIENTS = Gauge("arena_control_stream_clients",
+                               "Browsers connected to the live event stream", registry=REGISTRY)
+
 
 def render() -> bytes:
     """Return all metrics in the Prometheus text format."""

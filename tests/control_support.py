@@ -1,0 +1,145 @@
+"""A hand-written ControlTarget for the control API and live page tests, plus sample data."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from engine.events import AccountSnapshot, DecisionMade, Leaderboard
+
+TRADERS = ("claude", "deepseek", "gpt-4o", "momentum", "buy_and_hold")
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+STEP = 300.0
+
+
+class FakeTarget:
+    """Records commands; `trigger` holds a lock like the engine's cycle lock."""
+
+    def __init__(self, traders: tuple[str, ...] = TRADERS, points: int = 12, seed: int = 7) -> None:
+        self.paused = False
+        self.triggers = 0
+        self.cycle_lock = asyncio.Lock()
+        self.release = asyncio.Event()  # a triggered cycle waits on this when `hold` is set
+        self.hold = False
+        self.healthy = True
+        self.history = equity_walk(traders, points, seed)
+        self.decisions: dict[str, list[dict[str, Any]]] = {t: [] for t in traders}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": "running",
+            "paused": self.paused,
+            "cycle_running": self.cycle_lock.locked(),
+            "feed": {"connected": True, "reconnects": 0, "max_price_age": 10.0,
+                     "price_age": {"BTCUSDT": 0.4, "ETHUSDT": 1.2, "SOLUSDT": 14.5}},
+            "jobs": [{"name": "trading_cycle", "state": "idle", "next_run": START + 3600}],
+            "writer": {"backlog": 3},
+        }
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [{"name": "trading_cycle", "runs": 10, "errors": 1, "skips": 2,
+                 "success_rate": 90.0, "last_duration": 2.5, "last_error": "timeout"}]
+
+    def next_run(self) -> dict[str, Any]:
+        return {"job": "trading_cycle", "next_run": START + 3600, "seconds_until_next_run": 120.0}
+
+    async def trigger(self) -> tuple[bool, str, dict[str, Any]]:
+        if self.cycle_lock.locked():
+            return False, "a trading cycle is already running (started by schedule)", {}
+        async with self.cycle_lock:
+            self.triggers += 1
+            if self.hold:
+                await self.release.wait()
+            return True, "", {"status": "ok", "cycle_id": f"c{self.triggers}", "decisions": 5}
+
+    def pause(self) -> bool:
+        changed, self.paused = not self.paused, True
+        return changed
+
+    def resume(self) -> bool:
+        changed, self.paused = self.paused, False
+        return changed
+
+    def leaderboard(self) -> dict[str, Any]:
+        return {"cycle_id": "c0", "ts": self.last_ts(), "rows": leaderboard_rows(self.history)}
+
+    def trader(self, name: str) -> dict[str, Any] | None:
+        if name not in self.history:
+            return None
+        equity = self.history[name][-1][1]
+        return {
+            "name": name,
+            "account": {"equity": equity, "cash": equity - 500.0, "return_pct": equity / 100 - 100},
+            "positions": [sample_position(name)],
+            "decisions": self.decisions[name],
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        return self.healthy, {"checks": {"feed": self.healthy, "writer": True}}
+
+    def equity_history(self) -> dict[str, list[tuple[float, float]]]:
+        return {k: list(v) for k, v in self.history.items()}
+
+    def last_ts(self) -> float:
+        return max(points[-1][0] for points in self.history.values())
+
+
+def equity_walk(traders: tuple[str, ...], points: int, seed: int) -> dict[str, list[tuple[float, float]]]:
+    """Return a deterministic random-walk equity curve per trader."""
+    rng = random.Random(seed)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for i, name in enumerate(traders):
+        drift = (i - len(traders) / 2) * 0.0004
+        equity, series = 10_000.0, []
+        for k in range(points):
+            equity *= 1 + drift + rng.gauss(0, 0.004)
+            series.append((START + k * STEP, round(equity, 2)))
+        out[name] = series
+    return out
+
+
+def leaderboard_rows(history: dict[str, list[tuple[float, float]]]) -> tuple[dict[str, Any], ...]:
+    """Return leaderboard rows, best equity first."""
+    ranked = sorted(history.items(), key=lambda kv: kv[1][-1][1], reverse=True)
+    return tuple(
+        {"rank": i + 1, "trader": name, "equity": pts[-1][1],
+         "return_pct": round((pts[-1][1] / 10_000 - 1) * 100, 2),
+         "max_drawdown_pct": 3.1, "sharpe": 1.2 - i * 0.4, "trades": 10 + i, "win_rate": 55.0,
+         "llm_cost_usd": 0.12 * i}
+        for i, (name, pts) in enumerate(ranked)
+    )
+
+
+def sample_position(trader: str) -> dict[str, Any]:
+    return {"symbol": "BTCUSDT", "side": "long", "qty": 0.05, "entry_price": 97_000.0,
+            "leverage": 5, "unrealized_pnl": 42.5, "stop_loss": 95_000.0,
+            "take_profit": 101_000.0, "liquidation_price": 78_000.0,
+            "reason": f"{trader}: breakout above resistance"}
+
+
+def snapshot(trader: str, equity: float, ts: float,
+             positions: tuple[dict[str, Any], ...] = ()) -> AccountSnapshot:
+    """Return an AccountSnapshot with the given equity (a point of the equity curve)."""
+    return AccountSnapshot(
+        trader=trader, cash=equity, margin=0.0, unrealized_pnl=0.0, equity=equity,
+        realized_pnl=0.0, fees=0.0, funding=0.0, peak_equity=equity, drawdown_pct=0.0,
+        return_pct=(equity / 10_000 - 1) * 100, positions=positions, state={}, cause="cycle",
+        cycle_id="c1", ts=ts)
+
+
+def decision(trader: str, reason: str, ts: float, action: str = "open_long") -> DecisionMade:
+    """Return a valid DecisionMade with one action and its reason."""
+    return DecisionMade(
+        cycle_id="c1", trader=trader, provider="anthropic", model="claude-sonnet-4-5",
+        prompt_hash="abc", raw_answer="{...}",
+        decision={"actions": [{"symbol": "ETHUSDT", "action": action, "size_usdt": 1500.0,
+                               "leverage": 3, "stop_loss": 3100.0, "take_profit": 3600.0,
+                               "confidence": 0.7, "reason": reason}]},
+        valid=True, error=None, input_tokens=3000, output_tokens=200, cache_read_tokens=0,
+        cache_write_tokens=0, cost_usd=0.012, latency_ms=2400.0, request_id="req_1", ts=ts)
+
+
+def leaderboard(history: dict[str, list[tuple[float, float]]], ts: float) -> Leaderboard:
+    """Return a Leaderboard event ranked from the equity history."""
+    return Leaderboard(cycle_id="c1", rows=leaderboard_rows(history), ts=ts)
