@@ -11,6 +11,7 @@ from engine.events import AccountSnapshot, DecisionMade, Leaderboard
 TRADERS = ("claude", "deepseek", "gpt-4o", "momentum", "buy_and_hold")
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP = 300.0
+PRICES = {"BTCUSDT": 97_000.0, "ETHUSDT": 3_350.0, "SOLUSDT": 185.0}
 
 
 class FakeTarget:
@@ -27,13 +28,15 @@ class FakeTarget:
         self.decisions: dict[str, list[dict[str, Any]]] = {t: [] for t in traders}
 
     def status(self) -> dict[str, Any]:
+        # The shape of engine.app's status(): feed details, price age per symbol, stale symbols.
         return {
             "state": "running",
             "paused": self.paused,
-            "cycle_running": self.cycle_lock.locked(),
-            "feed": {"connected": True, "reconnects": 0, "max_price_age": 10.0,
-                     "price_age": {"BTCUSDT": 0.4, "ETHUSDT": 1.2, "SOLUSDT": 14.5}},
-            "jobs": [{"name": "trading_cycle", "state": "idle", "next_run": START + 3600}],
+            "feed": {"connected": True, "reconnects": 0},
+            "price_age_s": {"BTCUSDT": 0.4, "ETHUSDT": 1.2, "SOLUSDT": 14.5, "DOGEUSDT": None},
+            "stale": ["SOLUSDT", "DOGEUSDT"],
+            "jobs": [{"name": "trading_cycle", "running": self.cycle_lock.locked(),
+                      "next_run": "2026-01-01T01:00:00Z"}],
             "writer": {"backlog": 3},
         }
 
@@ -111,10 +114,13 @@ def leaderboard_rows(history: dict[str, list[tuple[float, float]]]) -> tuple[dic
     )
 
 
-def sample_position(trader: str) -> dict[str, Any]:
-    return {"symbol": "BTCUSDT", "side": "long", "qty": 0.05, "entry_price": 97_000.0,
-            "leverage": 5, "unrealized_pnl": 42.5, "stop_loss": 95_000.0,
-            "take_profit": 101_000.0, "liquidation_price": 78_000.0,
+def sample_position(trader: str, symbol: str = "BTCUSDT", side: str = "long") -> dict[str, Any]:
+    """Return an open position as the broker's positions view shows it."""
+    price = PRICES.get(symbol, 100.0)
+    sign = 1 if side == "long" else -1
+    return {"symbol": symbol, "side": side, "qty": round(5_000 / price, 3), "entry_price": price,
+            "leverage": 5, "unrealized_pnl": 42.5 * sign, "stop_loss": price * (1 - 0.02 * sign),
+            "take_profit": price * (1 + 0.04 * sign), "liquidation_price": price * (1 - 0.19 * sign),
             "reason": f"{trader}: breakout above resistance"}
 
 
@@ -128,14 +134,17 @@ def snapshot(trader: str, equity: float, ts: float,
         cycle_id="c1", ts=ts)
 
 
-def decision(trader: str, reason: str, ts: float, action: str = "open_long") -> DecisionMade:
-    """Return a valid DecisionMade with one action and its reason."""
+def decision(trader: str, reason: str, ts: float, action: str = "open_long",
+             symbol: str = "ETHUSDT", model: str = "claude-sonnet-4-5") -> DecisionMade:
+    """Return a valid DecisionMade with one action (none for a hold) and its reason."""
+    price, sign = PRICES.get(symbol, 100.0), -1 if action == "open_short" else 1
+    actions = [] if action == "hold" else [
+        {"symbol": symbol, "action": action, "size_usdt": 1500.0, "leverage": 3,
+         "stop_loss": round(price * (1 - 0.02 * sign), 2),
+         "take_profit": round(price * (1 + 0.04 * sign), 2), "confidence": 0.7, "reason": reason}]
     return DecisionMade(
-        cycle_id="c1", trader=trader, provider="anthropic", model="claude-sonnet-4-5",
-        prompt_hash="abc", raw_answer="{...}",
-        decision={"actions": [{"symbol": "ETHUSDT", "action": action, "size_usdt": 1500.0,
-                               "leverage": 3, "stop_loss": 3100.0, "take_profit": 3600.0,
-                               "confidence": 0.7, "reason": reason}]},
+        cycle_id="c1", trader=trader, provider="anthropic", model=model,
+        prompt_hash="abc", raw_answer="{...}", decision={"actions": actions, "reason": reason},
         valid=True, error=None, input_tokens=3000, output_tokens=200, cache_read_tokens=0,
         cache_write_tokens=0, cost_usd=0.012, latency_ms=2400.0, request_id="req_1", ts=ts)
 
