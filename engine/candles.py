@@ -1,0 +1,247 @@
+"""1-minute candle series per symbol: backfill and live merged with no holes and no duplicates.
+
+A candle is keyed by its open time (whole epoch seconds, a multiple of 60). Closed candles come
+from live `kline_1m` frames (`closed=True`) or from the REST backfill; whichever arrives first
+for a minute is kept, so a merge never duplicates. `holes()` lists the minutes missing between
+the oldest kept candle and a given minute, which is exactly what a backfill must fetch.
+Higher timeframes are resampled from the 1m series; candles fetched for a higher timeframe fill
+in only the buckets older than the 1m series covers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+
+from engine.events import Kline
+
+MINUTE = 60
+
+
+class Candle(NamedTuple):
+    open_time: float  # epoch seconds
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class OHLCV(NamedTuple):
+    """Columns of a candle series as numpy float64 arrays, oldest first."""
+
+    open_time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+
+def timeframe_seconds(tf: str) -> int:
+    """Return the length of a timeframe like "1m", "15m", "4h", "1d" in seconds."""
+    m = re.fullmatch(r"(\d+)([mhd])", tf)
+    if not m or int(m[1]) <= 0:
+        raise ValueError(f"bad timeframe {tf!r}")
+    return int(m[1]) * {"m": 60, "h": 3600, "d": 86400}[m[2]]
+
+
+def _to_ohlcv(rows: list[Candle]) -> OHLCV:
+    if not rows:
+        empty = np.empty(0, dtype=np.float64)
+        return OHLCV(empty, empty, empty, empty, empty, empty)
+    arr = np.asarray(rows, dtype=np.float64)
+    return OHLCV(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4], arr[:, 5])
+
+
+class _Series:
+    __slots__ = ("candles", "forming", "keys", "version")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []  # sorted open times of closed candles
+        self.candles: dict[int, Candle] = {}
+        self.forming: Candle | None = None
+        self.version = 0
+
+
+def resample(rows: list[Candle], seconds: int) -> list[Candle]:
+    """Aggregate consecutive 1m candles into `seconds`-long buckets aligned to the epoch."""
+    out: list[Candle] = []
+    bucket = None
+    o = h = lo = c = v = 0.0
+    for r in rows:
+        b = int(r.open_time) // seconds * seconds
+        if b != bucket:
+            if bucket is not None:
+                out.append(Candle(float(bucket), o, h, lo, c, v))
+            bucket, o, h, lo, c, v = b, r.open, r.high, r.low, r.close, r.volume
+        else:
+            h = max(h, r.high)
+            lo = min(lo, r.low)
+            c = r.close
+            v += r.volume
+    if bucket is not None:
+        out.append(Candle(float(bucket), o, h, lo, c, v))
+    return out
+
+
+class CandleStore:
+    """Closed 1m candles per symbol (at most `max_candles` newest), plus fetched higher-TF ones."""
+
+    def __init__(self, max_candles: int = 5000) -> None:
+        self.max_candles = max_candles
+        self._series: dict[str, _Series] = {}
+        self._higher: dict[tuple[str, str], dict[int, Candle]] = {}
+        self._cache: dict[tuple[str, str, int], object] = {}
+
+    def _get(self, symbol: str) -> _Series:
+        s = self._series.get(symbol)
+        if s is None:
+            s = self._series[symbol] = _Series()
+        return s
+
+    # ------------------------------------------------------------------ writing
+
+    def apply_kline(self, k: Kline) -> bool:
+        """Apply a live 1m kline update; return True when a closed candle left a hole before it."""
+        s = self._get(k.symbol)
+        candle = Candle(k.open_time, k.open, k.high, k.low, k.close, k.volume)
+        if not k.closed:
+            s.forming = candle
+            return False
+        if s.forming is not None and s.forming.open_time <= k.open_time:
+            s.forming = None
+        key = int(k.open_time)
+        hole = bool(s.keys) and key > s.keys[-1] + MINUTE
+        self._insert(s, key, candle)
+        return hole
+
+    def merge(self, symbol: str, candles: Iterable[Candle]) -> int:
+        """Add closed candles (e.g. from a backfill), skipping minutes already held; return count added."""
+        s = self._get(symbol)
+        added = 0
+        for c in candles:
+            if self._insert(s, int(c.open_time), c, trim=False):
+                added += 1
+        self._trim(s)
+        return added
+
+    def _insert(self, s: _Series, key: int, candle: Candle, trim: bool = True) -> bool:
+        if key % MINUTE or key in s.candles:
+            return False
+        if s.keys and len(s.keys) >= self.max_candles and key < s.keys[0]:
+            return False  # older than everything kept in a full series
+        s.candles[key] = candle
+        if not s.keys or key > s.keys[-1]:
+            s.keys.append(key)
+        else:
+            bisect.insort(s.keys, key)
+        s.version += 1
+        if trim:
+            self._trim(s)
+        return True
+
+    def _trim(self, s: _Series) -> None:
+        excess = len(s.keys) - self.max_candles
+        if excess > 0:
+            for key in s.keys[:excess]:
+                del s.candles[key]
+            del s.keys[:excess]
+            s.version += 1
+
+    def merge_higher(self, symbol: str, timeframe: str, candles: Iterable[Candle]) -> None:
+        """Keep candles fetched for a higher timeframe (used only where the 1m series has none)."""
+        store = self._higher.setdefault((symbol, timeframe), {})
+        for c in candles:
+            store[int(c.open_time)] = c
+        self._get(symbol).version += 1
+
+    # ------------------------------------------------------------------ reading
+
+    def symbols(self) -> tuple[str, ...]:
+        """Return every symbol with a series."""
+        return tuple(self._series)
+
+    def version(self, symbol: str) -> int:
+        """Return a number that changes whenever `symbol`'s closed candles change."""
+        s = self._series.get(symbol)
+        return s.version if s else 0
+
+    def closed(self, symbol: str) -> list[Candle]:
+        """Return `symbol`'s closed 1m candles, oldest first."""
+        s = self._series.get(symbol)
+        return [s.candles[k] for k in s.keys] if s else []
+
+    def forming(self, symbol: str) -> Candle | None:
+        """Return the latest update of the candle still open, if any."""
+        s = self._series.get(symbol)
+        return s.forming if s else None
+
+    def last_closed_time(self, symbol: str) -> float | None:
+        """Return the open time of the newest closed candle, if any."""
+        s = self._series.get(symbol)
+        return float(s.keys[-1]) if s and s.keys else None
+
+    def missing(self, symbol: str, first: float, last: float) -> list[tuple[float, float]]:
+        """Return (first, last) open times of each run of minutes in [first, last] not held."""
+        lo = -(-int(first) // MINUTE) * MINUTE
+        hi = int(last) // MINUTE * MINUTE
+        if hi < lo:
+            return []
+        s = self._series.get(symbol)
+        keys = s.keys if s else []
+        out: list[tuple[float, float]] = []
+        cursor = lo
+        for key in keys[bisect.bisect_left(keys, lo):]:
+            if key > hi:
+                break
+            if key > cursor:
+                out.append((float(cursor), float(key - MINUTE)))
+            cursor = key + MINUTE
+        if cursor <= hi:
+            out.append((float(cursor), float(hi)))
+        return out
+
+    def holes(self, symbol: str, until: float) -> list[tuple[float, float]]:
+        """Return the runs of missing minutes between the oldest held candle and `until`."""
+        s = self._series.get(symbol)
+        if not s or not s.keys:
+            return []
+        return self.missing(symbol, s.keys[0], until)
+
+    def candles(self, symbol: str, timeframe: str = "1m", limit: int | None = None) -> list[Candle]:
+        """Return closed candles of `timeframe` (the newest higher-TF bucket may be partial)."""
+        rows = self.closed(symbol)
+        seconds = timeframe_seconds(timeframe)
+        if seconds != MINUTE:
+            built = resample(rows, seconds)
+            fetched = self._higher.get((symbol, timeframe))
+            if fetched:
+                # A bucket the 1m series covers only partly at its start is better fetched whole.
+                first_full = -(-int(rows[0].open_time) // seconds) * seconds if rows else None
+                keep = [c for c in built if first_full is None or c.open_time >= first_full]
+                start = keep[0].open_time if keep else float("inf")
+                older = [fetched[k] for k in sorted(fetched) if k < start]
+                built = older + keep
+            rows = built
+        if limit is not None:
+            rows = rows[-limit:]
+        return rows
+
+    def arrays(self, symbol: str, timeframe: str = "1m", limit: int | None = None) -> OHLCV:
+        """Return the candles of `timeframe` as numpy columns (cached until the series changes)."""
+        key = (symbol, timeframe, limit or 0)
+        version = self.version(symbol)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:  # type: ignore[index]
+            return hit[1]  # type: ignore[index]
+        out = _to_ohlcv(self.candles(symbol, timeframe, limit))
+        self._cache[key] = (version, out)
+        return out
