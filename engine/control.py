@@ -275,7 +275,8 @@ class ControlServer:
         return json_response({"ok": ok, **detail}, status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.StreamResponse:
-                return web.Response(body=metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return web.Response(body=metrics.render(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _trigger(self, request: web.Request) -> web.StreamResponse:
         if (bad := await _reject_body(request)) is not None:
@@ -287,18 +288,17 @@ class ControlServer:
         return json_response({"triggered": True, "summary": summary})
 
     async def _pause(self, request: web.Request) -> web.StreamResponse:
-        if (bad := await _reject_body(request)) is not None:
-            return bad
-        changed = self._target.pause()
-        log.info("control.paused", changed=changed)
-        return json_response({"paused": True, "changed": changed})
+        return await self._set_paused(request, paused=True)
 
     async def _resume(self, request: web.Request) -> web.StreamResponse:
+        return await self._set_paused(request, paused=False)
+
+    async def _set_paused(self, request: web.Request, *, paused: bool) -> web.StreamResponse:
         if (bad := await _reject_body(request)) is not None:
             return bad
-        changed = self._target.resume()
-        log.info("control.resumed", changed=changed)
-        return json_response({"paused": False, "changed": changed})
+        changed = self._target.pause() if paused else self._target.resume()
+        log.info("control.paused" if paused else "control.resumed", changed=changed)
+        return json_response({"paused": paused, "changed": changed})
 
     # ------------------------------------------------------------ live stream
 

@@ -88,7 +88,8 @@ class FakeTarget:
         return max(points[-1][0] for points in self.history.values())
 
 
-def equity_walk(traders: tuple[str, ...], points: int, seed: int) -> dict[str, list[tuple[float, float]]]:
+def equity_walk(traders: tuple[str, ...], points: int,
+                seed: int) -> dict[str, list[tuple[float, float]]]:
     """Return a deterministic random-walk equity curve per trader."""
     rng = random.Random(seed)
     out: dict[str, list[tuple[float, float]]] = {}
@@ -103,25 +104,41 @@ def equity_walk(traders: tuple[str, ...], points: int, seed: int) -> dict[str, l
 
 
 def leaderboard_rows(history: dict[str, list[tuple[float, float]]]) -> tuple[dict[str, Any], ...]:
-    """Return leaderboard rows, best equity first."""
+    """Return leaderboard rows shaped like engine.leaderboard's, best return first."""
     ranked = sorted(history.items(), key=lambda kv: kv[1][-1][1], reverse=True)
-    return tuple(
-        {"rank": i + 1, "trader": name, "equity": pts[-1][1],
-         "return_pct": round((pts[-1][1] / 10_000 - 1) * 100, 2),
-         "max_drawdown_pct": 3.1, "sharpe": 1.2 - i * 0.4, "trades": 10 + i, "win_rate": 55.0,
-         "llm_cost_usd": 0.12 * i}
-        for i, (name, pts) in enumerate(ranked)
-    )
+    rows = []
+    for i, (name, pts) in enumerate(ranked):
+        equity = pts[-1][1]
+        peak = max(eq for _, eq in pts)
+        cost = 0.0 if name in ("momentum", "buy_and_hold") else round(0.35 + 0.21 * i, 4)
+        rows.append({
+            "trader": name, "equity": equity,
+            "return_pct": round((equity / 10_000 - 1) * 100, 3),
+            "net_return_pct": round(((equity - cost) / 10_000 - 1) * 100, 3),
+            "realized_pnl": round((equity - 10_000) * 0.8, 2),
+            "unrealized_pnl": round((equity - 10_000) * 0.2, 2),
+            "fees": round(4.2 + i, 2), "funding": -0.35, "llm_cost": cost,
+            "trades": 12 + 3 * i, "wins": 7 + i, "win_rate": round(100 * (7 + i) / (12 + 3 * i), 1),
+            "drawdown_pct": round((peak - equity) / peak * 100, 2),
+            "max_drawdown_pct": round(max(2.5, (peak - equity) / peak * 100), 2),
+            "sharpe": round(1.4 - 0.55 * i, 2), "invalid_rate": 2.0 * (i % 2),
+            "hold_rate": 40.0 + 5 * i, "latency_cost": 0.8, "liquidations": 0,
+            "open_positions": 1, "status": "active",
+        })
+    return tuple(rows)
 
 
 def sample_position(trader: str, symbol: str = "BTCUSDT", side: str = "long") -> dict[str, Any]:
     """Return an open position as the broker's positions view shows it."""
     price = PRICES.get(symbol, 100.0)
     sign = 1 if side == "long" else -1
-    return {"symbol": symbol, "side": side, "qty": round(5_000 / price, 3), "entry_price": price,
-            "leverage": 5, "unrealized_pnl": 42.5 * sign, "stop_loss": price * (1 - 0.02 * sign),
-            "take_profit": price * (1 + 0.04 * sign), "liquidation_price": price * (1 - 0.19 * sign),
-            "reason": f"{trader}: breakout above resistance"}
+    qty = round(5_000 / price, 3)
+    return {"symbol": symbol, "side": side, "qty": qty, "entry_price": price,
+            "mark": round(price * 1.004, 2), "leverage": 5, "margin": round(qty * price / 5, 2),
+            "unrealized_pnl": round(qty * price * 0.004 * sign, 2), "roe_pct": round(2.0 * sign, 2),
+            "stop_loss": price * (1 - 0.02 * sign), "take_profit": price * (1 + 0.04 * sign),
+            "liquidation_price": price * (1 - 0.19 * sign),
+            "open_reason": f"{trader}: breakout above resistance", "opened_at": START}
 
 
 def snapshot(trader: str, equity: float, ts: float,

@@ -129,7 +129,8 @@ async def test_page_draws_the_curves_and_updates_chart_and_leaderboard_without_r
         await page.wait_for_function(
             f"document.querySelector('#leaderboard tbody tr').dataset.trader === '{challenger}'")
         await page.locator("#decisions", has_text="reclaimed the 4h EMA50").wait_for()
-        await page.wait_for_function("document.querySelectorAll('#positions tbody tr').length === 4")
+        await page.wait_for_function(
+            "document.querySelectorAll('#positions tbody tr').length === 4")
         last = await page.evaluate(f"window.arena.series.get('{challenger}').eq.at(-1)")
         decisions = await page.locator("#decisions .why").all_inner_texts()
         pixels_after = await page.evaluate(

@@ -196,26 +196,27 @@
 
   const LEADER_COLS = [
     ["rank", "#"], ["trader", "Trader"], ["equity", "Equity"], ["return_pct", "Return"],
-    ["pnl", "PnL"], ["realized_pnl", "Realized"], ["unrealized_pnl", "Unrealized"],
-    ["max_drawdown_pct", "Max DD"], ["drawdown_pct", "DD"], ["sharpe", "Sharpe"],
-    ["trades", "Trades"], ["win_rate", "Win %"], ["open_positions", "Open"],
-    ["fees", "Fees"], ["invalid_rate", "Invalid"], ["hold_rate", "Hold"], ["llm_cost_usd", "LLM $"],
-    ["status", "Status"],
+    ["net_return_pct", "Net of LLM"], ["realized_pnl", "Realized"], ["unrealized_pnl", "Unrealized"],
+    ["max_drawdown_pct", "Max DD"], ["sharpe", "Sharpe"], ["trades", "Trades"],
+    ["win_rate", "Win %"], ["open_positions", "Open"], ["fees", "Fees"], ["funding", "Funding"],
+    ["invalid_rate", "Invalid %"], ["hold_rate", "Hold %"], ["llm_cost", "LLM $"],
+    ["llm_cost_usd", "LLM $"], ["liquidations", "Liq."], ["status", "Status"],
   ];
   const POSITION_COLS = [
     ["trader", "Trader"], ["symbol", "Symbol"], ["side", "Side"], ["qty", "Qty"],
-    ["entry_price", "Entry"], ["mark_price", "Mark"], ["leverage", "Lev"],
-    ["unrealized_pnl", "uPnL"], ["stop_loss", "SL"], ["take_profit", "TP"],
-    ["liquidation_price", "Liq"], ["reason", "Why"],
+    ["entry_price", "Entry"], ["mark", "Mark"], ["leverage", "Lev"], ["margin", "Margin"],
+    ["unrealized_pnl", "uPnL"], ["roe_pct", "ROE"], ["stop_loss", "SL"], ["take_profit", "TP"],
+    ["liquidation_price", "Liq"], ["open_reason", "Why"], ["reason", "Why"],
   ];
-  const HIDDEN_KEYS = new Set(["id", "state", "positions", "starting_capital", "opened_at", "cycle_id", "ts"]);
 
+  // Only the known columns, in this order (rows carry more keys than a table can show).
   function columnsFor(rows, preferred) {
     const present = new Set();
     for (const r of rows) for (const [k, v] of Object.entries(r)) if (v === null || typeof v !== "object") present.add(k);
-    const cols = preferred.filter(([k]) => present.has(k));
-    const known = new Set(preferred.map(([k]) => k));
-    for (const k of present) if (!known.has(k) && !HIDDEN_KEYS.has(k)) cols.push([k, k.replace(/_/g, " ")]);
+    const cols = [], labels = new Set();
+    for (const [k, label] of preferred) {
+      if (present.has(k) && !labels.has(label)) { cols.push([k, label]); labels.add(label); }
+    }
     return cols;
   }
 
@@ -223,16 +224,17 @@
     const td = el("td");
     if (key === "trader") { td.append(traderTag(value)); return td; }
     if (key === "side") { td.append(el("span", "side " + value, value)); return td; }
-    if (key === "reason") { td.className = "reason"; td.textContent = value ?? ""; td.title = value ?? ""; return td; }
+    if (key === "reason" || key === "open_reason") { td.className = "reason"; td.textContent = value ?? ""; td.title = value ?? ""; return td; }
     if (typeof value === "number") {
       td.className = "num";
       if (/_rate$/.test(key)) td.textContent = num(value);
       else if (/drawdown/.test(key)) td.textContent = `${nf2.format(value)}%`;
       else if (/_pct$/.test(key)) td.textContent = pct(value);
-      else if (/(price|stop_loss|take_profit)/.test(key)) td.textContent = Math.abs(value) >= 1 ? nfp.format(value) : num(value);
+      else if (key === "llm_cost" || key === "llm_cost_usd") td.textContent = value < 10 ? value.toFixed(3) : money(value);
+      else if (/(price|^mark$|stop_loss|take_profit)/.test(key)) td.textContent = Math.abs(value) >= 1 ? nfp.format(value) : num(value);
       else if (/(equity|pnl|fees|usd|cash|margin)/.test(key)) td.textContent = money(value);
       else td.textContent = num(value);
-      if (/(pnl|return_pct)/.test(key)) td.classList.add(signClass(value));
+      if (/(pnl|return_pct|roe_pct|^funding$)/.test(key)) td.classList.add(signClass(value));
       return td;
     }
     td.textContent = value === null || value === undefined ? "–" : String(value);
@@ -260,7 +262,7 @@
   }
 
   function setLeaderboard(rows) {
-    state.rows = (rows || []).map((r) => ({ ...r, trader: r.trader ?? r.name }));
+    state.rows = (rows || []).map((r, i) => ({ rank: i + 1, ...r, trader: r.trader ?? r.name }));
     renderTable($("leaderboard"), state.rows, LEADER_COLS, "waiting for the first cycle");
     $("leaderboard").dataset.updated = String(Date.now());
     renderLegend();
@@ -294,7 +296,10 @@
   function actionsOf(d) {
     const dec = d.decision || d;
     const acts = Array.isArray(dec.actions) ? dec.actions : [];
-    return acts.length ? acts : [{ action: "hold", reason: dec.reason || d.error || "" }];
+    const moves = acts.filter((a) => a.action && a.action !== "hold");
+    if (moves.length) return moves;
+    const why = dec.reason || (acts.find((a) => a.reason) || {}).reason || "";
+    return [{ action: "hold", reason: why }];
   }
 
   function renderDecisions() {
