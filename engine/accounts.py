@@ -340,14 +340,14 @@ class Account:
     def liquidate(self, symbol: str, price: float) -> Fill:
         """Liquidate the position: its whole margin is lost (what the loss leaves is the fee)."""
         pos = self.positions[symbol]
-        released = pos.margin
-        pnl = max(pos.sign * pos.qty * (price - pos.entry_price), -released)
+        qty, released = pos.qty, pos.margin
+        pnl = max(pos.sign * qty * (price - pos.entry_price), -released)
         # The part of the margin the price loss leaves is kept as the liquidation clearance
         # fee (Binance's insurance fund), so cash is unchanged and the margin is gone.
         fee = max(0.0, released + pnl)
-        self._book(pos, pos.qty, released, pnl, fee)
+        self._book(pos, qty, released, pnl, fee)
         self.state.liquidations += 1
-        return self._fill(pos, pos.qty, price, fee, pnl, True)
+        return self._fill(pos, qty, price, fee, pnl, True)
 
     def apply_funding(self, symbol: str, rate: float, mark: float) -> float:
         """Charge (> 0) or pay (< 0) funding on the position from/to its margin; return it."""

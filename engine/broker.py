@@ -183,8 +183,8 @@ class PaperBroker:
         if w.dirty:
             w.recompute()
         bid, ask = e.bid, e.ask
-        if e.symbol not in self._marks and bid > 0 and ask > 0:  # no mark stream (spot)
-            self._check_liquidation(w, e.symbol, (bid + ask) / 2)
+        if e.symbol not in self._marks and bid > 0 and ask > 0 and not self._has_mark(e.symbol):
+            self._check_liquidation(w, e.symbol, (bid + ask) / 2)  # no mark stream (spot)
         if not (bid <= w.long_sl or bid >= w.long_tp or ask >= w.short_sl or ask <= w.short_tp):
             return
         for trader, p in list(w.entries.items()):
@@ -196,6 +196,10 @@ class PaperBroker:
                 take = p.take_profit is not None and ask <= p.take_profit
             if stop or take:
                 self._close_on_trigger(trader, p, px, "stop_loss" if stop else "take_profit")
+
+    def _has_mark(self, symbol: str) -> bool:
+        q = self.book.quote(symbol)
+        return q is not None and q.mark > 0
 
     def _on_mark(self, e: MarkPrice) -> None:
         symbol = e.symbol
