@@ -157,6 +157,8 @@ class LLMSettings(Section):
         }
     )
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # Model ids that reject sampling parameters (newer Claude models): temperature is not sent.
+    omit_temperature: tuple[str, ...] = ()
 
 
 class TraderSettings(Section):

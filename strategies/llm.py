@@ -1,0 +1,98 @@
+"""The LLM trader: prompt → provider call → tolerant parse → DecisionOutcome with its cost.
+
+An answer that does not validate, names an unknown symbol or action, or was cut at max tokens
+becomes a hold with `valid=False` and the exact reason; so does a failed call. The deadline of
+the whole call is enforced by `DecisionStep`; this strategy passes it to the SDK as a backstop.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from engine.decision import Decision
+from engine.llm import LLMAnswer, LLMClient, LLMError, Usage, cost_usd
+from engine.prompt import build_prompt
+from engine.settings import LLMSettings, TraderSettings
+from strategies.answer import InvalidAnswer, parse_decision
+from strategies.base import DecisionOutcome, TraderContext
+
+if TYPE_CHECKING:
+    from engine.clock import Clock
+
+log = structlog.get_logger("decisions")
+
+
+class LLMStrategy:
+    """Decides by asking one model through its provider client."""
+
+    def __init__(self, trader: TraderSettings, client: LLMClient, clock: Clock,
+                 settings: LLMSettings, *, deadline_seconds: float) -> None:
+        assert trader.provider is not None and trader.model is not None
+        self.name = trader.name
+        self.trader = trader
+        self.provider: str = trader.provider
+        self.model: str = trader.model
+        self.timeout_seconds = deadline_seconds
+        self._client = client
+        self._clock = clock
+        self._price = settings.prices.get(trader.model)
+        self._temperature = (None if trader.model in settings.omit_temperature
+                             else trader.temperature)
+        self._warned_price = False
+
+    def prompt_hash(self, ctx: TraderContext) -> str:
+        """Return the hash of the prompt this strategy sends for `ctx`."""
+        return build_prompt(ctx).hash
+
+    async def decide(self, ctx: TraderContext) -> DecisionOutcome:
+        """Ask the model for a decision on `ctx`."""
+        prompt = build_prompt(ctx)
+        started = _monotonic(self._clock)
+        try:
+            answer = await self._client.complete(
+                prompt, model=self.model, temperature=self._temperature,
+                max_tokens=self.trader.max_tokens, deadline_seconds=self.timeout_seconds)
+        except LLMError as exc:
+            return self._outcome(Decision.hold(), "", False, str(exc), prompt.hash, started)
+        raw = f"<reasoning>\n{answer.reasoning}\n</reasoning>\n{answer.text}" \
+            if answer.reasoning else answer.text
+        symbols = tuple(getattr(ctx.snapshot, "symbols", {}) or ())
+        if answer.truncated:
+            return self._outcome(Decision.hold(), raw, False,
+                                 f"truncated: stop_reason={answer.stop_reason} at max_tokens="
+                                 f"{self.trader.max_tokens}", prompt.hash, started, answer)
+        text = answer.text if answer.text.strip() else answer.reasoning
+        try:
+            decision = parse_decision(text, symbols)
+        except InvalidAnswer as exc:
+            return self._outcome(Decision.hold(), raw, False, str(exc), prompt.hash, started,
+                                 answer)
+        return self._outcome(decision, raw, True, None, prompt.hash, started, answer)
+
+    def _outcome(self, decision: Decision, raw: str, valid: bool, error: str | None,
+                 prompt_hash: str, started: float,
+                 answer: LLMAnswer | None = None) -> DecisionOutcome:
+        usage = answer.usage if answer else Usage()
+        if answer and self._price is None and not self._warned_price:
+            self._warned_price = True
+            log.warning("llm.price_unknown", trader=self.name, model=self.model,
+                        detail="no llm.prices entry: cost counted as 0")
+        return DecisionOutcome(
+            decision=decision, raw_answer=raw, valid=valid, error=error,
+            provider=self.provider, model=self.model,
+            prompt_hash=prompt_hash, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens, cost_usd=cost_usd(self._price, usage),
+            latency_ms=round((_monotonic(self._clock) - started) * 1000, 3),
+            request_id=answer.request_id if answer else None)
+
+    async def aclose(self) -> None:
+        """Close the provider client."""
+        await self._client.aclose()
+
+
+def _monotonic(clock: Clock) -> float:
+    reader = getattr(clock, "monotonic", None)
+    return reader() if reader is not None else clock.time()
