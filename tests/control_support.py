@@ -116,7 +116,7 @@ def leaderboard_rows(history: dict[str, list[tuple[float, float]]]) -> tuple[dic
             "return_pct": round((equity / 10_000 - 1) * 100, 3),
             "net_return_pct": round(((equity - cost) / 10_000 - 1) * 100, 3),
             "realized_pnl": round((equity - 10_000) * 0.8, 2),
-            "unrealized_pnl": round((equity - 10_000) * 0.2, 2),
+            "unrealized_pnl": 0.0 if i == 2 else round((equity - 10_000) * 0.2, 2),
             "fees": round(4.2 + i, 2), "funding": -0.35, "llm_cost": cost,
             "trades": 12 + 3 * i, "wins": 7 + i, "win_rate": round(100 * (7 + i) / (12 + 3 * i), 1),
             "drawdown_pct": round((peak - equity) / peak * 100, 2),

@@ -70,7 +70,25 @@
 
   let chart = null;
   let chartOrder = [];
-  let redrawPending = false;
+
+  // Events can arrive by the thousand (a fast replay): mark what changed, render once per frame.
+  const dirty = new Set();
+  let framePending = false;
+  function schedule(...parts) {
+    for (const p of parts) dirty.add(p);
+    if (framePending) return;
+    framePending = true;
+    requestAnimationFrame(() => {
+      framePending = false;
+      const now = new Set(dirty);
+      dirty.clear();
+      if (now.has("chart")) redrawChart();
+      if (now.has("leaderboard")) renderLeaderboard();
+      if (now.has("chart") || now.has("leaderboard")) renderLegend();
+      if (now.has("positions")) renderPositions();
+      if (now.has("decisions")) renderDecisions();
+    });
+  }
 
   function addPoint(trader, ts, eq) {
     if (typeof ts !== "number" || typeof eq !== "number" || !isFinite(eq)) return;
@@ -86,13 +104,7 @@
       else { s.ts.splice(i + 1, 0, ts); s.eq.splice(i + 1, 0, eq); }
     }
     if (s.ts.length > MAX_POINTS) { s.ts.splice(0, s.ts.length - MAX_POINTS); s.eq.splice(0, s.eq.length - MAX_POINTS); }
-    scheduleRedraw();
-  }
-
-  function scheduleRedraw() {
-    if (redrawPending) return;
-    redrawPending = true;
-    requestAnimationFrame(() => { redrawPending = false; redrawChart(); renderLegend(); });
+    schedule("chart");
   }
 
   function alignedData(order) {
@@ -125,8 +137,9 @@
       scales: { x: { time: true } },
       axes: [
         { ...axis, values: (u, splits) => {
+          const step = splits.length > 1 ? splits[1] - splits[0] : 0;
           const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
-          return splits.map((ts) => (span > 2 * 86400 ? dayTime(ts).slice(0, 5) : span > 86400 ? dayTime(ts) : hhmm(ts).slice(0, 5)));
+          return splits.map((ts) => (step >= 86400 ? dayTime(ts).slice(0, 5) : span >= 86400 ? dayTime(ts) : hhmm(ts).slice(0, 5)));
         } },
         { ...axis, size: 72, values: (u, vals) => vals.map((v) => nf0.format(v)) },
       ],
@@ -234,7 +247,8 @@
       else if (/(price|^mark$|stop_loss|take_profit)/.test(key)) td.textContent = Math.abs(value) >= 1 ? nfp.format(value) : num(value);
       else if (/(equity|pnl|fees|usd|cash|margin)/.test(key)) td.textContent = money(value);
       else td.textContent = num(value);
-      if (/(pnl|return_pct|roe_pct|^funding$)/.test(key)) td.classList.add(signClass(value));
+      const sign = /(pnl|return_pct|roe_pct|^funding$)/.test(key) ? signClass(value) : "";
+      if (sign) td.classList.add(sign);
       return td;
     }
     td.textContent = value === null || value === undefined ? "–" : String(value);
@@ -263,14 +277,16 @@
 
   function setLeaderboard(rows) {
     state.rows = (rows || []).map((r, i) => ({ rank: i + 1, ...r, trader: r.trader ?? r.name }));
+    schedule("leaderboard");
+  }
+
+  function renderLeaderboard() {
     renderTable($("leaderboard"), state.rows, LEADER_COLS, "waiting for the first cycle");
-    $("leaderboard").dataset.updated = String(Date.now());
-    renderLegend();
   }
 
   function setPositions(trader, positions) {
     state.positions.set(trader, (positions || []).map((p) => ({ trader, ...p })));
-    renderPositions();
+    schedule("positions");
   }
 
   function renderPositions() {
@@ -287,10 +303,11 @@
     const key = d.id || `${d.trader}|${d.cycle_id}|${d.ts}`;
     if (state.seenDecisions.has(key)) return;
     state.seenDecisions.add(key);
+    if (state.seenDecisions.size > 5000) state.seenDecisions = new Set(state.decisions.map((x) => x.id).filter(Boolean));
     state.decisions.push(d);
     state.decisions.sort((a, b) => (b.ts || 0) - (a.ts || 0));
     state.decisions.length = Math.min(state.decisions.length, MAX_DECISIONS);
-    renderDecisions();
+    schedule("decisions");
   }
 
   function actionsOf(d) {
@@ -344,7 +361,7 @@
     document.body.classList.toggle("paused", !!st.paused);
     const feed = st.feed || {};
     const ages = st.price_age_s || feed.price_age_s || feed.price_age || {};
-    const stale = new Set(st.stale || feed.stale || []);
+    const stale = new Set([...(st.stale || []), ...(feed.stale || [])]);
     const connected = feed.connected;
     badge("feed-badge", connected === false ? "feed disconnected" : stale.size ? `feed: ${stale.size} stale` : "feed live",
           connected === false ? "bad" : stale.size ? "warn" : "ok");
@@ -391,9 +408,8 @@
         for (const d of t.decisions || []) addDecision({ trader: name, ...d });
       } catch (e) { /* a trader that vanished between calls */ }
     }));
-    renderPositions();
-    renderDecisions();
-    document.body.dataset.ready = "1";
+    schedule("chart", "leaderboard", "positions", "decisions");
+    requestAnimationFrame(() => requestAnimationFrame(() => { document.body.dataset.ready = "1"; }));
   }
 
   const handlers = {
