@@ -61,6 +61,19 @@ def cycle(cycle_id: str, finished_at: float) -> CycleFinished:
                          summary={"traders": 2}, snapshot={"ts": finished_at, "symbols": {}})
 
 
+def file_lines(path: str | Path) -> list[bytes] | None:
+    """Return the lines of a file, or None when it does not exist."""
+    try:
+        return Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        return None
+
+
+def append_bytes(path: str | Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
 async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:

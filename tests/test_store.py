@@ -158,7 +158,8 @@ async def test_rows_keep_values_exactly(database_url: str) -> None:
         await write_rows(conn, dict([(t, [r]) for t, r in [to_row(snap)]]))
     finally:
         await conn.close()
-    row = (await fetch(database_url, "SELECT equity, positions, state, ts FROM account_snapshots"))[0]
+    query = "SELECT equity, positions, state, ts FROM account_snapshots"
+    row = (await fetch(database_url, query))[0]
 
     assert row["equity"] == 10_123.456789012345
     assert row["ts"].timestamp() == 1_767_225_600.25

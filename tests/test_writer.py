@@ -13,9 +13,11 @@ from engine.events import OrderFilled
 from engine.writer import Writer
 from tests.store_support import (
     PgProxy,
+    append_bytes,
     count,
     db_settings,
     fetch,
+    file_lines,
     fill,
     migrated,
     running,
@@ -184,7 +186,7 @@ async def test_beyond_max_buffer_rows_the_backlog_spills_and_replays_exactly_onc
         await clock.settle()
         await clock.advance(0.1)
         assert writer.status()["spilled_rows"] == 150
-        assert len(spill.read_bytes().splitlines()) == 150
+        assert len(file_lines(spill)) == 150
         bus.publish_many(fill(i) for i in range(150, 170))  # newer rows stay in memory
         await clock.settle()
         await clock.advance(0.1)
@@ -196,7 +198,7 @@ async def test_beyond_max_buffer_rows_the_backlog_spills_and_replays_exactly_onc
         await clock.advance(0.1)
 
         assert await qtys(dsn) == [float(i) for i in range(170)]  # spill first, then memory
-        assert spill.read_bytes() == b""
+        assert file_lines(spill) == []
         assert writer.status()["backlog"] == 0
 
 
@@ -210,7 +212,7 @@ async def test_shutdown_flushes_every_row_it_has(
         bus.publish_many(fill(i) for i in range(3, 5))  # still on the bus when cancelled
         await clock.settle()
     assert await qtys(dsn) == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert not Path(writer.status()["spill_path"]).exists()
+    assert file_lines(writer.status()["spill_path"]) is None
 
 
 async def test_shutdown_during_an_outage_spills_and_the_next_start_replays(
@@ -224,7 +226,7 @@ async def test_shutdown_during_an_outage_spills_and_the_next_start_replays(
         bus.publish_many(fill(i) for i in range(8))
         await clock.settle()
         await clock.advance(0.1)
-    assert len(Path(settings.spill_path).read_bytes().splitlines()) == 8
+    assert len(file_lines(settings.spill_path)) == 8
     assert await count(dsn, "fills") == 0
 
     bus = Bus()
@@ -235,7 +237,7 @@ async def test_shutdown_during_an_outage_spills_and_the_next_start_replays(
         await clock.settle()
         await clock.advance(0.1)
         assert await qtys(dsn) == [float(i) for i in range(9)]
-    assert Path(settings.spill_path).read_bytes() == b""
+    assert file_lines(settings.spill_path) == []
 
 
 async def test_a_torn_last_spill_line_is_skipped_and_the_rest_replayed(
@@ -248,8 +250,7 @@ async def test_a_torn_last_spill_line_is_skipped_and_the_rest_replayed(
     from engine.store import to_row
 
     spill.append(to_row(fill(i)) for i in range(3))
-    with open(settings.spill_path, "ab") as f:
-        f.write(b'{"t": "fills", "r": ["0190')  # a crash mid-append
+    append_bytes(settings.spill_path, b'{"t": "fills", "r": ["0190')  # a crash mid-append
     spill.append([to_row(fill(3))])  # appending after a torn line starts a new line
 
     writer = Writer(bus, dsn, settings, clock)
