@@ -2,17 +2,18 @@
 
 Binance USD-M formulas (isolated margin, one-way mode), with s = +1 long / -1 short:
 
-* unrealized PnL   = s · qty · (mark − entry)
-* initial margin   = qty · price / leverage        (taken out of cash into the position)
-* taker fee        = qty · price · taker_fee       (paid from cash on every fill)
-* funding          = s · qty · mark · funding_rate (> 0 paid, < 0 received; from/to the margin)
-* liquidation price LP = (WB + cumB − s·qty·entry) / (qty·MMR − s·qty), where WB is the
+* unrealized PnL   = s * qty * (mark - entry)
+* initial margin   = qty * price / leverage        (taken out of cash into the position)
+* taker fee        = qty * price * taker_fee       (paid from cash on every fill)
+* funding          = s * qty * mark * funding_rate (> 0 paid, < 0 received; from/to the margin)
+* liquidation price LP = (WB + cumB - s*qty*entry) / (qty*MMR - s*qty), where WB is the
   position's isolated margin and cumB the maintenance amount (0 in the first bracket):
-  long LP = (qty·entry − margin) / (qty·(1 − MMR)), short LP = (qty·entry + margin) / (qty·(1 + MMR)).
+  long LP = (qty*entry - margin) / (qty*(1 - MMR)),
+  short LP = (qty*entry + margin) / (qty*(1 + MMR)).
 
 Money is kept at full float precision; amounts reconcile to the cent (tolerance 0.005 USDT).
 The ledger identity holds after every operation:
-    cash + Σ margin = capital + realized PnL − fees − funding,  equity = cash + Σ margin + Σ uPnL.
+    cash + Σ margin = capital + realized PnL - fees - funding,  equity = cash + Σ margin + Σ uPnL.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def sign_of(side: str) -> int:
 
 
 def unrealized_pnl(side: str, qty: float, entry: float, mark: float) -> float:
-    """Return Binance's unrealized PnL: size · direction · (mark − entry)."""
+    """Return Binance's unrealized PnL: size * direction * (mark - entry)."""
     return sign_of(side) * qty * (mark - entry)
 
 
@@ -201,7 +202,7 @@ class AccountState:
     suspended_until: float | None = None  # daily loss limit: no new positions until then
     stopped: bool = False  # max drawdown: no new positions ever again
     trades: int = 0  # positions closed completely
-    wins: int = 0  # of those, closed with realized − fees − funding > 0
+    wins: int = 0  # of those, closed with realized - fees - funding > 0
     liquidations: int = 0
     decisions: int = 0
     invalid: int = 0
@@ -294,8 +295,8 @@ class Account:
         margin = notional / lev
         fee = notional * fee_rate
         if margin + fee > self.cash + 1e-9:
-            raise AccountError("insufficient_margin",
-                               f"needs {margin + fee:.2f} USDT (margin + fee), cash {self.cash:.2f}")
+            raise AccountError("insufficient_margin", f"needs {margin + fee:.2f} USDT "
+                               f"(margin + fee), cash {self.cash:.2f}")
         self.cash -= margin + fee
         self.fees += fee
         opened = None
@@ -386,7 +387,7 @@ class Account:
     # ------------------------------------------------------------ persistence
 
     def ledger_gap(self) -> float:
-        """Return cash + margin − (capital + realized − fees − funding): 0 when consistent."""
+        """Return cash + margin - (capital + realized - fees - funding): 0 when consistent."""
         return (self.cash + self.margin()
                 - (self.capital + self.realized_pnl - self.fees - self.funding))
 

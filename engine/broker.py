@@ -174,7 +174,8 @@ class PaperBroker:
             self._on_book(event)
         elif kind is MarkPrice:
             self._on_mark(event)
-        # Kline and Ticker24h trigger nothing: stops use the executable bid/ask, liquidation the mark.
+        # Kline and Ticker24h trigger nothing: stops use the executable bid/ask,
+        # liquidation the mark.
 
     def _on_book(self, e: BookTicker) -> None:
         w = self._watch.get(e.symbol)
@@ -326,7 +327,8 @@ class PaperBroker:
         q = self.book.quote(symbol)
         if q is None or not (q.bid > 0 and q.ask > 0):
             raise AccountError("price_stale", f"no bid/ask for {symbol} at fill time")
-        f, fee_rate, slip = self.filter_for(symbol), self.settings.taker_fee, self.settings.slippage_bps
+        f = self.filter_for(symbol)
+        fee_rate, slip = self.settings.taker_fee, self.settings.slippage_bps
         pos = acc.positions.get(symbol)
         if a.action in ("hold", "close") and pos is None:
             raise AccountError("no_position", f"no open position on {symbol}")
@@ -452,7 +454,8 @@ class PaperBroker:
             trader=trader, cash=acc.cash, margin=acc.margin(), unrealized_pnl=upnl, equity=equity,
             realized_pnl=acc.realized_pnl, fees=acc.fees, funding=acc.funding,
             peak_equity=st.peak_equity,
-            drawdown_pct=(st.peak_equity - equity) / st.peak_equity * 100 if st.peak_equity else 0.0,
+            drawdown_pct=(st.peak_equity - equity) / st.peak_equity * 100
+            if st.peak_equity else 0.0,
             return_pct=(equity - acc.capital) / acc.capital * 100,
             positions=positions, state={"capital": acc.capital, **st.to_dict()},
             cause=cause, cycle_id=cycle_id, ts=self.clock.time())

@@ -1,6 +1,6 @@
 """The leaderboard: pure rows from the accounts, Sharpe from the cycle equity series, a text table.
 
-Sharpe is computed from the per-cycle simple returns of equity (r = E_i / E_(i-1) − 1, one point
+Sharpe is computed from the per-cycle simple returns of equity (r = E_i / E_(i-1) - 1, one point
 per cycle snapshot), as mean / sample standard deviation, annualized by √(periods per year) where a
 period is the observed mean time between cycle snapshots and a year is 365 days (crypto trades
 around the clock). The running mean and variance (Welford) live in the account state, so the

@@ -68,7 +68,7 @@ class _SimPos:
     leverage: int
 
 
-class _Refused(Exception):  # noqa: N818 - control flow inside review only
+class _Refused(Exception):  # control flow inside review only
     def __init__(self, rule: str, detail: str) -> None:
         self.rule, self.detail = rule, detail
 
@@ -85,7 +85,7 @@ class RiskManager:
     # ------------------------------------------------------------ trader-level limits
 
     def update_limits(self, account: Account, equity: float, now: float) -> str | None:
-        """Roll the day, track the peak, and trip or lift limits; return what changed, if anything."""
+        """Roll the day, track the peak, trip or lift limits; return what changed, if anything."""
         st = account.state
         account.observe_equity(equity)
         changed = None

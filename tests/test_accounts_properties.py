@@ -1,11 +1,11 @@
 """Property tests: random sequences of orders, price moves and funding through the paper broker.
 
 After every step, with the ledger rebuilt independently from the published events:
-* equity = cash + margin + unrealized PnL = capital + Σ realized − Σ fees − Σ funding + uPnL,
+* equity = cash + margin + unrealized PnL = capital + Σ realized - Σ fees - Σ funding + uPnL,
   to the cent;
 * cash never goes below zero and no position is left past its bankruptcy price (so equity never
   goes below zero): a position that would have been is liquidated first;
-and closing everything leaves cash = capital + realized PnL − fees − funding.
+and closing everything leaves cash = capital + realized PnL - fees - funding.
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ def test_buys_fill_at_the_ask_plus_slippage_rounded_to_step_and_tick(clock, bus)
     w = World(clock, bus, slippage_bps=1.0)
     w.book.set("BTCUSDT", 59_999.9, 60_000.0)
     (fill,) = [e for e in w.do(long("BTCUSDT", 1_000)) if isinstance(e, OrderFilled)]
-    # ask 60,000 × (1 + 1 bp) = 60,006.0 (on the 0.1 tick); qty = 1,000 / 60,006 = 0.01666
-    # rounded down to the 0.001 step = 0.016; notional 960.096; fee × 0.0005 = 0.480048
+    # ask 60,000 * (1 + 1 bp) = 60,006.0 (on the 0.1 tick); qty = 1,000 / 60,006 = 0.01666
+    # rounded down to the 0.001 step = 0.016; notional 960.096; fee * 0.0005 = 0.480048
     assert (fill.side, fill.price, fill.qty) == ("buy", 60_006.0, 0.016)
     assert fill.notional == pytest.approx(960.096)
     assert fill.fee == pytest.approx(0.480048)
@@ -78,7 +78,7 @@ def test_sells_fill_at_the_bid_minus_slippage(clock, bus) -> None:
     w = World(clock, bus, slippage_bps=1.0)
     w.book.set("ETHUSDT", 3_000.0, 3_000.5)
     (fill,) = [e for e in w.do(short("ETHUSDT", 600)) if isinstance(e, OrderFilled)]
-    # bid 3,000 × (1 − 1 bp) = 2,999.70; qty = floor(600 / 2,999.7, 0.001) = 0.2
+    # bid 3,000 * (1 - 1 bp) = 2,999.70; qty = floor(600 / 2,999.7, 0.001) = 0.2
     assert (fill.side, fill.price, fill.qty) == ("sell", 2_999.70, 0.2)
 
 
@@ -107,7 +107,7 @@ def test_close_with_size_reduces_and_without_size_closes(w: World) -> None:
     assert pos.qty == pytest.approx(0.5)
     w.do(Action(symbol="ETHUSDT", action="close"))
     closed = w.events(PositionClosed)
-    # realized over the whole life: 0.5 × 100 + 0.5 × 100 = 100
+    # realized over the whole life: 0.5 * 100 + 0.5 * 100 = 100
     assert [(c.reason, c.qty) for c in closed] == [("decision", 0.5)]
     assert closed[0].realized_pnl == pytest.approx(100.0)
     assert w.broker.accounts["a"].positions == {}
@@ -141,7 +141,7 @@ def test_long_stop_loss_triggers_on_the_bid_and_fills_there_with_slippage(clock,
     assert w.events() == []
     w.broker.on_market(book_ticker("BTCUSDT", 57_990.0, 57_990.1))
     fill, closed, snap = w.events()
-    # 57,990 × (1 − 1 bp) = 57,984.201 → down to the 0.1 tick: 57,984.2
+    # 57,990 * (1 - 1 bp) = 57,984.201 → down to the 0.1 tick: 57,984.2
     assert (fill.reason, fill.side, fill.price) == ("stop_loss", "sell", 57_984.2)
     assert closed.reason == "stop_loss" and snap.cause == "fill"
     assert w.broker.accounts["a"].positions == {}
@@ -155,7 +155,7 @@ def test_short_take_profit_triggers_on_the_ask(w: World) -> None:
     w.broker.on_market(book_ticker("ETHUSDT", 2_699.0, 2_699.5))
     fill, closed, _ = w.events()
     assert (fill.reason, fill.side, fill.price) == ("take_profit", "buy", 2_699.5)
-    # realized = 1 × −1 × (2,699.5 − 3,000) = 300.5
+    # realized = 1 * -1 * (2,699.5 - 3,000) = 300.5
     assert closed.realized_pnl == pytest.approx(300.5)
 
 
@@ -170,7 +170,7 @@ def test_a_tick_only_touches_positions_on_its_own_symbol(w: World) -> None:
 def test_liquidation_happens_on_the_mark_not_on_the_bid(w: World) -> None:
     w.do(long("BTCUSDT", 6_000, lev=10))  # 0.1 BTC at 60,000, margin 600
     lp = w.broker.accounts["a"].positions["BTCUSDT"].liquidation_price
-    # LP = (0.1 × 60,000 − 600) / (0.1 × (1 − 0.004)) = 5,400 / 0.0996 = 54,216.87
+    # LP = (0.1 * 60,000 - 600) / (0.1 * (1 - 0.004)) = 5,400 / 0.0996 = 54,216.87
     assert lp == pytest.approx(54_216.867, abs=1e-3)
     cash = w.broker.accounts["a"].cash
     w.events()
@@ -180,7 +180,7 @@ def test_liquidation_happens_on_the_mark_not_on_the_bid(w: World) -> None:
     fill, closed, snap = w.events()
     assert fill.reason == closed.reason == snap.cause == "liquidation"
     assert fill.qty == closed.qty == 0.1
-    # the whole 600 margin is lost: price loss 0.1 × (54,200 − 60,000) = −580, fee 20
+    # the whole 600 margin is lost: price loss 0.1 * (54,200 - 60,000) = -580, fee 20
     assert fill.realized_pnl == pytest.approx(-580.0)
     assert fill.fee == pytest.approx(20.0)
     assert w.broker.accounts["a"].cash == pytest.approx(cash)
@@ -190,7 +190,7 @@ def test_liquidation_happens_on_the_mark_not_on_the_bid(w: World) -> None:
 def test_short_is_liquidated_when_the_mark_rises_to_its_price(w: World) -> None:
     w.do(short("ETHUSDT", 3_000, lev=10))
     lp = w.broker.accounts["a"].positions["ETHUSDT"].liquidation_price
-    # LP = (1 × 3,000 + 300) / (1 × 1.004) = 3,286.85
+    # LP = (1 * 3,000 + 300) / (1 * 1.004) = 3,286.85
     assert lp == pytest.approx(3_286.853, abs=1e-3)
     w.broker.on_market(mark_price("ETHUSDT", 3_286.0))
     assert w.broker.accounts["a"].positions
@@ -211,7 +211,7 @@ def test_funding_is_charged_once_per_funding_time(w: World) -> None:
             w.broker.on_market(mark_price(s, mark, rate=0.0003, t=funding_time + 1,
                                           next_funding=funding_time + 28_800))
     paid = w.events(FundingPaid)
-    # long 0.1 BTC: 0.1 × 61,000 × 0.0001 = 0.61 paid; short 1 ETH: −(3,100 × 0.0001) = −0.31
+    # long 0.1 BTC: 0.1 * 61,000 * 0.0001 = 0.61 paid; short 1 ETH: -(3,100 * 0.0001) = -0.31
     assert [(p.symbol, round(p.amount, 6)) for p in paid] == [("BTCUSDT", 0.61),
                                                               ("ETHUSDT", -0.31)]
     assert w.broker.accounts["a"].funding == pytest.approx(0.30)
@@ -219,7 +219,7 @@ def test_funding_is_charged_once_per_funding_time(w: World) -> None:
 
 def test_no_funding_for_a_position_opened_after_the_funding_time(w: World) -> None:
     w.broker.on_market(mark_price("BTCUSDT", 60_000.0, rate=0.001, next_funding=T0 - 10))
-    w.do(long("BTCUSDT", 6_000))  # opened at T0, after the funding time T0 − 10
+    w.do(long("BTCUSDT", 6_000))  # opened at T0, after the funding time T0 - 10
     w.broker.on_market(mark_price("BTCUSDT", 60_000.0, next_funding=T0 + 28_790))
     assert w.events(FundingPaid) == []
 
@@ -262,7 +262,7 @@ def test_latency_cost_is_the_adverse_move_between_snapshot_and_fill(w: World) ->
 def test_daily_loss_limit_suspends_until_midnight_then_lifts(w: World) -> None:
     w.do(long("BTCUSDT", 5_000, lev=2))  # 0.083 BTC; at 2x the liquidation price is 30,120
     w.events()
-    w.broker.on_market(mark_price("BTCUSDT", 47_500.0))  # 0.083 × −12,500 = −1,037.5 (> 10 %)
+    w.broker.on_market(mark_price("BTCUSDT", 47_500.0))  # 0.083 * -12,500 = -1,037.5 (> 10 %)
     assert w.broker.blocked_reason("a", T0 + 60) == "daily_loss_limit"
     assert w.events(AccountSnapshot)[-1].cause == "risk"
     st = w.broker.accounts["a"].state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 
@@ -16,7 +17,7 @@ def test_sharpe_matches_the_textbook_formula_on_the_series() -> None:
     stats = ReturnStats()
     for i, e in enumerate(equities):
         stats.add(e, i * 300.0)  # one cycle every 5 minutes
-    returns = [b / a - 1 for a, b in zip(equities, equities[1:], strict=False)]
+    returns = [b / a - 1 for a, b in itertools.pairwise(equities)]
     expected = (statistics.mean(returns) / statistics.stdev(returns)
                 * math.sqrt(SECONDS_PER_YEAR / 300))
     assert stats.sharpe() == pytest.approx(expected)

@@ -180,7 +180,7 @@ def test_losing_ten_percent_in_a_day_suspends_the_trader_until_midnight() -> Non
     broker = PaperBroker(broker_settings(), risk_settings(), Bus(), clock, book, symbols=SYMBOLS)
     broker.open_account("t", 10_000.0)
     broker.execute("t", [act(symbol="ETHUSDT", size=4_500, lev=1)], "c0", None)
-    book.set("ETHUSDT", 2_300.0)  # 1.5 ETH × −700 = −1,050: −10.5 % today
+    book.set("ETHUSDT", 2_300.0)  # 1.5 ETH * -700 = -1,050: -10.5 % today
     broker.mark_all()
     approved, rejected = broker.review("t", Decision(actions=(act(symbol="ETHUSDT", size=100),)),
                                        None, clock.time(), "c1")
