@@ -158,7 +158,7 @@ _SNAPSHOT_FIELDS = (
 class RecoveredState:
     """The persisted state of the current arena."""
 
-    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # trader → the latest AccountSnapshot as a dict of its fields (positions a tuple of dicts,
     # state a dict, ts epoch seconds, id a UUID); PaperBroker.restore(trader, snapshot) takes it
     runs: int = 0  # runs recorded before this start, all arenas
@@ -172,7 +172,7 @@ class RecoveredState:
     @property
     def empty(self) -> bool:
         """Tell whether there is nothing to resume (no account was ever persisted)."""
-        return not self.snapshots
+        return not self.accounts
 
 
 async def load_state(dsn: str, *, spill_path: str | None = None) -> RecoveredState:
@@ -212,7 +212,7 @@ async def _read(conn: asyncpg.Connection, replayed: int) -> RecoveredState:
         since,
     )
     state = RecoveredState(
-        snapshots={r["trader"]: _snapshot_dict(r) for r in rows},
+        accounts={r["trader"]: _snapshot_dict(r) for r in rows},
         runs=runs,
         arena_runs=arena_runs,
         arena_run_id=arena["run_id"] if arena else None,
@@ -221,7 +221,7 @@ async def _read(conn: asyncpg.Connection, replayed: int) -> RecoveredState:
         last_cycle_at=cycle["finished_at"].timestamp() if cycle else None,
         replayed_rows=replayed,
     )
-    log.info("store.state_loaded", traders=len(state.snapshots), runs=runs,
+    log.info("store.state_loaded", traders=len(state.accounts), runs=runs,
              arena_runs=arena_runs, last_cycle_id=state.last_cycle_id, replayed_rows=replayed)
     return state
 

@@ -35,6 +35,7 @@ from engine.store import ROW_OF, TABLES, Row, prepare_staging, to_row, write_bat
 log = structlog.get_logger("writer")
 
 _MIN_BACKOFF_S = 0.5
+_CATCH_UP_BATCHES = 8  # a flush takes up to this many batches' rows when that many wait
 _INTAKE_BATCH = 8192
 
 
@@ -50,6 +51,7 @@ class Writer:
         self._rows: dict[str, deque[Row]] = {t: deque() for t in TABLES}
         self._times: dict[str, deque[float]] = {t: deque() for t in TABLES}  # arrival per row
         self._queued = 0
+        self._retried: dict[str, int] = dict.fromkeys(TABLES, 0)  # rows at the front tried once
         self._spill = SpillFile(settings.spill_path)
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
@@ -196,34 +198,43 @@ class Writer:
         self._failures, self._retry_at, self._down_since = 0, None, None
         return True
 
-    def _take(self, final: bool) -> dict[str, list[Row]]:
+    def _take(self, final: bool) -> tuple[dict[str, list[Row]], bool]:
+        """Take the due tables' oldest rows; return them and whether none was tried before."""
         now = self._clock.time()
         limit = now - self._settings.flush_ms / 1000.0
         size = self._settings.batch_rows
         batches: dict[str, list[Row]] = {}
+        fresh = True
         for table, rows in self._rows.items():
             if rows and (final or len(rows) >= size or self._times[table][0] <= limit):
-                n = min(size, len(rows))
+                # Behind (a burst, or after an outage): catch up with larger transactions.
+                n = min(size * _CATCH_UP_BATCHES, len(rows))
                 batches[table] = [rows.popleft() for _ in range(n)]
                 times = self._times[table]
                 for _ in range(n):
                     times.popleft()
                 self._queued -= n
-        return batches
+                if self._retried[table]:
+                    fresh = False
+                    self._retried[table] = max(0, self._retried[table] - n)
+        return batches, fresh
 
     def _put_back(self, batches: dict[str, list[Row]], at: float) -> None:
         for table, rows in batches.items():
             self._rows[table].extendleft(reversed(rows))
             self._times[table].extendleft(repeat(at, len(rows)))
             self._queued += len(rows)
+            # The failed attempt may have committed after all: retry the duplicate-safe way.
+            self._retried[table] = min(len(self._rows[table]), self._retried[table] + len(rows))
 
     async def _flush(self, conn: asyncpg.Connection, *, final: bool) -> None:
-        batches = self._take(final)
+        batches, fresh = self._take(final)
         if not batches:
             return
         started = _monotonic(self._clock)
         try:
-            new = await self._write(conn, batches)
+            new = await write_batches(conn, batches, fresh=fresh, reject=self._spill.reject,
+                                      limit_s=self._settings.write_timeout_seconds)
         except BaseException:
             self._put_back(batches, self._clock.time() - self._settings.flush_ms / 1000.0)
             raise
@@ -240,10 +251,6 @@ class Writer:
         metrics.WRITER_BACKLOG.set(self.backlog)
         log.debug("writer.flushed", rows=total, new=new, tables=sorted(batches),
                   ms=round(elapsed * 1000, 2), backlog=self.backlog)
-
-    async def _write(self, conn: asyncpg.Connection, batches: dict[str, list[Row]]) -> int:
-        return await write_batches(conn, batches, limit_s=self._settings.write_timeout_seconds,
-                                   reject=self._spill.reject)
 
     async def _replay_chunk(self, conn: asyncpg.Connection) -> None:
         rows, new = await replay_chunk(conn, self._spill, self._settings.write_timeout_seconds)
@@ -297,6 +304,7 @@ class Writer:
         for table in TABLES:
             self._rows[table].clear()
             self._times[table].clear()
+            self._retried[table] = 0
         self._queued = 0
         metrics.WRITER_BACKLOG.set(self.backlog)
         log.warning("writer.spilled", rows=len(items), why=why, spilled=self._spill.pending,

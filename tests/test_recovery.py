@@ -54,9 +54,9 @@ async def test_the_latest_snapshot_of_each_trader_is_returned_with_all_its_field
 
     state = await load_state(database_url)
 
-    assert set(state.snapshots) == {"claude", "gpt-4o"}
-    assert state.snapshots["claude"] == as_dict(latest)
-    assert state.snapshots["gpt-4o"]["equity"] == 9_900.0
+    assert set(state.accounts) == {"claude", "gpt-4o"}
+    assert state.accounts["claude"] == as_dict(latest)
+    assert state.accounts["gpt-4o"]["equity"] == 9_900.0
 
 
 async def test_snapshots_at_the_same_instant_resolve_to_the_one_made_last(
@@ -66,7 +66,7 @@ async def test_snapshots_at_the_same_instant_resolve_to_the_one_made_last(
     first = snapshot("claude", 1.0, T0, cause="fill")
     second = snapshot("claude", 2.0, T0, cause="cycle")
     await persist(database_url, second, first)  # stored out of order
-    assert (await load_state(database_url)).snapshots["claude"]["equity"] == 2.0
+    assert (await load_state(database_url)).accounts["claude"]["equity"] == 2.0
 
 
 async def test_runs_and_the_last_cycle_are_reported(database_url: str) -> None:
@@ -90,7 +90,7 @@ async def test_a_fresh_run_starts_a_new_arena_and_keeps_the_old_history(
 
     await persist(database_url, snapshot("gpt-4o", 10_000.0, T0 + 5))
     state = await load_state(database_url)
-    assert set(state.snapshots) == {"gpt-4o"}
+    assert set(state.accounts) == {"gpt-4o"}
     assert (state.runs, state.arena_runs, state.arena_run_id) == (2, 1, fresh.run_id)
     assert state.last_cycle_id is None
     conn = await asyncpg.connect(database_url)
@@ -112,7 +112,7 @@ async def test_the_spill_file_is_replayed_before_the_state_is_read(
 
     state = await load_state(database_url, spill_path=str(spill.path))
 
-    assert state.snapshots["claude"]["equity"] == 10_500.0
+    assert state.accounts["claude"]["equity"] == 10_500.0
     assert state.replayed_rows == 1  # the other row was already there
     assert file_lines(spill.path) == []
     again = await load_state(database_url, spill_path=str(spill.path))

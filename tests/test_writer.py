@@ -48,11 +48,27 @@ async def test_flushes_as_soon_as_a_table_holds_batch_rows(
 ) -> None:
     writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=50, flush_ms=60_000), clock)
     async with running(writer):
-        bus.publish_many(fill(i) for i in range(120))
+        bus.publish_many(fill(i) for i in range(49))
+        await clock.settle()
+        assert await count(dsn, "fills") == 0
+
+        bus.publish(fill(49))
+        await clock.settle()
+        assert await count(dsn, "fills") == 50  # time has not moved
+        assert writer.status()["backlog"] == 0
+
+
+async def test_a_deep_backlog_is_written_in_larger_transactions(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=10, flush_ms=60_000), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(205))
         await clock.settle()
 
-        assert await count(dsn, "fills") == 100  # two full batches, time has not moved
-        assert writer.status()["backlog"] == 20
+        assert await qtys(dsn) == [float(i) for i in range(205)]
+        assert writer.status()["flushes"] == 3  # 80 + 80 + 45 rows
+        assert writer.status()["backlog"] == 0
 
 
 async def test_keeps_a_small_batch_until_its_oldest_row_is_flush_ms_old(
