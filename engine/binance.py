@@ -153,18 +153,18 @@ class BinanceRest:
         """Return every closed candle with open time in [first, last], paging as needed."""
         step = timeframe_seconds(interval)
         page = MAX_KLINES[self.settings.market]
-        now = self.clock.time()
+        last = min(last, self.clock.time() // step * step - step)  # the open candle is not closed
         out: list[Candle] = []
         cursor = first
         while cursor <= last:
-            count = int((last - cursor) // step) + 1
-            rows = await self.klines(symbol, interval, start=cursor, end=last,
-                                     limit=min(page, count))
-            rows = [r for r in rows if cursor <= r.open_time <= last and r.open_time + step <= now]
-            if not rows:
-                break
-            out.extend(rows)
-            cursor = rows[-1].open_time + step
+            limit = min(page, int((last - cursor) // step) + 1)
+            got = await self.klines(symbol, interval, start=cursor, end=last, limit=limit)
+            rows = [r for r in got if cursor <= r.open_time <= last]
+            if rows:
+                out.extend(rows)
+                cursor = rows[-1].open_time + step
+            if len(got) < limit or not rows:
+                break  # Binance has nothing more in this range
         return out
 
     async def exchange_info(self, symbols: tuple[str, ...] | None = None) -> dict[str, dict]:
