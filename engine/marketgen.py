@@ -13,6 +13,7 @@ minute. Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import math
 import random
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import orjson
 
@@ -233,9 +235,11 @@ def write(path: str | Path, frames: Iterator[tuple[float, Record]]) -> int:
     """Write frames in the recorded-frame format (gzip when `path` ends in .gz); return the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.suffix == ".gz" else open
     count = 0
-    with opener(path, "wb") as fh:  # type: ignore[operator]
+    with open(path, "wb") as raw, contextlib.ExitStack() as stack:
+        fh: IO[bytes] = raw
+        if path.suffix == ".gz":  # mtime 0: the same seed gives the same bytes
+            fh = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0))
         for t, item in frames:
             key = "raw" if isinstance(item, str) else "backfill"
             fh.write(orjson.dumps({"t": t, key: item}))
