@@ -27,7 +27,7 @@ import asyncpg
 import orjson
 import structlog
 
-from engine.store import Row, prepare_staging, row_from_json, row_to_json, write_batches
+from engine.store import Row, prepare_connection, row_from_json, row_to_json, write_batches
 
 log = structlog.get_logger("store")
 
@@ -139,7 +139,7 @@ async def replay_spill_file(dsn: str, path: str | Path, *, limit_s: float = 60.0
     conn = await asyncpg.connect(dsn, timeout=limit_s)
     new = 0
     try:
-        await prepare_staging(conn)
+        await prepare_connection(conn)
         while spill.pending:
             new += (await replay_chunk(conn, spill, limit_s))[1]
     finally:

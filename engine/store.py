@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,11 +158,6 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
 Row = tuple[Any, ...]
 
 
-def ts(seconds: float | None) -> datetime | None:
-    """Return epoch seconds as an aware UTC datetime (None stays None)."""
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-
-
 def dumps(value: Any) -> str | None:
     """Return `value` as JSON text for a jsonb column (None stays SQL NULL)."""
     if value is None:
@@ -181,7 +175,7 @@ class Table:
 
     name: str
     columns: tuple[str, ...]
-    kinds: tuple[str, ...]  # uuid | ts | json | plain
+    kinds: tuple[str, ...]  # uuid | ts (epoch seconds in rows) | json | plain
 
     @property
     def stage(self) -> str:
@@ -220,11 +214,11 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 
 def _run(e: RunStarted) -> Row:
-    return (e.id, e.run_id, ts(e.started_at), e.version, e.settings_hash, e.fresh, e.dry_run)
+    return (e.id, e.run_id, e.started_at, e.version, e.settings_hash, e.fresh, e.dry_run)
 
 
 def _cycle(e: CycleFinished) -> Row:
-    return (e.id, e.cycle_id, e.trigger, ts(e.started_at), ts(e.finished_at),
+    return (e.id, e.cycle_id, e.trigger, e.started_at, e.finished_at,
             _ms(e.started_at, e.finished_at), e.status, e.skip_reason, dumps(e.summary),
             dumps(e.snapshot))
 
@@ -233,42 +227,42 @@ def _decision(e: DecisionMade) -> Row:
     return (e.id, e.cycle_id, e.trader, e.provider, e.model, e.prompt_hash, e.raw_answer,
             dumps(e.decision), e.valid, e.error, e.input_tokens, e.output_tokens,
             e.cache_read_tokens, e.cache_write_tokens, e.cost_usd, e.latency_ms, e.request_id,
-            ts(e.ts))
+            e.ts)
 
 
 def _rejection(e: DecisionRejected) -> Row:
-    return (e.id, e.cycle_id, e.trader, e.symbol, e.action, e.rule, e.detail, ts(e.ts))
+    return (e.id, e.cycle_id, e.trader, e.symbol, e.action, e.rule, e.detail, e.ts)
 
 
 def _fill(e: OrderFilled) -> Row:
     return (e.id, e.trader, e.symbol, e.side, e.qty, e.price, e.notional, e.fee, e.realized_pnl,
-            e.reason, e.cycle_id, e.ref_price, ts(e.ts))
+            e.reason, e.cycle_id, e.ref_price, e.ts)
 
 
 def _opened(e: PositionOpened) -> Row:
     return (e.id, "open", e.trader, e.symbol, e.side, e.qty, e.entry_price, None, e.leverage,
             e.margin, e.stop_loss, e.take_profit, e.liquidation_price, None, None, e.reason, None,
-            e.cycle_id, ts(e.ts))
+            e.cycle_id, e.ts)
 
 
 def _closed(e: PositionClosed) -> Row:
     return (e.id, "close", e.trader, e.symbol, e.side, e.qty, e.entry_price, e.exit_price, None,
-            None, None, None, None, e.realized_pnl, e.fees, e.reason, ts(e.opened_at), e.cycle_id,
-            ts(e.ts))
+            None, None, None, None, e.realized_pnl, e.fees, e.reason, e.opened_at, e.cycle_id,
+            e.ts)
 
 
 def _funding(e: FundingPaid) -> Row:
-    return (e.id, e.trader, e.symbol, e.rate, e.mark, e.notional, e.amount, ts(e.ts))
+    return (e.id, e.trader, e.symbol, e.rate, e.mark, e.notional, e.amount, e.ts)
 
 
 def _snapshot(e: AccountSnapshot) -> Row:
     return (e.id, e.trader, e.cash, e.margin, e.unrealized_pnl, e.equity, e.realized_pnl, e.fees,
             e.funding, e.peak_equity, e.drawdown_pct, e.return_pct, dumps(list(e.positions)),
-            dumps(e.state), e.cause, e.cycle_id, ts(e.ts))
+            dumps(e.state), e.cause, e.cycle_id, e.ts)
 
 
 def _job(e: JobRun) -> Row:
-    return (e.id, e.job, e.trigger, ts(e.started_at), ts(e.finished_at),
+    return (e.id, e.job, e.trigger, e.started_at, e.finished_at,
             _ms(e.started_at, e.finished_at), e.status, e.error, dumps(e.summary))
 
 
@@ -312,8 +306,6 @@ def row_from_json(line: bytes | str) -> tuple[str, Row]:
     for kind, v in zip(table.kinds, values, strict=True):
         if v is not None and kind == "uuid":
             v = uuid.UUID(v)
-        elif v is not None and kind == "ts":
-            v = datetime.fromisoformat(v)
         row.append(v)
     return table.name, tuple(row)
 
@@ -321,8 +313,23 @@ def row_from_json(line: bytes | str) -> tuple[str, Row]:
 # ---------------------------------------------------------------- writing batches
 
 
-async def prepare_staging(conn: asyncpg.Connection) -> None:
-    """Create this session's staging tables (emptied at every commit)."""
+_PG_EPOCH = 946_684_800.0  # 2000-01-01T00:00:00Z, Postgres' own epoch
+
+
+def _encode_ts(seconds: float) -> tuple[int]:
+    return (round((seconds - _PG_EPOCH) * 1_000_000),)
+
+
+def _decode_ts(value: tuple[int]) -> float:
+    return value[0] / 1_000_000 + _PG_EPOCH
+
+
+async def prepare_connection(conn: asyncpg.Connection) -> None:
+    """Make a connection ready for `write_rows`: epoch-seconds timestamptz, staging tables."""
+    # Rows carry epoch seconds; encoding them as Postgres microseconds directly is several times
+    # cheaper than building a datetime per value.
+    await conn.set_type_codec("timestamptz", schema="pg_catalog", encoder=_encode_ts,
+                              decoder=_decode_ts, format="tuple")
     for t in TABLES.values():
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.name} INCLUDING DEFAULTS) "

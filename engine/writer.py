@@ -30,12 +30,12 @@ from engine.bus import Bus
 from engine.clock import Clock
 from engine.recovery import SpillFile, replay_chunk
 from engine.settings import DatabaseSettings
-from engine.store import ROW_OF, TABLES, Row, prepare_staging, to_row, write_batches
+from engine.store import ROW_OF, TABLES, Row, prepare_connection, to_row, write_batches
 
 log = structlog.get_logger("writer")
 
 _MIN_BACKOFF_S = 0.5
-_CATCH_UP_BATCHES = 8  # a flush takes up to this many batches' rows when that many wait
+_CATCH_UP_BATCHES = 16  # a flush takes up to this many batches' rows when that many wait
 _INTAKE_BATCH = 8192
 
 
@@ -265,7 +265,7 @@ class Writer:
         self._conn = None
         conn = await asyncpg.connect(self._dsn, timeout=self._settings.connect_timeout_seconds)
         try:
-            await prepare_staging(conn)
+            await prepare_connection(conn)
         except BaseException:
             conn.terminate()
             raise

@@ -8,7 +8,7 @@ import asyncpg
 
 from engine.events import AccountSnapshot
 from engine.recovery import SpillFile, load_state
-from engine.store import migrate, prepare_staging, to_row, write_rows
+from engine.store import migrate, prepare_connection, to_row, write_rows
 from tests.store_support import cycle, file_lines, run_started, snapshot
 
 T0 = 1_767_225_600.0
@@ -22,7 +22,7 @@ async def persist(dsn: str, *events: object) -> None:
         batches.setdefault(table, []).append(row)
     conn = await asyncpg.connect(dsn)
     try:
-        await prepare_staging(conn)
+        await prepare_connection(conn)
         await write_rows(conn, batches)
     finally:
         await conn.close()

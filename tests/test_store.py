@@ -23,7 +23,7 @@ from engine.store import (
     Database,
     migrate,
     migrations,
-    prepare_staging,
+    prepare_connection,
     row_from_json,
     row_to_json,
     to_row,
@@ -80,7 +80,7 @@ async def test_migrations_rerun_applies_nothing_and_keeps_data(database_url: str
     await migrate(database_url)
     conn = await asyncpg.connect(database_url)
     try:
-        await prepare_staging(conn)
+        await prepare_connection(conn)
         await write_rows(conn, {"fills": [to_row(fill(1))[1]]})
     finally:
         await conn.close()
@@ -134,7 +134,7 @@ async def test_every_persisted_event_lands_in_its_table_once(database_url: str) 
         batches.setdefault(table, []).append(row)
     conn = await asyncpg.connect(database_url)
     try:
-        await prepare_staging(conn)
+        await prepare_connection(conn)
         assert await write_rows(conn, batches) == len(events)
         assert await write_rows(conn, batches) == 0  # a retried batch inserts nothing
     finally:
@@ -154,7 +154,7 @@ async def test_rows_keep_values_exactly(database_url: str) -> None:
                     state={"peak": 1e-7, "suspended_until": None, "n": 3})
     conn = await asyncpg.connect(database_url)
     try:
-        await prepare_staging(conn)
+        await prepare_connection(conn)
         await write_rows(conn, dict([(t, [r]) for t, r in [to_row(snap)]]))
     finally:
         await conn.close()

@@ -9,7 +9,7 @@ import pytest
 
 from engine.bus import Bus
 from engine.clock import SimClock
-from engine.events import OrderFilled
+from engine.events import JobRun, OrderFilled
 from engine.writer import Writer
 from tests.store_support import (
     PgProxy,
@@ -67,7 +67,7 @@ async def test_a_deep_backlog_is_written_in_larger_transactions(
         await clock.settle()
 
         assert await qtys(dsn) == [float(i) for i in range(205)]
-        assert writer.status()["flushes"] == 3  # 80 + 80 + 45 rows
+        assert writer.status()["flushes"] == 2  # 160 + 45 rows
         assert writer.status()["backlog"] == 0
 
 
@@ -299,13 +299,28 @@ async def test_a_malformed_event_is_counted_and_skipped(
     dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
 ) -> None:
     writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock)
-    broken = snapshot("claude", 1.0, "not a time")  # type: ignore[arg-type]
+    broken = JobRun(job="x", trigger="manual", started_at="soon",  # type: ignore[arg-type]
+                    finished_at=1.0, status="ok")
     async with running(writer):
         bus.publish_many([fill(0), broken, fill(1)])
         await clock.settle()
         await clock.advance(0.01)
         assert await qtys(dsn) == [0.0, 1.0]
         assert writer.status()["bad_events"] == 1
+
+
+async def test_a_row_with_a_value_of_the_wrong_type_is_set_aside(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock)
+    broken = snapshot("claude", 1.0, "not a time")  # type: ignore[arg-type]
+    async with running(writer):
+        bus.publish_many([fill(0), broken, snapshot("claude", 2.0, 1_767_225_600.0)])
+        await clock.settle()
+        await clock.advance(0.01)
+        assert await qtys(dsn) == [0.0]
+        assert await count(dsn, "account_snapshots") == 1
+        assert writer.status()["rejected_rows"] == 1
 
 
 async def test_nothing_published_after_construction_is_missed(

@@ -81,7 +81,6 @@ CREATE TABLE fills (
     ts            timestamptz NOT NULL
 );
 CREATE INDEX fills_trader_ts ON fills (trader, ts);
-CREATE INDEX fills_cycle_id ON fills (cycle_id);
 
 -- Open/close history: one row per PositionOpened (event = 'open') or PositionClosed ('close').
 CREATE TABLE positions (
