@@ -191,6 +191,8 @@ class DatabaseSettings(Section):
     spill_path: str = "./data/spill.jsonl"
     max_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    write_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    shutdown_flush_seconds: Annotated[float, Field(gt=0)] = 10.0
 
 
 class ControlSettings(Section):
