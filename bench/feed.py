@@ -58,18 +58,20 @@ async def _latency(frames: list[tuple[float, str]]) -> list[float]:
     feed, bus = _feed()
     sub = bus.subscribe("bench", MARKET, capacity=100_000)
     samples: list[float] = []
+    done = asyncio.Event()
 
     async def subscriber() -> None:
         async for event in sub:
             samples.append(timer() - event.recv_time)  # type: ignore[attr-defined]
+            if len(samples) == len(frames):
+                done.set()
 
     task = asyncio.create_task(subscriber())
     for i, (_, raw) in enumerate(frames):
         feed.handle_frame(raw, timer())  # receive time on the benchmark's clock
         if i % BURST == BURST - 1:
             await asyncio.sleep(0)
-    while len(samples) < len(frames):
-        await asyncio.sleep(0)
+    await done.wait()
     task.cancel()
     return samples
 

@@ -150,7 +150,8 @@ class PriceBook:
             return math.inf
         return max(0.0, now - e.updated)
 
-    def stale(self, now: float, max_age: float, symbols: tuple[str, ...] | None = None) -> list[str]:
+    def stale(self, now: float, max_age: float,
+              symbols: tuple[str, ...] | None = None) -> list[str]:
         """Return the symbols (known ones, or `symbols`) whose price is older than `max_age`."""
         names = symbols if symbols is not None else tuple(self._entries)
         return [s for s in names if self.age(s, now) > max_age]

@@ -124,7 +124,7 @@ class CandleStore:
         return hole
 
     def merge(self, symbol: str, candles: Iterable[Candle]) -> int:
-        """Add closed candles (e.g. from a backfill), skipping minutes already held; return count added."""
+        """Add closed candles (e.g. a backfill), skipping minutes already held; return how many."""
         s = self._get(symbol)
         added = 0
         for c in candles:

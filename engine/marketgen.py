@@ -163,7 +163,8 @@ class _Symbol:
                 "P": f"{100 * change / self.open_24h:.3f}", "w": self.p(self.price),
                 "c": self.p(self.price), "Q": self.q(0.01 * vol / 1e4), "o": self.p(self.open_24h),
                 "h": self.p(self.high_24h), "l": self.p(self.low_24h), "v": f"{vol:.{self.qd}f}",
-                "q": f"{vol * self.price:.2f}", "O": e - 86_400_000, "C": e, "F": self.trades - 10**6,
+                "q": f"{vol * self.price:.2f}", "O": e - 86_400_000, "C": e,
+                "F": self.trades - 10**6,
                 "L": self.trades, "n": 10**6}
 
 
@@ -232,7 +233,7 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 
 def write(path: str | Path, frames: Iterator[tuple[float, Record]]) -> int:
-    """Write frames in the recorded-frame format (gzip when `path` ends in .gz); return the count."""
+    """Write frames in the recorded-frame format (gzip if `path` ends in .gz); return the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -250,7 +251,8 @@ def write(path: str | Path, frames: Iterator[tuple[float, Record]]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Generate a synthetic recorded-frame file."""
-    ap = argparse.ArgumentParser(prog="python -m engine.marketgen", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m engine.marketgen",
+                                 description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--hours", type=float, default=1.0, help="length of market to generate")
     ap.add_argument("--out", required=True, help="output file (.jsonl or .jsonl.gz)")
     ap.add_argument("--seed", type=int, default=7)

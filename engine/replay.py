@@ -39,7 +39,7 @@ YIELD_EVERY = 16  # frames handled between two yields to the loop at max speed
 def _open(path: str | Path, mode: str) -> IO[bytes]:
     if str(path).endswith(".gz"):
         return gzip.open(path, mode)  # type: ignore[return-value]
-    return open(path, mode)  # noqa: SIM115
+    return open(path, mode)
 
 
 class FrameRecorder:
