@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.events import Kline
+from engine.settings import FeedSettings
 
 MINUTE = 60
 
@@ -95,7 +96,9 @@ def resample(rows: list[Candle], seconds: int) -> list[Candle]:
 class CandleStore:
     """Closed 1m candles per symbol (at most `max_candles` newest), plus fetched higher-TF ones."""
 
-    def __init__(self, max_candles: int = 5000) -> None:
+    def __init__(self, max_candles: int | FeedSettings = 5000) -> None:
+        if isinstance(max_candles, FeedSettings):
+            max_candles = max_candles.max_candles
         self.max_candles = max_candles
         self._series: dict[str, _Series] = {}
         self._higher: dict[tuple[str, str], dict[int, Candle]] = {}

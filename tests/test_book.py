@@ -100,6 +100,7 @@ def test_a_candle_already_held_is_not_replaced() -> None:
 
 
 def test_series_keeps_only_the_newest_max_candles() -> None:
+    assert CandleStore(FeedSettings(max_candles=123)).max_candles == 123
     store = CandleStore(max_candles=100)
     store.merge("BTCUSDT", [candle(i) for i in range(150)])
     closed = store.closed("BTCUSDT")
