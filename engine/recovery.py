@@ -203,12 +203,12 @@ async def _read(conn: asyncpg.Connection, replayed: int) -> RecoveredState:
     )
     rows = await conn.fetch(
         f"SELECT DISTINCT ON (trader) {', '.join(_SNAPSHOT_FIELDS)} FROM account_snapshots "
-        "WHERE $1::uuid IS NULL OR id > $1 ORDER BY trader, ts DESC, id DESC",
+        "WHERE $1::uuid IS NULL OR id > $1 ORDER BY trader, id DESC",
         since,
     )
     cycle = await conn.fetchrow(
         "SELECT cycle_id, finished_at FROM cycles WHERE $1::uuid IS NULL OR id > $1 "
-        "ORDER BY finished_at DESC, id DESC LIMIT 1",
+        "ORDER BY id DESC LIMIT 1",
         since,
     )
     state = RecoveredState(

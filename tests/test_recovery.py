@@ -46,12 +46,11 @@ async def test_the_latest_snapshot_of_each_trader_is_returned_with_all_its_field
     position = {"symbol": "BTCUSDT", "side": "long", "qty": 0.01, "entry_price": 100_000.0,
                 "leverage": 5, "stop_loss": 98_000.0, "take_profit": None, "reason": "breakout"}
     risk = {"day_start_equity": 10_050.0, "suspended_until": None, "decisions": 12}
+    older = [snapshot("claude", 10_000.0, T0), snapshot("gpt-4o", 9_900.0, T0 + 60),
+             snapshot("claude", 10_050.0, T0 + 300)]
     latest = snapshot("claude", 10_100.5, T0 + 600, cause="fill", positions=(position,),
                       state=risk)
-    await persist(database_url, run_started(fresh=False),
-                  snapshot("claude", 10_000.0, T0), snapshot("gpt-4o", 9_900.0, T0 + 60),
-                  latest, snapshot("claude", 10_050.0, T0 + 300))
-
+    await persist(database_url, run_started(fresh=False), latest, *older)  # any storage order
     state = await load_state(database_url)
 
     assert set(state.accounts) == {"claude", "gpt-4o"}
@@ -59,12 +58,12 @@ async def test_the_latest_snapshot_of_each_trader_is_returned_with_all_its_field
     assert state.accounts["gpt-4o"]["equity"] == 9_900.0
 
 
-async def test_snapshots_at_the_same_instant_resolve_to_the_one_made_last(
+async def test_the_snapshot_made_last_wins_whatever_its_engine_time(
     database_url: str,
 ) -> None:
     await migrate(database_url)
-    first = snapshot("claude", 1.0, T0, cause="fill")
-    second = snapshot("claude", 2.0, T0, cause="cycle")
+    first = snapshot("claude", 1.0, T0 + 60, cause="fill")
+    second = snapshot("claude", 2.0, T0, cause="cycle")  # made later, in an older replayed time
     await persist(database_url, second, first)  # stored out of order
     assert (await load_state(database_url)).accounts["claude"]["equity"] == 2.0
 

@@ -139,6 +139,7 @@ CREATE TABLE account_snapshots (
     ts              timestamptz NOT NULL
 );
 CREATE INDEX account_snapshots_trader_ts ON account_snapshots (trader, ts);
+CREATE INDEX account_snapshots_trader_id ON account_snapshots (trader, id);  -- restart recovery
 
 CREATE TABLE job_runs (
     id           uuid PRIMARY KEY,
