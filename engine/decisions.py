@@ -33,7 +33,7 @@ log = structlog.get_logger("decisions")
 T = TypeVar("T")
 
 
-class DeadlineExceeded(Exception):  # noqa: N818 - reads as what happened
+class DeadlineExceeded(Exception):
     """A trader's answer did not arrive within its deadline."""
 
 

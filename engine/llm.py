@@ -163,14 +163,14 @@ class LLMClient:
         self._gave_up = None
         try:
             return await self._call(prompt, model, temperature, max_tokens,
-                                    timeout=deadline_seconds)
+                                    request_timeout=deadline_seconds)
         except asyncio.CancelledError:
             raise
         except (anthropic.APIError, openai.APIError) as exc:
             raise LLMError(describe_error(exc, self._gave_up)) from exc
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, timeout: float) -> LLMAnswer:
+                    max_tokens: int, request_timeout: float) -> LLMAnswer:
         raise NotImplementedError
 
     async def _cap_retry(self, response: Any) -> None:
@@ -200,7 +200,7 @@ class AnthropicClient(LLMClient):
             http_client=anthropic.DefaultAioHttpClient(event_hooks=hooks))
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, timeout: float) -> LLMAnswer:
+                    max_tokens: int, request_timeout: float) -> LLMAnswer:
         # SDK 1.x+ dropped `temperature` from the signature; the API still takes it in the body.
         extra = {"temperature": temperature} if temperature is not None else None
         msg = await self._sdk.messages.create(
@@ -211,7 +211,7 @@ class AnthropicClient(LLMClient):
             tools=[{"name": ANSWER_TOOL, "input_schema": ANSWER_SCHEMA,
                     "description": "Submit this cycle's trading decision."}],
             tool_choice={"type": "tool", "name": ANSWER_TOOL},
-            timeout=timeout,
+            timeout=request_timeout,
         )
         tool_inputs = [b.input for b in msg.content
                        if b.type == "tool_use" and b.name == ANSWER_TOOL]
@@ -247,13 +247,13 @@ class OpenAIClient(LLMClient):
                     "name": "trading_decision", "strict": True, "schema": ANSWER_SCHEMA}}}
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, timeout: float) -> LLMAnswer:
+                    max_tokens: int, request_timeout: float) -> LLMAnswer:
         sampling = {"temperature": temperature} if temperature is not None else {}
         resp = await self._sdk.chat.completions.create(
             model=model, **sampling,
             messages=[{"role": "system", "content": prompt.system},
                       {"role": "user", "content": prompt.user}],
-            timeout=timeout, **self._request(max_tokens))
+            timeout=request_timeout, **self._request(max_tokens))
         if not resp.choices:
             raise LLMError(f"no choices in the response (id={resp.id})")
         choice = resp.choices[0]

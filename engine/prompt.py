@@ -21,7 +21,7 @@ from engine.decision import ACTIONS
 from engine.settings import RiskSettings
 
 SIGNIFICANT_DIGITS = 8
-QUOTE_FIELDS = ("bid", "ask", "last", "mark", "index", "funding_rate", "next_funding_time",
+QUOTE_FIELDS = ("price", "bid", "ask", "last", "mark", "index", "funding_rate", "next_funding_time",
                 "change_pct", "high_24h", "low_24h", "volume_24h", "quote_volume_24h")
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
@@ -80,7 +80,7 @@ def number(x: Any) -> Any:
         return None
     if x == 0:
         return 0.0
-    digits = SIGNIFICANT_DIGITS - int(math.floor(math.log10(abs(x)))) - 1
+    digits = SIGNIFICANT_DIGITS - math.floor(math.log10(abs(x))) - 1
     return round(x, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
@@ -128,7 +128,8 @@ def system_prompt(symbols: Iterable[str], risk: RiskSettings) -> str:
         "per symbol, one action: open_long, open_short, close or hold.",
         "",
         "Rules:",
-        f"- Allowed symbols: {', '.join(symbols)}. Any other symbol makes the whole answer invalid.",
+        f"- Allowed symbols: {', '.join(symbols)}. Any other symbol makes the whole answer"
+        " invalid.",
         "- Symbols listed as stale have no fresh price: do not act on them.",
         f"- Leverage: integer from 1 to {risk.max_leverage}.",
         f"- One position's notional (size_usdt) at most {number(risk.max_position_pct)} % of your"
@@ -158,6 +159,8 @@ def _symbol_view(sym: Any) -> dict[str, Any]:
     out = {f: getattr(sym, f, None) for f in QUOTE_FIELDS}
     indicators = getattr(sym, "indicators", None) or {}
     out["indicators"] = {tf: dict(values) for tf, values in indicators.items()}
+    closes = getattr(sym, "recent_closes", None) or {}
+    out["recent_closes"] = {tf: list(values) for tf, values in closes.items()}
     return out
 
 
@@ -175,8 +178,9 @@ def user_prompt(ctx: Any) -> str:
               for name in sorted(symbols) if name not in stale]
     lines = [
         f"Cycle {ctx.cycle_id} at {iso(snap.ts)}. You are trader {ctx.trader}.",
-        "Prices in USDT, percentages in %, times in UTC. Indicators per timeframe: ema20, ema50,"
-        " sma20, rsi14, macd, macd_signal, macd_hist, atr14, bb_upper/bb_mid/bb_lower, close.",
+        "Prices in USDT, percentages in %, times in UTC. price is the reference (mark) price."
+        " Indicators per timeframe: ema20, ema50, sma20, rsi14, macd, macd_signal, macd_hist,"
+        " atr14, bb_upper/bb_mid/bb_lower, close; recent_closes per timeframe, oldest first.",
         "",
         "## Market (one line per symbol)",
         *market,

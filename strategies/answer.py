@@ -1,9 +1,11 @@
+# ruff: noqa: RUF001 - full-width punctuation is what this module undoes
 """Turn a model's answer text into a `Decision`, tolerating what real models write. Pure.
 
-Tolerated: JSON inside markdown fences or surrounded by prose, full-width punctuation
-(，：“”｛｝…), numbers written as strings ("1,500", "5x", "80%"), extra fields, a bare list of
-actions, a single action object, action names in another case or with spaces/hyphens, symbols
-written as "BTC/USDT" or "btc". Everything else raises `InvalidAnswer` with the exact reason.
+Tolerated: JSON inside markdown fences or surrounded by prose, full-width punctuation (commas,
+colons, quotes, brackets as typed with a CJK input method), numbers written as strings ("1,500",
+"5x", "80%"), extra fields, a bare list of actions, a single action object, action names in
+another case or with spaces/hyphens, symbols written as "BTC/USDT" or "btc". Everything else
+raises `InvalidAnswer` with the exact reason.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _NUMERIC = ("size_usdt", "leverage", "stop_loss", "take_profit", "confidence")
 _NULLS = {"", "null", "none", "n/a", "na", "-", "nil"}
 
 
-class InvalidAnswer(ValueError):  # noqa: N818 - it names the answer, not the error
+class InvalidAnswer(ValueError):
     """An answer that cannot become a decision; the message is the exact reason."""
 
 

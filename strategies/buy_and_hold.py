@@ -3,7 +3,7 @@
 The honest yardstick: an LLM that cannot beat holding the market is not adding anything.
 Params (trader `params`): `symbol_weights` {symbol: fraction of equity} and `leverage` (default 1).
 A weighted symbol without a position (first cycle, or after a liquidation) is bought at
-`weight × equity × leverage × 0.98` notional (2 % left for fees and slippage).
+`weight * equity * leverage * 0.98` notional (2 % left for fees and slippage).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Per symbol, on the configured timeframe of the snapshot's indicators:
 * the fast EMA crosses above the slow one → open long (flipping a short), stop-loss
-  `price − atr_stop × ATR14`, take-profit `price + atr_take × ATR14`;
+  `price - atr_stop * ATR14`, take-profit `price + atr_take * ATR14`;
 * crosses below → open short, mirrored;
 * no cross, but an open position sits against the trend (fast below slow for a long) → close it
   (covers a cross missed across a restart).
@@ -23,7 +23,7 @@ Cross = Literal["up", "down"] | None
 
 
 def crossing(previous: float | None, current: float) -> Cross:
-    """Return the direction in which fast − slow changed sign, if it did."""
+    """Return the direction in which fast - slow changed sign, if it did."""
     if previous is None:
         return None
     if previous <= 0 < current:
@@ -61,7 +61,8 @@ class EmaCross:
             values = (getattr(snap, "indicators", {}) or {}).get(self.timeframe) or {}
             fast, slow = values.get(f"ema{self.fast}"), values.get(f"ema{self.slow}")
             atr = values.get("atr14")
-            price = getattr(snap, "mark", None) or getattr(snap, "last", None)
+            price = (getattr(snap, "price", None) or getattr(snap, "mark", None)
+                     or getattr(snap, "last", None))
             if fast is None or slow is None or not price:
                 continue
             diff = fast - slow

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from aioresponses import CallbackResult, aioresponses
 
 from engine.settings import LLMSettings, ProviderSettings, RiskSettings, TraderSettings
+from engine.snapshot import MarketSnapshot, SymbolSnapshot
 from strategies.base import TraderContext
 
 DATA = Path(__file__).parent / "data" / "llm"
@@ -73,41 +74,6 @@ def sent_requests(mocked: aioresponses) -> list[dict[str, Any]]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class StubSymbol:
-    """Stand-in with the fields of engine.snapshot.SymbolSnapshot used by prompts."""
-
-    symbol: str
-    bid: float
-    ask: float
-    last: float
-    mark: float
-    index: float = 0.0
-    funding_rate: float = 0.0001
-    next_funding_time: float = NOW + 3600
-    change_pct: float = 1.25
-    high_24h: float = 0.0
-    low_24h: float = 0.0
-    volume_24h: float = 1000.0
-    quote_volume_24h: float = 1e8
-    updated: float = NOW
-    exchange_time: float = NOW
-    indicators: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class StubSnapshot:
-    """Stand-in with the fields of engine.snapshot.MarketSnapshot."""
-
-    ts: float
-    symbols: Mapping[str, StubSymbol]
-    stale: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ts": self.ts, "stale": list(self.stale),
-                "symbols": {k: {"mark": v.mark} for k, v in sorted(self.symbols.items())}}
-
-
 def indicators(close: float, ema20: float, ema50: float, atr14: float) -> dict[str, Any]:
     """Return one timeframe's indicator values."""
     return {"close": close, "ema20": ema20, "ema50": ema50, "sma20": ema20, "rsi14": 55.0,
@@ -116,17 +82,22 @@ def indicators(close: float, ema20: float, ema50: float, atr14: float) -> dict[s
 
 
 def snapshot(prices: Mapping[str, float] | None = None, *, stale: tuple[str, ...] = (),
-             ema: Mapping[str, tuple[float, float]] | None = None, ts: float = NOW) -> StubSnapshot:
-    """Return a snapshot of `prices` (default three symbols) with indicators on 15m and 4h."""
+             ema: Mapping[str, tuple[float, float]] | None = None,
+             ts: float = NOW) -> MarketSnapshot:
+    """Return a real MarketSnapshot of `prices` (default three symbols), indicators on 15m/4h."""
     prices = prices or {"BTCUSDT": 97000.5, "ETHUSDT": 3450.25, "SOLUSDT": 187.123}
     out = {}
     for sym, p in prices.items():
         fast, slow = (ema or {}).get(sym, (p * 1.001, p * 0.999))
         ind = indicators(p, fast, slow, p * 0.01)
-        out[sym] = StubSymbol(symbol=sym, bid=p - 0.1, ask=p + 0.1, last=p, mark=p, index=p,
-                              high_24h=p * 1.03, low_24h=p * 0.97,
-                              indicators={"15m": ind, "4h": ind})
-    return StubSnapshot(ts=ts, symbols=out, stale=stale)
+        out[sym] = SymbolSnapshot(
+            symbol=sym, price=p, bid=p - 0.1, ask=p + 0.1, last=p, mark=p, index=p,
+            funding_rate=0.0001, next_funding_time=ts + 3600, change_pct=1.25,
+            high_24h=p * 1.03, low_24h=p * 0.97, volume_24h=1000.0, quote_volume_24h=1e8,
+            updated=ts - 1, exchange_time=ts - 1.05, age=9.0 if sym in stale else 1.0,
+            stale=sym in stale, indicators=MappingProxyType({"15m": ind, "4h": ind}),
+            recent_closes=MappingProxyType({"15m": (p * 0.99, p), "4h": (p * 0.98, p)}))
+    return MarketSnapshot(ts=ts, symbols=MappingProxyType(out), stale=stale)
 
 
 def context(trader: str = "claude", *, snap: Any = None, positions: tuple[Mapping, ...] = (),
