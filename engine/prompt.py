@@ -86,7 +86,7 @@ def number(x: Any) -> Any:
 
 def is_time_key(key: str) -> bool:
     """Return True for keys holding epoch seconds (shown to the model as ISO UTC)."""
-    return key in ("ts", "time", "updated") or key.endswith(("_time", "_at", "_ts"))
+    return key in ("ts", "time", "updated") or key.endswith(("_time", "_at", "_ts", "_until"))
 
 
 def iso(ts: float) -> str:
