@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -176,3 +179,54 @@ async def test_baselines_return_valid_rule_outcomes():
     out = await BuyAndHold("bh", {"BTCUSDT": 0.5}).decide(context("bh"))
     assert (out.valid, out.provider, out.model, out.cost_usd) == (True, "rule", "buy_and_hold",
                                                                   0.0)
+
+
+# ---------------------------------------------------------------- offline, in a replay
+
+
+async def test_the_baselines_trade_a_replay_of_the_shipped_sample_without_keys(bus):
+    from engine.book import PriceBook
+    from engine.candles import CandleStore
+    from engine.clock import SimClock
+    from engine.decisions import DecisionStep
+    from engine.feed import Feed
+    from engine.replay import Replay, first_frame_time
+    from engine.snapshot import take_snapshot
+    from tests.decisions_support import DATA, llm_settings
+
+    sample = DATA.parent / "sample.jsonl.gz"
+    clock = SimClock(start=first_frame_time(sample))
+    s = Settings.model_validate({"traders": [
+        *TRADERS[:3], {"name": "bh", "strategy": "buy_and_hold"},
+        {"name": "ema", "strategy": "ema_cross", "params": {"timeframe": "1m"}}]})
+    feed = Feed(s.feed, bus, clock, PriceBook(), CandleStore(s.feed.max_candles))
+    strategies = build_strategies(s, secrets(), clock)
+    step = DecisionStep(strategies, llm_settings(), clock, bus)
+    held: dict[str, set[str]] = {"bh": set(), "ema": set()}
+    trades: dict[str, list] = {"bh": [], "ema": []}
+
+    async def cycles() -> None:
+        while True:
+            await clock.sleep_until((clock.time() // 300 + 1) * 300)
+            async with clock.busy():
+                snap = take_snapshot(feed.book, feed.candles, s.feed, clock.time())
+                ctxs = {n: dataclasses.replace(
+                    context(n, snap=snap),
+                    positions=tuple({"symbol": x, "side": "long"} for x in sorted(held[n])))
+                    for n in strategies}
+                for name, out in (await step.decide_all(ctxs)).items():
+                    assert out.valid
+                    trades[name] += out.decision.trades()
+                    held[name] |= {a.symbol for a in out.decision.trades()
+                                   if a.action == "open_long"}
+
+    task = asyncio.create_task(cycles())
+    await asyncio.sleep(0)
+    await Replay(sample, feed, clock).run()
+    task.cancel()
+
+    assert list(strategies) == ["bh", "ema"]  # no keys: only the baselines
+    assert {a.symbol for a in trades["bh"]} == set(s.feed.symbols)  # bought once, then held
+    assert len(trades["bh"]) == len(s.feed.symbols)
+    assert trades["ema"], "the EMA cross traded at least once in 1.5 h of 1m candles"
+    assert all(a.stop_loss and a.take_profit for a in trades["ema"] if a.action != "close")
