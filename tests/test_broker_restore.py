@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import asyncpg
+import asyncio
+from pathlib import Path
+
+import pytest
 
 from engine.broker import PaperBroker
 from engine.bus import Bus
 from engine.clock import SimClock
 from engine.decision import Action
 from engine.recovery import load_state
-from engine.store import migrate, prepare_staging, to_row, write_rows
+from engine.settings import DatabaseSettings
+from engine.store import migrate
+from engine.writer import Writer
 from tests.broker_support import FakeBook, broker_settings, mark_price, risk_settings
 
 
-async def persist(dsn: str, event: object) -> None:
-    table, row = to_row(event)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await prepare_staging(conn)
-        await write_rows(conn, {table: [row]})
-    finally:
-        await conn.close()
+async def persist(dsn: str, event: object, clock: SimClock, tmp: Path) -> None:
+    """Write `event` through the engine's own writer (its final flush on cancellation)."""
+    bus = Bus()
+    writer = Writer(bus, dsn, DatabaseSettings(spill_path=str(tmp / "spill.jsonl")), clock)
+    task = asyncio.create_task(writer.run())
+    bus.publish(event)
+    await clock.settle()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
-async def test_restore_from_the_database_is_exact(database_url: str, clock: SimClock) -> None:
+async def test_restore_from_the_database_is_exact(database_url: str, clock: SimClock,
+                                                  tmp_path: Path) -> None:
     book = FakeBook()
     book.set("BTCUSDT", 60_123.4, 60_123.5)
     book.set("ETHUSDT", 3_001.17, 3_001.19)
@@ -43,7 +51,7 @@ async def test_restore_from_the_database_is_exact(database_url: str, clock: SimC
     broker.publish_snapshots("cycle", "c1")
     snap = broker.snapshot("claude", "cycle", "c1")
     await migrate(database_url)
-    await persist(database_url, snap)
+    await persist(database_url, snap, clock, tmp_path)
 
     state = await load_state(database_url)
     restored = PaperBroker(broker_settings(slippage_bps=1.3), risk_settings(), Bus(), clock,
