@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -22,6 +22,7 @@ from engine import metrics
 from engine.clock import to_datetime
 from engine.decision import Decision
 from engine.events import DecisionMade
+from engine.scheduler import with_deadline
 from engine.settings import LLMSettings
 from strategies.base import DecisionOutcome, Strategy, TraderContext
 
@@ -30,29 +31,6 @@ if TYPE_CHECKING:
     from engine.clock import Clock
 
 log = structlog.get_logger("decisions")
-T = TypeVar("T")
-
-
-class DeadlineExceeded(Exception):
-    """A trader's answer did not arrive within its deadline."""
-
-
-async def within(clock: Clock, seconds: float, work: Awaitable[T]) -> T:
-    """Return the result of `work`, or cancel it and raise DeadlineExceeded after `seconds`."""
-    task = asyncio.ensure_future(work)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait((task, timer), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        timer.cancel()
-        raise
-    if task.done():
-        timer.cancel()
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise DeadlineExceeded
 
 
 @dataclass(slots=True)
@@ -111,10 +89,10 @@ class DecisionStep:
             state.cooldown_until, state.failures = None, 0
         deadline = getattr(strategy, "timeout_seconds", None) or self.settings.deadline_seconds
         try:
-            outcome = await within(self._clock, deadline, strategy.decide(ctx))
+            outcome = await with_deadline(self._clock, strategy.decide(ctx), deadline)
         except asyncio.CancelledError:
             raise
-        except DeadlineExceeded:
+        except TimeoutError:
             outcome = self._failed(strategy, ctx, f"timeout: no answer within the "
                                    f"{deadline:g}s deadline", latency_ms=deadline * 1000)
         except Exception as exc:
