@@ -13,7 +13,7 @@ import asyncpg
 
 from engine.events import AccountSnapshot, CycleFinished, OrderFilled, RunStarted, new_id
 from engine.settings import DatabaseSettings
-from engine.store import migrate
+from engine.store import migrate, prepare_connection, to_row, write_rows
 from engine.writer import Writer
 
 
@@ -72,6 +72,20 @@ def file_lines(path: str | Path) -> list[bytes] | None:
 def append_bytes(path: str | Path, data: bytes) -> None:
     with open(path, "ab") as f:
         f.write(data)
+
+
+async def persist(dsn: str, *events: object) -> int:
+    """Write events as the writer would, in one staged transaction; return how many were new."""
+    batches: dict[str, list[tuple[object, ...]]] = {}
+    for e in events:
+        table, row = to_row(e)
+        batches.setdefault(table, []).append(row)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await prepare_connection(conn)
+        return await write_rows(conn, batches)
+    finally:
+        await conn.close()
 
 
 async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:

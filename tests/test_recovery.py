@@ -8,24 +8,10 @@ import asyncpg
 
 from engine.events import AccountSnapshot
 from engine.recovery import SpillFile, load_state
-from engine.store import migrate, prepare_connection, to_row, write_rows
-from tests.store_support import cycle, file_lines, run_started, snapshot
+from engine.store import migrate, to_row
+from tests.store_support import cycle, file_lines, persist, run_started, snapshot
 
 T0 = 1_767_225_600.0
-
-
-async def persist(dsn: str, *events: object) -> None:
-    """Write events as the writer would (one transaction)."""
-    batches: dict[str, list[tuple[object, ...]]] = {}
-    for e in events:
-        table, row = to_row(e)
-        batches.setdefault(table, []).append(row)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await prepare_connection(conn)
-        await write_rows(conn, batches)
-    finally:
-        await conn.close()
 
 
 def as_dict(snap: AccountSnapshot) -> dict[str, object]:

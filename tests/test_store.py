@@ -29,7 +29,16 @@ from engine.store import (
     to_row,
     write_rows,
 )
-from tests.store_support import count, cycle, db_settings, fetch, fill, run_started, snapshot
+from tests.store_support import (
+    count,
+    cycle,
+    db_settings,
+    fetch,
+    fill,
+    persist,
+    run_started,
+    snapshot,
+)
 
 EXPECTED_TABLES = {
     "runs", "cycles", "decisions", "rejections", "fills", "positions", "funding",
@@ -128,17 +137,8 @@ async def test_every_persisted_event_lands_in_its_table_once(database_url: str) 
     await migrate(database_url)
     events = one_of_each()
     assert {type(e) for e in events} == set(ROW_OF)
-    batches: dict[str, list[tuple[object, ...]]] = {}
-    for e in events:
-        table, row = to_row(e)
-        batches.setdefault(table, []).append(row)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await prepare_connection(conn)
-        assert await write_rows(conn, batches) == len(events)
-        assert await write_rows(conn, batches) == 0  # a retried batch inserts nothing
-    finally:
-        await conn.close()
+    assert await persist(database_url, *events) == len(events)
+    assert await persist(database_url, *events) == 0  # a retried batch inserts nothing
 
     for table in TABLES:
         expected = sum(1 for e in events if ROW_OF[type(e)][0] == table)
