@@ -65,7 +65,12 @@ class Engine:
         self.options = options
         self.dry_run = options.dry_run or settings.engine.dry_run
         self.bus = Bus()
-        self.clock: Clock = SimClock(0.0) if options.replay else LiveClock()
+        self.clock: Clock = LiveClock()
+        if options.replay:
+            from engine.replay import first_frame_time
+
+            # Simulated time starts at the recording's first frame and follows its frames.
+            self.clock = SimClock(first_frame_time(options.replay))
         self.state = "starting"
         self.cycle_job_name = "trading_cycle"
         self.once_result: dict[str, Any] | None = None
@@ -94,7 +99,9 @@ class Engine:
         if self.options.fresh:
             log.info("arena.fresh", detail="starting a new arena; history is kept")
             return {}
-        state = await load_state(self.db.dsn)
+        # Rows spilled during an outage before a crash are replayed first, or the accounts
+        # would resume from before them.
+        state = await load_state(self.db.dsn, spill_path=self.settings.database.spill_path)
         return dict(state.accounts)
 
     def _build(self, recovered: dict[str, Any]) -> None:

@@ -135,6 +135,7 @@ class SimClock:
 
     async def advance_to(self, when: float) -> None:
         """Move time forward to `when`, waking every sleeper due on the way, in order."""
+        await asyncio.sleep(0)  # let just-started tasks register their sleeps first
         self._drop_cancelled()
         if (not self._sleepers or self._sleepers[0][0] > when) and not self._busy:
             self._now = max(self._now, when)  # nothing due: the replay's per-frame fast path
@@ -154,7 +155,8 @@ class SimClock:
         self._now = max(self._now, when)
 
     async def advance(self, seconds: float) -> None:
-        """Move time forward by `seconds`."""
+        """Let ready work run, then move time forward by `seconds`."""
+        await self.settle()
         await self.advance_to(self._now + seconds)
 
     def set_time(self, when: float) -> None:
