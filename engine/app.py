@@ -76,6 +76,7 @@ class Engine:
         self.once_result: dict[str, Any] | None = None
         self._stop = asyncio.Event()
         self._interrupts = 0
+        self._background: set[asyncio.Future[Any]] = set()
         self._equity: dict[str, list[tuple[float, float]]] = {}
         self.db: Any = None
         self.writer: Any = None
@@ -115,12 +116,20 @@ class Engine:
         s = self.settings
         self.book = PriceBook()
         self.candles = CandleStore(s.feed)
-        self.feed = Feed(s.feed, self.bus, self.clock, self.book, self.candles,
-                         record_path=self.options.record)
-        self.broker = PaperBroker(s.broker, s.risk, self.bus, self.clock, self.book,
-                                  snapshot_interval=s.engine.snapshot_interval_seconds)
-        self.strategies = build_strategies(s, self.secrets, self.clock,
-                                           record_llm_dir=self.options.record_llm)
+        self.feed = Feed(
+            s.feed, self.bus, self.clock, self.book, self.candles, record_path=self.options.record
+        )
+        self.broker = PaperBroker(
+            s.broker,
+            s.risk,
+            self.bus,
+            self.clock,
+            self.book,
+            snapshot_interval=s.engine.snapshot_interval_seconds,
+        )
+        self.strategies = build_strategies(
+            s, self.secrets, self.clock, record_llm_dir=self.options.record_llm
+        )
         for trader in s.traders:
             if trader.name not in self.strategies:
                 continue
@@ -130,22 +139,32 @@ class Engine:
             else:
                 self.broker.open_account(trader.name, trader.starting_capital)
         self.decisions = DecisionStep(self.strategies, s.llm, self.clock, self.bus)
-        self.cycle = TradingCycle([
-            MarketSnapshotStep(self.book, self.candles, s.feed, self.clock),
-            DecideStep(self.decisions, self.broker, s.risk, self.clock,
-                       recent_fills=s.llm.recent_fills),
-            RiskStep(self.broker, self.bus),
-            ExecuteStep(self.broker),
-            PnLStep(self.broker, console=self.options.console),
-            PersistStep(self.bus),
-        ], self.clock, self.bus, dry_run=self.dry_run)
-        self.scheduler = Scheduler(self._jobs(), self.clock, self.bus,
-                                   hold_clock=self.options.replay is not None)
+        self.cycle = TradingCycle(
+            [
+                MarketSnapshotStep(self.book, self.candles, s.feed, self.clock),
+                DecideStep(
+                    self.decisions, self.broker, s.risk, self.clock, recent_fills=s.llm.recent_fills
+                ),
+                RiskStep(self.broker, self.bus),
+                ExecuteStep(self.broker),
+                PnLStep(self.broker, console=self.options.console),
+                PersistStep(self.bus),
+            ],
+            self.clock,
+            self.bus,
+            dry_run=self.dry_run,
+        )
+        self.scheduler = Scheduler(
+            self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
+        )
         self._equity_sub = self.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
 
     def _jobs(self) -> list[Job]:
-        bodies = {"trading_cycle": self.cycle, "health_check": self.health_job,
-                  "account_sync": self.account_sync_job}
+        bodies = {
+            "trading_cycle": self.cycle,
+            "health_check": self.health_job,
+            "account_sync": self.account_sync_job,
+        }
         opts = self.options
         chosen = select_jobs(self.settings.jobs, set(opts.include_tags), set(opts.exclude_tags))
         if opts.once:
@@ -156,8 +175,13 @@ class Engine:
             self.cycle_job_name = cycle_jobs[0].name
         else:
             # No scheduled cycle (tags or --once): keep one that only manual triggers fire.
-            manual = JobSettings(name="trading_cycle", run="trading_cycle", schedule="once",
-                                 delay_seconds=10 * 365 * 86_400, timeout_seconds=240)
+            manual = JobSettings(
+                name="trading_cycle",
+                run="trading_cycle",
+                schedule="once",
+                delay_seconds=10 * 365 * 86_400,
+                timeout_seconds=240,
+            )
             jobs.append(Job(manual, self.cycle))
         log.info("jobs.selected", jobs=[j.name for j in jobs])
         return jobs
@@ -195,28 +219,37 @@ class Engine:
             await decisions.aclose()
 
     async def _supervise(self) -> int:
-        writer_task = (asyncio.create_task(self.writer.run(), name="writer")
-                       if self.writer is not None else None)
+        writer_task = (
+            asyncio.create_task(self.writer.run(), name="writer")
+            if self.writer is not None
+            else None
+        )
         if not self.dry_run:
-            self.bus.publish(RunStarted(run_id=_run_id(), started_at=self.clock.time(),
-                                        version=__version__,
-                                        settings_hash=self.settings.digest(),
-                                        fresh=self.options.fresh, dry_run=self.dry_run))
+            self.bus.publish(
+                RunStarted(
+                    run_id=_run_id(),
+                    started_at=self.clock.time(),
+                    version=__version__,
+                    settings_hash=self.settings.digest(),
+                    fresh=self.options.fresh,
+                    dry_run=self.dry_run,
+                )
+            )
             self.broker.publish_snapshots("start", None)
         code = 0
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._market(), name="market")
                 tg.create_task(self.broker.run(), name="broker")
-                tg.create_task(self.scheduler.run(), name="scheduler")
                 tg.create_task(self._track_equity(), name="equity")
                 if self.settings.control.enabled and not self.options.once:
                     from engine.control import ControlServer
 
-                    self.control = ControlServer(self.settings.control, self, self.bus,
-                                                 self.secrets.control_token)
+                    self.control = ControlServer(
+                        self.settings.control, self, self.bus, self.secrets.control_token
+                    )
                     tg.create_task(self.control.run(), name="control")
-                tg.create_task(self._lifecycle(), name="lifecycle")
+                tg.create_task(self._lifecycle(tg), name="lifecycle")
         except* _Shutdown:
             pass
         finally:
@@ -235,8 +268,12 @@ class Engine:
         if self.options.replay:
             from engine.replay import Replay
 
-            replay = Replay(self.options.replay, self.feed, self.clock,  # type: ignore[arg-type]
-                            speed=self.options.speed)
+            replay = Replay(
+                self.options.replay,
+                self.feed,
+                self.clock,  # type: ignore[arg-type]
+                speed=self.options.speed,
+            )
             await replay.run()
             log.info("replay.finished", path=self.options.replay)
             # Let the last cycle that the final frames fired finish, then stop.
@@ -246,8 +283,10 @@ class Engine:
         else:
             await self.feed.run()
 
-    async def _lifecycle(self) -> None:
+    async def _lifecycle(self, tg: asyncio.TaskGroup) -> None:
         await self._ready()
+        # Jobs start firing only once prices are in, so the first cycle has a market to see.
+        tg.create_task(self.scheduler.run(), name="scheduler")
         if self.options.once:
             started, reason, summary = await self.scheduler.trigger(self.cycle_job_name)
             self.once_result = summary if started else {"status": "failed", "error": reason}
@@ -265,8 +304,12 @@ class Engine:
                 break
             await self.clock.sleep(0.05)
         self.state = "running"
-        log.info("engine.ready", traders=sorted(self.strategies), dry_run=self.dry_run,
-                 paused=self.scheduler.paused)
+        log.info(
+            "engine.ready",
+            traders=sorted(self.strategies),
+            dry_run=self.dry_run,
+            paused=self.scheduler.paused,
+        )
 
     async def _orderly_stop(self) -> None:
         self.state = "stopping"
@@ -303,10 +346,14 @@ class Engine:
     def _on_usr1(self) -> None:
         log.info("signal.received", signal="SIGUSR1", action="manual cycle")
         if self.state != "running":
-            log.warning("job.skipped", job=self.cycle_job_name, reason=f"engine {self.state}",
-                        trigger="manual")
+            log.warning(
+                "job.skipped",
+                job=self.cycle_job_name,
+                reason=f"engine {self.state}",
+                trigger="manual",
+            )
             return
-        asyncio.ensure_future(self.scheduler.trigger(self.cycle_job_name, wait=False))
+        self._spawn(self.scheduler.trigger(self.cycle_job_name, wait=False))
 
     def _on_usr2(self) -> None:
         paused = self.scheduler.toggle_pause()
@@ -318,7 +365,13 @@ class Engine:
             self.request_stop("SIGINT")
             return
         log.warning("engine.interrupted", detail="second SIGINT: cancelling at once")
-        asyncio.ensure_future(self.scheduler.cancel_running())
+        self._spawn(self.scheduler.cancel_running())
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a signal's follow-up work, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -350,9 +403,12 @@ class Engine:
         nxt = job.state.next_run
         now = self.clock.time()
         left = None if nxt is None else max(0.0, nxt - now)
-        return {"job": job.name, "next_run": job.state.as_dict()["next_run"],
-                "seconds_until_next_run": None if left is None else round(left, 3),
-                "minutes_until_next_run": None if left is None else round(left / 60, 3)}
+        return {
+            "job": job.name,
+            "next_run": job.state.as_dict()["next_run"],
+            "seconds_until_next_run": None if left is None else round(left, 3),
+            "minutes_until_next_run": None if left is None else round(left / 60, 3),
+        }
 
     async def trigger(self) -> tuple[bool, str, dict[str, Any]]:
         if self.state != "running":
@@ -372,10 +428,13 @@ class Engine:
     def trader(self, name: str) -> dict[str, Any] | None:
         if name not in self.broker.accounts:
             return None
-        return {"name": name, "account": self.broker.account_view(name),
-                "positions": list(self.broker.positions_view(name)),
-                "recent_fills": list(self.broker.recent_fills(name, 20)),
-                "decisions": list(self.decisions.previous(name))}
+        return {
+            "name": name,
+            "account": self.broker.account_view(name),
+            "positions": list(self.broker.positions_view(name)),
+            "recent_fills": list(self.broker.recent_fills(name, 20)),
+            "decisions": list(self.decisions.previous(name)),
+        }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         now = self.clock.time()
@@ -390,9 +449,13 @@ class Engine:
             problems.append(f"stale prices: {', '.join(stale)}")
         if writer and backlog > self.settings.database.batch_rows * 10:
             problems.append(f"writer backlog {backlog} rows")
-        return not problems, {"state": self.state, "problems": problems,
-                              "feed_connected": feed.get("connected"), "stale": stale,
-                              "writer_backlog": backlog}
+        return not problems, {
+            "state": self.state,
+            "problems": problems,
+            "feed_connected": feed.get("connected"),
+            "stale": stale,
+            "writer_backlog": backlog,
+        }
 
     def equity_history(self) -> dict[str, list[tuple[float, float]]]:
         return {k: list(v) for k, v in self._equity.items()}

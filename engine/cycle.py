@@ -9,6 +9,7 @@ whatever its end, publishes one `CycleFinished` carrying the exact snapshot the 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ from engine import metrics
 from engine.bus import Bus
 from engine.clock import Clock, to_datetime
 from engine.decision import Action
-from engine.events import CycleFinished, DecisionRejected, new_id
+from engine.events import CycleFinished, DecisionRejected
 
 log = structlog.get_logger("cycle")
 
@@ -54,7 +55,7 @@ class Step(Protocol):
 
 def new_cycle_id(now: float) -> str:
     """Return a readable, unique cycle id: UTC time of the cycle plus a short unique suffix."""
-    return f"{to_datetime(now):%Y%m%dT%H%M%SZ}-{new_id().hex[-6:]}"
+    return f"{to_datetime(now):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 class TradingCycle:
@@ -92,12 +93,23 @@ class TradingCycle:
                 self._finish(ctx, status, skip_reason, error, timings)
         return dict(ctx.summary)
 
-    def _finish(self, ctx: CycleContext, status: str, skip_reason: str | None,
-                error: str | None, timings: dict[str, float]) -> None:
+    def _finish(
+        self,
+        ctx: CycleContext,
+        status: str,
+        skip_reason: str | None,
+        error: str | None,
+        timings: dict[str, float],
+    ) -> None:
         end = self._clock.time()
         duration = round(end - ctx.started_at, 6)
-        ctx.summary.update(cycle_id=ctx.cycle_id, status=status, trigger=ctx.trigger,
-                           duration_s=duration, steps=timings)
+        ctx.summary.update(
+            cycle_id=ctx.cycle_id,
+            status=status,
+            trigger=ctx.trigger,
+            duration_s=duration,
+            steps=timings,
+        )
         if skip_reason:
             ctx.summary["skip_reason"] = skip_reason
         if error:
@@ -106,14 +118,23 @@ class TradingCycle:
         metrics.CYCLE_DURATION.observe(duration)
         snapshot = ctx.snapshot.to_dict() if ctx.snapshot is not None else None
         if not ctx.dry_run:
-            self._bus.publish(CycleFinished(
-                cycle_id=ctx.cycle_id, trigger=ctx.trigger, started_at=ctx.started_at,
-                finished_at=end, status=status,  # type: ignore[arg-type]
-                skip_reason=skip_reason, summary=dict(ctx.summary), snapshot=snapshot))
+            self._bus.publish(
+                CycleFinished(
+                    cycle_id=ctx.cycle_id,
+                    trigger=ctx.trigger,
+                    started_at=ctx.started_at,
+                    finished_at=end,
+                    status=status,  # type: ignore[arg-type]
+                    skip_reason=skip_reason,
+                    summary=dict(ctx.summary),
+                    snapshot=snapshot,
+                )
+            )
         self.last_summary = dict(ctx.summary)
         level = "info" if status in ("ok", "skipped") else "error"
-        getattr(log, level)("cycle.finished", **{k: v for k, v in ctx.summary.items()
-                                                  if k != "cycle_id"})
+        getattr(log, level)(
+            "cycle.finished", **{k: v for k, v in ctx.summary.items() if k != "cycle_id"}
+        )
 
 
 # ---------------------------------------------------------------------------- the steps
@@ -137,9 +158,12 @@ class MarketSnapshotStep:
         fresh = [s for s in snap.symbols if s not in snap.stale]
         ctx.summary.update(symbols=len(fresh), stale=stale)
         if stale:
-            log.warning("cycle.stale_symbols", symbols=stale,
-                        max_age_s=self._settings.max_price_age_seconds,
-                        detail="no decision on these symbols this cycle")
+            log.warning(
+                "cycle.stale_symbols",
+                symbols=stale,
+                max_age_s=self._settings.max_price_age_seconds,
+                detail="no decision on these symbols this cycle",
+            )
         if not fresh:
             raise SkipCycle("every price is stale" if stale else "no prices yet")
 
@@ -149,9 +173,21 @@ class DecideStep:
 
     name = "decisions"
 
-    def __init__(self, decisions: Any, broker: Any, risk_settings: Any, clock: Clock,
-                 *, recent_fills: int = 10) -> None:
-        self._decisions, self._broker, self._risk, self._clock = decisions, broker, risk_settings, clock
+    def __init__(
+        self,
+        decisions: Any,
+        broker: Any,
+        risk_settings: Any,
+        clock: Clock,
+        *,
+        recent_fills: int = 10,
+    ) -> None:
+        self._decisions, self._broker, self._risk, self._clock = (
+            decisions,
+            broker,
+            risk_settings,
+            clock,
+        )
         self._recent_fills = recent_fills
 
     async def __call__(self, ctx: CycleContext) -> None:
@@ -167,20 +203,33 @@ class DecideStep:
                 log.info("trader.sits_out", trader=trader, reason=blocked)
                 continue
             contexts[trader] = TraderContext(
-                trader=trader, cycle_id=ctx.cycle_id, now=ctx.started_at, snapshot=ctx.snapshot,
-                account=broker.account_view(trader), positions=broker.positions_view(trader),
+                trader=trader,
+                cycle_id=ctx.cycle_id,
+                now=ctx.started_at,
+                snapshot=ctx.snapshot,
+                account=broker.account_view(trader),
+                positions=broker.positions_view(trader),
                 recent_fills=broker.recent_fills(trader, self._recent_fills),
-                previous_decisions=self._decisions.previous(trader), risk=self._risk, extra={})
+                previous_decisions=self._decisions.previous(trader),
+                risk=self._risk,
+                extra={},
+            )
         ctx.outcomes = await self._decisions.decide_all(contexts)
         valid = 0
         for trader, outcome in ctx.outcomes.items():
+            if outcome.skipped:  # cooling down: no call was made, nothing to count
+                continue
             holds = not outcome.decision.trades()
-            broker.record_decision(trader, valid=outcome.valid, holds=holds,
-                                   cost_usd=outcome.cost_usd)
+            broker.record_decision(
+                trader, valid=outcome.valid, holds=holds, cost_usd=outcome.cost_usd
+            )
             valid += outcome.valid
-        ctx.summary.update(traders=len(contexts), valid=valid,
-                           invalid=len(ctx.outcomes) - valid,
-                           llm_cost_usd=round(sum(o.cost_usd for o in ctx.outcomes.values()), 6))
+        ctx.summary.update(
+            traders=len(contexts),
+            valid=valid,
+            invalid=len(ctx.outcomes) - valid,
+            llm_cost_usd=round(sum(o.cost_usd for o in ctx.outcomes.values()), 6),
+        )
 
 
 class RiskStep:
@@ -193,18 +242,26 @@ class RiskStep:
 
     async def __call__(self, ctx: CycleContext) -> None:
         for trader, outcome in ctx.outcomes.items():
-            approved, rejected = self._broker.review(trader, outcome.decision, ctx.snapshot,
-                                                     ctx.started_at, ctx.cycle_id)
+            approved, rejected = self._broker.review(
+                trader, outcome.decision, ctx.snapshot, ctx.started_at, ctx.cycle_id
+            )
             ctx.approved[trader] = list(approved)
             ctx.rejections.extend(rejected)
             for r in rejected:
                 metrics.REJECTIONS.labels(r.rule).inc()
-                log.info("decision.rejected", trader=trader, symbol=r.symbol, action=r.action,
-                         rule=r.rule, detail=r.detail)
+                log.info(
+                    "decision.rejected",
+                    trader=trader,
+                    symbol=r.symbol,
+                    action=r.action,
+                    rule=r.rule,
+                    detail=r.detail,
+                )
                 if not ctx.dry_run:
                     self._bus.publish(r)
-        ctx.summary.update(approved=sum(len(a) for a in ctx.approved.values()),
-                           rejected=len(ctx.rejections))
+        ctx.summary.update(
+            approved=sum(len(a) for a in ctx.approved.values()), rejected=len(ctx.rejections)
+        )
 
 
 class ExecuteStep:
@@ -220,8 +277,11 @@ class ExecuteStep:
 
         if ctx.dry_run:
             ctx.summary["fills"] = 0
-            planned = {t: [a.model_dump(mode="json") for a in acts]
-                       for t, acts in ctx.approved.items() if acts}
+            planned = {
+                t: [a.model_dump(mode="json") for a in acts]
+                for t, acts in ctx.approved.items()
+                if acts
+            }
             log.info("cycle.dry_run", would_execute=planned)
             return
         for trader, actions in ctx.approved.items():

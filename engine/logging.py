@@ -83,7 +83,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         ]
     structlog.configure(
         processors=[*shared, *renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
         logger_factory=_NamedLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

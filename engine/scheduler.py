@@ -44,13 +44,13 @@ async def with_deadline(clock: Clock, aw: Awaitable[Any], seconds: float) -> Any
         timer.cancel()
         return task.result()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # gather, not suppress(CancelledError): a cancellation of *this* coroutine must propagate.
+    await asyncio.gather(task, return_exceptions=True)
     raise TimeoutError(f"timed out after {seconds:g} s")
 
 
 def next_fire(job: JobSettings, after: float, started_at: float) -> float | None:
-    """Return the first fire time of `job` strictly after `after` (None when it never fires again)."""
+    """Return the first fire time of `job` after `after`, or None when it never fires again."""
     if job.schedule == "interval":
         assert job.interval_seconds is not None
         step = job.interval_seconds
@@ -126,7 +126,9 @@ class Job:
         return self.settings.name
 
 
-def select_jobs(jobs: Iterable[JobSettings], include: set[str], exclude: set[str]) -> list[JobSettings]:
+def select_jobs(
+    jobs: Iterable[JobSettings], include: set[str], exclude: set[str]
+) -> list[JobSettings]:
     """Return the enabled jobs whose tags pass --include-tags / --exclude-tags."""
     out = []
     for job in jobs:
@@ -144,8 +146,9 @@ def select_jobs(jobs: Iterable[JobSettings], include: set[str], exclude: set[str
 class Scheduler:
     """Fires jobs on time; one long-running `run()`."""
 
-    def __init__(self, jobs: Iterable[Job], clock: Clock, bus: Bus, *,
-                 hold_clock: bool = False) -> None:
+    def __init__(
+        self, jobs: Iterable[Job], clock: Clock, bus: Bus, *, hold_clock: bool = False
+    ) -> None:
         self.jobs = {j.name: j for j in jobs}
         self._clock = clock
         self._bus = bus
@@ -212,8 +215,9 @@ class Scheduler:
 
     # ------------------------------------------------------------------ firing
 
-    async def trigger(self, name: str, *, trigger: str = "manual",
-                      wait: bool = True) -> tuple[bool, str, dict[str, Any]]:
+    async def trigger(
+        self, name: str, *, trigger: str = "manual", wait: bool = True
+    ) -> tuple[bool, str, dict[str, Any]]:
         """Run `name` now through its lock: (started, reason it did not, summary)."""
         job = self.jobs.get(name)
         if job is None:
@@ -232,11 +236,20 @@ class Scheduler:
     def _skip(self, job: Job, trigger: str, reason: str) -> None:
         job.state.skips += 1
         now = self._clock.time()
-        log.warning("job.skipped", job=job.name, reason=reason, trigger=trigger,
-                    skips=job.state.skips)
+        log.warning(
+            "job.skipped", job=job.name, reason=reason, trigger=trigger, skips=job.state.skips
+        )
         metrics.JOB_RUNS.labels(job.name, "skipped").inc()
-        self._bus.publish(JobRun(job=job.name, trigger=_trigger_kind(trigger), started_at=now,
-                                 finished_at=now, status="skipped", error=reason))
+        self._bus.publish(
+            JobRun(
+                job=job.name,
+                trigger=_trigger_kind(trigger),
+                started_at=now,
+                finished_at=now,
+                status="skipped",
+                error=reason,
+            )
+        )
 
     def _start(self, job: Job, trigger: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._execute(job, trigger), name=f"job:{job.name}")
@@ -257,7 +270,9 @@ class Scheduler:
         status, error, result = "ok", None, None
         log.info("job.started", job=job.name, trigger=trigger)
         try:
-            result = await with_deadline(self._clock, job.func(trigger), job.settings.timeout_seconds)
+            result = await with_deadline(
+                self._clock, job.func(trigger), job.settings.timeout_seconds
+            )
         except TimeoutError:
             status, error = "timeout", f"timed out after {job.settings.timeout_seconds:g} s"
         except asyncio.CancelledError:
@@ -281,12 +296,25 @@ class Scheduler:
                 state.last_error = error
                 state.last_result = {"status": status, "error": error}
             metrics.JOB_RUNS.labels(job.name, status).inc()
-            self._bus.publish(JobRun(job=job.name, trigger=_trigger_kind(trigger),
-                                     started_at=start, finished_at=end, status=status,
-                                     error=error, summary=_jsonable(result)))
+            self._bus.publish(
+                JobRun(
+                    job=job.name,
+                    trigger=_trigger_kind(trigger),
+                    started_at=start,
+                    finished_at=end,
+                    status=status,
+                    error=error,
+                    summary=_jsonable(result),
+                )
+            )
             level = "info" if status == "ok" else "error"
-            getattr(log, level)("job.finished", job=job.name, status=status,
-                                duration_s=state.last_duration, error=error)
+            getattr(log, level)(
+                "job.finished",
+                job=job.name,
+                status=status,
+                duration_s=state.last_duration,
+                error=error,
+            )
 
     async def run(self) -> None:
         """Fire every job on its schedule until cancelled."""
@@ -295,7 +323,9 @@ class Scheduler:
             async with asyncio.TaskGroup() as tg:
                 for job in self.jobs.values():
                     tg.create_task(self._loop(job), name=f"schedule:{job.name}")
-            await asyncio.get_running_loop().create_future()  # nothing left to fire: idle until cancelled
+            await (
+                asyncio.get_running_loop().create_future()
+            )  # nothing left to fire: idle until cancelled
         finally:
             self._firing = False
 
@@ -309,8 +339,9 @@ class Scheduler:
             missed = self._missed_fires(job.settings, due, now)
             if missed:
                 job.state.coalesced += missed
-                log.warning("job.coalesced", job=job.name, missed=missed,
-                            late_s=round(now - due, 3))
+                log.warning(
+                    "job.coalesced", job=job.name, missed=missed, late_s=round(now - due, 3)
+                )
             if not self._firing:
                 return
             if self.paused:

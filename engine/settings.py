@@ -236,12 +236,30 @@ class JobSettings(Section):
 
 def _default_jobs() -> tuple[JobSettings, ...]:
     return (
-        JobSettings(name="trading_cycle", run="trading_cycle", schedule="interval",
-                    interval_seconds=300, tags=("trading",), timeout_seconds=240),
-        JobSettings(name="health_check", run="health_check", schedule="interval",
-                    interval_seconds=900, tags=("ops",), timeout_seconds=30),
-        JobSettings(name="account_sync", run="account_sync", schedule="interval",
-                    interval_seconds=600, tags=("ops",), timeout_seconds=30),
+        JobSettings(
+            name="trading_cycle",
+            run="trading_cycle",
+            schedule="interval",
+            interval_seconds=300,
+            tags=("trading",),
+            timeout_seconds=240,
+        ),
+        JobSettings(
+            name="health_check",
+            run="health_check",
+            schedule="interval",
+            interval_seconds=900,
+            tags=("ops",),
+            timeout_seconds=30,
+        ),
+        JobSettings(
+            name="account_sync",
+            run="account_sync",
+            schedule="interval",
+            interval_seconds=600,
+            tags=("ops",),
+            timeout_seconds=30,
+        ),
     )
 
 
@@ -258,8 +276,10 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        for kind, names in (("traders", [t.name for t in self.traders]),
-                            ("jobs", [j.name for j in self.jobs])):
+        for kind, names in (
+            ("traders", [t.name for t in self.traders]),
+            ("jobs", [j.name for j in self.jobs]),
+        ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
@@ -288,7 +308,9 @@ def _format_error(exc: ValidationError, path: Path) -> str:
     return f"{path}: bad value for '{key}': {shown}; expected {expected}"
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
     """Load and validate settings from `path` (default: ./settings.toml next to run.py)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
@@ -347,8 +369,17 @@ class Secrets:
 
     def values(self) -> list[str]:
         """Return every secret value, and the password inside DATABASE_URL, for log redaction."""
-        out = [v for v in (self.anthropic_api_key, self.openai_api_key, self.deepseek_api_key,
-                           self.database_url, self.control_token) if v]
+        out = [
+            v
+            for v in (
+                self.anthropic_api_key,
+                self.openai_api_key,
+                self.deepseek_api_key,
+                self.database_url,
+                self.control_token,
+            )
+            if v
+        ]
         if self.database_url:
             m = re.search(r"://[^:/@]+:([^@]+)@", self.database_url)
             if m:

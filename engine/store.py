@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import re
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,14 @@ class Database:
 
 
 def _start_embedded(data_dir: str) -> Any:
-    import pgserver  # imported lazily: only the embedded default needs it
-
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return pgserver.get_server(path, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs warns on stderr when XDG_RUNTIME_DIR is unset (servers, CI): harmless.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver  # imported lazily: only the embedded default needs it
+
+        return pgserver.get_server(path, cleanup_mode="stop")
 
 
 # ---------------------------------------------------------------- migrations

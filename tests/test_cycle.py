@@ -16,9 +16,22 @@ from engine.events import CycleFinished
 
 
 class Step:
-    def __init__(self, name: str, trail: list[str], clock: SimClock, *, takes: float = 0,
-                 raises: Exception | None = None) -> None:
-        self.name, self.trail, self.clock, self.takes, self.raises = name, trail, clock, takes, raises
+    def __init__(
+        self,
+        name: str,
+        trail: list[str],
+        clock: SimClock,
+        *,
+        takes: float = 0,
+        raises: Exception | None = None,
+    ) -> None:
+        self.name, self.trail, self.clock, self.takes, self.raises = (
+            name,
+            trail,
+            clock,
+            takes,
+            raises,
+        )
 
     async def __call__(self, ctx: CycleContext) -> None:
         structlog.get_logger("step").info("step.ran", step=self.name)
@@ -63,15 +76,19 @@ async def test_step_timings_use_the_engine_clock(clock: SimClock, bus: Bus) -> N
 async def test_skip_ends_the_cycle_with_its_reason(clock: SimClock, bus: Bus) -> None:
     trail: list[str] = []
     sub = bus.subscribe("w", [CycleFinished], policy="block")
-    steps = [Step("market_snapshot", trail, clock, raises=SkipCycle("every price is stale")),
-             Step("decisions", trail, clock)]
+    steps = [
+        Step("market_snapshot", trail, clock, raises=SkipCycle("every price is stale")),
+        Step("decisions", trail, clock),
+    ]
     summary = await TradingCycle(steps, clock, bus)("schedule")
     assert trail == ["market_snapshot"]
     assert (summary["status"], summary["skip_reason"]) == ("skipped", "every price is stale")
     assert sub.drain()[0].skip_reason == "every price is stale"
 
 
-async def test_failed_step_is_recorded_and_raised_to_the_scheduler(clock: SimClock, bus: Bus) -> None:
+async def test_failed_step_is_recorded_and_raised_to_the_scheduler(
+    clock: SimClock, bus: Bus
+) -> None:
     sub = bus.subscribe("w", [CycleFinished], policy="block")
     steps = [Step("decisions", [], clock, raises=RuntimeError("model exploded"))]
     with pytest.raises(RuntimeError):

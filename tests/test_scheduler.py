@@ -17,9 +17,17 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def interval_job(name: str = "cycle", every: float = 300, timeout: float = 240, **kw) -> JobSettings:
-    return JobSettings(name=name, run="trading_cycle", schedule="interval",
-                       interval_seconds=every, timeout_seconds=timeout, **kw)
+def interval_job(
+    name: str = "cycle", every: float = 300, timeout: float = 240, **kw
+) -> JobSettings:
+    return JobSettings(
+        name=name,
+        run="trading_cycle",
+        schedule="interval",
+        interval_seconds=every,
+        timeout_seconds=timeout,
+        **kw,
+    )
 
 
 class Recorder:
@@ -66,8 +74,11 @@ async def test_interval_fires_aligned_to_wall_clock_multiples(bus: Bus) -> None:
     task = await start(sched, clock)
     await clock.advance_to(ts("2026-01-01T12:16:00"))
     await stop(task)
-    assert body.starts == [ts("2026-01-01T12:05:00"), ts("2026-01-01T12:10:00"),
-                           ts("2026-01-01T12:15:00")]
+    assert body.starts == [
+        ts("2026-01-01T12:05:00"),
+        ts("2026-01-01T12:10:00"),
+        ts("2026-01-01T12:15:00"),
+    ]
 
 
 async def test_start_on_a_slot_fires_immediately(bus: Bus) -> None:
@@ -210,16 +221,29 @@ async def test_state_reports_the_seeds_job_registry_fields(bus: Bus) -> None:
     await stop(task)
     (state,) = sched.states()
     assert state == {
-        "name": "cycle", "running": False, "last_start": "2026-01-01T00:00:00+00:00",
-        "last_duration": 1.5, "last_status": "ok", "last_result": {"n": 1}, "runs": 1,
-        "errors": 0, "skips": 0, "coalesced": 0, "success_rate": 100.0, "last_error": None,
+        "name": "cycle",
+        "running": False,
+        "last_start": "2026-01-01T00:00:00+00:00",
+        "last_duration": 1.5,
+        "last_status": "ok",
+        "last_result": {"n": 1},
+        "runs": 1,
+        "errors": 0,
+        "skips": 0,
+        "coalesced": 0,
+        "success_rate": 100.0,
+        "last_error": None,
         "next_run": "2026-01-01T00:05:00+00:00",
     }
 
 
 def test_tags_select_jobs() -> None:
-    jobs = [interval_job("a", tags=("trading",)), interval_job("b", tags=("ops",)),
-            interval_job("c", tags=("ops", "heavy")), interval_job("d", enabled=False)]
+    jobs = [
+        interval_job("a", tags=("trading",)),
+        interval_job("b", tags=("ops",)),
+        interval_job("c", tags=("ops", "heavy")),
+        interval_job("d", enabled=False),
+    ]
     assert [j.name for j in select_jobs(jobs, set(), set())] == ["a", "b", "c"]
     assert [j.name for j in select_jobs(jobs, {"ops"}, set())] == ["b", "c"]
     assert [j.name for j in select_jobs(jobs, set(), {"heavy"})] == ["a", "b"]
