@@ -126,6 +126,7 @@ class Engine:
             self.clock,
             self.book,
             snapshot_interval=s.engine.snapshot_interval_seconds,
+            symbols=s.feed.symbols,
         )
         self.strategies = build_strategies(
             s, self.secrets, self.clock, record_llm_dir=self.options.record_llm
@@ -207,11 +208,29 @@ class Engine:
         recovered = await self._open_store()
         try:
             self._build(recovered)
+            if self.settings.broker.use_exchange_info and not self.options.replay:
+                await self._load_exchange_filters()
             return await self._supervise()
         finally:
             if self.db is not None:
                 await self.db.close()
             await self.decisions_close()
+
+    async def _load_exchange_filters(self) -> None:
+        """Take step/tick size and min notional from Binance's exchangeInfo; settings on failure."""
+        from engine.binance import BinanceRest
+
+        rest = BinanceRest(self.settings.feed, self.clock)
+        try:
+            filters = await rest.exchange_info(self.settings.feed.symbols)
+        except Exception as exc:
+            log.warning("broker.exchange_info_failed", error=f"{type(exc).__name__}: {exc}",
+                        detail="using the filters from settings.toml")
+            return
+        finally:
+            await rest.close()
+        self.broker.set_filters(filters)
+        log.info("broker.exchange_info_loaded", symbols=sorted(filters))
 
     async def decisions_close(self) -> None:
         decisions = getattr(self, "decisions", None)

@@ -56,6 +56,7 @@ name = "gpt-4o"
 strategy = "llm"
 provider = "openai"
 model = "gpt-4o"
+{extra}
 [[jobs]]
 name = "trading_cycle"
 run = "trading_cycle"
@@ -92,9 +93,21 @@ async def services() -> AsyncIterator[LocalServices]:
     async def klines(request: web.Request) -> web.Response:
         return web.json_response([])
 
+    async def exchange_info(request: web.Request) -> web.Response:
+        def symbol(name: str, tick: str, step: str, notional: str) -> dict[str, Any]:
+            return {"symbol": name, "status": "TRADING", "maintMarginPercent": "2.5000",
+                    "filters": [{"filterType": "PRICE_FILTER", "tickSize": tick},
+                                {"filterType": "LOT_SIZE", "stepSize": step},
+                                {"filterType": "MIN_NOTIONAL", "notional": notional}]}
+
+        return web.json_response({"timezone": "UTC", "symbols": [
+            symbol("BTCUSDT", "0.10", "0.001", "100"), symbol("ETHUSDT", "0.01", "0.001", "20"),
+            symbol("SOLUSDT", "0.0100", "1", "5")]})
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/fapi/v1/klines", klines)
+    app.router.add_get("/fapi/v1/exchangeInfo", exchange_info)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -187,7 +200,7 @@ def _with_password(url: str) -> str:
 def start_engine(services: LocalServices, database_url: str, tmp_path: Path):
     started: list[Engine] = []
 
-    async def start(*args: str, grace: float = 10) -> Engine:
+    async def start(*args: str, grace: float = 10, extra: str = "") -> Engine:
         # A daily job far from now: nothing fires on schedule during the test.
         daily = time.strftime("%H:%M", time.gmtime(time.time() + 12 * 3600))
         settings = tmp_path / "settings.toml"
@@ -198,6 +211,7 @@ def start_engine(services: LocalServices, database_url: str, tmp_path: Path):
                 http=services.http_url,
                 tmp=tmp_path,
                 daily=daily,
+                extra=extra,
             )
         )
         env = {
@@ -332,3 +346,10 @@ async def test_dry_run_decides_but_persists_nothing(start_engine, services, data
     finally:
         await conn.close()
     assert tables == 0  # not even migrated: nothing persisted
+
+
+async def test_symbol_filters_come_from_exchange_info_when_asked(start_engine, services):
+    engine = await start_engine("--once", "--dry-run", extra="[broker]\nuse_exchange_info = true")
+    assert await engine.exit_code(timeout=60) == 0
+    (loaded,) = engine.events("broker.exchange_info_loaded")
+    assert loaded["symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
