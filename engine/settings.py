@@ -235,31 +235,14 @@ class JobSettings(Section):
 
 
 def _default_jobs() -> tuple[JobSettings, ...]:
+    def every(name: str, seconds: float, tag: str, timeout: float) -> JobSettings:
+        return JobSettings(name=name, run=name, schedule="interval", interval_seconds=seconds,
+                           tags=(tag,), timeout_seconds=timeout)  # fmt: skip
+
     return (
-        JobSettings(
-            name="trading_cycle",
-            run="trading_cycle",
-            schedule="interval",
-            interval_seconds=300,
-            tags=("trading",),
-            timeout_seconds=240,
-        ),
-        JobSettings(
-            name="health_check",
-            run="health_check",
-            schedule="interval",
-            interval_seconds=900,
-            tags=("ops",),
-            timeout_seconds=30,
-        ),
-        JobSettings(
-            name="account_sync",
-            run="account_sync",
-            schedule="interval",
-            interval_seconds=600,
-            tags=("ops",),
-            timeout_seconds=30,
-        ),
+        every("trading_cycle", 300, "trading", 240),
+        every("health_check", 900, "ops", 30),
+        every("account_sync", 600, "ops", 30),
     )
 
 
