@@ -1,15 +1,14 @@
 """The live page in a real headless chromium: it draws the equity curves and the leaderboard, and
 updates both from the event stream without a reload.
 
-Runs Debian's /usr/bin/chromium through playwright's Python driver (never `playwright install`).
-Set ARENA_UPDATE_SCREENSHOT=1 to refresh the README's screenshot at tests/data/page.png.
+Runs Debian's /usr/bin/chromium through playwright's Python driver (never `playwright install`),
+against a hand-written target. tests/test_page_engine.py does the same against a real engine
+replaying the sample market, and refreshes the README's screenshot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,18 +27,9 @@ from tests.control_support import (
     sample_position,
     snapshot,
 )
+from tests.page_support import launched_chromium, open_page, requires_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-README_SCREENSHOT = Path(__file__).parent / "data" / "page.png"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is absent (apt-get install chromium; .ci/run does)"),
-]
+pytestmark = [pytest.mark.browser, requires_chromium]
 
 
 async def _serve(target: FakeTarget, bus: Bus) -> tuple[ControlServer, asyncio.Task[None]]:
@@ -51,30 +41,8 @@ async def _serve(target: FakeTarget, bus: Bus) -> tuple[ControlServer, asyncio.T
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                            headless=True)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def _open(browser: Any, url: str, errors: list[str]) -> Any:
-    page = await browser.new_page(viewport={"width": 1440, "height": 1100})
-    page.set_default_timeout(10_000)
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    page.on("console", lambda msg: errors.append(f"console: {msg.text}")
-            if msg.type == "error" else None)
-    await page.goto(url)
-    await page.wait_for_function("document.body.dataset.ready === '1'")
-    return page
-
-
-def _points(page: Any) -> Any:
-    return page.evaluate("Number(document.getElementById('equity-chart').dataset.points)")
+    async with launched_chromium() as chromium:
+        yield chromium
 
 
 async def test_page_draws_the_curves_and_updates_chart_and_leaderboard_without_reload(
@@ -92,7 +60,7 @@ async def test_page_draws_the_curves_and_updates_chart_and_leaderboard_without_r
     server, task = await _serve(target, bus)
     errors: list[str] = []
     try:
-        page = await _open(browser, f"http://127.0.0.1:{server.port}/", errors)
+        page = await open_page(browser, f"http://127.0.0.1:{server.port}/", errors)
         initial = len(TRADERS) * 96
         await page.wait_for_function(
             f"Number(document.getElementById('equity-chart').dataset.points) === {initial}")
@@ -140,9 +108,6 @@ async def test_page_draws_the_curves_and_updates_chart_and_leaderboard_without_r
         same_document = await page.evaluate("window.__sameDocument")
         shot = tmp_path / "page.png"
         await page.screenshot(path=str(shot), full_page=True)
-        if os.environ.get("ARENA_UPDATE_SCREENSHOT"):
-            README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shot, README_SCREENSHOT)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -162,7 +127,7 @@ async def test_page_shows_paused_state_and_stale_prices(bus: Bus, browser: Any) 
     server, task = await _serve(target, bus)
     errors: list[str] = []
     try:
-        page = await _open(browser, f"http://127.0.0.1:{server.port}/", errors)
+        page = await open_page(browser, f"http://127.0.0.1:{server.port}/", errors)
         await page.locator("#paused-badge").wait_for(state="visible")
         await page.locator(".price-chip[data-symbol='SOLUSDT']").wait_for()
         stale = await page.locator(".price-chip.stale").evaluate_all(
