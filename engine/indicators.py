@@ -143,14 +143,16 @@ def last(values: np.ndarray) -> float | None:
     return None if math.isnan(v) else v
 
 
+EMA_PERIODS = (20, 50)  # the EMAs every snapshot carries, per timeframe
+
+
 def summary(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict[str, float | None]:
     """Return the newest value of every standard indicator for one candle series."""
     line, sig, hist = macd(close)
     upper, mid, lower = bollinger(close)
     return {
         "close": last(close),
-        "ema20": last(ema(close, 20)),
-        "ema50": last(ema(close, 50)),
+        **{f"ema{n}": last(ema(close, n)) for n in EMA_PERIODS},
         "sma20": last(mid),
         "rsi14": last(rsi(close, 14)),
         "macd": last(line),

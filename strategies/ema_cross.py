@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from engine.decision import Action, Decision
-from engine.settings import Settings, TraderSettings
+from engine.indicators import EMA_PERIODS
+from engine.settings import Settings, SettingsError, TraderSettings
 from strategies.base import DecisionOutcome, TraderContext, register, rule_outcome
 
 Cross = Literal["up", "down"] | None
@@ -107,7 +108,16 @@ class EmaCross:
 def build(trader: TraderSettings, settings: Settings) -> EmaCross:
     """Make an EMA-cross trader from its params."""
     p: dict[str, Any] = dict(trader.params)
-    return EmaCross(trader.name, fast=int(p.get("fast", 20)), slow=int(p.get("slow", 50)),
+    fast, slow = int(p.get("fast", 20)), int(p.get("slow", 50))
+    timeframe = str(p.get("timeframe", "15m"))
+    key = f"traders.{trader.name}.params"
+    if fast not in EMA_PERIODS or slow not in EMA_PERIODS or fast >= slow:
+        raise SettingsError(f"bad value for '{key}': fast={fast}, slow={slow}; expected fast < "
+                            f"slow, each one of the snapshot's EMA periods {EMA_PERIODS}")
+    if timeframe not in ("1m", *settings.feed.timeframes):
+        raise SettingsError(f"bad value for '{key}.timeframe': {timeframe!r}; expected 1m or "
+                            f"one of feed.timeframes {settings.feed.timeframes}")
+    return EmaCross(trader.name, fast=fast, slow=slow,
                     atr_stop=float(p.get("atr_stop", 2.0)), atr_take=float(p.get("atr_take", 4.0)),
                     size_pct=float(p.get("size_pct", 20.0)), leverage=int(p.get("leverage", 3)),
-                    timeframe=str(p.get("timeframe", "15m")))
+                    timeframe=timeframe)

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.test_engine_process import Engine
+from tests.process_support import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "sample.jsonl.gz"  # 1.5 h of Binance market

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from aiohttp import web
 
 from tests.decisions_support import load_fixture
 from tests.feed_support import FakeBinance, book_ticker, mark_price
+from tests.process_support import Engine, is_event
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-NEVER-LOG-THIS-3f9a"
@@ -95,14 +96,27 @@ async def services() -> AsyncIterator[LocalServices]:
 
     async def exchange_info(request: web.Request) -> web.Response:
         def symbol(name: str, tick: str, step: str, notional: str) -> dict[str, Any]:
-            return {"symbol": name, "status": "TRADING", "maintMarginPercent": "2.5000",
-                    "filters": [{"filterType": "PRICE_FILTER", "tickSize": tick},
-                                {"filterType": "LOT_SIZE", "stepSize": step},
-                                {"filterType": "MIN_NOTIONAL", "notional": notional}]}
+            return {
+                "symbol": name,
+                "status": "TRADING",
+                "maintMarginPercent": "2.5000",
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "stepSize": step},
+                    {"filterType": "MIN_NOTIONAL", "notional": notional},
+                ],
+            }
 
-        return web.json_response({"timezone": "UTC", "symbols": [
-            symbol("BTCUSDT", "0.10", "0.001", "100"), symbol("ETHUSDT", "0.01", "0.001", "20"),
-            symbol("SOLUSDT", "0.0100", "1", "5")]})
+        return web.json_response(
+            {
+                "timezone": "UTC",
+                "symbols": [
+                    symbol("BTCUSDT", "0.10", "0.001", "100"),
+                    symbol("ETHUSDT", "0.01", "0.001", "20"),
+                    symbol("SOLUSDT", "0.0100", "1", "5"),
+                ],
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
@@ -132,61 +146,6 @@ async def services() -> AsyncIterator[LocalServices]:
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
             await runner.cleanup()
-
-
-class Engine:
-    """A running `python run.py` whose JSON log lines the test reads as they come."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, Any]] = []
-        self.raw: list[str] = []
-        self._new = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            text = line.decode()
-            self.raw.append(text)
-            with contextlib.suppress(ValueError):
-                self.lines.append(json.loads(text))
-            async with self._new:
-                self._new.notify_all()
-
-    async def wait_for(
-        self, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60
-    ) -> dict[str, Any]:
-        """Return the first log line matching `pred`, waiting for it (bounded)."""
-
-        async def scan() -> dict[str, Any]:
-            async with self._new:
-                while True:
-                    for line in self.lines:
-                        if pred(line):
-                            return line
-                    if self._reader.done():
-                        raise AssertionError(f"engine exited before: {what}\n{self.tail()}")
-                    await self._new.wait()
-
-        try:
-            return await asyncio.wait_for(scan(), timeout)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting for: {what}\n{self.tail()}") from None
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line.get("event") == name]
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    async def exit_code(self, timeout: float) -> int:
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        await self._reader
-        return code
-
-    def tail(self) -> str:
-        return "".join(self.raw[-25:])
 
 
 def _with_password(url: str) -> str:
@@ -251,12 +210,6 @@ async def cycles_in_db(database_url: str) -> list[tuple[str, str]]:
         return [(r["trigger"], r["status"]) for r in rows]
     finally:
         await conn.close()
-
-
-def is_event(name: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
-    return lambda line: (
-        line.get("event") == name and all(line.get(k) == v for k, v in fields.items())
-    )
 
 
 async def test_sigusr1_runs_a_cycle_and_sigterm_exits_0(start_engine, services, database_url):

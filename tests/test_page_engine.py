@@ -27,7 +27,7 @@ from tests.page_support import (
     requires_chromium,
     save_screenshot,
 )
-from tests.test_engine_process import Engine, is_event
+from tests.process_support import Engine, is_event
 
 SPEED = "250"  # the sample's 1.5 h of market in ~22 s: a cycle every ~0.24 s of real time
 CYCLES_FOR_PICTURE = 50  # of the sample's 90: the screenshot shows most of the race

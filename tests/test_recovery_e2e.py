@@ -52,7 +52,7 @@ schedule = "interval"
 interval_seconds = 60
 """
 
-EMA_PARAMS = ('{ fast = 5, slow = 12, atr_stop = 2.0, atr_take = 4.0, size_pct = 20, leverage = 3, '
+EMA_PARAMS = ('{ fast = 20, slow = 50, atr_stop = 2.0, atr_take = 4.0, size_pct = 20, leverage = 3, '
               'timeframe = "1m" }')  # one line: TOML 1.0 inline tables cannot be broken
 
 # Fields that depend on the mark price at the moment of the snapshot, not on the account's state.

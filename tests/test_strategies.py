@@ -230,3 +230,21 @@ async def test_the_baselines_trade_a_replay_of_the_shipped_sample_without_keys(b
     assert len(trades["bh"]) == len(s.feed.symbols)
     assert trades["ema"], "the EMA cross traded at least once in 1.5 h of 1m candles"
     assert all(a.stop_loss and a.take_profit for a in trades["ema"] if a.action != "close")
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"fast": 5, "slow": 12}, "fast=5, slow=12"),
+        ({"fast": 50, "slow": 20}, "fast=50, slow=20"),
+        ({"timeframe": "3m"}, "params.timeframe': '3m'"),
+    ],
+)
+def test_ema_cross_refuses_params_the_snapshot_cannot_serve(params: dict, expected: str) -> None:
+    from engine.settings import Settings, SettingsError, TraderSettings
+    from strategies.base import registered
+
+    trader = TraderSettings(name="ema", strategy="ema_cross", params=params)
+    with pytest.raises(SettingsError, match="bad value for 'traders.ema.params") as err:
+        registered()["ema_cross"](trader, Settings())
+    assert expected in str(err.value)
