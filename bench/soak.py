@@ -1,0 +1,307 @@
+"""Soak: a generated 24-hour market replayed at max speed through the whole engine, in-process.
+
+Feed → bus → broker and 288 five-minute cycles of every configured trader (the three LLM traders
+are the real SDK clients over aiohttp, answered by the recorded fixtures of tests/data/llm through
+aioresponses; the baselines run for real) → writer → Postgres. Measured: wall time, cycles run,
+rows the writer was handed per table against `select count(*)` afterwards (must be equal), and
+resident memory at sim-time hours (growth from hour 1 to hour 24 must stay under 10 %).
+
+The market comes from engine.marketgen, one generator per symbol at that symbol's own book-update
+rate, merged in receive-time order; the file is cached under `ARENA_BENCH_CACHE` (default
+~/.cache/arena-bench) keyed by its parameters and the generator's source, so reruns skip it.
+Postgres: a scratch database on TEST_DATABASE_URL when set, else an embedded pgserver in a
+temporary directory. Run: `python -m bench.soak [--quick]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import hashlib
+import heapq
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import ClientSession
+from aioresponses import aioresponses
+
+from bench.common import Result, at_most, timer
+from bench.writer import _scratch_database
+from engine import marketgen
+from engine.events import CycleFinished, DecisionMade, FeedStatus
+from engine.settings import Secrets, Settings, load_settings
+from engine.store import ROW_OF, TABLES
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS_FILE = ROOT / "settings.toml"
+# Binance sends bookTicker in real time (hundreds a second for BTC); these are thinned to keep a
+# day's file a few hundred MB, busier symbols busier. Klines every 1 s (Binance: 250 ms; the
+# generator steps in whole seconds), mark price every 1 s and the 24 h ticker every 2 s, as
+# Binance's USD-M streams do.
+BOOK_PER_S = {"BTCUSDT": 10.0, "ETHUSDT": 8.0, "SOLUSDT": 5.0, "BNBUSDT": 3.0, "XRPUSDT": 4.0,
+              "DOGEUSDT": 4.0}
+DEFAULT_BOOK_PER_S = 3.0
+KLINE_EVERY_S, MARK_EVERY_S, TICKER_EVERY_S = 1.0, 1.0, 2.0
+SEED = 24
+FIXTURES = {"anthropic": "anthropic/tool_call", "deepseek": "deepseek/json_mode",
+            "openai": "openai/json_schema"}
+RSS_GROWTH_TARGET = 0.10
+
+
+# ---------------------------------------------------------------- the market file
+
+
+def _rates(symbol: str) -> marketgen.Rates:
+    return marketgen.Rates(book_per_s=BOOK_PER_S.get(symbol, DEFAULT_BOOK_PER_S),
+                           kline_every_s=KLINE_EVERY_S, mark_every_s=MARK_EVERY_S,
+                           ticker_every_s=TICKER_EVERY_S)
+
+
+def cache_dir() -> Path:
+    """Return the directory generated market files are cached in."""
+    default = Path.home() / ".cache" / "arena-bench"
+    return Path(os.environ.get("ARENA_BENCH_CACHE") or default)
+
+
+def market_file(symbols: tuple[str, ...], hours: float) -> tuple[Path, bool]:
+    """Return the cached market file for these parameters (generating it first if needed)."""
+    params = {"symbols": symbols, "hours": hours, "seed": SEED, "start": marketgen.DEFAULT_START,
+              "rates": {s: dataclasses.astuple(_rates(s)) for s in symbols},
+              "marketgen": hashlib.sha256(Path(marketgen.__file__).read_bytes()).hexdigest()}
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / f"soak-{hours:g}h-{len(symbols)}sym-{key}.jsonl.gz"
+    if path.exists():
+        return path, True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    gens = [marketgen.generate((s,), hours=hours, seed=SEED + i, rates=_rates(s),
+                               start=marketgen.DEFAULT_START) for i, s in enumerate(symbols)]
+    # gzip level 1: level 9 would double the generation time for a cache file.
+    with open(partial, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                    compresslevel=1, mtime=0) as fh:
+        for t, item in heapq.merge(*gens, key=lambda rec: rec[0]):
+            fh.write(orjson.dumps({"t": t, "raw" if isinstance(item, str) else "backfill": item}))
+            fh.write(b"\n")
+    partial.rename(path)
+    return path, False
+
+
+# ---------------------------------------------------------------- watching the engine
+
+
+def rss_mb() -> float:
+    """Return this process's resident memory in MB (VmRSS of /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS line in /proc/self/status")
+
+
+class Probe:
+    """Counts what the writer is handed per table, samples RSS at sim-time hours."""
+
+    def __init__(self, engine: Any, mocked: aioresponses, hours: int) -> None:
+        bus = engine.bus
+        # The same event types the writer subscribes to, lossless: every row it is handed.
+        self._rows_sub = bus.subscribe("bench.soak.rows", tuple(ROW_OF), policy="block",
+                                       capacity=1_000_000)
+        self._feed_sub = bus.subscribe("bench.soak.feed", (FeedStatus,), capacity=1_000)
+        self._mocked = mocked
+        self.hours = hours
+        self.rows: Counter[str] = Counter()
+        self.cycles: Counter[str] = Counter()
+        self.invalid: Counter[str] = Counter()
+        self.decisions: Counter[str] = Counter()
+        self.llm_requests: Counter[str] = Counter()
+        self.rss: dict[int, float] = {}
+        self.replay_done_wall: float | None = None
+
+    def _take(self, event: object) -> None:
+        self.rows[ROW_OF[type(event)][0]] += 1
+        if type(event) is CycleFinished:
+            self.cycles[event.status] += 1
+        elif type(event) is DecisionMade:
+            self.decisions[event.trader] += 1
+            if not event.valid:
+                self.invalid[event.trader] += 1
+
+    async def count_rows(self) -> None:
+        async for event in self._rows_sub:
+            self._take(event)
+
+    def drain(self) -> None:
+        """Count what is still queued (called once the engine has stopped)."""
+        for event in self._rows_sub.drain():
+            self._take(event)
+
+    def _served(self) -> None:
+        # The mock keeps every exchange: aioresponses each request (prompts included) and each
+        # response it built, unittest.mock each call of the patched ClientSession._request.
+        # Count the requests, then reset that bookkeeping (and re-register the fixtures), so the
+        # mock's own memory (~2 MB per simulated hour) does not show up as the engine's growth.
+        for (_, url), calls in self._mocked.requests.items():
+            self.llm_requests[url.host] += len(calls)
+        self._mocked.requests.clear()
+        self._mocked.clear()
+        serve_fixtures(self._mocked)
+        ClientSession._request.reset_mock()  # type: ignore[attr-defined]  # the patch's mock
+
+    async def sample_hours(self, clock: Any, start: float) -> None:
+        for hour in range(1, self.hours):
+            await clock.sleep_until(start + hour * 3600)
+            self._served()
+            self.rss[hour] = rss_mb()
+
+    async def sample_end_of_replay(self) -> None:
+        async for event in self._feed_sub:
+            assert isinstance(event, FeedStatus)
+            if event.state == "disconnected" and "replay finished" in event.detail:
+                self._served()
+                self.rss[self.hours] = rss_mb()
+                self.replay_done_wall = timer()
+                return
+
+
+# ---------------------------------------------------------------- the run
+
+
+def serve_fixtures(mocked: aioresponses) -> None:
+    """Answer every request of the three LLM providers with its recorded fixture."""
+    from tests.decisions_support import register_fixture
+
+    for fixture in FIXTURES.values():
+        register_fixture(mocked, fixture, repeat=True)
+
+
+def soak_settings(workdir: Path) -> Settings:
+    """Return the repository's settings with the control API off and the spill file in workdir."""
+    return load_settings(SETTINGS_FILE, overrides={
+        "control.enabled": False, "database.spill_path": str(workdir / "spill.jsonl"),
+        "database.embedded_dir": str(workdir / "pg")})
+
+
+async def _count_in_database(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in TABLES}
+    finally:
+        await conn.close()
+
+
+async def _soak(path: Path, settings: Settings, hours: int) -> dict[str, Any]:
+    from engine.app import Engine, Options
+
+    async with _scratch_database() as dsn:
+        secrets = Secrets(anthropic_api_key="sk-bench-fixture", openai_api_key="sk-bench-fixture",
+                          deepseek_api_key="sk-bench-fixture", database_url=dsn,
+                          control_token=None)
+        with aioresponses() as mocked:  # unmatched requests fail: nothing leaves the machine
+            serve_fixtures(mocked)
+            engine = Engine(settings, secrets, Options(replay=str(path), speed=None))
+            probe = Probe(engine, mocked, hours)
+            start = engine.clock.time()
+            rss_start = rss_mb()
+            tasks = [asyncio.create_task(probe.count_rows()),
+                     asyncio.create_task(probe.sample_hours(engine.clock, start)),
+                     asyncio.create_task(probe.sample_end_of_replay())]
+            t0 = timer()
+            try:
+                code = await engine.run()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            wall = timer() - t0
+            probe.drain()
+            probe._served()
+        in_db = await _count_in_database(dsn)
+    return {"code": code, "wall": wall, "replay_wall": (probe.replay_done_wall or timer()) - t0,
+            "probe": probe, "in_db": in_db, "rss_start": rss_start, "rss_stopped": rss_mb(),
+            "frames": engine.feed.frames, "sim_s": engine.clock.time() - start,
+            "writer": engine.writer.status(), "traders": sorted(engine.strategies)}
+
+
+def run(quick: bool = False) -> list[Result]:
+    """Replay a generated day (2 h with --quick) through the whole engine; check rows and RSS."""
+    import uvloop
+
+    from engine.logging import configure
+
+    configure(level="warning", fmt="json", stream=sys.stderr)
+    hours = 2 if quick else 24
+    workdir = Path(tempfile.mkdtemp(prefix="arena-bench-soak-"))
+    settings = soak_settings(workdir)
+    t0 = timer()
+    path, cached = market_file(tuple(settings.feed.symbols), hours)
+    gen_s = timer() - t0
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        out = runner.run(_soak(path, settings, hours))
+    return _results(out, settings, hours, path, cached, gen_s, quick)
+
+
+def _results(out: dict[str, Any], settings: Settings, hours: int, path: Path, cached: bool,
+             gen_s: float, quick: bool) -> list[Result]:
+    probe: Probe = out["probe"]
+    if out["code"] != 0:
+        raise RuntimeError(f"engine exited with code {out['code']}")
+    scope = f"{hours} h market{' (--quick, not the 24 h soak)' if quick else ''}"
+    interval = next(j.interval_seconds for j in settings.jobs
+                    if j.run == "trading_cycle" and j.enabled)
+    expected = int(hours * 3600 // interval)
+    ok = probe.cycles.get("ok", 0)
+    llm = {t.name for t in settings.traders if t.strategy == "llm" and t.enabled}
+    asked = sum(probe.llm_requests.values())
+    speed = out["sim_s"] / out["replay_wall"]
+    source = ("cached" if cached else f"generated in {gen_s:.0f} s") + f": {path.name}"
+    mismatched = {t: (probe.rows.get(t, 0), n) for t, n in out["in_db"].items()
+                  if probe.rows.get(t, 0) != n}
+    handed = sum(probe.rows.values())
+    w = out["writer"]
+    per_table = ", ".join(f"{t} {probe.rows.get(t, 0)}/{n}" for t, n in out["in_db"].items())
+    rss = probe.rss
+    first, middle, last = rss.get(1), rss.get(hours // 2), rss.get(hours)
+    growth = (last - first) / first if first and last else float("nan")
+    return [
+        Result("soak.wall_time", round(out["wall"], 1), "s", "", None,
+               f"{scope}, {out['frames']:,} frames of {len(settings.feed.symbols)} symbols "
+               f"({source}); replay at {speed:,.0f}x real time, "
+               f"{out['frames'] / out['replay_wall']:,.0f} frames/s through the whole engine"),
+        Result("soak.cycles_run", ok, "cycles", f"== {expected}",
+               ok == expected and set(probe.cycles) == {"ok"},
+               f"by status {dict(probe.cycles)}; traders {out['traders']}; decisions "
+               f"{dict(probe.decisions)}, invalid {dict(probe.invalid) or 0}; LLM requests "
+               f"served by fixtures {asked} ({dict(probe.llm_requests)}) for {len(llm)} LLM "
+               f"traders"),
+        Result("soak.rows_in_database", sum(out["in_db"].values()), "rows",
+               f"== {handed} handed to writer", not mismatched,
+               f"handed/in db per table: {per_table}; the writer reports {w['written']} written, "
+               f"{w['duplicates_skipped']} duplicates, {w['spilled_rows']} spilled, "
+               f"{w['errors']} errors" + (f"; MISMATCH {mismatched}" if mismatched else "")),
+        Result("soak.rss_start", round(out["rss_start"], 1), "MB", "", None,
+               "before the engine starts (market file generated or read)"),
+        Result("soak.rss_hour1", round(first or float("nan"), 1), "MB", "", None,
+               "after the first simulated hour"),
+        Result("soak.rss_middle", round(middle or float("nan"), 1), "MB", "", None,
+               f"at simulated hour {hours // 2}"),
+        Result("soak.rss_end", round(last or float("nan"), 1), "MB", "", None,
+               f"when the replay of hour {hours} ends; {out['rss_stopped']:.1f} MB after the "
+               f"engine stopped"),
+        Result("soak.rss_growth_hour1_to_end", round(100 * growth, 2), "%", "< 10",
+               at_most(growth, RSS_GROWTH_TARGET) and growth < RSS_GROWTH_TARGET,
+               "hourly: " + " ".join(f"{h}h={v:.0f}" for h, v in sorted(rss.items()))),
+    ]
+
+
+if __name__ == "__main__":
+    for r in run(quick="--quick" in sys.argv):
+        print(f"{r.name:32s} {r.value:>12} {r.unit:6s} target {r.target or '-':24s} "
+              f"{'' if r.met is None else ('met' if r.met else 'MISSED')}  {r.detail}")

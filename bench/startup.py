@@ -1,0 +1,252 @@
+"""Start-up: seconds from spawning `python run.py` to its `engine.ready` log line.
+
+Each trial runs in a fresh temporary directory as the working directory, so the embedded Postgres
+(pgserver, `./data/pg`) starts there: the first start is cold (initdb, migrations), the second
+warm (an existing cluster, recovery of the first run's accounts). The live path is the real one:
+the feed connects to a local websockets server on 127.0.0.1 speaking Binance's combined-stream
+format (engine.marketgen frames, paced in real time) and backfills from a local REST server;
+the engine is ready once prices are in. The LLM traders get fake keys and endpoints on
+127.0.0.1 (no cycle runs before the engine is stopped), so all five traders are built. Nothing
+contacts the internet. Run: `python -m bench.startup [--quick]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from websockets.asyncio.server import ServerConnection, serve
+
+from bench.common import Result, timer
+from engine import marketgen
+from engine.candles import timeframe_seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 120.0
+
+
+# ---------------------------------------------------------------- a local Binance
+
+
+class LocalBinance:
+    """Combined-stream websocket and klines REST on 127.0.0.1, from the synthetic market."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.rest_requests = 0
+        self.ws_url = self.rest_url = ""
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> LocalBinance:
+        ws = await self._stack.enter_async_context(serve(self._stream, "127.0.0.1", 0))
+        self.ws_url = f"ws://127.0.0.1:{ws.sockets[0].getsockname()[1]}"
+        app = web.Application()
+        app.router.add_get("/fapi/v1/klines", self._klines)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.rest_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _stream(self, ws: ServerConnection) -> None:
+        """Send the requested streams' frames as they fall due in real time."""
+        self.connections += 1
+        path = ws.request.path if ws.request else ""
+        wanted = set(path.partition("streams=")[2].split("/"))
+        symbols = tuple(sorted({s.split("@")[0].upper() for s in wanted if s}))
+        rates = marketgen.Rates(book_per_s=10.0, kline_every_s=1.0, mark_every_s=1.0,
+                                ticker_every_s=2.0)
+        frames = marketgen.generate(symbols, start=time.time() - 1.0, hours=1.0, rates=rates,
+                                    history_minutes=0, higher_candles=0)
+        with contextlib.suppress(Exception):  # the engine going away ends the stream
+            for t, raw in frames:
+                if not isinstance(raw, str) or orjson.loads(raw)["stream"] not in wanted:
+                    continue
+                if (wait := t - time.time()) > 0:
+                    await asyncio.sleep(wait)  # a market's pace: real time, on purpose
+                await ws.send(raw)
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        """Answer /fapi/v1/klines like Binance: closed candles in [startTime, endTime]."""
+        self.rest_requests += 1
+        q = request.query
+        step = timeframe_seconds(q["interval"])
+        limit = int(q.get("limit", "500"))
+        end = min(float(q["endTime"]) / 1000 if "endTime" in q else time.time(), time.time())
+        end = end // step * step
+        first = (float(q["startTime"]) / 1000 if "startTime" in q
+                 else end - (limit - 1) * step)
+        first = math.ceil(first / step) * step
+        price = marketgen.PROFILES.get(q["symbol"], (100.0,))[0]
+        rows = []
+        t = first
+        while t <= end and len(rows) < limit:
+            ms = int(t * 1000)
+            rows.append([ms, f"{price}", f"{price * 1.001}", f"{price * 0.999}", f"{price}",
+                         "10.0", ms + step * 1000 - 1, "1000.0", 10, "5.0", "500.0", "0"])
+            t += step
+        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+
+
+# ---------------------------------------------------------------- settings and the process
+
+
+def _toml(value: Any) -> str:
+    """Return `value` as an inline TOML value (tables inline, strings JSON-escaped)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def write_settings(path: Path, binance: LocalBinance) -> None:
+    """Write the repository's settings with the feed, LLM and control endpoints made local."""
+    raw = tomllib.loads((ROOT / "settings.toml").read_text(encoding="utf-8"))
+    raw["feed"] |= {"futures_ws_url": binance.ws_url, "futures_rest_url": binance.rest_url}
+    raw["control"] = {**raw.get("control", {}), "port": 0}
+    for provider in raw["llm"]["providers"].values():
+        provider["base_url"] = "http://127.0.0.1:9/v1"  # discard port; never asked before stop
+    raw["database"] |= {"embedded_dir": "./data/pg", "spill_path": "./data/spill.jsonl"}
+    path.write_text("".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in raw.items()),
+                    encoding="utf-8")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # embedded, always
+    env |= {"ANTHROPIC_API_KEY": "sk-bench", "OPENAI_API_KEY": "sk-bench",
+            "DEEPSEEK_API_KEY": "sk-bench", "PYTHONUNBUFFERED": "1"}
+    return env
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    while line := await stream.readline():
+        with contextlib.suppress(ValueError):
+            rec = orjson.loads(line)
+            if isinstance(rec, dict):
+                yield rec
+
+
+async def start_once(workdir: Path) -> dict[str, float]:
+    """Spawn run.py in `workdir`, return seconds to store.opened and engine.ready, then stop it."""
+    marks: dict[str, float] = {}
+    err = open(workdir / "stderr.log", "wb")  # noqa: ASYNC230 - a child's stderr
+    t0 = timer()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), "--config", "settings.toml", "--log-format", "json",
+        "--log-level", "info", cwd=workdir, env=_env(), stdout=asyncio.subprocess.PIPE,
+        stderr=err)
+    try:
+        assert proc.stdout is not None
+        lines = _lines(proc.stdout)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            async for rec in lines:
+                event = rec.get("event")
+                if event in ("store.opened", "feed.connected", "engine.ready"):
+                    marks.setdefault(event, timer() - t0)
+                if event == "engine.ready":
+                    marks["traders"] = len(rec.get("traders", []))
+                    break
+        if "engine.ready" not in marks:
+            raise RuntimeError(f"run.py exited without engine.ready: {_tail(workdir)}")
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            async for _ in lines:
+                pass
+            code = await proc.wait()
+        if code != 0:
+            raise RuntimeError(f"run.py exited with {code} after SIGTERM: {_tail(workdir)}")
+        return marks
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        err.close()
+
+
+def _tail(workdir: Path) -> str:
+    text = (workdir / "stderr.log").read_text(errors="replace")
+    return text[-600:]
+
+
+def _stop_leftover_postgres(workdir: Path) -> None:
+    """Stop a postmaster the engine failed to stop (by its pid file), so none outlives us."""
+    pid_file = workdir / "data" / "pg" / "postmaster.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ValueError, ProcessLookupError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+
+
+async def _trial(binance: LocalBinance) -> tuple[dict[str, float], dict[str, float]]:
+    workdir = Path(tempfile.mkdtemp(prefix="arena-bench-start-"))
+    try:
+        write_settings(workdir / "settings.toml", binance)
+        cold = await start_once(workdir)
+        warm = await start_once(workdir)
+        return cold, warm
+    finally:
+        _stop_leftover_postgres(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _measure(trials: int, warmup: int) -> tuple[list, list, LocalBinance]:
+    async with LocalBinance() as binance:
+        for _ in range(warmup):
+            await _trial(binance)
+        results = [await _trial(binance) for _ in range(trials)]
+    return [c for c, _ in results], [w for _, w in results], binance
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def run(quick: bool = False) -> list[Result]:
+    """Time cold and warm starts of run.py to engine.ready against a local Binance."""
+    trials, warmup = (1, 0) if quick else (3, 1)
+    cold, warm, binance = asyncio.run(_measure(trials, warmup))
+    how = (f"median of {trials} after {warmup} warm-up; live feed from a local websockets "
+           f"server on 127.0.0.1 (Binance combined-stream frames), embedded Postgres; "
+           f"{int(cold[0]['traders'])} traders built; {binance.connections} feed connections")
+    rows = []
+    for name, runs, what in (("cold", cold, "fresh directory: initdb + migrations"),
+                             ("warm", warm, "second start on the same data: recovery")):
+        ready = _median(runs, "engine.ready")
+        store = _median(runs, "store.opened")
+        rows.append(Result(
+            f"startup.{name}_to_ready", round(ready, 2), "s", "", None,
+            f"{what}; database up at {store:.2f} s; runs "
+            f"{[round(r['engine.ready'], 2) for r in runs]}; {how}; no target in issue 7"))
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run(quick="--quick" in sys.argv):
+        print(f"{r.name:28s} {r.value:>8} {r.unit:2s}  {r.detail}")
