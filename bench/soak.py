@@ -238,13 +238,13 @@ def run(quick: bool = False) -> list[Result]:
 
     configure(level="warning", fmt="json", stream=sys.stderr)
     hours = 2 if quick else 24
-    workdir = Path(tempfile.mkdtemp(prefix="arena-bench-soak-"))
-    settings = soak_settings(workdir)
-    t0 = timer()
-    path, cached = market_file(tuple(settings.feed.symbols), hours)
-    gen_s = timer() - t0
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        out = runner.run(_soak(path, settings, hours))
+    with tempfile.TemporaryDirectory(prefix="arena-bench-soak-") as workdir:
+        settings = soak_settings(Path(workdir))
+        t0 = timer()
+        path, cached = market_file(tuple(settings.feed.symbols), hours)
+        gen_s = timer() - t0
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            out = runner.run(_soak(path, settings, hours))
     return _results(out, settings, hours, path, cached, gen_s, quick)
 
 
