@@ -29,7 +29,7 @@ from engine.cycle import (
     RiskStep,
     TradingCycle,
 )
-from engine.events import AccountSnapshot, RunStarted
+from engine.events import AccountSnapshot, RunStarted, new_id
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
 
@@ -143,9 +143,7 @@ class Engine:
         self.cycle = TradingCycle(
             [
                 MarketSnapshotStep(self.book, self.candles, s.feed, self.clock),
-                DecideStep(
-                    self.decisions, self.broker, s.risk, self.clock, recent_fills=s.llm.recent_fills
-                ),
+                DecideStep(self.decisions, self.broker, s.risk, recent_fills=s.llm.recent_fills),
                 RiskStep(self.broker, self.bus),
                 ExecuteStep(self.broker),
                 PnLStep(self.broker, console=self.options.console),
@@ -214,7 +212,8 @@ class Engine:
         finally:
             if self.db is not None:
                 await self.db.close()
-            await self.decisions_close()
+            if getattr(self, "decisions", None) is not None:
+                await self.decisions.aclose()  # the SDKs' HTTP sessions
 
     async def _load_exchange_filters(self) -> None:
         """Take step/tick size and min notional from Binance's exchangeInfo; settings on failure."""
@@ -224,18 +223,16 @@ class Engine:
         try:
             filters = await rest.exchange_info(self.settings.feed.symbols)
         except Exception as exc:
-            log.warning("broker.exchange_info_failed", error=f"{type(exc).__name__}: {exc}",
-                        detail="using the filters from settings.toml")
+            log.warning(
+                "broker.exchange_info_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                detail="using the filters from settings.toml",
+            )
             return
         finally:
             await rest.close()
         self.broker.set_filters(filters)
         log.info("broker.exchange_info_loaded", symbols=sorted(filters))
-
-    async def decisions_close(self) -> None:
-        decisions = getattr(self, "decisions", None)
-        if decisions is not None:
-            await decisions.aclose()
 
     async def _supervise(self) -> int:
         writer_task = (
@@ -246,7 +243,7 @@ class Engine:
         if not self.dry_run:
             self.bus.publish(
                 RunStarted(
-                    run_id=_run_id(),
+                    run_id=new_id(),
                     started_at=self.clock.time(),
                     version=__version__,
                     settings_hash=self.settings.digest(),
@@ -400,15 +397,15 @@ class Engine:
     # ------------------------------------------------------------------ control target
 
     def status(self) -> dict[str, Any]:
-        now = self.clock.time()
+        feed = self.feed.status()
         return {
             "state": self.state,
             "version": __version__,
             "dry_run": self.dry_run,
             "paused": self.scheduler.paused,
-            "feed": self.feed.status(),
-            "price_age_s": {s: _finite(self.book.age(s, now)) for s in self.settings.feed.symbols},
-            "stale": self.book.stale(now, self.settings.feed.max_price_age_seconds),
+            "feed": feed,
+            "price_age_s": feed["price_age"],
+            "stale": feed["stale"],
             "jobs": self.scheduler.states(),
             "writer": self.writer.status() if self.writer is not None else None,
             "bus": self.bus.stats(),
@@ -456,9 +453,8 @@ class Engine:
         }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        now = self.clock.time()
         feed = self.feed.status()
-        stale = self.book.stale(now, self.settings.feed.max_price_age_seconds)
+        stale = feed["stale"]
         writer = self.writer.status() if self.writer is not None else None
         backlog = writer.get("backlog", 0) if writer else 0
         problems = []
@@ -478,13 +474,3 @@ class Engine:
 
     def equity_history(self) -> dict[str, list[tuple[float, float]]]:
         return {k: list(v) for k, v in self._equity.items()}
-
-
-def _finite(x: float) -> float | None:
-    return None if x == float("inf") else round(x, 3)
-
-
-def _run_id() -> Any:
-    from engine.events import new_id
-
-    return new_id()

@@ -20,7 +20,7 @@ from engine import metrics
 from engine.bus import Bus
 from engine.clock import Clock, to_datetime
 from engine.decision import Action
-from engine.events import CycleFinished, DecisionRejected
+from engine.events import CycleFinished, DecisionRejected, OrderFilled
 
 log = structlog.get_logger("cycle")
 
@@ -66,7 +66,6 @@ class TradingCycle:
         self._clock = clock
         self._bus = bus
         self._dry_run = dry_run
-        self.last_summary: dict[str, Any] | None = None
 
     async def __call__(self, trigger: str) -> dict[str, Any]:
         clock = self._clock
@@ -116,8 +115,8 @@ class TradingCycle:
             ctx.summary["error"] = error
         metrics.CYCLES.labels(status).inc()
         metrics.CYCLE_DURATION.observe(duration)
-        snapshot = ctx.snapshot.to_dict() if ctx.snapshot is not None else None
         if not ctx.dry_run:
+            snapshot = ctx.snapshot.to_dict() if ctx.snapshot is not None else None
             self._bus.publish(
                 CycleFinished(
                     cycle_id=ctx.cycle_id,
@@ -130,7 +129,6 @@ class TradingCycle:
                     snapshot=snapshot,
                 )
             )
-        self.last_summary = dict(ctx.summary)
         level = "info" if status in ("ok", "skipped") else "error"
         getattr(log, level)(
             "cycle.finished", **{k: v for k, v in ctx.summary.items() if k != "cycle_id"}
@@ -178,16 +176,10 @@ class DecideStep:
         decisions: Any,
         broker: Any,
         risk_settings: Any,
-        clock: Clock,
         *,
         recent_fills: int = 10,
     ) -> None:
-        self._decisions, self._broker, self._risk, self._clock = (
-            decisions,
-            broker,
-            risk_settings,
-            clock,
-        )
+        self._decisions, self._broker, self._risk = decisions, broker, risk_settings
         self._recent_fills = recent_fills
 
     async def __call__(self, ctx: CycleContext) -> None:
@@ -273,8 +265,6 @@ class ExecuteStep:
         self._broker = broker
 
     async def __call__(self, ctx: CycleContext) -> None:
-        from engine.events import OrderFilled
-
         if ctx.dry_run:
             ctx.summary["fills"] = 0
             planned = {
