@@ -3,7 +3,7 @@
 
 import sys
 
-from engine.cli import main
+from engine.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

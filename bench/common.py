@@ -24,8 +24,9 @@ class Result:
         return asdict(self)
 
 
-def median_of(fn: Callable[[], float], runs: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
-    """Run `fn` (which returns one figure) `warmup` times untimed, then `runs` times; return the median."""
+def median_of(fn: Callable[[], float], runs: int = 5,
+              warmup: int = 1) -> tuple[float, list[float]]:
+    """Run `fn` (one figure) `warmup` times untimed, then `runs` times; return the median."""
     for _ in range(warmup):
         fn()
     values = [fn() for _ in range(runs)]
@@ -37,11 +38,11 @@ def p99(samples: list[float]) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
 def timer() -> float:
-    """Return a high-resolution timestamp for measuring (benchmarks time the wall clock on purpose)."""
+    """Return a high-resolution timestamp (benchmarks time the wall clock on purpose)."""
     return time.perf_counter()
 
 

@@ -17,12 +17,12 @@ from aioresponses import aioresponses
 from bench.common import Result, at_most, median_of, timer
 from engine.bus import Bus
 from engine.clock import LiveClock
-from engine.decisions import DecisionStep
-from engine.llm import make_client
 from engine.logging import configure
-from engine.prompt import build_prompt
+from engine.traders.decide import DecisionStep
+from engine.traders.fixtures import context, llm_settings, register_fixture, snapshot, trader
+from engine.traders.prompt import build_prompt
+from engine.traders.providers import make_client
 from strategies.llm import LLMStrategy
-from tests.decisions_support import context, llm_settings, register_fixture, snapshot, trader
 
 PLAN = (("claude", "anthropic", "claude-sonnet-4-6", "anthropic/tool_call", 0.5),
         ("deepseek", "deepseek", "deepseek-chat", "deepseek/json_mode", 1.0),

@@ -12,14 +12,15 @@ import sys
 from pathlib import Path
 
 from bench.common import Result, at_least, at_most, median_of, p99, timer
-from engine import marketgen
-from engine.book import PriceBook
 from engine.bus import Bus
-from engine.candles import CandleStore
 from engine.clock import SimClock
 from engine.events import BookTicker, Kline, MarkPrice, Ticker24h
-from engine.feed import Feed
-from engine.replay import Replay, first_frame_time
+from engine.market import marketgen
+from engine.market.book import PriceBook
+from engine.market.candles import CandleStore
+from engine.market.feed import Feed
+from engine.market.recording import first_frame_time
+from engine.market.replay import Replay
 from engine.settings import FeedSettings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "sample.jsonl.gz"

@@ -1,16 +1,17 @@
 """Soak: a generated 24-hour market replayed at max speed through the whole engine, in-process.
 
 Feed → bus → broker and 288 five-minute cycles of every configured trader (the three LLM traders
-are the real SDK clients over aiohttp, answered by the recorded fixtures of tests/data/llm through
-aioresponses; the baselines run for real) → writer → Postgres. Measured: wall time, cycles run,
-rows the writer was handed per table against `select count(*)` afterwards (must be equal), and
-resident memory at sim-time hours (growth from hour 1 to hour 24 must stay under 10 %).
+are the real SDK clients over aiohttp, answered by the hand-written fixtures of
+engine/traders/fixtures through aioresponses; the baselines run for real) → writer → Postgres.
+Measured: wall time, cycles run, rows the writer was handed per table against `select count(*)`
+afterwards (must be equal), and resident memory at sim-time hours (growth from hour 1 to hour 24
+must stay under 10 %).
 
-The market comes from engine.marketgen, one generator per symbol at that symbol's own book-update
-rate, merged in receive-time order; the file is cached under `ARENA_BENCH_CACHE` (default
+The market comes from engine.market.marketgen, one generator per symbol at that symbol's own book-
+update rate, merged in receive-time order; the file is cached under `ARENA_BENCH_CACHE` (default
 ~/.cache/arena-bench) keyed by its parameters and the generator's source, so reruns skip it.
-Postgres: a scratch database on TEST_DATABASE_URL when set, else an embedded pgserver in a
-temporary directory. Run: `python -m bench.soak [--quick]`.
+Postgres: a scratch database on TEST_DATABASE_URL when set, else an embedded pgserver in a temporary
+directory. Run: `python -m bench.soak [--quick]`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from aioresponses import aioresponses
 
 from bench.common import Result, at_most, timer
 from bench.writer import _scratch_database
-from engine import marketgen
 from engine.events import CycleFinished, DecisionMade, FeedStatus
+from engine.market import marketgen
 from engine.settings import Secrets, Settings, load_settings
-from engine.store import ROW_OF, TABLES
+from engine.store.rows import ROW_OF, TABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_FILE = ROOT / "settings.toml"
@@ -176,7 +177,7 @@ class Probe:
 
 def serve_fixtures(mocked: aioresponses) -> None:
     """Answer every request of the three LLM providers with its recorded fixture."""
-    from tests.decisions_support import register_fixture
+    from engine.traders.fixtures import register_fixture
 
     for fixture in FIXTURES.values():
         register_fixture(mocked, fixture, repeat=True)
@@ -198,7 +199,7 @@ async def _count_in_database(dsn: str) -> dict[str, int]:
 
 
 async def _soak(path: Path, settings: Settings, hours: int) -> dict[str, Any]:
-    from engine.app import Engine, Options
+    from engine.app.engine import Engine, Options
 
     async with _scratch_database() as dsn:
         secrets = Secrets(anthropic_api_key="sk-bench-fixture", openai_api_key="sk-bench-fixture",

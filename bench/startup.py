@@ -4,7 +4,7 @@ Each trial runs in a fresh temporary directory as the working directory, so the 
 (pgserver, `./data/pg`) starts there: the first start is cold (initdb, migrations), the second
 warm (an existing cluster, recovery of the first run's accounts). The live path is the real one:
 the feed connects to a local websockets server on 127.0.0.1 speaking Binance's combined-stream
-format (engine.marketgen frames, paced in real time) and backfills from a local REST server;
+format (engine.market.marketgen frames, paced in real time) and backfills from a local REST server;
 the engine is ready once prices are in. The LLM traders get fake keys and endpoints on
 127.0.0.1 (no cycle runs before the engine is stopped), so all five traders are built. Nothing
 contacts the internet. Run: `python -m bench.startup [--quick]`.
@@ -33,8 +33,8 @@ from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
 from bench.common import Result, timer
-from engine import marketgen
-from engine.candles import timeframe_seconds
+from engine.market import marketgen
+from engine.market.candles import timeframe_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 60.0
@@ -49,7 +49,6 @@ class LocalBinance:
 
     def __init__(self) -> None:
         self.connections = 0
-        self.rest_requests = 0
         self.ws_url = self.rest_url = ""
         self._stack = contextlib.AsyncExitStack()
 
@@ -89,7 +88,6 @@ class LocalBinance:
 
     async def _klines(self, request: web.Request) -> web.Response:
         """Answer /fapi/v1/klines like Binance: closed candles in [startTime, endTime]."""
-        self.rest_requests += 1
         q = request.query
         step = timeframe_seconds(q["interval"])
         limit = int(q.get("limit", "500"))

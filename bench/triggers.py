@@ -15,11 +15,11 @@ import random
 import structlog
 
 from bench.common import Result, at_least, median_of, timer
-from engine.broker import PaperBroker
 from engine.bus import Bus
 from engine.clock import SimClock
 from engine.decision import Action
 from engine.events import AccountSnapshot, BookTicker, MarkPrice, OrderFilled
+from engine.paper.broker import PaperBroker
 from engine.settings import BrokerSettings, RiskSettings
 
 SYMBOLS = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0, "SOLUSDT": 150.0, "BNBUSDT": 600.0,

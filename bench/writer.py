@@ -24,8 +24,9 @@ from engine.bus import Bus
 from engine.clock import LiveClock
 from engine.events import OrderFilled
 from engine.settings import DatabaseSettings
-from engine.store import TABLES, migrate, prepare_connection, to_row, write_batches
-from engine.writer import Writer
+from engine.store.database import migrate, prepare_connection
+from engine.store.rows import TABLES, to_row, write_batches
+from engine.store.writer import Writer
 
 _FLUSH_P99_TARGET_MS = 250.0  # flush_ms: a flush slower than that would delay the next batch
 

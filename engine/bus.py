@@ -132,7 +132,6 @@ class Bus:
         self._subs: list[Subscription] = []
         self._routes: dict[type, tuple[Subscription, ...]] = {}
         self._capacity_waiters: list[asyncio.Future[None]] = []
-        self.published = 0
 
     def subscribe(
         self,
@@ -161,7 +160,6 @@ class Bus:
 
     def publish(self, event: object) -> None:
         """Deliver `event` to every subscriber of its type. Never blocks, never raises for them."""
-        self.published += 1
         route = self._routes.get(type(event))
         if route is None:
             route = self._route(type(event))

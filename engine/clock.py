@@ -30,6 +30,10 @@ class Clock(Protocol):
         """Return the current time as an aware UTC datetime."""
         ...
 
+    def monotonic(self) -> float:
+        """Return a reading that never goes back, in this clock's seconds (for deadlines)."""
+        ...
+
     async def sleep(self, seconds: float) -> None:
         """Wait for `seconds` of this clock's time."""
         ...

@@ -3,7 +3,8 @@
 A strategy gets everything it may look at in a `TraderContext` (new inputs go on the context or
 in `ctx.extra`, never as new parameters) and returns a `DecisionOutcome`: the decision plus the
 raw answer, validity and the cost of getting it. Rule-based strategies register a factory under
-their name with `@register("name")`; `build_strategies` makes one strategy per enabled trader.
+their name with `@register("name")`; `strategies.registry.build_strategies` makes one strategy
+per enabled trader.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import structlog
 
 from engine.decision import Decision
-from engine.settings import RiskSettings, Secrets, Settings, SettingsError, TraderSettings
+from engine.settings import RiskSettings, Settings, TraderSettings
 
 if TYPE_CHECKING:
-    from engine.clock import Clock
+    pass
 
 log = structlog.get_logger("decisions")
-
-# Environment variable holding each provider's key (for the start-up warning).
-KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY",
-           "deepseek": "DEEPSEEK_API_KEY"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +32,7 @@ class TraderContext:
     trader: str
     cycle_id: str
     now: float
-    snapshot: Any  # engine.snapshot.MarketSnapshot, the same object for every trader in a cycle
+    snapshot: Any  # a MarketSnapshot (engine.market.snapshot), the same for every trader
     account: Mapping[str, Any]
     positions: tuple[Mapping[str, Any], ...]
     recent_fills: tuple[Mapping[str, Any], ...]
@@ -105,44 +102,3 @@ def registered() -> dict[str, Factory]:
     for module in RULE_MODULES:
         importlib.import_module(module)
     return dict(_REGISTRY)
-
-
-def build_strategies(settings: Settings, secrets: Secrets, clock: Clock, *,
-                     record_llm_dir: str | None = None) -> dict[str, Strategy]:
-    """Make one strategy per enabled trader; LLM traders without an API key are left out."""
-    rules = registered()
-    out: dict[str, Strategy] = {}
-    for trader in settings.traders:
-        if not trader.enabled:
-            continue
-        if trader.strategy == "llm":
-            strategy = _build_llm(trader, settings, secrets, clock, record_llm_dir)
-            if strategy is not None:
-                out[trader.name] = strategy
-            continue
-        factory = rules.get(trader.strategy)
-        if factory is None:
-            known = ", ".join(["llm", *sorted(rules)])
-            raise SettingsError(f"trader {trader.name!r}: unknown strategy {trader.strategy!r}; "
-                                f"expected one of {known}")
-        out[trader.name] = factory(trader, settings)
-    return out
-
-
-def _build_llm(trader: TraderSettings, settings: Settings, secrets: Secrets, clock: Clock,
-               record_llm_dir: str | None) -> Strategy | None:
-    from engine.llm import FixtureRecorder, make_client
-    from strategies.llm import LLMStrategy
-
-    assert trader.provider is not None and trader.model is not None  # settings validate it
-    key = secrets.api_key(trader.provider)
-    if not key:
-        log.warning("trader.disabled", trader=trader.name, reason="missing_api_key",
-                    env=KEY_ENV[trader.provider])
-        return None
-    deadline = trader.timeout_seconds or settings.llm.deadline_seconds
-    recorder = (FixtureRecorder(record_llm_dir, trader.name, trader.provider, clock)
-                if record_llm_dir else None)
-    client = make_client(trader.provider, settings.llm.providers[trader.provider], key, clock,
-                         recorder=recorder)
-    return LLMStrategy(trader, client, clock, settings.llm, deadline_seconds=deadline)

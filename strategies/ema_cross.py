@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from engine.decision import Action, Decision
-from engine.indicators import EMA_PERIODS
+from engine.market.indicators import EMA_PERIODS
 from engine.settings import Settings, SettingsError, TraderSettings
 from strategies.base import DecisionOutcome, TraderContext, register, rule_outcome
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from engine.decision import Decision
-from engine.llm import LLMAnswer, LLMClient, LLMError, Usage, cost_usd
-from engine.prompt import build_prompt
 from engine.settings import LLMSettings, TraderSettings
-from strategies.answer import InvalidAnswer, parse_decision
+from engine.traders.answers import InvalidAnswer, parse_decision
+from engine.traders.prompt import build_prompt
+from engine.traders.providers import LLMAnswer, LLMClient, LLMError, Usage, cost_usd
 from strategies.base import DecisionOutcome, TraderContext
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class LLMStrategy:
     async def decide(self, ctx: TraderContext) -> DecisionOutcome:
         """Ask the model for a decision on `ctx`."""
         prompt = build_prompt(ctx)
-        started = _monotonic(self._clock)
+        started = self._clock.monotonic()
         try:
             answer = await self._client.complete(
                 prompt, model=self.model, temperature=self._temperature,
@@ -85,14 +85,9 @@ class LLMStrategy:
             prompt_hash=prompt_hash, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens, cost_usd=cost_usd(self._price, usage),
-            latency_ms=round((_monotonic(self._clock) - started) * 1000, 3),
+            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
             request_id=answer.request_id if answer else None)
 
     async def aclose(self) -> None:
         """Close the provider client."""
         await self._client.aclose()
-
-
-def _monotonic(clock: Clock) -> float:
-    reader = getattr(clock, "monotonic", None)
-    return reader() if reader is not None else clock.time()

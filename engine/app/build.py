@@ -1,0 +1,99 @@
+"""Building an engine's parts from settings: the store (database, writer, recovery) and the rest.
+
+Heavy imports (asyncpg, the SDKs) happen here, when the parts are built, not when the CLI starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from engine.bus import Bus
+from engine.clock import Clock
+from engine.cycle import TradingCycle
+from engine.settings import Secrets, Settings
+
+log = structlog.get_logger("app")
+
+
+@dataclass(slots=True)
+class Components:
+    """The parts one cycle needs, built and wired."""
+
+    book: Any
+    candles: Any
+    feed: Any
+    broker: Any
+    strategies: dict[str, Any]
+    decisions: Any
+    cycle: TradingCycle
+
+
+async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
+                     fresh: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """Open the database, migrate, start listening for rows; return (db, writer, accounts)."""
+    from engine.store.database import Database, migrate
+    from engine.store.recovery import load_state
+    from engine.store.writer import Writer
+
+    db = await Database.open(settings.database, secrets)
+    applied = await migrate(db.dsn)
+    if applied:
+        log.info("store.migrated", versions=applied)
+    # The writer subscribes at construction, before any producer exists: nothing is lost.
+    writer = Writer(bus, db.dsn, settings.database, clock)
+    if fresh:
+        log.info("arena.fresh", detail="starting a new arena; history is kept")
+        return db, writer, {}
+    # Rows spilled during an outage before a crash are replayed first, or the accounts would
+    # resume from before them.
+    state = await load_state(db.dsn, spill_path=settings.database.spill_path)
+    return db, writer, dict(state.accounts)
+
+
+def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bus, clock: Clock,
+                     recovered: dict[str, Any], *, dry_run: bool) -> Components:
+    """Build the feed, the broker with its accounts, the traders and the cycle."""
+    from engine.market.book import PriceBook
+    from engine.market.candles import CandleStore
+    from engine.market.feed import Feed
+    from engine.market.snapshot import MarketSnapshotStep
+    from engine.paper.broker import PaperBroker
+    from engine.paper.steps import ExecuteStep, PnLStep, RiskStep
+    from engine.store.writer import PersistStep
+    from engine.traders.decide import DecideStep, DecisionStep
+    from strategies.registry import build_strategies
+
+    s = settings
+    book = PriceBook()
+    candles = CandleStore(s.feed)
+    feed = Feed(s.feed, bus, clock, book, candles, record_path=options.record)
+    broker = PaperBroker(s.broker, s.risk, bus, clock, book,
+                         snapshot_interval=s.engine.snapshot_interval_seconds,
+                         symbols=s.feed.symbols)
+    strategies = build_strategies(s, secrets, clock, record_llm_dir=options.record_llm)
+    for trader in s.traders:
+        if trader.name not in strategies:
+            continue
+        if trader.name in recovered:
+            broker.restore(trader.name, recovered[trader.name])
+            log.info("trader.restored", trader=trader.name)
+        else:
+            broker.open_account(trader.name, trader.starting_capital)
+    decisions = DecisionStep(strategies, s.llm, clock, bus)
+    cycle = TradingCycle(
+        [
+            MarketSnapshotStep(book, candles, s.feed, clock),
+            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills),
+            RiskStep(broker, bus),
+            ExecuteStep(broker),
+            PnLStep(broker, console=options.console),
+            PersistStep(bus),
+        ],
+        clock,
+        bus,
+        dry_run=dry_run,
+    )
+    return Components(book, candles, feed, broker, strategies, decisions, cycle)

@@ -1,0 +1,139 @@
+"""Command line: parse flags, load settings (exit 2 when bad), configure logs, run the engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from engine import logging as arena_logging
+from engine.settings import Secrets, SettingsError, load_settings
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--speed must be a number > 0 or 'max', not {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--speed must be > 0 or 'max', not {text!r}")
+    return value
+
+
+def _tags(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description="arena: LLMs trading side by side.")
+    p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run one trading cycle when ready; exit 0 if it succeeded, 1 if not",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="make and log decisions, but execute and persist nothing",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new arena instead of resuming the persisted one",
+    )
+    p.add_argument(
+        "--include-tags",
+        type=_tags,
+        default=frozenset(),
+        metavar="a,b",
+        help="run only jobs with one of these tags",
+    )
+    p.add_argument(
+        "--exclude-tags",
+        type=_tags,
+        default=frozenset(),
+        metavar="c",
+        help="do not run jobs with any of these tags",
+    )
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["json", "console"])
+    p.add_argument("--record", metavar="FILE", help="record every raw frame (gzip if .gz)")
+    p.add_argument("--replay", metavar="FILE", help="run the engine on a recorded frame file")
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        default=None,
+        metavar="X|max",
+        help="replay speed: a multiple of real time, or max (default)",
+    )
+    p.add_argument(
+        "--record-llm",
+        metavar="DIR",
+        help="save every real LLM request/response as a test fixture in DIR",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the engine from the command line; return the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"settings error: {exc}", file=sys.stderr)
+        return 2
+    secrets = Secrets.from_env()
+    fmt = args.log_format or settings.engine.log_format
+    arena_logging.configure(args.log_level or settings.engine.log_level, fmt)
+    arena_logging.register_secrets(secrets.values())
+    from engine.web.control import is_loopback
+
+    if (
+        settings.control.enabled
+        and not is_loopback(settings.control.host)
+        and not secrets.control_token
+    ):
+        print(
+            f"settings error: control.host {settings.control.host!r} is not loopback; "
+            "set ARENA_CONTROL_TOKEN or bind to 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+
+    from engine.app.engine import Engine, Options
+
+    options = Options(
+        once=args.once,
+        dry_run=args.dry_run,
+        fresh=args.fresh,
+        include_tags=args.include_tags,
+        exclude_tags=args.exclude_tags,
+        record=args.record,
+        replay=args.replay,
+        speed=args.speed,
+        record_llm=args.record_llm,
+        console=arena_logging.console_mode(),
+    )
+
+    async def _main() -> int:
+        return await Engine(settings, secrets, options).run()
+
+    import uvloop
+
+    try:
+        return uvloop.run(_main())
+    except SettingsError as exc:
+        print(f"settings error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        structlog.get_logger("app").exception("engine.crashed")
+        return 1

@@ -1,0 +1,337 @@
+"""The engine: builds every component, supervises them in one TaskGroup, stops them in order.
+
+Start-up: settings → logging → database (migrations, recovery) → writer → book, feed, broker,
+traders → cycle and jobs → control API. Shutdown (SIGINT/SIGTERM): stop firing → let a running
+cycle finish within `shutdown_grace_seconds` (then cancel it) → stop the producers → final
+snapshots → the writer flushes every pending row → the database stops. A second SIGINT cancels
+the running cycle at once; the writer still flushes (each batch is one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from engine import __version__
+from engine.app.build import build_components, open_store
+from engine.app.target import ControlTarget
+from engine.bus import Bus
+from engine.clock import Clock, LiveClock, SimClock
+from engine.events import AccountSnapshot, RunStarted, new_id
+from engine.scheduler import Job, Scheduler, select_jobs
+from engine.settings import JobSettings, Secrets, Settings
+
+log = structlog.get_logger("app")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the command line asks for, beyond settings.toml."""
+
+    once: bool = False
+    dry_run: bool = False
+    fresh: bool = False
+    include_tags: frozenset[str] = frozenset()
+    exclude_tags: frozenset[str] = frozenset()
+    record: str | None = None
+    replay: str | None = None
+    speed: float | None = None  # replay speed, None = max
+    record_llm: str | None = None
+    console: bool = False
+
+
+class _Shutdown(Exception):
+    """Raised inside the supervision group to stop it after an orderly shutdown."""
+
+
+class Engine:
+    """One arena: owns every component and implements the control API's target."""
+
+    def __init__(self, settings: Settings, secrets: Secrets, options: Options) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.options = options
+        self.dry_run = options.dry_run or settings.engine.dry_run
+        self.bus = Bus()
+        self.clock: Clock = LiveClock()
+        if options.replay:
+            from engine.market.recording import first_frame_time
+
+            # Simulated time starts at the recording's first frame and follows its frames.
+            self.clock = SimClock(first_frame_time(options.replay))
+        self.state = "starting"
+        self.cycle_job_name = "trading_cycle"
+        self.once_result: dict[str, Any] | None = None
+        self._stop = asyncio.Event()
+        self._interrupts = 0
+        self._background: set[asyncio.Future[Any]] = set()
+        self.equity: dict[str, list[tuple[float, float]]] = {}
+        self.target = ControlTarget(self)
+        self.db: Any = None
+        self.writer: Any = None
+
+    # ------------------------------------------------------------------ building
+
+    async def _open_store(self) -> dict[str, Any]:
+        """Open the database and the writer; return the recovered accounts (nothing in dry-run)."""
+        if self.dry_run:
+            log.info("store.disabled", reason="dry_run")
+            return {}
+        self.db, self.writer, recovered = await open_store(
+            self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh
+        )
+        return recovered
+
+    def _build(self, recovered: dict[str, Any]) -> None:
+        parts = build_components(
+            self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
+            dry_run=self.dry_run,
+        )
+        self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
+        self.broker, self.strategies = parts.broker, parts.strategies
+        self.decisions, self.cycle = parts.decisions, parts.cycle
+        self.scheduler = Scheduler(
+            self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
+        )
+        self._equity_sub = self.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
+
+    def _jobs(self) -> list[Job]:
+        bodies = {
+            "trading_cycle": self.cycle,
+            "health_check": self.health_job,
+            "account_sync": self.account_sync_job,
+        }
+        opts = self.options
+        chosen = select_jobs(self.settings.jobs, set(opts.include_tags), set(opts.exclude_tags))
+        if opts.once:
+            chosen = []  # --once runs one cycle by hand and nothing on a schedule
+        jobs = [Job(j, bodies[j.run]) for j in chosen]
+        cycle_jobs = [j for j in jobs if j.settings.run == "trading_cycle"]
+        if cycle_jobs:
+            self.cycle_job_name = cycle_jobs[0].name
+        else:
+            # No scheduled cycle (tags or --once): keep one that only manual triggers fire.
+            manual = JobSettings(
+                name="trading_cycle",
+                run="trading_cycle",
+                schedule="once",
+                delay_seconds=10 * 365 * 86_400,
+                timeout_seconds=240,
+            )
+            jobs.append(Job(manual, self.cycle))
+        log.info("jobs.selected", jobs=[j.name for j in jobs])
+        return jobs
+
+    # ------------------------------------------------------------------ jobs
+
+    async def health_job(self, trigger: str) -> dict[str, Any]:
+        ok, report = self.target.health()
+        (log.info if ok else log.warning)("health.report", ok=ok, **report)
+        return {"ok": ok, **report}
+
+    async def account_sync_job(self, trigger: str) -> dict[str, Any]:
+        self.broker.mark_all()
+        if not self.dry_run:
+            self.broker.publish_snapshots("sync", None)
+        return {"accounts": len(self.broker.accounts)}
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        self.install_signals()
+        recovered = await self._open_store()
+        try:
+            self._build(recovered)
+            if self.settings.broker.use_exchange_info and not self.options.replay:
+                await self._load_exchange_filters()
+            return await self._supervise()
+        finally:
+            if self.db is not None:
+                await self.db.close()
+            if getattr(self, "decisions", None) is not None:
+                await self.decisions.aclose()  # the SDKs' HTTP sessions
+
+    async def _load_exchange_filters(self) -> None:
+        """Take step/tick size and min notional from Binance's exchangeInfo; settings on failure."""
+        from engine.market.binance import BinanceRest
+
+        rest = BinanceRest(self.settings.feed, self.clock)
+        try:
+            filters = await rest.exchange_info(self.settings.feed.symbols)
+        except Exception as exc:
+            log.warning(
+                "broker.exchange_info_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                detail="using the filters from settings.toml",
+            )
+            return
+        finally:
+            await rest.close()
+        self.broker.set_filters(filters)
+        log.info("broker.exchange_info_loaded", symbols=sorted(filters))
+
+    async def _supervise(self) -> int:
+        writer_task = (
+            asyncio.create_task(self.writer.run(), name="writer")
+            if self.writer is not None
+            else None
+        )
+        if not self.dry_run:
+            self.bus.publish(
+                RunStarted(
+                    run_id=new_id(),
+                    started_at=self.clock.time(),
+                    version=__version__,
+                    settings_hash=self.settings.digest(),
+                    fresh=self.options.fresh,
+                    dry_run=self.dry_run,
+                )
+            )
+            self.broker.publish_snapshots("start", None)
+        code = 0
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._market(), name="market")
+                tg.create_task(self.broker.run(), name="broker")
+                tg.create_task(self._track_equity(), name="equity")
+                if self.settings.control.enabled and not self.options.once:
+                    from engine.web.control import ControlServer
+
+                    self.control = ControlServer(
+                        self.settings.control, self.target, self.bus, self.secrets.control_token
+                    )
+                    tg.create_task(self.control.run(), name="control")
+                tg.create_task(self._lifecycle(tg), name="lifecycle")
+        except* _Shutdown:
+            pass
+        finally:
+            await self._final_snapshots()
+            if writer_task is not None:
+                writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer_task
+        if self.options.once:
+            ok = (self.once_result or {}).get("status") == "ok"
+            code = 0 if ok else 1
+        log.info("engine.stopped", exit_code=code)
+        return code
+
+    async def _market(self) -> None:
+        if self.options.replay:
+            from engine.market.replay import Replay
+
+            replay = Replay(
+                self.options.replay,
+                self.feed,
+                self.clock,  # type: ignore[arg-type]
+                speed=self.options.speed,
+            )
+            await replay.run()
+            log.info("replay.finished", path=self.options.replay)
+            # Let the last cycle that the final frames fired finish, then stop.
+            await self.scheduler.wait_idle(self.settings.engine.shutdown_grace_seconds)
+            self.request_stop("replay finished")
+            await asyncio.get_running_loop().create_future()
+        else:
+            await self.feed.run()
+
+    async def _lifecycle(self, tg: asyncio.TaskGroup) -> None:
+        await self._ready()
+        # Jobs start firing only once prices are in, so the first cycle has a market to see.
+        tg.create_task(self.scheduler.run(), name="scheduler")
+        if self.options.once:
+            started, reason, summary = await self.scheduler.trigger(self.cycle_job_name)
+            self.once_result = summary if started else {"status": "failed", "error": reason}
+            self.request_stop("--once finished")
+        await self._stop.wait()
+        await self._orderly_stop()
+        raise _Shutdown
+
+    async def _ready(self) -> None:
+        """Wait until prices have arrived (at most max_price_age_seconds x 6), then say so."""
+        wait = self.settings.feed.max_price_age_seconds * 6
+        deadline = self.clock.time() + wait
+        while not self._stop.is_set() and self.clock.time() < deadline:
+            if any(self.book.quote(s) for s in self.settings.feed.symbols):
+                break
+            await self.clock.sleep(0.05)
+        self.state = "running"
+        log.info(
+            "engine.ready",
+            traders=sorted(self.strategies),
+            dry_run=self.dry_run,
+            paused=self.scheduler.paused,
+        )
+
+    async def _orderly_stop(self) -> None:
+        self.state = "stopping"
+        grace = self.settings.engine.shutdown_grace_seconds
+        self.scheduler.stop_firing()
+        if self.scheduler.busy:
+            log.info("engine.waiting_for_cycle", grace_s=grace)
+            if not await self.scheduler.wait_idle(grace):
+                log.warning("engine.cancelling_cycle", reason="grace time over")
+                await self.scheduler.cancel_running()
+
+    async def _final_snapshots(self) -> None:
+        if not self.dry_run and getattr(self, "broker", None) is not None:
+            self.broker.mark_all()
+            self.broker.publish_snapshots("shutdown", None)
+
+    async def _track_equity(self) -> None:
+        async for event in self._equity_sub:
+            assert isinstance(event, AccountSnapshot)
+            series = self.equity.setdefault(event.trader, [])
+            series.append((event.ts, event.equity))
+            if len(series) > 5000:
+                del series[: len(series) - 5000]
+
+    # ------------------------------------------------------------------ signals
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_usr2)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _on_usr1(self) -> None:
+        log.info("signal.received", signal="SIGUSR1", action="manual cycle")
+        if self.state != "running":
+            log.warning(
+                "job.skipped",
+                job=self.cycle_job_name,
+                reason=f"engine {self.state}",
+                trigger="manual",
+            )
+            return
+        self._spawn(self.scheduler.trigger(self.cycle_job_name, wait=False))
+
+    def _on_usr2(self) -> None:
+        paused = self.scheduler.toggle_pause()
+        log.info("signal.received", signal="SIGUSR2", action="pause" if paused else "resume")
+
+    def _on_sigint(self) -> None:
+        self._interrupts += 1
+        if self._interrupts == 1:
+            self.request_stop("SIGINT")
+            return
+        log.warning("engine.interrupted", detail="second SIGINT: cancelling at once")
+        self._spawn(self.scheduler.cancel_running())
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a signal's follow-up work, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            log.info("engine.stopping", reason=reason)
+            self._stop.set()

@@ -1,0 +1,93 @@
+"""What the control API sees of a running engine: status, jobs, trigger, pause, traders, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import __version__
+
+
+class ControlTarget:
+    """The control API's view of one engine (reads state; commands go through the scheduler)."""
+
+    def __init__(self, engine: Any) -> None:  # an engine.app.engine.Engine
+        self._e = engine
+
+    def status(self) -> dict[str, Any]:
+        feed = self._e.feed.status()
+        return {
+            "state": self._e.state,
+            "version": __version__,
+            "dry_run": self._e.dry_run,
+            "paused": self._e.scheduler.paused,
+            "feed": feed,
+            "price_age_s": feed["price_age"],
+            "stale": feed["stale"],
+            "jobs": self._e.scheduler.states(),
+            "writer": self._e.writer.status() if self._e.writer is not None else None,
+            "bus": self._e.bus.stats(),
+        }
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._e.scheduler.states()
+
+    def next_run(self) -> dict[str, Any]:
+        job = self._e.scheduler.jobs[self._e.cycle_job_name]
+        nxt = job.state.next_run
+        now = self._e.clock.time()
+        left = None if nxt is None else max(0.0, nxt - now)
+        return {
+            "job": job.name,
+            "next_run": job.state.as_dict()["next_run"],
+            "seconds_until_next_run": None if left is None else round(left, 3),
+            "minutes_until_next_run": None if left is None else round(left / 60, 3),
+        }
+
+    async def trigger(self) -> tuple[bool, str, dict[str, Any]]:
+        if self._e.state != "running":
+            return False, f"engine is {self._e.state}", {}
+        return await self._e.scheduler.trigger(self._e.cycle_job_name)
+
+    def pause(self) -> bool:
+        return self._e.scheduler.pause()
+
+    def resume(self) -> bool:
+        return self._e.scheduler.resume()
+
+    def leaderboard(self) -> dict[str, Any]:
+        board = self._e.broker.leaderboard(None, publish=False)
+        return {"ts": board.ts, "rows": list(board.rows)}
+
+    def trader(self, name: str) -> dict[str, Any] | None:
+        if name not in self._e.broker.accounts:
+            return None
+        return {
+            "name": name,
+            "account": self._e.broker.account_view(name),
+            "positions": list(self._e.broker.positions_view(name)),
+            "recent_fills": list(self._e.broker.recent_fills(name, 20)),
+            "decisions": list(self._e.decisions.previous(name)),
+        }
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        feed = self._e.feed.status()
+        stale = feed["stale"]
+        writer = self._e.writer.status() if self._e.writer is not None else None
+        backlog = writer.get("backlog", 0) if writer else 0
+        problems = []
+        if self._e.options.replay is None and not feed.get("connected"):
+            problems.append("feed disconnected")
+        if stale:
+            problems.append(f"stale prices: {', '.join(stale)}")
+        if writer and backlog > self._e.settings.database.batch_rows * 10:
+            problems.append(f"writer backlog {backlog} rows")
+        return not problems, {
+            "state": self._e.state,
+            "problems": problems,
+            "feed_connected": feed.get("connected"),
+            "stale": stale,
+            "writer_backlog": backlog,
+        }
+
+    def equity_history(self) -> dict[str, list[tuple[float, float]]]:
+        return {k: list(v) for k, v in self._e.equity.items()}

@@ -1,0 +1,338 @@
+"""The live market-data feed: one Binance combined-stream websocket that heals itself.
+
+`run()` connects, backfills missing 1m candles over REST, streams frames into the price book,
+the candle store and the bus, and reconnects on any drop with exponential back-off and jitter
+(waiting on the engine clock), and on purpose after `reconnect_after_hours`. Every frame goes
+through `handle_frame`, live or replayed, so both paths are the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from typing import Any
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, InvalidURI
+
+from engine import metrics
+from engine.bus import Bus
+from engine.clock import Clock
+from engine.events import FeedStatus, Kline
+from engine.market.binance import BinanceRest
+from engine.market.book import PriceBook
+from engine.market.candles import MINUTE, Candle, CandleStore, timeframe_seconds
+from engine.market.frames import FrameParser, stream_names
+from engine.market.recording import FrameRecorder
+from engine.settings import FeedSettings
+
+log = structlog.get_logger("feed")
+
+DROP_LOG_EVERY_S = 10.0  # at most one log line per drop reason this often
+YIELD_EVERY = 64  # frames read between two yields to the loop
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Return the wait before reconnect attempt `attempt` (0-based): doubling, capped, jittered."""
+    base = min(high, low * (2.0**min(attempt, 30)))
+    return base / 2.0 + rng.random() * base / 2.0
+
+
+class Feed:
+    """Prices in: websocket (or replayed) frames → price book, candles and bus."""
+
+    def __init__(self, settings: FeedSettings, bus: Bus, clock: Clock, book: PriceBook,
+                 candles: CandleStore, *, record_path: str | None = None,
+                 rest: BinanceRest | None = None, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.clock = clock
+        self.book = book
+        self.candles = candles
+        self.rest = rest
+        self.url = settings.ws_url.rstrip("/") + "/stream?streams=" + "/".join(
+            stream_names(settings.symbols, settings.market))
+        self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes)
+        self._recorder = FrameRecorder(record_path) if record_path else None
+        self._rng = rng or random.Random()
+        self._tick_counters: dict[tuple[str, type], Any] = {}
+        self.mode = "live"
+        self.connected = False
+        self.since: float | None = None
+        self.reconnects = 0
+        self.frames = 0
+        self.dropped: dict[str, int] = {}
+        self._drop_logged: dict[str, tuple[float, int]] = {}
+        self._backfill_needed = asyncio.Event()
+        self._backfilled_once = False
+        self.last_backfill: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ the hot path
+
+    def handle_frame(self, raw: str | bytes, recv_time: float) -> None:
+        """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
+        self.frames += 1
+        if self._recorder is not None:
+            self._recorder.write(raw, recv_time)
+        event = self._parser.parse(raw, recv_time)
+        if type(event) is str:
+            self._drop(event, raw, recv_time)
+            return
+        self.book.apply(event)  # type: ignore[arg-type]
+        if type(event) is Kline and self.candles.apply_kline(event) and self.mode == "live":
+            self._backfill_needed.set()  # a closed candle left a hole: fetch it
+        self.bus.publish(event)
+        key = (event.symbol, type(event))  # type: ignore[union-attr]
+        counter = self._tick_counters.get(key)
+        if counter is None:
+            counter = self._tick_counters[key] = metrics.TICKS.labels(
+                symbol=key[0], kind=key[1].__name__)
+        counter.inc()
+
+    def _drop(self, reason: str, raw: str | bytes, now: float) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        metrics.DROPPED_FRAMES.labels(reason=reason).inc()
+        logged_at, suppressed = self._drop_logged.get(reason, (-math.inf, 0))
+        if now - logged_at >= DROP_LOG_EVERY_S:
+            log.warning("feed.frame_dropped", reason=reason, suppressed=suppressed,
+                        total=self.dropped[reason], sample=str(raw[:120]))
+            self._drop_logged[reason] = (now, 0)
+        else:
+            self._drop_logged[reason] = (logged_at, suppressed + 1)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """Return connection state, reconnects, drops by reason and per-symbol price age."""
+        now = self.clock.time()
+        ages: dict[str, float | None] = {}
+        for symbol in self.settings.symbols:
+            age = self.book.age(symbol, now)
+            ages[symbol] = None if math.isinf(age) else round(age, 3)
+            if not math.isinf(age):
+                metrics.PRICE_AGE.labels(symbol=symbol).set(age)
+        return {
+            "mode": self.mode,
+            "connected": self.connected,
+            "since": self.since,
+            "reconnects": self.reconnects,
+            "url": self.url,
+            "frames": self.frames,
+            "dropped": dict(sorted(self.dropped.items())),
+            "price_age": ages,
+            "stale": self.book.stale(now, self.settings.max_price_age_seconds,
+                                     self.settings.symbols),
+            "last_backfill": self.last_backfill,
+        }
+
+    def _set_state(self, state: str, detail: str = "", gap: float = 0.0) -> None:
+        now = self.clock.time()
+        if state == "connected":
+            self.connected, self.since = True, now
+            metrics.FEED_CONNECTED.set(1)
+        elif state == "disconnected":
+            self.connected = False
+            metrics.FEED_CONNECTED.set(0)
+        self.bus.publish(FeedStatus(state=state, ts=now, detail=detail,  # type: ignore[arg-type]
+                                    gap_seconds=gap))
+
+    # ------------------------------------------------------------------ replay hooks
+
+    def start_replay(self, path: str) -> None:
+        """Mark the feed as driven by a recorded file (no websocket, no backfill)."""
+        self.mode = "replay"
+        self.url = f"replay:{path}"
+        self._set_state("connected", detail="replay")
+        log.info("feed.connected", url=self.url, mode="replay")
+
+    def end_replay(self, frames: int) -> None:
+        """Mark the end of a replayed file and flush any recording."""
+        self._set_state("disconnected", detail="replay finished")
+        log.info("feed.disconnected", url=self.url, reason="replay finished", frames=frames)
+        self.close()
+
+    def replay_backfill(self, record: dict[str, Any], recv_time: float) -> None:
+        """Apply a recorded backfill (candles the live run fetched over REST)."""
+        try:
+            symbol, interval = str(record["symbol"]), str(record["interval"])
+            rows = [Candle(*map(float, row)) for row in record["candles"]]
+        except (KeyError, TypeError, ValueError):
+            self._drop("bad_backfill_record", str(record), recv_time)
+            return
+        self.apply_backfill(symbol, interval, rows, recv_time)
+
+    def apply_backfill(self, symbol: str, interval: str, rows: list[Candle],
+                       recv_time: float) -> int:
+        """Merge fetched candles into the series (and the recording); return how many were new."""
+        if self._recorder is not None and rows:
+            self._recorder.write_backfill(symbol, interval, rows, recv_time)
+        if interval == "1m":
+            return self.candles.merge(symbol, rows)
+        self.candles.merge_higher(symbol, interval, rows)
+        return len(rows)
+
+    def close(self) -> None:
+        """Flush and close the recording, if any."""
+        if self._recorder is not None:
+            self._recorder.close()
+
+    # ------------------------------------------------------------------ backfill
+
+    async def backfill(self) -> None:
+        """Fetch over REST every closed 1m candle missing up to the last closed minute."""
+        rest = self._rest()
+        end = math.floor(self.clock.time() / MINUTE) * MINUTE - MINUTE
+        initial = not self._backfilled_once
+        results = await asyncio.gather(*(self._backfill_symbol(rest, s, end, initial)
+                                         for s in self.settings.symbols))
+        if initial and self.settings.backfill_higher_candles:
+            await asyncio.gather(*(self._backfill_higher(rest, s, tf)
+                                   for s in self.settings.symbols
+                                   for tf in self.settings.timeframes))
+        self._backfilled_once = True
+        missing = sum(r[0] for r in results)
+        added = sum(r[1] for r in results)
+        gap = max((r[2] for r in results), default=0.0)
+        if not missing and not initial:
+            return
+        self.last_backfill = {"ts": self.clock.time(), "missing": missing, "added": added,
+                              "gap_s": gap, "initial": initial}
+        log.info("feed.backfilled", candles=added, missing=missing, gap_s=gap, initial=initial)
+        self._set_state("backfilled", detail=f"{added} candles", gap=gap)
+
+    async def _backfill_symbol(self, rest: BinanceRest, symbol: str, end: float,
+                               initial: bool) -> tuple[int, int, float]:
+        window = min(self.settings.max_candles, max(self.settings.backfill_candles, 1))
+        first_kept = self.candles.closed(symbol)[:1]
+        if initial or not first_kept:
+            start = end - (window - 1) * MINUTE if self.settings.backfill_candles else None
+        else:
+            start = first_kept[0].open_time
+        if start is None:
+            return 0, 0, 0.0
+        ranges = self.candles.missing(symbol, start, end)
+        missing = added = 0
+        gap = 0.0
+        for first, last in ranges:
+            count = int((last - first) // MINUTE) + 1
+            missing += count
+            gap = max(gap, count * MINUTE)
+            rows = await rest.closed_klines(symbol, first, last)
+            added += self.apply_backfill(symbol, "1m", rows, self.clock.time())
+        return missing, added, gap
+
+    async def _backfill_higher(self, rest: BinanceRest, symbol: str, tf: str) -> None:
+        rows = await rest.klines(symbol, tf, limit=self.settings.backfill_higher_candles + 1)
+        now = self.clock.time()
+        seconds = timeframe_seconds(tf)
+        self.apply_backfill(symbol, tf, [r for r in rows if r.open_time + seconds <= now], now)
+
+    def _rest(self) -> BinanceRest:
+        if self.rest is None:
+            self.rest = BinanceRest(self.settings, self.clock)
+        return self.rest
+
+    async def _backfill_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._backfill_needed.wait()
+            self._backfill_needed.clear()
+            try:
+                await self.backfill()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = backoff_delay(failures, max(self.settings.min_backoff_seconds, 1.0),
+                                      self.settings.max_backoff_seconds, self._rng)
+                failures += 1
+                log.error("feed.backfill_failed", error=repr(exc), retry_in_s=round(delay, 2))
+                await self.clock.sleep(delay)
+                self._backfill_needed.set()
+
+    # ------------------------------------------------------------------ the connection
+
+    async def run(self) -> None:
+        """Connect, backfill, stream and reconnect until cancelled."""
+        backfiller = asyncio.create_task(self._backfill_loop(), name="feed-backfill")
+        attempt = 0
+        try:
+            while True:
+                reason = await self._connect_once()
+                if reason == "planned":
+                    attempt = 0
+                    continue
+                if reason == "connected":  # the connection worked, then dropped
+                    attempt = 0
+                delay = backoff_delay(attempt, self.settings.min_backoff_seconds,
+                                      self.settings.max_backoff_seconds, self._rng)
+                attempt += 1
+                await self.clock.sleep(delay)
+        finally:
+            backfiller.cancel()
+            await asyncio.gather(backfiller, return_exceptions=True)
+            if self.connected:
+                self._set_state("disconnected", detail="stopped")
+            if self.rest is not None:
+                await self.rest.close()
+            self.close()
+
+    async def _connect_once(self) -> str:
+        """Run one connection; return "planned", "connected" (then dropped) or "failed"."""
+        opened = False
+        try:
+            async with connect(self.url, max_size=self.settings.max_frame_bytes * 16,
+                               open_timeout=self.settings.rest_timeout_seconds,
+                               ping_interval=20, ping_timeout=20, close_timeout=2,
+                               compression=None) as ws:
+                opened = True
+                if self.since is not None:
+                    self.reconnects += 1
+                    metrics.FEED_RECONNECTS.inc()
+                self._set_state("connected", detail=self.url)
+                log.info("feed.connected", url=self.url, reconnects=self.reconnects)
+                self._backfill_needed.set()
+                if await self._stream(ws):
+                    log.info("feed.disconnected", reason="planned reconnect",
+                             after_h=self.settings.reconnect_after_hours)
+                    self._set_state("disconnected", detail="planned reconnect")
+                    return "planned"
+                raise ConnectionError("server closed the connection")
+        except asyncio.CancelledError:
+            raise
+        except InvalidURI:
+            raise  # a misconfigured URL will not heal by retrying
+        except Exception as exc:
+            status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+            if opened:
+                log.warning("feed.disconnected", reason=repr(exc))
+                self._set_state("disconnected", detail=repr(exc)[:200])
+            else:
+                log.warning("feed.connect_failed", error=repr(exc)[:200], status=status)
+            return "connected" if opened else "failed"
+
+    async def _stream(self, ws: ClientConnection) -> bool:
+        """Read frames until the connection drops (raise/False) or the planned reconnect (True)."""
+        timer = asyncio.ensure_future(self.clock.sleep(self.settings.reconnect_after_hours * 3600))
+        reader = asyncio.ensure_future(self._read(ws))
+        try:
+            await asyncio.wait({timer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (timer, reader):
+                task.cancel()
+            await asyncio.gather(timer, reader, return_exceptions=True)
+        if reader.done() and not reader.cancelled():
+            reader.result()  # re-raise why the connection ended
+            return False
+        return True
+
+    async def _read(self, ws: ClientConnection) -> None:
+        clock = self.clock
+        n = 0
+        async for message in ws:
+            self.handle_frame(message, clock.time())
+            n += 1
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let subscribers run during a burst

@@ -1,0 +1,177 @@
+"""The market snapshot: every symbol's prices and indicators at one instant, immutable.
+
+All traders in a cycle see the same `MarketSnapshot`; `to_dict()` is deterministic (fixed key
+order, NaN as None) so the prompt built from it can be hashed and the store can persist it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from engine.clock import Clock
+from engine.cycle import CycleContext, SkipCycle
+from engine.market import indicators
+from engine.market.book import PriceBook
+from engine.market.candles import CandleStore
+from engine.settings import FeedSettings
+
+RECENT_CLOSES = 10  # newest closes per timeframe kept in the snapshot (for prompts)
+
+log = structlog.get_logger("cycle")
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or math.isnan(x) or math.isinf(x) else x
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSnapshot:
+    """One symbol at the snapshot's instant (prices are None when never received)."""
+
+    symbol: str
+    price: float | None  # reference price: mark, else mid, else last
+    bid: float | None
+    ask: float | None
+    last: float | None
+    mark: float | None
+    index: float | None
+    funding_rate: float | None
+    next_funding_time: float | None
+    change_pct: float | None
+    high_24h: float | None
+    low_24h: float | None
+    volume_24h: float | None
+    quote_volume_24h: float | None
+    updated: float | None
+    exchange_time: float | None
+    age: float  # seconds since the newest price (inf when never seen)
+    stale: bool
+    # timeframe ("1m", "15m", "4h") -> indicator name -> value (None until enough candles)
+    indicators: Mapping[str, Mapping[str, float | None]]
+    # timeframe -> newest closes, oldest first
+    recent_closes: Mapping[str, tuple[float, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict with a fixed key order."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if name == "indicators":
+                value = {tf: dict(v) for tf, v in value.items()}
+            elif name == "recent_closes":
+                value = {tf: list(v) for tf, v in value.items()}
+            elif name == "age":
+                value = None if math.isinf(value) else round(value, 3)
+            out[name] = value
+        return out
+
+
+_FIELDS = tuple(SymbolSnapshot.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketSnapshot:
+    """Every configured symbol at one instant; `stale` lists symbols not to decide on."""
+
+    ts: float
+    symbols: Mapping[str, SymbolSnapshot]
+    stale: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict with a fixed key order (same input, same dict)."""
+        return {
+            "ts": self.ts,
+            "stale": list(self.stale),
+            "symbols": {name: snap.to_dict() for name, snap in self.symbols.items()},
+        }
+
+    def price(self, symbol: str) -> float | None:
+        """Return the reference price of `symbol` in this snapshot."""
+        snap = self.symbols.get(symbol)
+        return snap.price if snap else None
+
+    def fresh(self) -> tuple[str, ...]:
+        """Return the symbols that are not stale."""
+        return tuple(s for s in self.symbols if s not in self.stale)
+
+
+def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int
+                ) -> tuple[Mapping[str, float | None], tuple[float, ...]]:
+    arrays = candles.arrays(symbol, tf, limit)
+    values = indicators.summary(arrays.high, arrays.low, arrays.close)
+    recent = tuple(float(x) for x in arrays.close[-RECENT_CLOSES:])
+    return MappingProxyType(values), recent
+
+
+def take_snapshot(book: PriceBook, candles: CandleStore, settings: FeedSettings,
+                  now: float) -> MarketSnapshot:
+    """Take an immutable snapshot of every configured symbol at `now`."""
+    timeframes = ("1m", *(tf for tf in settings.timeframes if tf != "1m"))
+    max_age = settings.max_price_age_seconds
+    symbols: dict[str, SymbolSnapshot] = {}
+    stale: list[str] = []
+    for symbol in settings.symbols:
+        q = book.quote(symbol)
+        age = book.age(symbol, now)
+        is_stale = age > max_age
+        if is_stale:
+            stale.append(symbol)
+        ind: dict[str, Mapping[str, float | None]] = {}
+        recent: dict[str, tuple[float, ...]] = {}
+        for tf in timeframes:
+            ind[tf], recent[tf] = _indicators(candles, symbol, tf, settings.indicator_candles)
+        symbols[symbol] = SymbolSnapshot(
+            symbol=symbol,
+            price=book.price(symbol),
+            bid=_num(q.bid) if q else None,
+            ask=_num(q.ask) if q else None,
+            last=_num(q.last) if q else None,
+            mark=_num(q.mark) if q else None,
+            index=_num(q.index) if q else None,
+            funding_rate=_num(q.funding_rate) if q else None,
+            next_funding_time=_num(q.next_funding_time) if q else None,
+            change_pct=_num(q.change_pct) if q else None,
+            high_24h=_num(q.high_24h) if q else None,
+            low_24h=_num(q.low_24h) if q else None,
+            volume_24h=_num(q.volume_24h) if q else None,
+            quote_volume_24h=_num(q.quote_volume_24h) if q else None,
+            updated=_num(q.updated) if q else None,
+            exchange_time=_num(q.exchange_time) if q else None,
+            age=age,
+            stale=is_stale,
+            indicators=MappingProxyType(ind),
+            recent_closes=MappingProxyType(recent),
+        )
+    return MarketSnapshot(ts=now, symbols=MappingProxyType(symbols), stale=tuple(stale))
+
+
+class MarketSnapshotStep:
+    """Take one immutable snapshot that every trader of the cycle sees; skip on all-stale."""
+
+    name = "market_snapshot"
+
+    def __init__(self, book: Any, candles: Any, feed_settings: Any, clock: Clock) -> None:
+        self._take = take_snapshot
+        self._book, self._candles, self._settings, self._clock = book, candles, feed_settings, clock
+
+    async def __call__(self, ctx: CycleContext) -> None:
+        snap = self._take(self._book, self._candles, self._settings, self._clock.time())
+        ctx.snapshot = snap
+        stale = list(snap.stale)
+        fresh = [s for s in snap.symbols if s not in snap.stale]
+        ctx.summary.update(symbols=len(fresh), stale=stale)
+        if stale:
+            log.warning(
+                "cycle.stale_symbols",
+                symbols=stale,
+                max_age_s=self._settings.max_price_age_seconds,
+                detail="no decision on these symbols this cycle",
+            )
+        if not fresh:
+            raise SkipCycle("every price is stale" if stale else "no prices yet")

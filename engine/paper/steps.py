@@ -1,0 +1,90 @@
+"""The paper-account steps of the cycle: risk review, execution, marking and the leaderboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from engine import metrics
+from engine.bus import Bus
+from engine.cycle import CycleContext
+from engine.events import OrderFilled
+from engine.paper.leaderboard import render_table
+
+log = structlog.get_logger("cycle")
+
+
+class RiskStep:
+    """Check every action against the risk rules; refusals name their rule."""
+
+    name = "risk"
+
+    def __init__(self, broker: Any, bus: Bus) -> None:
+        self._broker, self._bus = broker, bus
+
+    async def __call__(self, ctx: CycleContext) -> None:
+        for trader, outcome in ctx.outcomes.items():
+            approved, rejected = self._broker.review(
+                trader, outcome.decision, ctx.snapshot, ctx.started_at, ctx.cycle_id
+            )
+            ctx.approved[trader] = list(approved)
+            ctx.rejections.extend(rejected)
+            for r in rejected:
+                metrics.REJECTIONS.labels(r.rule).inc()
+                log.info(
+                    "decision.rejected",
+                    trader=trader,
+                    symbol=r.symbol,
+                    action=r.action,
+                    rule=r.rule,
+                    detail=r.detail,
+                )
+                if not ctx.dry_run:
+                    self._bus.publish(r)
+        ctx.summary.update(
+            approved=sum(len(a) for a in ctx.approved.values()), rejected=len(ctx.rejections)
+        )
+
+
+class ExecuteStep:
+    """Fill the approved actions on the paper accounts (nothing in dry-run)."""
+
+    name = "execution"
+
+    def __init__(self, broker: Any) -> None:
+        self._broker = broker
+
+    async def __call__(self, ctx: CycleContext) -> None:
+        if ctx.dry_run:
+            ctx.summary["fills"] = 0
+            planned = {
+                t: [a.model_dump(mode="json") for a in acts]
+                for t, acts in ctx.approved.items()
+                if acts
+            }
+            log.info("cycle.dry_run", would_execute=planned)
+            return
+        for trader, actions in ctx.approved.items():
+            if actions:
+                events = self._broker.execute(trader, actions, ctx.cycle_id, ctx.snapshot)
+                ctx.fills += sum(isinstance(e, OrderFilled) for e in events)
+        ctx.summary["fills"] = ctx.fills
+
+
+class PnLStep:
+    """Mark every account, publish its snapshot and the leaderboard."""
+
+    name = "pnl"
+
+    def __init__(self, broker: Any, *, console: bool = False) -> None:
+        self._broker, self._console = broker, console
+
+    async def __call__(self, ctx: CycleContext) -> None:
+        broker = self._broker
+        broker.mark_all()
+        if not ctx.dry_run:
+            broker.publish_snapshots("cycle", ctx.cycle_id)
+        board = broker.leaderboard(ctx.cycle_id)
+        if self._console and board.rows:
+            print(render_table(board.rows), flush=True)

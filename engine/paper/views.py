@@ -1,0 +1,77 @@
+"""What the traders, the page and the leaderboard see of the paper accounts (read-only views).
+
+`AccountViews` is mixed into `PaperBroker`: it reads the broker's accounts and marks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from engine.events import Leaderboard
+from engine.paper.leaderboard import build_rows
+
+log = structlog.get_logger("broker")
+
+
+class AccountViews:
+    """Read-only views of the accounts (mixed into `PaperBroker`)."""
+
+    def account_view(self, trader: str) -> dict[str, Any]:
+        """Return the account as the trader's prompt shows it."""
+        acc = self._account(trader)
+        marks = self._marks_for(acc)
+        equity = acc.equity(marks)
+        st = acc.state
+        exposure = acc.exposure(marks)
+        return {
+            "capital": acc.capital, "cash": round(acc.cash, 2),
+            "available": round(acc.cash, 2), "margin_used": round(acc.margin(), 2),
+            "unrealized_pnl": round(acc.unrealized(marks), 2), "equity": round(equity, 2),
+            "realized_pnl": round(acc.realized_pnl, 2), "fees": round(acc.fees, 2),
+            "funding": round(acc.funding, 2),
+            "return_pct": round((equity - acc.capital) / acc.capital * 100, 3),
+            "peak_equity": round(st.peak_equity, 2),
+            "drawdown_pct": round(max(0.0, (st.peak_equity - equity) / st.peak_equity * 100), 3)
+            if st.peak_equity else 0.0,
+            "exposure": round(exposure, 2),
+            "exposure_pct": round(exposure / equity * 100, 2) if equity > 0 else None,
+            "open_positions": len(acc.positions), "trades": st.trades, "wins": st.wins,
+            "suspended_until": st.suspended_until, "stopped": st.stopped,
+        }
+
+    def positions_view(self, trader: str) -> tuple[dict[str, Any], ...]:
+        """Return each open position as the trader's prompt shows it."""
+        acc = self._account(trader)
+        out = []
+        for s, p in acc.positions.items():
+            mark = self._mark(s, p.entry_price)
+            upnl = p.unrealized(mark)
+            out.append({
+                "symbol": s, "side": p.side, "qty": p.qty, "entry_price": p.entry_price,
+                "mark": mark, "leverage": p.leverage, "margin": round(p.margin, 2),
+                "notional": round(p.notional(mark), 2), "unrealized_pnl": round(upnl, 2),
+                "roe_pct": round(upnl / p.margin * 100, 2) if p.margin > 0 else None,
+                "stop_loss": p.stop_loss, "take_profit": p.take_profit,
+                "liquidation_price": p.liquidation_price, "open_reason": p.open_reason,
+                "opened_at": p.opened_at, "fees": round(p.fees, 4), "funding": round(p.funding, 4),
+            })
+        return tuple(out)
+
+    def recent_fills(self, trader: str, n: int) -> tuple[dict[str, Any], ...]:
+        """Return the trader's last `n` fills, oldest first."""
+        fills = self._account(trader).state.recent_fills
+        return tuple(dict(f) for f in fills[-n:]) if n > 0 else ()
+
+    def leaderboard(self, cycle_id: str | None, *, publish: bool = True) -> Leaderboard:
+        """Return the leaderboard; when `publish`, also publish it and log it as `leaderboard`."""
+        marks = {s: self._mark(s, p.entry_price)
+                 for acc in self.accounts.values() for s, p in acc.positions.items()}
+        now = self.clock.time()
+        board = Leaderboard(cycle_id, build_rows(self.accounts.values(), marks, now), now)
+        if publish:
+            self.bus.publish(board)
+            log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows))
+        return board
+

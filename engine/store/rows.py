@@ -1,0 +1,273 @@
+"""How events become rows, and how batches of rows are written (COPY, one transaction).
+
+`TABLES` maps each persisted event type to its table and row; `write_rows` writes batches of rows
+of several tables in one transaction with COPY, skipping ids already present when staged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.events import (
+    AccountSnapshot,
+    CycleFinished,
+    DecisionMade,
+    DecisionRejected,
+    FundingPaid,
+    JobRun,
+    OrderFilled,
+    PositionClosed,
+    PositionOpened,
+    RunStarted,
+)
+
+# ---------------------------------------------------------------- events → rows
+
+Row = tuple[Any, ...]
+
+
+def dumps(value: Any) -> str | None:
+    """Return `value` as JSON text for a jsonb column (None stays SQL NULL)."""
+    if value is None:
+        return None
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _ms(start: float, end: float) -> float:
+    return (end - start) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table: its columns with their kinds (for spill decoding) and the staging table."""
+
+    name: str
+    columns: tuple[str, ...]
+    kinds: tuple[str, ...]  # uuid | ts (epoch seconds in rows) | json | plain
+
+    @property
+    def stage(self) -> str:
+        return f"_stage_{self.name}"
+
+
+def _table(name: str, spec: str) -> Table:
+    cols, kinds = [], []
+    for item in spec.split():
+        col, _, kind = item.partition(":")
+        cols.append(col)
+        kinds.append(kind or "plain")
+    return Table(name, tuple(cols), tuple(kinds))
+
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    _table("runs", "id:uuid run_id:uuid started_at:ts version settings_hash fresh dry_run"),
+    _table("cycles", "id:uuid cycle_id trigger started_at:ts finished_at:ts duration_ms status "
+                     "skip_reason summary:json snapshot:json"),
+    _table("decisions", "id:uuid cycle_id trader provider model prompt_hash raw_answer "
+                        "decision:json valid error input_tokens output_tokens cache_read_tokens "
+                        "cache_write_tokens cost_usd latency_ms request_id ts:ts"),
+    _table("rejections", "id:uuid cycle_id trader symbol action rule detail ts:ts"),
+    _table("fills", "id:uuid trader symbol side qty price notional fee realized_pnl reason "
+                    "cycle_id ref_price ts:ts"),
+    _table("positions", "id:uuid event trader symbol side qty entry_price exit_price leverage "
+                        "margin stop_loss take_profit liquidation_price realized_pnl fees reason "
+                        "opened_at:ts cycle_id ts:ts"),
+    _table("funding", "id:uuid trader symbol rate mark notional amount ts:ts"),
+    _table("account_snapshots", "id:uuid trader cash margin unrealized_pnl equity realized_pnl "
+                                "fees funding peak_equity drawdown_pct return_pct positions:json "
+                                "state:json cause cycle_id ts:ts"),
+    _table("job_runs", "id:uuid job trigger started_at:ts finished_at:ts duration_ms status "
+                       "error summary:json"),
+)}
+
+
+def _run(e: RunStarted) -> Row:
+    return (e.id, e.run_id, e.started_at, e.version, e.settings_hash, e.fresh, e.dry_run)
+
+
+def _cycle(e: CycleFinished) -> Row:
+    return (e.id, e.cycle_id, e.trigger, e.started_at, e.finished_at,
+            _ms(e.started_at, e.finished_at), e.status, e.skip_reason, dumps(e.summary),
+            dumps(e.snapshot))
+
+
+def _decision(e: DecisionMade) -> Row:
+    return (e.id, e.cycle_id, e.trader, e.provider, e.model, e.prompt_hash, e.raw_answer,
+            dumps(e.decision), e.valid, e.error, e.input_tokens, e.output_tokens,
+            e.cache_read_tokens, e.cache_write_tokens, e.cost_usd, e.latency_ms, e.request_id,
+            e.ts)
+
+
+def _rejection(e: DecisionRejected) -> Row:
+    return (e.id, e.cycle_id, e.trader, e.symbol, e.action, e.rule, e.detail, e.ts)
+
+
+def _fill(e: OrderFilled) -> Row:
+    return (e.id, e.trader, e.symbol, e.side, e.qty, e.price, e.notional, e.fee, e.realized_pnl,
+            e.reason, e.cycle_id, e.ref_price, e.ts)
+
+
+def _opened(e: PositionOpened) -> Row:
+    return (e.id, "open", e.trader, e.symbol, e.side, e.qty, e.entry_price, None, e.leverage,
+            e.margin, e.stop_loss, e.take_profit, e.liquidation_price, None, None, e.reason, None,
+            e.cycle_id, e.ts)
+
+
+def _closed(e: PositionClosed) -> Row:
+    return (e.id, "close", e.trader, e.symbol, e.side, e.qty, e.entry_price, e.exit_price, None,
+            None, None, None, None, e.realized_pnl, e.fees, e.reason, e.opened_at, e.cycle_id,
+            e.ts)
+
+
+def _funding(e: FundingPaid) -> Row:
+    return (e.id, e.trader, e.symbol, e.rate, e.mark, e.notional, e.amount, e.ts)
+
+
+def _snapshot(e: AccountSnapshot) -> Row:
+    return (e.id, e.trader, e.cash, e.margin, e.unrealized_pnl, e.equity, e.realized_pnl, e.fees,
+            e.funding, e.peak_equity, e.drawdown_pct, e.return_pct, dumps(list(e.positions)),
+            dumps(e.state), e.cause, e.cycle_id, e.ts)
+
+
+def _job(e: JobRun) -> Row:
+    return (e.id, e.job, e.trigger, e.started_at, e.finished_at,
+            _ms(e.started_at, e.finished_at), e.status, e.error, dumps(e.summary))
+
+
+ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
+    RunStarted: ("runs", _run),
+    CycleFinished: ("cycles", _cycle),
+    DecisionMade: ("decisions", _decision),
+    DecisionRejected: ("rejections", _rejection),
+    OrderFilled: ("fills", _fill),
+    PositionOpened: ("positions", _opened),
+    PositionClosed: ("positions", _closed),
+    FundingPaid: ("funding", _funding),
+    AccountSnapshot: ("account_snapshots", _snapshot),
+    JobRun: ("job_runs", _job),
+}
+"""Persisted event type → (table, function making its row)."""
+
+
+def to_row(event: object) -> tuple[str, Row]:
+    """Return the table and row of a persisted event."""
+    table, make = ROW_OF[type(event)]
+    return table, make(event)
+
+
+def row_to_json(table: str, row: Row) -> bytes:
+    """Return one spill-file line (without newline) for a row of `table`."""
+    return orjson.dumps({"t": table, "r": row}, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def row_from_json(line: bytes | str) -> tuple[str, Row]:
+    """Decode a spill-file line back into its table and row; raise ValueError when bad."""
+    try:
+        obj = orjson.loads(line)
+        table = TABLES[obj["t"]]
+        values = obj["r"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"bad spill line: {exc}") from None
+    if not isinstance(values, list) or len(values) != len(table.columns):
+        raise ValueError(f"bad spill line: {table.name} row has the wrong number of columns")
+    row = []
+    for kind, v in zip(table.kinds, values, strict=True):
+        if v is not None and kind == "uuid":
+            v = uuid.UUID(v)
+        row.append(v)
+    return table.name, tuple(row)
+
+
+# ---------------------------------------------------------------- writing batches
+
+
+async def write_rows(
+    conn: asyncpg.Connection, batches: Mapping[str, Sequence[Row]], *, staged: bool = True
+) -> int:
+    """Write rows of several tables in one transaction; return how many were new.
+
+    Staged (the default): COPY into each table's staging table, then INSERT ... SELECT ... ON
+    CONFLICT (id) DO NOTHING, so rows already present are skipped. Not staged: COPY straight
+    into the tables, about twice as fast, but the whole transaction fails with
+    UniqueViolationError if any row is already present.
+    """
+    inserted = 0
+    async with conn.transaction():
+        for name, rows in batches.items():
+            if not rows:
+                continue
+            t = TABLES[name]
+            if not staged:
+                await conn.copy_records_to_table(t.name, records=rows, columns=t.columns)
+                inserted += len(rows)
+                continue
+            cols = ", ".join(t.columns)
+            await conn.copy_records_to_table(t.stage, records=rows, columns=t.columns)
+            status = await conn.execute(
+                f"INSERT INTO {t.name} ({cols}) SELECT {cols} FROM {t.stage} "
+                "ON CONFLICT (id) DO NOTHING"
+            )
+            inserted += int(status.rsplit(" ", 1)[-1])
+    return inserted
+
+
+# Errors about the rows themselves (retrying the same rows cannot help); anything else is taken
+# as the database being unavailable and is retried with back-off.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """Tell whether `exc` is caused by the rows written rather than by the database's state."""
+    return isinstance(exc, ROW_ERRORS)
+
+
+async def write_batches(
+    conn: asyncpg.Connection,
+    batches: Mapping[str, Sequence[Row]],
+    *,
+    limit_s: float,
+    reject: Callable[[str, Row, BaseException], None],
+    fresh: bool = False,
+) -> int:
+    """Write the batches in one transaction; if a row is bad, write row by row, rejecting it.
+
+    `fresh` batches (never attempted before) first go by plain COPY; only when some id turns out
+    to be present already is the batch written again the staged, duplicate-skipping way.
+    """
+    try:
+        async with asyncio.timeout(limit_s):
+            if fresh:
+                try:
+                    return await write_rows(conn, batches, staged=False)
+                except asyncpg.UniqueViolationError:
+                    pass
+            return await write_rows(conn, batches)
+    except Exception as exc:
+        if not is_row_error(exc):
+            raise
+    new = 0
+    for table, rows in batches.items():
+        for row in rows:
+            try:
+                async with asyncio.timeout(limit_s):
+                    new += await write_rows(conn, {table: [row]})
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                reject(table, row, exc)
+    return new

@@ -1,0 +1,239 @@
+"""The decision step of a cycle: every trader decides at once, each within its own deadline.
+
+All traders run in one `asyncio.gather`; each branch catches its own failures, so a slow,
+failing or invalid trader holds alone and the step lasts about as long as the slowest trader.
+Deadlines are measured on the engine clock (a `SimClock` in tests and replays). Actions on stale
+symbols are dropped. A trader failing `max_consecutive_failures` times in a row sits out
+`cooldown_seconds` (it holds, makes no call) and then resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from engine import metrics
+from engine.clock import to_datetime
+from engine.cycle import CycleContext
+from engine.decision import Decision
+from engine.events import DecisionMade
+from engine.scheduler import with_deadline
+from engine.settings import LLMSettings
+from strategies.base import DecisionOutcome, Strategy, TraderContext
+
+if TYPE_CHECKING:
+    from engine.bus import Bus
+    from engine.clock import Clock
+
+log = structlog.get_logger("decisions")
+
+
+@dataclass(slots=True)
+class _TraderState:
+    failures: int = 0
+    cooldown_until: float | None = None
+    history: deque[Mapping[str, Any]] = field(default_factory=deque)
+
+
+class DecisionStep:
+    """Asks every trader for its decision concurrently and publishes `DecisionMade` for each."""
+
+    def __init__(self, strategies: dict[str, Strategy], settings: LLMSettings, clock: Clock,
+                 bus: Bus) -> None:
+        self.strategies = strategies
+        self.settings = settings
+        self._clock = clock
+        self._bus = bus
+        self._state = {name: _TraderState(history=deque(maxlen=settings.recent_decisions))
+                       for name in strategies}
+
+    async def decide_all(self, contexts: dict[str, TraderContext]) -> dict[str, DecisionOutcome]:
+        """Return every trader's outcome; one gather, per-trader deadlines, failures isolated."""
+        names = [n for n in contexts if n in self.strategies]
+        outcomes = await asyncio.gather(*(self._decide_one(n, contexts[n]) for n in names))
+        return dict(zip(names, outcomes, strict=True))
+
+    def previous(self, trader: str) -> tuple[Mapping[str, Any], ...]:
+        """Return the trader's recent decisions, oldest first (for its next prompt)."""
+        state = self._state.get(trader)
+        return tuple(state.history) if state else ()
+
+    def cooling_down(self) -> dict[str, float]:
+        """Return the traders sitting out a cool-down and when each resumes."""
+        return {n: s.cooldown_until for n, s in self._state.items()
+                if s.cooldown_until is not None}
+
+    async def aclose(self) -> None:
+        """Close every strategy's SDK client."""
+        for strategy in self.strategies.values():
+            closer = getattr(strategy, "aclose", None)
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception as exc:  # closing must not stop the others from closing
+                    log.warning("decisions.close_failed", trader=strategy.name, error=str(exc))
+
+    async def _decide_one(self, name: str, ctx: TraderContext) -> DecisionOutcome:
+        strategy = self.strategies[name]
+        state = self._state[name]
+        now = self._clock.time()
+        if state.cooldown_until is not None:
+            if now < state.cooldown_until:
+                return self._skipped(strategy, "cooldown")
+            log.info("trader.resumed", trader=name, cycle_id=ctx.cycle_id)
+            state.cooldown_until, state.failures = None, 0
+        deadline = getattr(strategy, "timeout_seconds", None) or self.settings.deadline_seconds
+        try:
+            outcome = await with_deadline(self._clock, strategy.decide(ctx), deadline)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            outcome = self._failed(strategy, ctx, f"timeout: no answer within the "
+                                   f"{deadline:g}s deadline", latency_ms=deadline * 1000)
+        except Exception as exc:
+            log.exception("decision.failed", trader=name, cycle_id=ctx.cycle_id)
+            outcome = self._failed(strategy, ctx, f"{type(exc).__name__}: {exc}")
+        outcome = self._drop_stale(name, ctx, outcome)
+        self._count(name, state, ctx, outcome)
+        self._publish(name, ctx, outcome)
+        return outcome
+
+    def _failed(self, strategy: Strategy, ctx: TraderContext, error: str,
+                latency_ms: float = 0.0) -> DecisionOutcome:
+        hasher = getattr(strategy, "prompt_hash", None)
+        try:
+            prompt_hash = hasher(ctx) if hasher else ""
+        except Exception:
+            prompt_hash = ""
+        return DecisionOutcome(
+            decision=Decision.hold(), raw_answer="", valid=False, error=error,
+            provider=getattr(strategy, "provider", "rule"),
+            model=getattr(strategy, "model", strategy.name), prompt_hash=prompt_hash,
+            latency_ms=latency_ms)
+
+    def _skipped(self, strategy: Strategy, reason: str) -> DecisionOutcome:
+        return DecisionOutcome(
+            decision=Decision.hold(), raw_answer="", valid=True, error=None,
+            provider=getattr(strategy, "provider", "rule"),
+            model=getattr(strategy, "model", strategy.name), prompt_hash="", skipped=reason)
+
+    def _drop_stale(self, name: str, ctx: TraderContext,
+                    outcome: DecisionOutcome) -> DecisionOutcome:
+        stale = set(getattr(ctx.snapshot, "stale", ()) or ())
+        actions = outcome.decision.actions
+        dropped = sorted({a.symbol for a in actions if a.symbol in stale and a.action != "hold"})
+        if not dropped:
+            return outcome
+        log.warning("decision.stale_dropped", trader=name, cycle_id=ctx.cycle_id,
+                    symbols=dropped)
+        kept = Decision(actions=tuple(a for a in actions if a.symbol not in stale))
+        return dataclasses.replace(outcome, decision=kept)
+
+    def _count(self, name: str, state: _TraderState, ctx: TraderContext,
+               outcome: DecisionOutcome) -> None:
+        state.history.append({
+            "cycle_id": ctx.cycle_id, "ts": ctx.now, "valid": outcome.valid,
+            "error": outcome.error,
+            "actions": [a.model_dump(mode="json") for a in outcome.decision.actions],
+        })
+        if outcome.valid:
+            state.failures = 0
+            return
+        state.failures += 1
+        if state.failures >= self.settings.max_consecutive_failures:
+            state.cooldown_until = self._clock.time() + self.settings.cooldown_seconds
+            log.warning("trader.cooldown", trader=name, cycle_id=ctx.cycle_id,
+                        failures=state.failures, seconds=self.settings.cooldown_seconds,
+                        until=to_datetime(state.cooldown_until).isoformat(),
+                        last_error=outcome.error)
+
+    def _publish(self, name: str, ctx: TraderContext, o: DecisionOutcome) -> None:
+        decision = o.decision.as_dict()
+        if o.valid:
+            log.info("decision.made", trader=name, cycle_id=ctx.cycle_id,
+                     actions=len(o.decision.trades()), prompt_hash=o.prompt_hash,
+                     latency_ms=o.latency_ms, input_tokens=o.input_tokens,
+                     output_tokens=o.output_tokens, cache_read_tokens=o.cache_read_tokens,
+                     cost_usd=o.cost_usd, request_id=o.request_id)
+        else:
+            log.warning("decision.invalid", trader=name, cycle_id=ctx.cycle_id, reason=o.error,
+                        raw=o.raw_answer, prompt_hash=o.prompt_hash, request_id=o.request_id)
+        self._bus.publish(DecisionMade(
+            cycle_id=ctx.cycle_id, trader=name, provider=o.provider, model=o.model,
+            prompt_hash=o.prompt_hash, raw_answer=o.raw_answer, decision=decision,
+            valid=o.valid, error=o.error, input_tokens=o.input_tokens,
+            output_tokens=o.output_tokens, cache_read_tokens=o.cache_read_tokens,
+            cache_write_tokens=o.cache_write_tokens, cost_usd=o.cost_usd,
+            latency_ms=o.latency_ms, request_id=o.request_id, ts=self._clock.time()))
+        valid = "true" if o.valid else "false"
+        for action in o.decision.actions or ():
+            metrics.DECISIONS.labels(name, action.action, valid).inc()
+        if not o.decision.actions:
+            metrics.DECISIONS.labels(name, "hold", valid).inc()
+        if o.provider != "rule":
+            metrics.LLM_LATENCY.labels(o.model).observe(o.latency_ms / 1000)
+            for kind in ("input", "output", "cache_read", "cache_write"):
+                metrics.LLM_TOKENS.labels(o.model, kind).inc(getattr(o, f"{kind}_tokens"))
+            metrics.LLM_COST.labels(o.model).inc(o.cost_usd)
+
+
+class DecideStep:
+    """Ask every active trader at once, from the same snapshot."""
+
+    name = "decisions"
+
+    def __init__(
+        self,
+        decisions: Any,
+        broker: Any,
+        risk_settings: Any,
+        *,
+        recent_fills: int = 10,
+    ) -> None:
+        self._decisions, self._broker, self._risk = decisions, broker, risk_settings
+        self._recent_fills = recent_fills
+
+    async def __call__(self, ctx: CycleContext) -> None:
+        broker = self._broker
+        contexts = {}
+        for trader in self._decisions.strategies:
+            if trader not in broker.accounts:
+                continue
+            blocked = broker.blocked_reason(trader, ctx.started_at)
+            if blocked:
+                log.info("trader.sits_out", trader=trader, reason=blocked)
+                continue
+            contexts[trader] = TraderContext(
+                trader=trader,
+                cycle_id=ctx.cycle_id,
+                now=ctx.started_at,
+                snapshot=ctx.snapshot,
+                account=broker.account_view(trader),
+                positions=broker.positions_view(trader),
+                recent_fills=broker.recent_fills(trader, self._recent_fills),
+                previous_decisions=self._decisions.previous(trader),
+                risk=self._risk,
+                extra={},
+            )
+        ctx.outcomes = await self._decisions.decide_all(contexts)
+        valid = 0
+        for trader, outcome in ctx.outcomes.items():
+            if outcome.skipped:  # cooling down: no call was made, nothing to count
+                continue
+            holds = not outcome.decision.trades()
+            broker.record_decision(
+                trader, valid=outcome.valid, holds=holds, cost_usd=outcome.cost_usd
+            )
+            valid += outcome.valid
+        ctx.summary.update(
+            traders=len(contexts),
+            valid=valid,
+            invalid=len(ctx.outcomes) - valid,
+            llm_cost_usd=round(sum(o.cost_usd for o in ctx.outcomes.values()), 6),
+        )

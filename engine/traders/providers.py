@@ -1,0 +1,319 @@
+"""LLM provider clients over aiohttp: structured-output requests, usage, cost, fixture recording.
+
+Each provider is asked for structured output the way it supports best: Anthropic with a forced
+tool call, OpenAI with a strict `json_schema` response format, DeepSeek (OpenAI-compatible API)
+with JSON mode. The official SDKs do the HTTP (over aiohttp, `DefaultAioHttpClient`) and their
+own retries of 408/409/429/5xx/529 honouring `retry-after`; a response hook stops a retry whose
+`retry-after` would end past the trader's deadline, so the call fails at once with that reason.
+Every failure becomes `LLMError` whose message is the exact reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+import openai
+import structlog
+
+from engine.settings import ModelPrice, ProviderSettings
+from engine.traders.prompt import ANSWER_SCHEMA, ANSWER_TOOL, Prompt
+
+if TYPE_CHECKING:
+    from engine.clock import Clock
+
+log = structlog.get_logger("llm")
+
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com",
+                     "openai": "https://api.openai.com/v1",
+                     "deepseek": "https://api.deepseek.com"}
+_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "cookie", "openai-organization",
+                   "openai-project"}
+_TRANSIENT = {408, 409, 429}
+
+
+class LLMError(Exception):
+    """A call that returned no answer; the message is the exact reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one call; `input_tokens` excludes cache reads and writes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMAnswer:
+    text: str  # the structured answer: the tool call's input as JSON, or the message content
+    reasoning: str  # DeepSeek's reasoning_content, if any
+    truncated: bool
+    stop_reason: str | None
+    usage: Usage
+    request_id: str | None
+    model: str
+
+
+def cost_usd(price: ModelPrice | None, usage: Usage) -> float:
+    """Return the cost of `usage` at `price` (USD per million tokens); 0 without a price."""
+    if price is None:
+        return 0.0
+    total = (usage.input_tokens * price.input + usage.output_tokens * price.output
+             + usage.cache_read_tokens * price.cache_read
+             + usage.cache_write_tokens * price.cache_write)
+    return round(total / 1_000_000, 8)
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Return the wait a response asks for (retry-after-ms, retry-after seconds or date)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return float(value) / scale
+        except ValueError:
+            return None  # an HTTP date: left to the SDK (only the clock reads the time)
+    return None
+
+
+class FixtureRecorder:
+    """Saves every request/response exchange of one trader as a replayable fixture file."""
+
+    def __init__(self, directory: str | Path, trader: str, provider: str, clock: Clock) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.trader = trader
+        self.provider = provider
+        self._clock = clock
+        self._seq = 0
+        self.saved: list[Path] = []
+
+    async def on_response(self, response: Any) -> None:
+        """Save `response` and the request that produced it (an httpx response hook)."""
+        await response.aread()
+        self._seq += 1
+        path = self.directory / (f"{self.trader}-{int(self._clock.time() * 1000)}-"
+                                 f"{self._seq:03d}-{response.status_code}.json")
+        path.write_text(json.dumps(exchange_of(self.provider, response), indent=1,
+                                   ensure_ascii=False) + "\n", encoding="utf-8")
+        self.saved.append(path)
+        log.info("llm.recorded", trader=self.trader, path=str(path),
+                 status=response.status_code)
+
+
+def exchange_of(provider: str, response: Any) -> dict[str, Any]:
+    """Return a response and its request in the fixture format (secrets left out)."""
+    request = response.request
+    return {
+        "provider": provider,
+        "request": {
+            "method": request.method,
+            "url": str(request.url),
+            "headers": {k: v for k, v in request.headers.items()
+                        if k.lower() not in _SECRET_HEADERS},
+            "body": _json_or_text(request.content.decode("utf-8", "replace")),
+        },
+        "response": {
+            "status": response.status_code,
+            "headers": dict(response.headers.items()),
+            "body": _json_or_text(response.text),
+        },
+    }
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class LLMClient:
+    """One provider connection for one trader; one call at a time."""
+
+    provider = ""
+
+    def __init__(self, settings: ProviderSettings, api_key: str, clock: Clock, *,
+                 recorder: FixtureRecorder | None = None) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._deadline_at = math.inf
+        self._gave_up: str | None = None
+        hooks: list[Any] = [recorder.on_response] if recorder else []
+        hooks.append(self._cap_retry)
+        self._sdk = self._make_sdk(api_key, {"response": hooks})
+
+    def _make_sdk(self, api_key: str, hooks: dict[str, list[Any]]) -> Any:
+        raise NotImplementedError
+
+    async def complete(self, prompt: Prompt, *, model: str, temperature: float | None,
+                       max_tokens: int, deadline_seconds: float) -> LLMAnswer:
+        """Ask the model; raise LLMError with the exact reason when no answer comes back."""
+        now = self._clock.monotonic()
+        self._deadline_at = now + deadline_seconds
+        self._gave_up = None
+        try:
+            return await self._call(prompt, model, temperature, max_tokens,
+                                    request_timeout=deadline_seconds)
+        except asyncio.CancelledError:
+            raise
+        except (anthropic.APIError, openai.APIError) as exc:
+            raise LLMError(describe_error(exc, self._gave_up)) from exc
+
+    async def _call(self, prompt: Prompt, model: str, temperature: float | None,
+                    max_tokens: int, request_timeout: float) -> LLMAnswer:
+        raise NotImplementedError
+
+    async def _cap_retry(self, response: Any) -> None:
+        status = response.status_code
+        if status not in _TRANSIENT and status < 500:
+            return
+        wait = retry_after_seconds(response.headers)
+        left = self._deadline_at - self._clock.monotonic()
+        if wait is not None and wait > left:
+            # The SDK obeys x-should-retry: giving up now beats sleeping past the deadline.
+            response.headers["x-should-retry"] = "false"
+            self._gave_up = (f"retry-after {wait:g}s exceeds the {max(left, 0):.1f}s left "
+                             "before the deadline")
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._sdk.close()
+
+
+class AnthropicClient(LLMClient):
+    provider = "anthropic"
+
+    def _make_sdk(self, api_key: str, hooks: dict[str, list[Any]]) -> Any:
+        return anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=self.settings.base_url,
+            max_retries=self.settings.max_retries,
+            http_client=anthropic.DefaultAioHttpClient(event_hooks=hooks))
+
+    async def _call(self, prompt: Prompt, model: str, temperature: float | None,
+                    max_tokens: int, request_timeout: float) -> LLMAnswer:
+        # SDK 1.x+ dropped `temperature` from the signature; the API still takes it in the body.
+        extra = {"temperature": temperature} if temperature is not None else None
+        msg = await self._sdk.messages.create(
+            model=model, max_tokens=max_tokens, extra_body=extra,
+            system=[{"type": "text", "text": prompt.system,
+                     "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": prompt.user}],
+            tools=[{"name": ANSWER_TOOL, "input_schema": ANSWER_SCHEMA,
+                    "description": "Submit this cycle's trading decision."}],
+            tool_choice={"type": "tool", "name": ANSWER_TOOL},
+            timeout=request_timeout,
+        )
+        tool_inputs = [b.input for b in msg.content
+                       if b.type == "tool_use" and b.name == ANSWER_TOOL]
+        if tool_inputs:
+            text = json.dumps(tool_inputs[0], ensure_ascii=False)
+        else:
+            text = "".join(b.text for b in msg.content if b.type == "text")
+        u = msg.usage
+        return LLMAnswer(
+            text=text, reasoning="", truncated=msg.stop_reason == "max_tokens",
+            stop_reason=msg.stop_reason,
+            usage=Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
+                        cache_read_tokens=u.cache_read_input_tokens or 0,
+                        cache_write_tokens=u.cache_creation_input_tokens or 0),
+            request_id=msg._request_id or msg.id, model=msg.model)
+
+
+class OpenAIClient(LLMClient):
+    """OpenAI chat completions with a strict json_schema (or JSON mode for DeepSeek)."""
+
+    provider = "openai"
+    def _make_sdk(self, api_key: str, hooks: dict[str, list[Any]]) -> Any:
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=self.settings.base_url,
+            max_retries=self.settings.max_retries,
+            http_client=openai.DefaultAioHttpClient(event_hooks=hooks))
+
+    def _request(self, max_tokens: int) -> dict[str, Any]:
+        return {"max_completion_tokens": max_tokens,
+                "response_format": {"type": "json_schema", "json_schema": {
+                    "name": "trading_decision", "strict": True, "schema": ANSWER_SCHEMA}}}
+
+    async def _call(self, prompt: Prompt, model: str, temperature: float | None,
+                    max_tokens: int, request_timeout: float) -> LLMAnswer:
+        sampling = {"temperature": temperature} if temperature is not None else {}
+        resp = await self._sdk.chat.completions.create(
+            model=model, **sampling,
+            messages=[{"role": "system", "content": prompt.system},
+                      {"role": "user", "content": prompt.user}],
+            timeout=request_timeout, **self._request(max_tokens))
+        if not resp.choices:
+            raise LLMError(f"no choices in the response (id={resp.id})")
+        choice = resp.choices[0]
+        message = choice.message
+        text = message.content or ""
+        if not text and getattr(message, "refusal", None):
+            raise LLMError(f"refusal: {message.refusal}")
+        return LLMAnswer(
+            text=text, reasoning=getattr(message, "reasoning_content", None) or "",
+            truncated=choice.finish_reason == "length", stop_reason=choice.finish_reason,
+            usage=self._usage(resp.usage), request_id=resp._request_id or resp.id,
+            model=resp.model)
+
+    def _usage(self, u: Any) -> Usage:
+        if u is None:
+            return Usage()
+        details = getattr(u, "prompt_tokens_details", None)
+        cached = (getattr(details, "cached_tokens", None) or 0) if details else 0
+        prompt = u.prompt_tokens or 0
+        return Usage(input_tokens=prompt - cached, output_tokens=u.completion_tokens or 0,
+                     cache_read_tokens=cached)
+
+
+class DeepSeekClient(OpenAIClient):
+    provider = "deepseek"
+
+    def _request(self, max_tokens: int) -> dict[str, Any]:
+        return {"max_tokens": max_tokens, "response_format": {"type": "json_object"}}
+
+    def _usage(self, u: Any) -> Usage:
+        if u is None:
+            return Usage()
+        hit = getattr(u, "prompt_cache_hit_tokens", None)
+        if hit is None:
+            return super()._usage(u)
+        return Usage(input_tokens=(u.prompt_tokens or 0) - hit,
+                     output_tokens=u.completion_tokens or 0, cache_read_tokens=hit)
+
+
+CLIENTS: dict[str, type[LLMClient]] = {"anthropic": AnthropicClient, "openai": OpenAIClient,
+                                       "deepseek": DeepSeekClient}
+
+
+def make_client(provider: str, settings: ProviderSettings | None, api_key: str, clock: Clock,
+                *, recorder: FixtureRecorder | None = None) -> LLMClient:
+    """Return the client of `provider` (anthropic, openai or deepseek)."""
+    settings = settings or ProviderSettings(base_url=DEFAULT_BASE_URLS[provider])
+    return CLIENTS[provider](settings, api_key, clock, recorder=recorder)
+
+
+def describe_error(exc: BaseException, gave_up: str | None = None) -> str:
+    """Return the exact reason of an SDK failure in one line."""
+    if isinstance(exc, anthropic.APITimeoutError | openai.APITimeoutError):
+        return "timeout: the provider did not answer in time (SDK timeout)"
+    if isinstance(exc, anthropic.APIStatusError | openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        kind = err.get("type") or err.get("code") or "error"
+        message = err.get("message") or str(exc)
+        text = (f"http {exc.status_code} {kind}: {message} "
+                f"(request_id={getattr(exc, 'request_id', None)})")
+        return f"{text}; {gave_up}" if gave_up else text
+    if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
+        return f"connection error: {exc.__cause__ or exc}"
+    return f"{type(exc).__name__}: {exc}"

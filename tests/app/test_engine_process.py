@@ -1,0 +1,308 @@
+"""A real `python run.py` process: signals, --once, orderly shutdown, and no secret in any log line.
+
+The engine runs against a real websockets server on 127.0.0.1 speaking Binance's combined-stream
+format (prices kept fresh by the test), a local OpenAI-compatible server that answers with a
+recorded GPT-4o response after a delay the test controls, and the test's own Postgres database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from engine.traders.fixtures import load_fixture
+from tests.support.feed import FakeBinance, book_ticker, mark_price
+from tests.support.process import Engine, is_event
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-test-NEVER-LOG-THIS-3f9a"
+DB_PASSWORD = "pw-NEVER-LOG-7c21"
+PRICES = {"BTCUSDT": 97_000.0, "ETHUSDT": 3_400.0, "SOLUSDT": 180.0}
+
+SETTINGS = """
+[engine]
+shutdown_grace_seconds = {grace}
+[feed]
+symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+futures_ws_url = "{ws}"
+futures_rest_url = "{http}"
+backfill_candles = 0
+backfill_higher_candles = 0
+[llm]
+deadline_seconds = 60
+[llm.providers.openai]
+base_url = "{http}/v1"
+max_retries = 0
+[database]
+spill_path = "{tmp}/spill.jsonl"
+flush_ms = 50
+[control]
+enabled = false
+[[traders]]
+name = "gpt-4o"
+strategy = "llm"
+provider = "openai"
+model = "gpt-4o"
+{extra}
+[[jobs]]
+name = "trading_cycle"
+run = "trading_cycle"
+schedule = "daily"
+daily_time = "{daily}"
+timeout_seconds = 120
+"""
+
+
+@dataclass
+class LocalServices:
+    """Binance websocket + REST/LLM HTTP server, both on 127.0.0.1."""
+
+    binance: FakeBinance
+    http_url: str
+    llm_delay: float = 0.0
+    llm_requests: int = 0
+    llm_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[LocalServices]:
+    fixture = load_fixture("openai/json_schema")
+    body = json.dumps(fixture["response"]["body"])
+
+    async def chat(request: web.Request) -> web.Response:
+        svc.llm_requests += 1
+        svc.llm_arrived.set()
+        await asyncio.sleep(svc.llm_delay)  # the model "thinking": the server side of the test
+        return web.Response(
+            text=body, content_type="application/json", headers={"x-request-id": "req_local_1"}
+        )
+
+    async def klines(request: web.Request) -> web.Response:
+        return web.json_response([])
+
+    async def exchange_info(request: web.Request) -> web.Response:
+        def symbol(name: str, tick: str, step: str, notional: str) -> dict[str, Any]:
+            return {
+                "symbol": name,
+                "status": "TRADING",
+                "maintMarginPercent": "2.5000",
+                "filters": [
+                    {"filterType": "PRICE_FILTER", "tickSize": tick},
+                    {"filterType": "LOT_SIZE", "stepSize": step},
+                    {"filterType": "MIN_NOTIONAL", "notional": notional},
+                ],
+            }
+
+        return web.json_response(
+            {
+                "timezone": "UTC",
+                "symbols": [
+                    symbol("BTCUSDT", "0.10", "0.001", "100"),
+                    symbol("ETHUSDT", "0.01", "0.001", "20"),
+                    symbol("SOLUSDT", "0.0100", "1", "5"),
+                ],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/fapi/v1/klines", klines)
+    app.router.add_get("/fapi/v1/exchangeInfo", exchange_info)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async with FakeBinance() as binance:
+        svc = LocalServices(binance, f"http://127.0.0.1:{port}")
+
+        async def feed_prices() -> None:
+            # Keep prices fresh, as Binance does (pacing a server, not waiting for a result).
+            while True:
+                e_ms = int(time.time() * 1000)
+                for sym, px in PRICES.items():
+                    binance.send(book_ticker(sym, px, px * 1.0001, e_ms), mark_price(sym, px, e_ms))
+                await asyncio.sleep(0.2)
+
+        feeder = asyncio.create_task(feed_prices())
+        try:
+            yield svc
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            await runner.cleanup()
+
+
+def _with_password(url: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or "postgres"
+    host = parts.netloc.split("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:{DB_PASSWORD}@{host}"))
+
+
+@pytest.fixture
+def start_engine(services: LocalServices, database_url: str, tmp_path: Path):
+    started: list[Engine] = []
+
+    async def start(*args: str, grace: float = 10, extra: str = "") -> Engine:
+        # A daily job far from now: nothing fires on schedule during the test.
+        daily = time.strftime("%H:%M", time.gmtime(time.time() + 12 * 3600))
+        settings = tmp_path / "settings.toml"
+        settings.write_text(
+            SETTINGS.format(
+                grace=grace,
+                ws=services.binance.url,
+                http=services.http_url,
+                tmp=tmp_path,
+                daily=daily,
+                extra=extra,
+            )
+        )
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": API_KEY,
+            "DATABASE_URL": _with_password(database_url),
+        }
+        for name in ("ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "ARENA_CONTROL_TOKEN"):
+            env.pop(name, None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "run.py"),
+            "--config",
+            str(settings),
+            "--log-format",
+            "json",
+            *args,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        engine = Engine(proc)
+        started.append(engine)
+        return engine
+
+    yield start
+    for engine in started:
+        if engine.proc.returncode is None:
+            engine.proc.kill()
+
+
+async def cycles_in_db(database_url: str) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("select trigger, status from cycles order by started_at")
+        return [(r["trigger"], r["status"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_sigusr1_runs_a_cycle_and_sigterm_exits_0(start_engine, services, database_url):
+    engine = await start_engine()
+    await engine.wait_for(is_event("engine.ready"), "engine.ready")
+    engine.signal(signal.SIGUSR1)
+    done = await engine.wait_for(is_event("cycle.finished", trigger="manual"), "manual cycle")
+    assert done["status"] == "ok" and done["traders"] == 1 and done["valid"] == 1
+    made = await engine.wait_for(is_event("decision.made"), "decision.made")
+    assert made["cycle_id"] == done["cycle_id"]
+    engine.signal(signal.SIGUSR2)
+    await engine.wait_for(is_event("scheduler.paused"), "pause")
+    engine.signal(signal.SIGTERM)
+    assert await engine.exit_code(timeout=30) == 0
+    assert await cycles_in_db(database_url) == [("manual", "ok")]
+    # Every line is JSON, and no secret reached any of them.
+    assert all(line.startswith("{") for line in engine.raw if line.strip()), engine.tail()
+    text = "".join(engine.raw)
+    assert API_KEY not in text and DB_PASSWORD not in text
+
+
+async def test_sigterm_during_a_cycle_lets_it_finish_within_the_grace_time(
+    start_engine, services, database_url
+):
+    services.llm_delay = 3.0
+    engine = await start_engine(grace=20)
+    await engine.wait_for(is_event("engine.ready"), "engine.ready")
+    engine.signal(signal.SIGUSR1)
+    await asyncio.wait_for(services.llm_arrived.wait(), 30)
+    engine.signal(signal.SIGTERM)
+    engine.signal(signal.SIGUSR1)  # a trigger during shutdown is refused, not run
+    assert await engine.exit_code(timeout=30) == 0
+    assert engine.events("engine.waiting_for_cycle")
+    (done,) = engine.events("cycle.finished")
+    assert done["status"] == "ok" and done["valid"] == 1
+    assert await cycles_in_db(database_url) == [("manual", "ok")]
+    assert services.llm_requests == 1
+
+
+async def test_cycle_past_the_grace_time_is_cancelled_and_still_recorded(
+    start_engine, services, database_url
+):
+    services.llm_delay = 120.0
+    engine = await start_engine(grace=1)
+    await engine.wait_for(is_event("engine.ready"), "engine.ready")
+    engine.signal(signal.SIGUSR1)
+    await asyncio.wait_for(services.llm_arrived.wait(), 30)
+    engine.signal(signal.SIGTERM)
+    assert await engine.exit_code(timeout=30) == 0
+    assert engine.events("engine.cancelling_cycle")
+    assert await cycles_in_db(database_url) == [("manual", "cancelled")]
+
+
+async def test_second_sigint_cancels_at_once(start_engine, services, database_url):
+    services.llm_delay = 120.0
+    engine = await start_engine(grace=60)
+    await engine.wait_for(is_event("engine.ready"), "engine.ready")
+    engine.signal(signal.SIGUSR1)
+    await asyncio.wait_for(services.llm_arrived.wait(), 30)
+    engine.signal(signal.SIGINT)
+    await engine.wait_for(is_event("engine.waiting_for_cycle"), "waiting for the cycle")
+    engine.signal(signal.SIGINT)
+    assert await engine.exit_code(timeout=20) == 0
+    assert engine.events("engine.interrupted")
+    assert await cycles_in_db(database_url) == [("manual", "cancelled")]
+
+
+async def test_once_runs_one_cycle_and_exits_0(start_engine, services, database_url):
+    engine = await start_engine("--once")
+    assert await engine.exit_code(timeout=60) == 0
+    (done,) = engine.events("cycle.finished")
+    assert done["status"] == "ok"
+    assert await cycles_in_db(database_url) == [("manual", "ok")]
+
+
+async def test_dry_run_decides_but_persists_nothing(start_engine, services, database_url):
+    engine = await start_engine("--once", "--dry-run")
+    assert await engine.exit_code(timeout=60) == 0
+    (done,) = engine.events("cycle.finished")
+    assert done["status"] == "ok" and done["valid"] == 1 and done["fills"] == 0
+    assert engine.events("cycle.dry_run")
+    conn = await asyncpg.connect(database_url)
+    try:
+        tables = await conn.fetchval(
+            "select count(*) from information_schema.tables where table_schema = 'public'"
+        )
+    finally:
+        await conn.close()
+    assert tables == 0  # not even migrated: nothing persisted
+
+
+async def test_symbol_filters_come_from_exchange_info_when_asked(start_engine, services):
+    engine = await start_engine("--once", "--dry-run", extra="[broker]\nuse_exchange_info = true")
+    assert await engine.exit_code(timeout=60) == 0
+    (loaded,) = engine.events("broker.exchange_info_loaded")
+    assert loaded["symbols"] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]

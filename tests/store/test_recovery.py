@@ -1,0 +1,106 @@
+"""Restart recovery: each trader's latest snapshot in the current arena, --fresh, spill replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+
+from engine.events import AccountSnapshot
+from engine.store.database import migrate
+from engine.store.recovery import load_state
+from engine.store.rows import to_row
+from engine.store.spill import SpillFile
+from tests.support.store import cycle, file_lines, persist, run_started, snapshot
+
+T0 = 1_767_225_600.0
+
+
+def as_dict(snap: AccountSnapshot) -> dict[str, object]:
+    return {f: getattr(snap, f) for f in AccountSnapshot.__dataclass_fields__}
+
+
+async def test_an_empty_database_has_nothing_to_resume(database_url: str) -> None:
+    await migrate(database_url)
+    state = await load_state(database_url)
+    assert state.empty
+    assert (state.runs, state.arena_runs, state.last_cycle_id) == (0, 0, None)
+
+
+async def test_the_latest_snapshot_of_each_trader_is_returned_with_all_its_fields(
+    database_url: str,
+) -> None:
+    await migrate(database_url)
+    position = {"symbol": "BTCUSDT", "side": "long", "qty": 0.01, "entry_price": 100_000.0,
+                "leverage": 5, "stop_loss": 98_000.0, "take_profit": None, "reason": "breakout"}
+    risk = {"day_start_equity": 10_050.0, "suspended_until": None, "decisions": 12}
+    older = [snapshot("claude", 10_000.0, T0), snapshot("gpt-4o", 9_900.0, T0 + 60),
+             snapshot("claude", 10_050.0, T0 + 300)]
+    latest = snapshot("claude", 10_100.5, T0 + 600, cause="fill", positions=(position,),
+                      state=risk)
+    await persist(database_url, run_started(fresh=False), latest, *older)  # any storage order
+    state = await load_state(database_url)
+
+    assert set(state.accounts) == {"claude", "gpt-4o"}
+    assert state.accounts["claude"] == as_dict(latest)
+    assert state.accounts["gpt-4o"]["equity"] == 9_900.0
+
+
+async def test_the_snapshot_made_last_wins_whatever_its_engine_time(
+    database_url: str,
+) -> None:
+    await migrate(database_url)
+    first = snapshot("claude", 1.0, T0 + 60, cause="fill")
+    second = snapshot("claude", 2.0, T0, cause="cycle")  # made later, in an older replayed time
+    await persist(database_url, second, first)  # stored out of order
+    assert (await load_state(database_url)).accounts["claude"]["equity"] == 2.0
+
+
+async def test_runs_and_the_last_cycle_are_reported(database_url: str) -> None:
+    await migrate(database_url)
+    await persist(database_url, run_started(fresh=True), run_started(fresh=False),
+                  cycle("c-1", T0 + 300), cycle("c-2", T0 + 600))
+    state = await load_state(database_url)
+    assert (state.runs, state.arena_runs) == (2, 2)
+    assert (state.last_cycle_id, state.last_cycle_at) == ("c-2", T0 + 600)
+
+
+async def test_a_fresh_run_starts_a_new_arena_and_keeps_the_old_history(
+    database_url: str,
+) -> None:
+    await migrate(database_url)
+    await persist(database_url, run_started(fresh=False), snapshot("claude", 5_000.0, T0),
+                  cycle("old", T0 + 1))
+    fresh = run_started(fresh=True)
+    await persist(database_url, fresh)
+    assert (await load_state(database_url)).empty  # nothing since the fresh start
+
+    await persist(database_url, snapshot("gpt-4o", 10_000.0, T0 + 5))
+    state = await load_state(database_url)
+    assert set(state.accounts) == {"gpt-4o"}
+    assert (state.runs, state.arena_runs, state.arena_run_id) == (2, 1, fresh.run_id)
+    assert state.last_cycle_id is None
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM account_snapshots") == 2
+    finally:
+        await conn.close()
+
+
+async def test_the_spill_file_is_replayed_before_the_state_is_read(
+    database_url: str, tmp_path: Path
+) -> None:
+    await migrate(database_url)
+    written = snapshot("claude", 10_000.0, T0)
+    await persist(database_url, written)
+    spill = SpillFile(tmp_path / "spill.jsonl")
+    newest = snapshot("claude", 10_500.0, T0 + 60)
+    spill.append([to_row(written), to_row(newest)])
+
+    state = await load_state(database_url, spill_path=str(spill.path))
+
+    assert state.accounts["claude"]["equity"] == 10_500.0
+    assert state.replayed_rows == 1  # the other row was already there
+    assert file_lines(spill.path) == []
+    again = await load_state(database_url, spill_path=str(spill.path))
+    assert again.replayed_rows == 0

@@ -1,0 +1,345 @@
+"""The writer: batching by size and age, no duplicates, outages, spill and replay, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.bus import Bus
+from engine.clock import SimClock
+from engine.events import JobRun, OrderFilled
+from engine.store.writer import Writer
+from tests.support.store import (
+    PgProxy,
+    append_bytes,
+    count,
+    db_settings,
+    fetch,
+    file_lines,
+    fill,
+    migrated,
+    running,
+    snapshot,
+)
+
+
+async def qtys(dsn: str) -> list[float]:
+    """Return the fills' qty column in the order the rows were stored."""
+    return [r["qty"] for r in await fetch(dsn, "SELECT qty FROM fills")]
+
+
+@pytest.fixture
+async def dsn(database_url: str) -> str:
+    return await migrated(database_url)
+
+
+@pytest.fixture
+async def proxy(dsn: str) -> PgProxy:
+    p = PgProxy(dsn)
+    await p.start()
+    yield p
+    await p.close()
+
+
+async def test_flushes_as_soon_as_a_table_holds_batch_rows(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=50, flush_ms=60_000), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(49))
+        await clock.settle()
+        assert await count(dsn, "fills") == 0
+
+        bus.publish(fill(49))
+        await clock.settle()
+        assert await count(dsn, "fills") == 50  # time has not moved
+        assert writer.status()["backlog"] == 0
+
+
+async def test_a_deep_backlog_is_written_in_larger_transactions(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=10, flush_ms=60_000), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(205))
+        await clock.settle()
+
+        assert await qtys(dsn) == [float(i) for i in range(205)]
+        assert writer.status()["flushes"] == 2  # 160 + 45 rows
+        assert writer.status()["backlog"] == 0
+
+
+async def test_keeps_a_small_batch_until_its_oldest_row_is_flush_ms_old(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=500, flush_ms=250), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(3))
+        await clock.settle()
+        await clock.advance(0.125)
+        bus.publish(fill(3))
+        await clock.settle()
+        await clock.advance(0.0625)
+        assert await count(dsn, "fills") == 0
+
+        await clock.advance(0.0625)  # the first rows are now 250 ms old
+        assert await count(dsn, "fills") == 4
+        assert writer.last_flush_rows == 4
+
+
+async def test_rows_reach_each_table_in_publication_order(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=7, flush_ms=10), clock)
+    async with running(writer):
+        for i in range(100):
+            bus.publish(fill(i))
+            await clock.settle()
+            bus.publish(snapshot("claude", 10_000.0 + i, 1_767_225_600.0 + i))
+            await clock.settle()
+            if i % 13 == 0:
+                await clock.advance(0.01)
+        await clock.advance(0.01)
+
+        assert await qtys(dsn) == [float(i) for i in range(100)]
+        equities = await fetch(dsn, "SELECT equity FROM account_snapshots")
+        assert [r["equity"] for r in equities] == [10_000.0 + i for i in range(100)]
+
+
+async def test_a_retried_batch_inserts_no_duplicates(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    events = [fill(i) for i in range(10)]
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=10), clock)
+    async with running(writer):
+        bus.publish_many(events)
+        await clock.settle()
+        bus.publish_many(events)  # the same events (same ids) again, as a retry would send
+        await clock.settle()
+
+        assert await count(dsn, "fills") == 10
+        assert writer.status()["written"] == 10
+        assert writer.status()["duplicates_skipped"] == 10
+
+
+async def test_an_outage_loses_no_row_and_trading_goes_on(
+    proxy: PgProxy, dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, proxy.dsn, db_settings(tmp_path, batch_rows=10, flush_ms=100), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(10))
+        await clock.settle()
+        assert await count(dsn, "fills") == 10
+
+        await proxy.refuse()
+        bus.publish_many(fill(i) for i in range(10, 35))  # publish never blocks
+        await clock.settle()
+        await clock.advance(0.1)
+        status = writer.status()
+        assert status["backlog"] == 25
+        assert status["errors"] >= 1
+        assert status["retry_at"] is not None
+        await clock.advance(5.0)  # several retries, all refused
+        assert writer.status()["errors"] >= 2
+        assert await count(dsn, "fills") == 10
+
+        await proxy.start()
+        await clock.advance(1.0)  # the next retry finds Postgres back
+
+        assert await qtys(dsn) == [float(i) for i in range(35)]
+        assert writer.status()["backlog"] == 0
+        assert writer.status()["down_since"] is None
+
+
+async def test_a_connection_cut_mid_run_loses_no_row(
+    proxy: PgProxy, dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, proxy.dsn, db_settings(tmp_path, batch_rows=5, flush_ms=100), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(5))
+        await clock.settle()
+        proxy.cut()
+        bus.publish_many(fill(i) for i in range(5, 12))
+        await clock.settle()
+        await clock.advance(0.1)
+        await clock.advance(1.0)
+
+        assert await qtys(dsn) == [float(i) for i in range(12)]
+
+
+async def test_backoff_grows_and_is_capped(
+    proxy: PgProxy, dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, proxy.dsn, db_settings(tmp_path, flush_ms=1, max_backoff_seconds=4.0),
+                    clock)
+    await proxy.refuse()
+    async with running(writer):
+        bus.publish(fill(1))
+        await clock.settle()
+        delays = []
+        for _ in range(7):
+            await clock.advance(0.001)
+            retry_at = writer.status()["retry_at"]
+            delays.append(retry_at - clock.time())
+            await clock.advance_to(retry_at)
+        assert delays[0] <= 0.5
+        assert delays[2] > delays[0]
+        assert max(delays) <= 4.0
+        assert delays[-1] >= 0.8 * 4.0
+
+
+async def test_beyond_max_buffer_rows_the_backlog_spills_and_replays_exactly_once(
+    proxy: PgProxy, dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    settings = db_settings(tmp_path, batch_rows=50, flush_ms=100, max_buffer_rows=100)
+    spill = Path(settings.spill_path)
+    writer = Writer(bus, proxy.dsn, settings, clock)
+    await proxy.refuse()
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(150))
+        await clock.settle()
+        await clock.advance(0.1)
+        assert writer.status()["spilled_rows"] == 150
+        assert len(file_lines(spill)) == 150
+        bus.publish_many(fill(i) for i in range(150, 170))  # newer rows stay in memory
+        await clock.settle()
+        await clock.advance(0.1)
+        assert writer.status()["queued_rows"] == 20
+        assert writer.status()["backlog"] == 170
+
+        await proxy.start()
+        await clock.advance(1.0)
+        await clock.advance(0.1)
+
+        assert await qtys(dsn) == [float(i) for i in range(170)]  # spill first, then memory
+        assert file_lines(spill) == []
+        assert writer.status()["backlog"] == 0
+
+
+async def test_shutdown_flushes_every_row_it_has(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=60_000), clock)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(3))
+        await clock.settle()
+        bus.publish_many(fill(i) for i in range(3, 5))  # still on the bus when cancelled
+        await clock.settle()
+    assert await qtys(dsn) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert file_lines(writer.status()["spill_path"]) is None
+
+
+async def test_shutdown_during_an_outage_spills_and_the_next_start_replays(
+    proxy: PgProxy, dsn: str, clock: SimClock, tmp_path: Path
+) -> None:
+    settings = db_settings(tmp_path, flush_ms=100, shutdown_flush_seconds=0.5)
+    bus = Bus()
+    writer = Writer(bus, proxy.dsn, settings, clock)
+    await proxy.refuse()
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(8))
+        await clock.settle()
+        await clock.advance(0.1)
+    assert len(file_lines(settings.spill_path)) == 8
+    assert await count(dsn, "fills") == 0
+
+    bus = Bus()
+    second = Writer(bus, dsn, settings, clock)
+    assert second.status()["backlog"] == 0  # counted when it runs
+    async with running(second):
+        bus.publish(fill(8))
+        await clock.settle()
+        await clock.advance(0.1)
+        assert await qtys(dsn) == [float(i) for i in range(9)]
+    assert file_lines(settings.spill_path) == []
+
+
+async def test_a_torn_last_spill_line_is_skipped_and_the_rest_replayed(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    from engine.store.spill import SpillFile
+
+    settings = db_settings(tmp_path)
+    spill = SpillFile(settings.spill_path)
+    from engine.store.rows import to_row
+
+    spill.append(to_row(fill(i)) for i in range(3))
+    append_bytes(settings.spill_path, b'{"t": "fills", "r": ["0190')  # a crash mid-append
+    spill.append([to_row(fill(3))])  # appending after a torn line starts a new line
+
+    writer = Writer(bus, dsn, settings, clock)
+    async with running(writer):
+        await clock.settle()
+        assert await qtys(dsn) == [0.0, 1.0, 2.0, 3.0]
+        assert writer.status()["spilled_rows"] == 0
+
+
+async def test_a_row_postgres_refuses_is_set_aside_and_the_rest_written(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    settings = db_settings(tmp_path, batch_rows=5)
+    bad = OrderFilled(trader="nul\x00byte", symbol="BTCUSDT", side="buy", qty=99.0, price=1.0,
+                      notional=1.0, fee=0.0, realized_pnl=0.0, reason="decision", cycle_id=None,
+                      ref_price=None, ts=1_767_225_600.0)
+    writer = Writer(bus, dsn, settings, clock)
+    async with running(writer):
+        bus.publish_many([fill(0), fill(1), bad, fill(2), fill(3)])
+        await clock.settle()
+
+        assert await qtys(dsn) == [0.0, 1.0, 2.0, 3.0]
+        assert writer.status()["rejected_rows"] == 1
+        assert writer.status()["backlog"] == 0
+    rejected = (tmp_path / "spill.rejected.jsonl").read_text()
+    assert str(bad.id) in rejected and "error" in rejected
+
+
+async def test_a_malformed_event_is_counted_and_skipped(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock)
+    broken = JobRun(job="x", trigger="manual", started_at="soon",  # type: ignore[arg-type]
+                    finished_at=1.0, status="ok")
+    async with running(writer):
+        bus.publish_many([fill(0), broken, fill(1)])
+        await clock.settle()
+        await clock.advance(0.01)
+        assert await qtys(dsn) == [0.0, 1.0]
+        assert writer.status()["bad_events"] == 1
+
+
+async def test_a_row_with_a_value_of_the_wrong_type_is_set_aside(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock)
+    broken = snapshot("claude", 1.0, "not a time")  # type: ignore[arg-type]
+    async with running(writer):
+        bus.publish_many([fill(0), broken, snapshot("claude", 2.0, 1_767_225_600.0)])
+        await clock.settle()
+        await clock.advance(0.01)
+        assert await qtys(dsn) == [0.0]
+        assert await count(dsn, "account_snapshots") == 1
+        assert writer.status()["rejected_rows"] == 1
+
+
+async def test_nothing_published_after_construction_is_missed(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock)
+    bus.publish(fill(0))  # before run() starts
+    assert writer.backlog == 1
+    async with running(writer):
+        await clock.settle()
+        await clock.advance(0.01)
+        assert await count(dsn, "fills") == 1
+
+
+def test_publishing_is_not_slowed_by_an_unreachable_database(tmp_path: Path) -> None:
+    async def main() -> int:
+        bus, clock = Bus(), SimClock()
+        Writer(bus, "postgresql://postgres@127.0.0.1:9/none", db_settings(tmp_path), clock)
+        bus.publish_many(fill(i) for i in range(1000))
+        return bus.stats()["writer"]["queued"]
+
+    assert asyncio.run(main()) == 1000
