@@ -117,6 +117,9 @@ class Job:
     func: JobFunc
     state: JobState = field(init=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set in the same loop turn as the fire that starts a run (before its task takes `lock`),
+    # so a second fire or trigger in that turn sees the job as running and is skipped.
+    claimed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.state = JobState(self.settings.name)
@@ -124,6 +127,11 @@ class Job:
     @property
     def name(self) -> str:
         return self.settings.name
+
+    @property
+    def busy(self) -> bool:
+        """Tell whether a run is claimed or holds the lock."""
+        return self.claimed or self.lock.locked()
 
 
 def select_jobs(
@@ -190,7 +198,7 @@ class Scheduler:
 
     @property
     def busy(self) -> bool:
-        return any(j.lock.locked() for j in self.jobs.values())
+        return any(j.busy for j in self.jobs.values())
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait up to `timeout` clock seconds for running jobs; return True if none is left."""
@@ -224,7 +232,7 @@ class Scheduler:
             return False, f"unknown job {name!r}", {}
         if not self._firing:
             return False, "engine is shutting down", {}
-        if job.lock.locked():
+        if job.busy:
             self._skip(job, trigger, "still_running")
             return False, f"{name} is already running", {}
         task = self._start(job, trigger)
@@ -252,9 +260,12 @@ class Scheduler:
         )
 
     def _start(self, job: Job, trigger: str) -> asyncio.Task[None]:
+        job.claimed = True  # synchronously: the task takes the lock only when it first runs
         task = asyncio.create_task(self._execute(job, trigger), name=f"job:{job.name}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        # A done callback, not a `finally`: it also runs for a task cancelled before it started.
+        task.add_done_callback(lambda _: setattr(job, "claimed", False))
         return task
 
     async def _execute(self, job: Job, trigger: str) -> None:
@@ -346,7 +357,7 @@ class Scheduler:
                 return
             if self.paused:
                 log.info("job.paused_fire", job=job.name)
-            elif job.lock.locked():
+            elif job.busy:
                 self._skip(job, "schedule", "still_running")
             else:
                 self._start(job, "once" if job.settings.schedule == "once" else "schedule")

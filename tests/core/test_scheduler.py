@@ -253,3 +253,34 @@ def test_next_fire_helpers() -> None:
     job = interval_job(every=900)
     assert first_fire(job, ts("2026-01-01T00:15:00")) == ts("2026-01-01T00:15:00")
     assert next_fire(job, ts("2026-01-01T00:15:00"), 0) == ts("2026-01-01T00:30:00")
+
+
+async def test_two_triggers_in_one_loop_turn_run_once_and_count_a_skip(bus: Bus) -> None:
+    clock = SimClock(ts("2026-01-01T00:00:30"))
+    body = Recorder(clock, takes=50)
+    sub = bus.subscribe("t", [JobRun], policy="block")
+    sched = Scheduler([Job(interval_job(), body)], clock, bus)
+    # Both calls run before the first run's task had a chance to take the job's lock.
+    first = await sched.trigger("cycle", wait=False)
+    second = await sched.trigger("cycle", wait=False)
+    assert first == (True, "", {})
+    assert second == (False, "cycle is already running", {})
+    assert sched.busy
+    await clock.advance(50)
+    await clock.settle()
+    assert body.starts == [ts("2026-01-01T00:00:30")]
+    assert (sched.jobs["cycle"].state.runs, sched.jobs["cycle"].state.skips) == (1, 1)
+    assert [e.status for e in sub.drain()] == ["skipped", "ok"]
+    assert not sched.busy
+
+
+async def test_a_run_cancelled_before_it_started_frees_the_job(bus: Bus) -> None:
+    clock = SimClock(ts("2026-01-01T00:00:30"))
+    body = Recorder(clock)
+    sched = Scheduler([Job(interval_job(), body)], clock, bus)
+    await sched.trigger("cycle", wait=False)
+    await sched.cancel_running()
+    assert body.starts == []
+    assert not sched.busy
+    started, _, summary = await sched.trigger("cycle")
+    assert (started, summary) == (True, {"n": 1})
