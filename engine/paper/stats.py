@@ -1,32 +1,184 @@
-"""Return statistics: per-cycle equity returns and the Sharpe ratio built from them.
+"""Return statistics: per-cycle equity returns, Sharpe and Sortino, bootstrap uncertainty.
 
-Sharpe is computed from the per-cycle simple returns of equity (r = E_i / E_(i-1) - 1, one point
-per cycle snapshot), as mean / sample standard deviation, annualized by sqrt(periods per year) where
-a period is the observed mean time between cycle snapshots and a year is 365 days (crypto trades
-around the clock). The running mean and variance (Welford) live in the account state, so the
-figure survives a restart without keeping the whole series. No risk-free rate is subtracted.
+Returns are per-cycle simple returns of equity (r = E_i / E_(i-1) - 1, one point per cycle
+snapshot). Sharpe = mean / sample standard deviation; Sortino = mean / downside deviation
+(sqrt of the mean of min(r, 0)^2 over every return, target 0). Both are annualized by
+sqrt(periods per year), a period being the observed mean time between cycle snapshots and a year
+365 days (crypto trades around the clock). No risk-free rate is subtracted.
+
+`ReturnStats` keeps the running mean, variance (Welford) and downside sum over the whole history,
+plus the newest `window` (ts, return) pairs for the bootstrap; all of it lives in the account state
+and survives a restart. The pure functions below work on any return series (numpy).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+
 SECONDS_PER_YEAR = 365 * 86_400
+RETURNS_KEPT = 4032  # two weeks of 5-minute cycles
+EULER_GAMMA = 0.5772156649015329
+_FLAT = 1e-12  # a standard deviation below this is no variance at all
+
+Statistic = Callable[[np.ndarray], Any]
+
+
+# ---------------------------------------------------------------- pure statistics
+
+
+def _array(returns: Iterable[float]) -> np.ndarray:
+    return np.asarray(list(returns) if not isinstance(returns, np.ndarray) else returns,
+                      dtype=float)
+
+
+def sharpe(returns: Iterable[float], periods_per_year: float) -> float | None:
+    """Return the annualized Sharpe ratio (mean / sample std), None if undefined."""
+    r = _array(returns)
+    if r.size < 2:
+        return None
+    std = float(r.std(ddof=1))
+    if not math.isfinite(std) or std <= _FLAT:
+        return None
+    return float(r.mean()) / std * math.sqrt(periods_per_year)
+
+
+def sortino(returns: Iterable[float], periods_per_year: float) -> float | None:
+    """Return the annualized Sortino ratio (mean / downside deviation), None if undefined."""
+    r = _array(returns)
+    if r.size < 2:
+        return None
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    if not math.isfinite(downside) or downside <= _FLAT:
+        return None
+    return float(r.mean()) / downside * math.sqrt(periods_per_year)
+
+
+def total_return(returns: np.ndarray) -> np.ndarray | float:
+    """Return the compounded return of a series (of each row of a 2-D array)."""
+    return np.prod(1.0 + np.asarray(returns, dtype=float), axis=-1) - 1.0
+
+
+def sharpe_statistic(periods_per_year: float) -> Statistic:
+    """Return a vectorized Sharpe statistic for `bootstrap_ci` (NaN where undefined)."""
+
+    def statistic(r: np.ndarray) -> np.ndarray | float:
+        std = np.std(r, axis=-1, ddof=1)
+        mean = np.mean(r, axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(std > _FLAT, mean / np.where(std > _FLAT, std, 1.0), np.nan)
+        return out * math.sqrt(periods_per_year)
+
+    return statistic
+
+
+def _resample(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def _apply(statistic: Statistic, samples: np.ndarray) -> np.ndarray:
+    """Apply `statistic` to every row: once on the whole matrix when it is vectorized."""
+    try:
+        out = statistic(samples)
+    except Exception:  # a scalar-only statistic: fall back to one call per row
+        out = None
+    if isinstance(out, np.ndarray) and out.shape == (samples.shape[0],):
+        return out.astype(float)
+    values = [statistic(row) for row in samples]
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def bootstrap_ci(returns: Iterable[float], statistic: Statistic, *, n_boot: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+    """Return the percentile bootstrap CI of `statistic`, None with under 2 observations.
+
+    `statistic` takes a numpy array of returns; if it also maps a (n_boot, n) matrix to one value
+    per row (along the last axis) it is called once, otherwise once per resample. Resamples where
+    it is undefined (None or NaN) are left out; None when more than half are.
+    """
+    r = _array(returns)
+    if r.size < 2 or n_boot < 1:
+        return None
+    values = _apply(statistic, r[_resample(r.size, n_boot, seed)])
+    values = values[np.isfinite(values)]
+    if values.size * 2 < n_boot:
+        return None
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def prob_beats(returns_a: Sequence[float] | np.ndarray, returns_b: Sequence[float] | np.ndarray,
+               *, n_boot: int = 2000, seed: int = 0) -> float | None:
+    """Return P(A's total return > B's) by a paired bootstrap over aligned per-cycle returns.
+
+    Both series are resampled with the same cycle indices; a tie counts one half, so two identical
+    series give exactly 0.5. None with under 2 aligned returns or series of different lengths.
+    """
+    a, b = _array(returns_a), _array(returns_b)
+    if a.size != b.size or a.size < 2 or n_boot < 1:
+        return None
+    idx = _resample(a.size, n_boot, seed)
+    ta, tb = total_return(a[idx]), total_return(b[idx])
+    diff = np.asarray(ta - tb)
+    scale = 1e-12 * np.maximum(1.0, np.abs(np.asarray(ta)))
+    wins = np.count_nonzero(diff > scale)
+    ties = np.count_nonzero(np.abs(diff) <= scale)
+    return (wins + 0.5 * ties) / n_boot
+
+
+def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
+    """Return the expected maximum Sharpe of n_trials unskilled trials (Bailey & López de Prado)."""
+    if n_trials <= 1 or sharpe_variance <= 0:
+        return 0.0
+    z = NormalDist()
+    return math.sqrt(sharpe_variance) * (
+        (1 - EULER_GAMMA) * z.inv_cdf(1 - 1 / n_trials)
+        + EULER_GAMMA * z.inv_cdf(1 - 1 / (n_trials * math.e)))
+
+
+def deflated_sharpe(sharpe_hat: float, n_obs: int, n_trials: int, skew: float,
+                    kurtosis: float, sharpe_variance: float) -> float:
+    """Return the deflated Sharpe ratio: P(true Sharpe > the expected max of n_trials under null).
+
+    Bailey & Lopez de Prado (2014): DSR = Phi((SR - SR0) sqrt(T - 1) / sqrt(1 - g3 SR
+    + (g4 - 1) / 4 SR^2)), SR0 = sqrt(V[SR]) ((1 - e_g) Phi^-1(1 - 1/N) + e_g Phi^-1(1 - 1/(N e)))
+    with e_g the Euler-Mascheroni constant, g3 the skewness and g4 the kurtosis.
+    `sharpe_hat` and `sharpe_variance` (the variance of the trials' Sharpe estimates) are per
+    observation period, not annualized;
+    `kurtosis` is the plain (not excess) kurtosis, 3 for normal returns.
+    """
+    if n_obs < 2:
+        return float("nan")
+    sr0 = expected_max_sharpe(n_trials, sharpe_variance)
+    denom = 1 - skew * sharpe_hat + (kurtosis - 1) / 4 * sharpe_hat ** 2
+    if denom <= 0:
+        return float("nan")
+    return NormalDist().cdf((sharpe_hat - sr0) * math.sqrt(n_obs - 1) / math.sqrt(denom))
+
+
+# ---------------------------------------------------------------- per-account running series
 
 
 @dataclass(slots=True)
 class ReturnStats:
-    """Running statistics of per-cycle equity returns (Welford's algorithm)."""
+    """Running statistics of per-cycle equity returns, plus the newest `window` of them."""
 
     n: int = 0
     mean: float = 0.0
     m2: float = 0.0
+    down2: float = 0.0  # Σ min(r, 0)^2 over every return (Sortino)
     last_equity: float | None = None
     last_ts: float | None = None
     dt_sum: float = 0.0
+    window: int = RETURNS_KEPT
+    recent: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, return), newest last
 
     def add(self, equity: float, ts: float) -> None:
         """Add one equity point of the series."""
@@ -38,26 +190,55 @@ class ReturnStats:
             delta = r - self.mean
             self.mean += delta / self.n
             self.m2 += delta * (r - self.mean)
+            self.down2 += min(r, 0.0) ** 2
             self.dt_sum += ts - self.last_ts
+            self.recent.append((ts, r))
+            while len(self.recent) > self.window:
+                self.recent.popleft()
         self.last_equity = equity
         self.last_ts = ts
 
-    def sharpe(self) -> float | None:
-        """Return the annualized Sharpe ratio, or None with fewer than 2 returns or no variance."""
-        if self.n < 2 or self.dt_sum <= 0:
+    def periods_per_year(self) -> float | None:
+        """Return the annualization factor's periods: a year over the mean time between returns."""
+        if self.n < 1 or self.dt_sum <= 0:
+            return None
+        return SECONDS_PER_YEAR / (self.dt_sum / self.n)
+
+    def sharpe(self, min_obs: int = 2) -> float | None:
+        """Return the annualized Sharpe ratio of the whole history, None under `min_obs`."""
+        ppy = self.periods_per_year()
+        if self.n < max(min_obs, 2) or ppy is None:
             return None
         std = math.sqrt(self.m2 / (self.n - 1))
-        if std <= 1e-15:
+        if std <= _FLAT:
             return None
-        periods_per_year = SECONDS_PER_YEAR / (self.dt_sum / self.n)
-        return self.mean / std * math.sqrt(periods_per_year)
+        return self.mean / std * math.sqrt(ppy)
+
+    def sortino(self, min_obs: int = 2) -> float | None:
+        """Return the annualized Sortino ratio of the whole history, None under `min_obs`."""
+        ppy = self.periods_per_year()
+        if self.n < max(min_obs, 2) or ppy is None:
+            return None
+        downside = math.sqrt(self.down2 / self.n)
+        if downside <= _FLAT:
+            return None
+        return self.mean / downside * math.sqrt(ppy)
+
+    def series(self) -> np.ndarray:
+        """Return the kept returns, oldest first."""
+        return np.fromiter((r for _, r in self.recent), dtype=float, count=len(self.recent))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the statistics as JSON-able data."""
-        return asdict(self)
+        return {"n": self.n, "mean": self.mean, "m2": self.m2, "down2": self.down2,
+                "last_equity": self.last_equity, "last_ts": self.last_ts,
+                "dt_sum": self.dt_sum, "window": self.window,
+                "recent": [[ts, r] for ts, r in self.recent]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReturnStats:
-        """Rebuild from `to_dict` output."""
-        return cls(**{k: data[k] for k in ("n", "mean", "m2", "last_equity", "last_ts", "dt_sum")
-                      if k in data})
+        """Rebuild from `to_dict` output (older snapshots without a series start one)."""
+        keys = ("n", "mean", "m2", "down2", "last_equity", "last_ts", "dt_sum", "window")
+        stats = cls(**{k: data[k] for k in keys if k in data})
+        stats.recent = deque((float(ts), float(r)) for ts, r in data.get("recent") or ())
+        return stats
