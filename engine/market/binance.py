@@ -18,6 +18,7 @@ import structlog
 
 from engine.clock import Clock
 from engine.market.candles import MINUTE, Candle, timeframe_seconds
+from engine.retry import Backoff
 from engine.settings import FeedSettings
 
 log = structlog.get_logger("feed")
@@ -108,7 +109,8 @@ class BinanceRest:
         """GET `path` with `params`, honouring the budget, 429/418 and Retry-After."""
         url = f"{self.base}{self.prefix}/{path}"
         session = await self._session_get()
-        for attempt in range(self.max_retries + 1):
+        backoff = Backoff(1.0, self.settings.max_backoff_seconds)  # 0.5-1 s, 1-2 s, ... jittered
+        for _ in range(self.max_retries + 1):
             await self.budget.acquire(weight)
             self.requests += 1
             try:
@@ -118,8 +120,9 @@ class BinanceRest:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
-                delay = min(self.settings.max_backoff_seconds, 2.0**attempt)
-                log.warning("feed.rest_error", path=path, error=repr(exc), retry_in_s=delay)
+                delay = backoff.next_delay()
+                log.warning("feed.rest_error", path=path, error=repr(exc),
+                            retry_in_s=round(delay, 3))
                 await self.clock.sleep(delay)
                 continue
             if status == 200:
@@ -130,8 +133,8 @@ class BinanceRest:
                 await self.clock.sleep(wait)
                 continue
             if status >= 500:
-                delay = min(self.settings.max_backoff_seconds, 2.0**attempt)
-                log.warning("feed.rest_error", path=path, status=status, retry_in_s=delay)
+                delay = backoff.next_delay()
+                log.warning("feed.rest_error", path=path, status=status, retry_in_s=round(delay, 3))
                 await self.clock.sleep(delay)
                 continue
             raise RestError(f"GET {path} -> {status}: {body[:200]!r}")

@@ -26,18 +26,15 @@ from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore, timeframe_seconds
 from engine.market.frames import FrameParser, stream_names
 from engine.market.recording import FrameRecorder
+from engine.retry import Backoff
 from engine.settings import FeedSettings
 
 log = structlog.get_logger("feed")
 
 DROP_LOG_EVERY_S = 10.0  # at most one log line per drop reason this often
 YIELD_EVERY = 64  # frames read between two yields to the loop
-
-
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Return the wait before reconnect attempt `attempt` (0-based): doubling, capped, jittered."""
-    base = min(high, low * (2.0**min(attempt, 30)))
-    return base / 2.0 + rng.random() * base / 2.0
+OFFLINE_HINT_AFTER_S = 60.0  # failing to connect this long logs how to run offline, once
+OFFLINE_HINT = "python run.py --replay tests/data/sample.jsonl.gz"
 
 
 class Feed:
@@ -62,6 +59,10 @@ class Feed:
         self.connected = False
         self.since: float | None = None
         self.reconnects = 0
+        self.connect_attempts = 0  # failed connection attempts since the last connection
+        self.last_error: str | None = None
+        self._failing_since: float | None = None
+        self._hinted = False
         self.frames = 0
         self.dropped: dict[str, int] = {}
         self._drop_logged: dict[str, tuple[float, int]] = {}
@@ -115,7 +116,11 @@ class Feed:
                 metrics.PRICE_AGE.labels(symbol=symbol).set(age)
         return {
             "mode": self.mode,
+            "state": "connected" if self.connected else (
+                "connecting" if self.mode == "live" else "stopped"),
             "connected": self.connected,
+            "connect_attempts": self.connect_attempts,
+            "last_error": self.last_error,
             "since": self.since,
             "reconnects": self.reconnects,
             "url": self.url,
@@ -235,19 +240,18 @@ class Feed:
         return self.rest
 
     async def _backfill_loop(self) -> None:
-        failures = 0
+        backoff = Backoff(max(self.settings.min_backoff_seconds, 1.0),
+                          self.settings.max_backoff_seconds, rng=self._rng)
         while True:
             await self._backfill_needed.wait()
             self._backfill_needed.clear()
             try:
                 await self.backfill()
-                failures = 0
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = backoff_delay(failures, max(self.settings.min_backoff_seconds, 1.0),
-                                      self.settings.max_backoff_seconds, self._rng)
-                failures += 1
+                delay = backoff.next_delay()
                 log.error("feed.backfill_failed", error=repr(exc), retry_in_s=round(delay, 2))
                 await self.clock.sleep(delay)
                 self._backfill_needed.set()
@@ -257,18 +261,19 @@ class Feed:
     async def run(self) -> None:
         """Connect, backfill, stream and reconnect until cancelled."""
         backfiller = asyncio.create_task(self._backfill_loop(), name="feed-backfill")
-        attempt = 0
+        backoff = Backoff(self.settings.min_backoff_seconds, self.settings.max_backoff_seconds,
+                          rng=self._rng)
         try:
             while True:
                 reason = await self._connect_once()
-                if reason == "planned":
-                    attempt = 0
-                    continue
-                if reason == "connected":  # the connection worked, then dropped
-                    attempt = 0
-                delay = backoff_delay(attempt, self.settings.min_backoff_seconds,
-                                      self.settings.max_backoff_seconds, self._rng)
-                attempt += 1
+                if reason != "failed":  # planned, or the connection worked and then dropped
+                    backoff.reset()
+                    self.connect_attempts, self._failing_since = 0, None
+                    if reason == "planned":
+                        continue
+                delay = backoff.next_delay()
+                if reason == "failed":
+                    self._connect_failed(delay)
                 await self.clock.sleep(delay)
         finally:
             backfiller.cancel()
@@ -292,6 +297,7 @@ class Feed:
                     self.reconnects += 1
                     metrics.FEED_RECONNECTS.inc()
                 self._set_state("connected", detail=self.url)
+                self.last_error = None
                 log.info("feed.connected", url=self.url, reconnects=self.reconnects)
                 self._backfill_needed.set()
                 if await self._stream(ws):
@@ -307,11 +313,25 @@ class Feed:
         except Exception as exc:
             status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
             if opened:
+                self.last_error = repr(exc)[:200]
                 log.warning("feed.disconnected", reason=repr(exc))
                 self._set_state("disconnected", detail=repr(exc)[:200])
             else:
-                log.warning("feed.connect_failed", error=repr(exc)[:200], status=status)
+                self.last_error = repr(exc)[:200] + (f" (HTTP {status})" if status else "")
             return "connected" if opened else "failed"
+
+    def _connect_failed(self, retry_in: float) -> None:
+        """Log one failed connection attempt; after a minute of them, say how to run offline."""
+        now = self.clock.time()
+        self.connect_attempts += 1
+        if self._failing_since is None:
+            self._failing_since = now
+        log.warning("feed.connect_failed", url=self.url, attempt=self.connect_attempts,
+                    retry_in_s=round(retry_in, 3), error=self.last_error)
+        if not self._hinted and now - self._failing_since >= OFFLINE_HINT_AFTER_S:
+            self._hinted = True
+            log.warning("feed.offline_hint", failing_s=round(now - self._failing_since, 1),
+                        hint=f"Binance unreachable; to run offline: {OFFLINE_HINT}")
 
     async def _stream(self, ws: ClientConnection) -> bool:
         """Read frames until the connection drops (raise/False) or the planned reconnect (True)."""

@@ -29,6 +29,7 @@ from engine import metrics
 from engine.bus import Bus
 from engine.clock import Clock
 from engine.cycle import CycleContext
+from engine.retry import backoff_delay
 from engine.settings import DatabaseSettings
 from engine.store.database import prepare_connection
 from engine.store.rows import ROW_OF, TABLES, Row, to_row, write_batches
@@ -58,6 +59,7 @@ class Writer:
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._failures = 0
+        self._rng = random.Random()  # back-off jitter; its own generator, not the global one
         self._retry_at: float | None = None
         self._down_since: float | None = None
         self.written = 0
@@ -284,9 +286,8 @@ class Writer:
         if self._conn is not None:
             self._conn.terminate()
             self._conn = None
-        delay = min(self._settings.max_backoff_seconds,
-                    _MIN_BACKOFF_S * 2 ** min(self._failures - 1, 30))
-        delay *= random.uniform(0.8, 1.0)
+        delay = backoff_delay(self._failures - 1, _MIN_BACKOFF_S,
+                              self._settings.max_backoff_seconds, self._rng)
         self._retry_at = now + delay
         if self._queued > self._settings.max_buffer_rows:
             self._spill_memory("outage")

@@ -187,7 +187,7 @@ async def test_backoff_grows_and_is_capped(
         assert delays[0] <= 0.5
         assert delays[2] > delays[0]
         assert max(delays) <= 4.0
-        assert delays[-1] >= 0.8 * 4.0
+        assert delays[-1] >= 0.5 * 4.0  # engine.retry: jitter within [cap/2, cap]
 
 
 async def test_beyond_max_buffer_rows_the_backlog_spills_and_replays_exactly_once(
