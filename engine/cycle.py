@@ -12,6 +12,7 @@ whatever its end, publishes one `CycleFinished` carrying the exact snapshot the 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class CycleContext:
     trigger: str
     started_at: float
     dry_run: bool
+    wall_started: float = field(default_factory=time.perf_counter)
     snapshot: Any = None
     outcomes: dict[str, Any] = field(default_factory=dict)
     approved: dict[str, list[Action]] = field(default_factory=dict)
@@ -79,9 +81,9 @@ class TradingCycle:
             log.info("cycle.started", trigger=trigger, dry_run=self._dry_run)
             try:
                 for step in self.steps:
-                    t0 = clock.time()
+                    t0 = time.perf_counter()  # durations are wall time, even in a replay
                     await step(ctx)
-                    timings[step.name] = round(clock.time() - t0, 6)
+                    timings[step.name] = round(time.perf_counter() - t0, 6)
             except SkipCycle as skip:
                 status, skip_reason = "skipped", skip.reason
             except asyncio.CancelledError:
@@ -104,7 +106,7 @@ class TradingCycle:
         timings: dict[str, float],
     ) -> None:
         end = self._clock.time()
-        duration = round(end - ctx.started_at, 6)
+        duration = round(time.perf_counter() - ctx.wall_started, 6)
         ctx.summary.update(
             cycle_id=ctx.cycle_id,
             status=status,
@@ -118,6 +120,8 @@ class TradingCycle:
             ctx.summary["error"] = error
         metrics.CYCLES.labels(status).inc()
         metrics.CYCLE_DURATION.observe(duration)
+        if status == "ok":
+            metrics.LAST_CYCLE_OK.set(end)
         if not ctx.dry_run:
             snapshot = ctx.snapshot.to_dict() if ctx.snapshot is not None else None
             self._bus.publish(

@@ -7,14 +7,15 @@ the whole call is enforced by `DecisionStep`; this strategy passes it to the SDK
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import structlog
 
 from engine.decision import Decision
-from engine.settings import LLMSettings, TraderSettings
+from engine.settings import LLMSettings, SettingsError, TraderSettings
 from engine.traders.answers import InvalidAnswer, parse_decision
-from engine.traders.prompt import build_prompt
+from engine.traders.prompt import build_prompt, load_template
 from engine.traders.providers import LLMAnswer, LLMClient, LLMError, Usage, cost_usd
 from strategies.base import DecisionOutcome, TraderContext
 
@@ -32,6 +33,10 @@ class LLMStrategy:
         assert trader.provider is not None and trader.model is not None
         self.name = trader.name
         self.trader = trader
+        try:  # the trader's own system-prompt template (a prompt variant), or the default
+            self.template = load_template(trader.prompt_template)
+        except ValueError as exc:
+            raise SettingsError(f"traders '{trader.name}': {exc}") from None
         self.provider: str = trader.provider
         self.model: str = trader.model
         self.timeout_seconds = deadline_seconds
@@ -44,12 +49,12 @@ class LLMStrategy:
 
     def prompt_hash(self, ctx: TraderContext) -> str:
         """Return the hash of the prompt this strategy sends for `ctx`."""
-        return build_prompt(ctx).hash
+        return build_prompt(ctx, self.template).hash
 
     async def decide(self, ctx: TraderContext) -> DecisionOutcome:
         """Ask the model for a decision on `ctx`."""
-        prompt = build_prompt(ctx)
-        started = self._clock.monotonic()
+        prompt = build_prompt(ctx, self.template)
+        started = time.perf_counter()  # latency is wall time, even on a simulated clock
         try:
             answer = await self._client.complete(
                 prompt, model=self.model, temperature=self._temperature,
@@ -85,7 +90,7 @@ class LLMStrategy:
             prompt_hash=prompt_hash, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens, cost_usd=cost_usd(self._price, usage),
-            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
             request_id=answer.request_id if answer else None)
 
     async def aclose(self) -> None:

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import structlog
 
-from engine import __version__
+from engine import __version__, metrics
 from engine.app.build import build_components, open_store
+from engine.app.observe import engine_view
 from engine.app.target import ControlTarget
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
@@ -43,6 +45,14 @@ class Options:
     speed: float | None = None  # replay speed, None = max
     record_llm: str | None = None
     console: bool = False
+
+
+def _file_sha256(path: str) -> str:
+    """Return the sha256 hex digest of a file (a replay's source)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class _Shutdown(Exception):
@@ -74,6 +84,9 @@ class Engine:
         self.target = ControlTarget(self)
         self.db: Any = None
         self.writer: Any = None
+        self.recovery: Any = None  # the RecoveredState the accounts resumed from
+        self.run_mode: str = "live"  # RunStarted.mode / runs.mode: live | replay | backtest
+        self.run_source: str | None = None  # replay: sha256 of the file
 
     # ------------------------------------------------------------------ building
 
@@ -82,10 +95,14 @@ class Engine:
         if self.dry_run:
             log.info("store.disabled", reason="dry_run")
             return {}
-        self.db, self.writer, recovered = await open_store(
-            self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh
+        if self.options.replay:  # a replay's arena is its file's: never the live accounts
+            self.run_mode, self.run_source = "replay", await asyncio.to_thread(
+                _file_sha256, self.options.replay)
+        self.db, self.writer, self.recovery = await open_store(
+            self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh,
+            mode=self.run_mode, source=self.run_source,
         )
-        return recovered
+        return dict(self.recovery.accounts)
 
     def _build(self, recovered: dict[str, Any]) -> None:
         parts = build_components(
@@ -99,6 +116,7 @@ class Engine:
             self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
         )
         self._equity_sub = self.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
+        metrics.ENGINE.attach(partial(engine_view, self))  # read at each /metrics scrape
 
     def _jobs(self) -> list[Job]:
         bodies = {
@@ -191,6 +209,8 @@ class Engine:
                     settings_hash=self.settings.digest(),
                     fresh=self.options.fresh,
                     dry_run=self.dry_run,
+                    mode=self.run_mode,
+                    source=self.run_source,
                 )
             )
             self.broker.publish_snapshots("start", None)
@@ -298,7 +318,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
         loop.add_signal_handler(signal.SIGUSR2, self._on_usr2)
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
 
     def _on_usr1(self) -> None:
@@ -317,8 +337,14 @@ class Engine:
         paused = self.scheduler.toggle_pause()
         log.info("signal.received", signal="SIGUSR2", action="pause" if paused else "resume")
 
+    def _on_sigterm(self) -> None:
+        log.info("signal.received", signal="SIGTERM", action="stop")
+        self.request_stop("SIGTERM")
+
     def _on_sigint(self) -> None:
         self._interrupts += 1
+        log.info("signal.received", signal="SIGINT",
+                 action="stop" if self._interrupts == 1 else "cancel the running cycle")
         if self._interrupts == 1:
             self.request_stop("SIGINT")
             return

@@ -9,7 +9,7 @@ import structlog
 from engine import metrics
 from engine.bus import Bus
 from engine.cycle import CycleContext
-from engine.events import OrderFilled
+from engine.events import DecisionRejected, OrderFilled
 from engine.paper.leaderboard import render_table
 
 log = structlog.get_logger("cycle")
@@ -31,7 +31,7 @@ class RiskStep:
             ctx.approved[trader] = list(approved)
             ctx.rejections.extend(rejected)
             for r in rejected:
-                metrics.REJECTIONS.labels(r.rule).inc()
+                metrics.REJECTIONS.labels(trader, r.rule).inc()
                 log.info(
                     "decision.rejected",
                     trader=trader,
@@ -69,6 +69,8 @@ class ExecuteStep:
             if actions:
                 events = self._broker.execute(trader, actions, ctx.cycle_id, ctx.snapshot)
                 ctx.fills += sum(isinstance(e, OrderFilled) for e in events)
+                # Fill-time refusals join the review's, so the next prompt reports both.
+                ctx.rejections.extend(e for e in events if isinstance(e, DecisionRejected))
         ctx.summary["fills"] = ctx.fills
 
 
@@ -85,6 +87,7 @@ class PnLStep:
         broker.mark_all()
         if not ctx.dry_run:
             broker.publish_snapshots("cycle", ctx.cycle_id)
-        board = broker.leaderboard(ctx.cycle_id)
+        # In console mode the table is the leaderboard's only trace (no repr of its rows).
+        board = broker.leaderboard(ctx.cycle_id, log_rows=not self._console)
         if self._console and board.rows:
             print(render_table(board.rows), flush=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from itertools import repeat
 from typing import Any
@@ -235,14 +236,14 @@ class Writer:
         batches, fresh = self._take(final)
         if not batches:
             return
-        started = self._clock.monotonic()
+        started = time.perf_counter()  # flush time is wall time, even in a replay
         try:
             new = await write_batches(conn, batches, fresh=fresh, reject=self._spill.reject,
                                       limit_s=self._settings.write_timeout_seconds)
         except BaseException:
             self._put_back(batches, self._clock.time() - self._settings.flush_ms / 1000.0)
             raise
-        elapsed = self._clock.monotonic() - started
+        elapsed = time.perf_counter() - started
         total = sum(len(rows) for rows in batches.values())
         self.flushes += 1
         self.written += new
@@ -331,8 +332,12 @@ class Writer:
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None
-            log.info("writer.stopped", written=self.written - written_before,
-                     spilled=self._spill.pending, path=str(self._spill.path))
+            # The run's totals; `final_flush` is what the last flush wrote.
+            log.info("writer.stopped", written=self.written,
+                     final_flush=self.written - written_before, flushes=self.flushes,
+                     duplicates_skipped=self.duplicates, errors=self.errors,
+                     bad_events=self.bad_events, spilled=self._spill.pending,
+                     path=str(self._spill.path))
 
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from engine.decision import Decision
 from engine.events import DecisionMade
 from engine.scheduler import with_deadline
 from engine.settings import LLMSettings
+from engine.traders.prompt import trading_terms
 from strategies.base import DecisionOutcome, Strategy, TraderContext
 
 if TYPE_CHECKING:
@@ -64,6 +66,16 @@ class DecisionStep:
         state = self._state.get(trader)
         return tuple(state.history) if state else ()
 
+    def mark_refused(self, trader: str, cycle_id: str, refusals: list[dict[str, Any]]) -> None:
+        """Mark the actions of `trader`'s decision in `cycle_id` that were refused."""
+        state = self._state.get(trader)
+        entry = next((e for e in reversed(state.history) if e.get("cycle_id") == cycle_id),
+                     None) if state else None
+        for r in refusals if entry else ():
+            for action in entry["actions"]:  # type: ignore[index]
+                if action.get("symbol") == r["symbol"] and action.get("action") == r["action"]:
+                    action["refused"] = f"{r['rule']}: {r['detail']}"
+
     def cooling_down(self) -> dict[str, float]:
         """Return the traders sitting out a cool-down and when each resumes."""
         return {n: s.cooldown_until for n, s in self._state.items()
@@ -85,17 +97,21 @@ class DecisionStep:
         now = self._clock.time()
         if state.cooldown_until is not None:
             if now < state.cooldown_until:
+                # No answer at all: counted as an invalid hold with reason "cooldown".
+                metrics.DECISIONS.labels(name, "hold", "false", "cooldown").inc()
                 return self._skipped(strategy, "cooldown")
             log.info("trader.resumed", trader=name, cycle_id=ctx.cycle_id)
             state.cooldown_until, state.failures = None, 0
         deadline = getattr(strategy, "timeout_seconds", None) or self.settings.deadline_seconds
+        started = time.perf_counter()  # latency is wall time, even on a simulated clock
         try:
             outcome = await with_deadline(self._clock, strategy.decide(ctx), deadline)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
             outcome = self._failed(strategy, ctx, f"timeout: no answer within the "
-                                   f"{deadline:g}s deadline", latency_ms=deadline * 1000)
+                                   f"{deadline:g}s deadline",
+                                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
         except Exception as exc:
             log.exception("decision.failed", trader=name, cycle_id=ctx.cycle_id)
             outcome = self._failed(strategy, ctx, f"{type(exc).__name__}: {exc}")
@@ -172,15 +188,16 @@ class DecisionStep:
             cache_write_tokens=o.cache_write_tokens, cost_usd=o.cost_usd,
             latency_ms=o.latency_ms, request_id=o.request_id, ts=self._clock.time()))
         valid = "true" if o.valid else "false"
+        reason = "" if o.valid else metrics.invalid_reason(o.error)
         for action in o.decision.actions or ():
-            metrics.DECISIONS.labels(name, action.action, valid).inc()
+            metrics.DECISIONS.labels(name, action.action, valid, reason).inc()
         if not o.decision.actions:
-            metrics.DECISIONS.labels(name, "hold", valid).inc()
+            metrics.DECISIONS.labels(name, "hold", valid, reason).inc()
         if o.provider != "rule":
-            metrics.LLM_LATENCY.labels(o.model).observe(o.latency_ms / 1000)
+            metrics.LLM_LATENCY.labels(name, o.model).observe(o.latency_ms / 1000)
             for kind in ("input", "output", "cache_read", "cache_write"):
-                metrics.LLM_TOKENS.labels(o.model, kind).inc(getattr(o, f"{kind}_tokens"))
-            metrics.LLM_COST.labels(o.model).inc(o.cost_usd)
+                metrics.LLM_TOKENS.labels(name, o.model, kind).inc(getattr(o, f"{kind}_tokens"))
+            metrics.LLM_COST.labels(name, o.model).inc(o.cost_usd)
 
 
 class DecideStep:
@@ -198,10 +215,28 @@ class DecideStep:
     ) -> None:
         self._decisions, self._broker, self._risk = decisions, broker, risk_settings
         self._recent_fills = recent_fills
+        self._last: CycleContext | None = None  # the previous cycle, for its refusals
+
+    def _refusals(self) -> dict[str, list[dict[str, Any]]]:
+        """Return last cycle's refusals (review and fill time) per trader, and mark them."""
+        last, self._last = self._last, None
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in last.rejections if last is not None else ():
+            out.setdefault(r.trader, []).append(
+                {"cycle_id": r.cycle_id, "symbol": r.symbol, "action": r.action,
+                 "rule": r.rule, "detail": r.detail})
+        for trader, refused in out.items():
+            self._decisions.mark_refused(trader, last.cycle_id, refused)  # type: ignore[union-attr]
+        return out
 
     async def __call__(self, ctx: CycleContext) -> None:
         broker = self._broker
         contexts = {}
+        refusals = self._refusals()
+        self._last = ctx
+        symbols = tuple(getattr(ctx.snapshot, "symbols", None) or ())
+        terms = trading_terms(broker.settings, broker.filter_for, symbols,
+                              self._decisions.settings.funding_interval_hours)
         for trader in self._decisions.strategies:
             if trader not in broker.accounts:
                 continue
@@ -219,7 +254,8 @@ class DecideStep:
                 recent_fills=broker.recent_fills(trader, self._recent_fills),
                 previous_decisions=self._decisions.previous(trader),
                 risk=self._risk,
-                extra={},
+                extra={"refusals": tuple(refusals.get(trader, ()))},
+                terms=terms,
             )
         ctx.outcomes = await self._decisions.decide_all(contexts)
         valid = 0

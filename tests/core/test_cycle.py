@@ -63,14 +63,16 @@ async def test_steps_run_in_order_under_one_cycle_id(clock: SimClock, bus: Bus) 
     assert done.cycle_id == summary["cycle_id"] and done.status == "ok"
 
 
-async def test_step_timings_use_the_engine_clock(clock: SimClock, bus: Bus) -> None:
+async def test_step_timings_are_wall_time_not_the_engine_clock(clock: SimClock, bus: Bus) -> None:
     import asyncio
 
     cycle = TradingCycle([Step("decisions", [], clock, takes=1.5)], clock, bus)
     task = asyncio.create_task(cycle("schedule"))
     await clock.advance(2)
     summary = await task
-    assert summary["steps"] == {"decisions": 1.5} and summary["duration_s"] == 1.5
+    # 1.5 simulated seconds passed in far less than 1.5 s of wall time.
+    assert 0 < summary["steps"]["decisions"] < 1.5
+    assert summary["steps"]["decisions"] <= summary["duration_s"] < 1.5
 
 
 async def test_skip_ends_the_cycle_with_its_reason(clock: SimClock, bus: Bus) -> None:
