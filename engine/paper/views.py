@@ -64,14 +64,17 @@ class AccountViews:
         fills = self._account(trader).state.recent_fills
         return tuple(dict(f) for f in fills[-n:]) if n > 0 else ()
 
-    def leaderboard(self, cycle_id: str | None, *, publish: bool = True) -> Leaderboard:
-        """Return the leaderboard; when `publish`, also publish it and log it as `leaderboard`."""
+    def leaderboard(self, cycle_id: str | None, *, publish: bool = True,
+                    log_rows: bool = True) -> Leaderboard:
+        """Return the leaderboard; when `publish`, also publish it and (when `log_rows`) log it
+        as `leaderboard`."""
         marks = {s: self._mark(s, p.entry_price)
                  for acc in self.accounts.values() for s, p in acc.positions.items()}
         now = self.clock.time()
         board = Leaderboard(cycle_id, build_rows(self.accounts.values(), marks, now), now)
         if publish:
             self.bus.publish(board)
-            log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows))
+            if log_rows:
+                log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows))
         return board
 
