@@ -165,7 +165,7 @@ class PaperBroker(MarketTriggers, AccountViews):
                 changed |= self._execute_one(acc, a, cycle_id, snapshot, now, events)
             except AccountError as e:
                 changed |= len(events) > before
-                metrics.REJECTIONS.labels(e.rule).inc()
+                metrics.REJECTIONS.labels(trader, e.rule).inc()
                 log.info("broker.fill_refused", trader=trader, symbol=a.symbol,
                          action=a.action, rule=e.rule, detail=e.detail)
                 events.append(DecisionRejected(cycle_id, trader, a.symbol, str(a.action), e.rule,
@@ -248,6 +248,7 @@ class PaperBroker(MarketTriggers, AccountViews):
                            "price": fill.price, "fee": fill.fee,
                            "realized_pnl": fill.realized_pnl, "reason": reason})
         metrics.FILLS.labels(trader, reason).inc()
+        _log_fill(fill, trader, reason, cycle_id)
         self._reindex(trader, symbol)
         return events
 
@@ -322,6 +323,25 @@ class PaperBroker(MarketTriggers, AccountViews):
             if cause == "cycle":
                 acc.state.returns.add(acc.equity(self._marks_for(acc)), now)
             self.bus.publish(self.snapshot(trader, cause, cycle_id))
+
+
+def _log_fill(fill: Fill, trader: str, reason: str, cycle_id: str | None) -> None:
+    """Log one line per fill, and one per position it opened or closed (with its PnL)."""
+    log.info("order.filled", trader=trader, symbol=fill.symbol, side=fill.side,
+             quantity=fill.qty, price=fill.price, fee=round(fill.fee, 8), reason=reason,
+             realized_pnl=round(fill.realized_pnl, 8), cycle_id=cycle_id)
+    if fill.opened is not None:
+        p = fill.opened
+        log.info("position.opened", trader=trader, symbol=fill.symbol, side=p.side,
+                 quantity=p.qty, entry_price=p.entry_price, leverage=p.leverage,
+                 margin=round(p.margin, 8), stop_loss=p.stop_loss, take_profit=p.take_profit,
+                 liquidation_price=p.liquidation_price, cycle_id=cycle_id)
+    if fill.closed is not None:
+        c = fill.closed
+        log.info("position.closed", trader=trader, symbol=fill.symbol, side=c.side,
+                 quantity=c.qty, entry_price=c.entry_price, exit_price=c.exit_price,
+                 pnl=round(c.realized_pnl, 8), fees=round(c.fees, 8), reason=reason,
+                 cycle_id=cycle_id)
 
 
 def _side(action: str) -> str:
