@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.output_settings import AlertSettings, ReportSettings
+
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -148,6 +150,8 @@ class LLMSettings(Section):
     cooldown_seconds: Annotated[float, Field(ge=0)] = 1800.0
     recent_fills: Annotated[int, Field(ge=0)] = 10
     recent_decisions: Annotated[int, Field(ge=0)] = 5
+    # Hours between two funding times, shown in the prompt (Binance's interval for the defaults).
+    funding_interval_hours: Annotated[float, Field(gt=0, le=24)] = 8.0
     providers: dict[Literal["anthropic", "openai", "deepseek"], ProviderSettings] = Field(
         default_factory=lambda: {
             "anthropic": ProviderSettings(base_url="https://api.anthropic.com"),
@@ -171,6 +175,9 @@ class TraderSettings(Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
     enabled: bool = True
     params: dict[str, Any] = Field(default_factory=dict)
+    # LLM traders: a system-prompt template file (default engine/traders/templates/default.txt);
+    # it must keep the {actions}, {rules} and {answer} placeholders. Hashed into every prompt.
+    prompt_template: str | None = None
 
     @model_validator(mode="after")
     def _llm_needs_provider(self) -> TraderSettings:
@@ -254,6 +261,8 @@ class Settings(Section):
     traders: tuple[TraderSettings, ...] = ()
     database: DatabaseSettings = DatabaseSettings()
     control: ControlSettings = ControlSettings()
+    report: ReportSettings = ReportSettings()
+    alerts: AlertSettings = AlertSettings()
     jobs: tuple[JobSettings, ...] = Field(default_factory=_default_jobs)
 
     @model_validator(mode="after")

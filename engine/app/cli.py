@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -31,7 +31,11 @@ def _tags(text: str) -> frozenset[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description="arena: LLMs trading side by side.")
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        description="arena: LLMs trading side by side. Subcommands: "
+        + ", ".join(f"run.py {name} --help" for name in SUBCOMMANDS),
+    )
     p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
     p.add_argument(
         "--once",
@@ -81,8 +85,30 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _report(argv: list[str]) -> int:
+    from engine.app.commands import report_main
+
+    return report_main(argv)
+
+
+def _db(argv: list[str]) -> int:
+    from engine.app.commands import db_main
+
+    return db_main(argv)
+
+
+# `python run.py <name> ...` runs a subcommand; anything else runs the engine.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "report": _report,
+    "db": _db,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the engine from the command line; return the exit code."""
+    """Run a subcommand, or the engine, from the command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = parser().parse_args(argv)
     try:
         settings = load_settings(args.config)

@@ -17,6 +17,7 @@ LAYERS = {  # package prefix → layer; a module may import its own layer or a l
     "strategies": 3,
     "engine.store": 4,
     "engine.web": 5,
+    "engine.report": 5,
     "engine.app": 6,
 }
 MAX_LINES = 400

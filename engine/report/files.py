@@ -1,0 +1,88 @@
+"""Write a run's report: read its rows, compute its figures, save Markdown, HTML and JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.report.data import load_run
+from engine.report.figures import RunFigures, compute
+from engine.report.intervals import annotate
+from engine.report.render import html, markdown, tables
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A written report: its files and the figures in them."""
+
+    markdown: Path
+    html: Path
+    json: Path
+    figures: RunFigures
+
+
+async def run_figures(dsn: str, run: str = "latest") -> RunFigures:
+    """Return the figures of one run (`latest`, or a run id or a unique prefix of one)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await load_run(conn, run)
+    finally:
+        await conn.close()
+    figures = compute(rows)
+    annotate(figures)
+    return figures
+
+
+def _stem(f: RunFigures) -> str:
+    started = datetime.fromtimestamp(f.started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"run-{started}-{str(f.run['run_id'])[:8]}"
+
+
+def as_json(f: RunFigures) -> bytes:
+    """Return the figures as JSON (what the Markdown and HTML show, unrounded)."""
+    data: dict[str, Any] = {
+        "run": f.run, "started_at": f.started_at, "ended_at": f.ended_at,
+        "duration_s": f.duration_s, "cycles": f.cycles, "cycles_ok": f.cycles_ok,
+        "traders": [dataclasses.asdict(t) for t in f.traders],
+    }
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+                        default=str)
+
+
+async def write_report(dsn: str, out_dir: str | Path, run: str = "latest") -> Report:
+    """Write `<out_dir>/run-<start>-<id>.{md,html,json}` for the run and return them."""
+    figures = await run_figures(dsn, run)
+    return await asyncio.to_thread(save, figures, Path(out_dir))
+
+
+def save(figures: RunFigures, out: Path) -> Report:
+    """Write the figures' Markdown, HTML and JSON files into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / _stem(figures)
+    md, page, js = stem.with_suffix(".md"), stem.with_suffix(".html"), stem.with_suffix(".json")
+    md.write_text(markdown(figures), encoding="utf-8")
+    page.write_text(html(figures), encoding="utf-8")
+    js.write_bytes(as_json(figures))
+    return Report(md.resolve(), page.resolve(), js.resolve(), figures)
+
+
+def print_table(figures: RunFigures, *, file: Any = None) -> None:
+    """Print the final leaderboard as a rich table (to stdout unless `file`)."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console(file=file, width=200)
+    board = tables(figures)[0]
+    table = RichTable(title=f"Run {figures.run['run_id']} (final)", title_justify="left")
+    for i, header in enumerate(board.headers):
+        table.add_column(header, justify="left" if i in (1, 2) else "right")
+    for row in board.rows:
+        table.add_row(*row)
+    console.print(table)

@@ -1,0 +1,71 @@
+"""The leaderboard's uncertainty: Sharpe, Sortino, bootstrap CIs, P(leader beats), deflated Sharpe.
+
+All from `engine.paper.stats` over each trader's per-cycle equity returns in the run:
+- `return_ci`: 95 % percentile bootstrap CI of the compounded return over the run (%);
+- `sharpe_ci`: the same for the annualized Sharpe ratio;
+- `p_beats_next`: P(this trader's total return > the next-ranked trader's), a paired bootstrap over
+  the cycles both have returns for (so the run's luck is shared);
+- `deflated_sharpe`: with several traders compared, the probability that the trader's Sharpe is
+  above the best Sharpe that that many unskilled traders would show by chance (Bailey & López de
+  Prado); the correction for comparing many variants.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from engine.paper import stats
+from engine.report.figures import RunFigures, TraderFigures
+
+N_BOOT = 2000
+LEVEL = 0.95
+
+
+def _returns(t: TraderFigures) -> np.ndarray:
+    return np.array([r for _, r in t.cycle_returns], dtype=float)
+
+
+def _moments(r: np.ndarray) -> tuple[float, float]:
+    """Return (skewness, plain kurtosis) of a series; normal values when undefined."""
+    std = r.std()
+    if r.size < 3 or std <= 1e-15:
+        return 0.0, 3.0
+    z = (r - r.mean()) / std
+    return float(np.mean(z ** 3)), float(np.mean(z ** 4))
+
+
+def annotate(figures: RunFigures) -> None:
+    """Fill each trader's `stats` with its Sharpe, Sortino, CIs and comparisons."""
+    traders = figures.traders
+    per_period: dict[str, float] = {}
+    for t in traders:
+        r = _returns(t)
+        ppy = t.periods_per_year or 0.0
+        out: dict[str, Any] = {"n_returns": int(r.size)}
+        out["sharpe"] = stats.sharpe(r, ppy) if ppy else None
+        out["sortino"] = stats.sortino(r, ppy) if ppy else None
+        ci = stats.bootstrap_ci(r, stats.total_return, n_boot=N_BOOT, level=LEVEL)
+        out["return_ci"] = None if ci is None else (ci[0] * 100, ci[1] * 100)
+        out["sharpe_ci"] = (stats.bootstrap_ci(r, stats.sharpe_statistic(ppy), n_boot=N_BOOT,
+                                               level=LEVEL) if ppy else None)
+        raw = stats.sharpe(r, 1.0)
+        if raw is not None:
+            per_period[t.trader] = raw
+        t.stats = out
+    for a, b in itertools.pairwise(traders):
+        ra, rb = dict(a.cycle_returns), dict(b.cycle_returns)
+        common = sorted(set(ra) & set(rb))
+        a.stats["p_beats_next"] = stats.prob_beats(
+            [ra[k] for k in common], [rb[k] for k in common], n_boot=N_BOOT)
+    if len(per_period) > 1:
+        variance = float(np.var(list(per_period.values()), ddof=1))
+        for t in traders:
+            if t.trader in per_period:
+                skew, kurt = _moments(_returns(t))
+                dsr = stats.deflated_sharpe(per_period[t.trader], t.stats["n_returns"],
+                                            len(per_period), skew, kurt, variance)
+                t.stats["deflated_sharpe"] = None if math.isnan(dsr) else dsr

@@ -1,0 +1,158 @@
+"""The report as text: the same tables rendered as Markdown and as one self-contained HTML file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from typing import Any
+
+from engine.report.figures import RunFigures, TraderFigures
+from engine.report.svg import equity_chart
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+
+def num(value: float | None, fmt: str = ",.2f", suffix: str = "") -> str:
+    """Format a figure; '-' when it is undefined."""
+    return "-" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def span(ci: Any, fmt: str = "+.2f") -> str:
+    return "-" if not ci else f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    d, s = divmod(s, 86_400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:d}h{m:02d}m{s:02d}s"
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_facts(f: RunFigures) -> list[tuple[str, str]]:
+    """Return the run's identity and settings as (label, value) pairs."""
+    run = f.run
+    return [
+        ("run", str(run["run_id"])),
+        ("mode", str(run.get("mode") or "-")),
+        ("source", str(run.get("source") or "-")),
+        ("settings hash", str(run["settings_hash"])),
+        ("version", str(run["version"])),
+        ("started", when(f.started_at)),
+        ("duration", duration(f.duration_s)),
+        ("cycles", f"{f.cycles_ok} ok of {f.cycles}"),
+        ("fresh arena", "yes" if run["fresh"] else "no"),
+        ("dry run", "yes" if run["dry_run"] else "no"),
+    ]
+
+
+def _rules(t: TraderFigures) -> str:
+    return ", ".join(f"{rule} x{n}" for rule, n in t.top_rules) or "-"
+
+
+def tables(f: RunFigures) -> list[Table]:
+    """Return the report's tables: leaderboard, trading, decisions."""
+    ts = f.traders
+    board = tuple(
+        (str(i), t.trader, t.model, num(t.end_equity), num(t.return_pct, "+.3f"),
+         span(t.stats.get("return_ci"), "+.3f"), num(t.max_drawdown_pct, ".2f"),
+         num(t.stats.get("sharpe")), span(t.stats.get("sharpe_ci")),
+         num(t.stats.get("sortino")), num(t.stats.get("p_beats_next"), ".2f"),
+         num(t.stats.get("deflated_sharpe"), ".2f"))
+        for i, t in enumerate(ts, 1))
+    trading = tuple(
+        (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
+         num(t.biggest_loss, "+,.2f"), duration(t.avg_holding_s), str(t.fills), num(t.fees),
+         num(t.funding, "+,.2f"), num(t.latency_cost, "+,.2f"))
+        for t in ts)
+    deciding = tuple(
+        (t.trader, str(t.decisions), f"{t.tokens:,}", num(t.llm_cost_usd, ",.4f"),
+         num(t.invalid_pct, ".1f"), num(t.hold_pct, ".1f"), num(t.cooldown_pct, ".1f"),
+         _rules(t))
+        for t in ts)
+    return [
+        Table("Leaderboard",
+              ("#", "trader", "model", "equity", "return %", "95% CI", "max DD %", "Sharpe",
+               "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe"), board,
+              "Return over the run (first to last equity). CIs: percentile bootstrap over the "
+              "per-cycle equity returns (2,000 resamples). P(beats next): paired bootstrap of "
+              "the total return against the trader ranked below. Deflated Sharpe: probability "
+              "the Sharpe beats the best of that many unskilled traders (multiple-comparison "
+              "correction)."),
+        Table("Trading",
+              ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",
+               "fills", "fees", "funding", "latency cost"), trading,
+              "A trade is a position closed completely; its result nets realized PnL, fees and "
+              "the funding paid on it. Funding > 0 paid. Latency cost > 0: USDT lost to price "
+              "moves between the cycle's snapshot and the fill."),
+        Table("Decisions",
+              ("trader", "decisions", "LLM tokens", "LLM $", "invalid %", "hold %",
+               "cool-down %", "most refused by"), deciding,
+              "Hold: an answer with no action but hold (invalid answers included). Cool-down: "
+              "turns skipped while the trader cooled down after repeated failures."),
+    ]
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(f: RunFigures) -> str:
+    """Return the report as Markdown."""
+    lines = [f"# Run report: {f.run['run_id']}", ""]
+    lines += [f"- **{k}**: {_md_cell(v)}" for k, v in run_facts(f)]
+    for t in tables(f):
+        lines += ["", f"## {t.title}", "", "| " + " | ".join(t.headers) + " |",
+                  "|" + "|".join("---" for _ in t.headers) + "|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+        if t.note:
+            lines += ["", t.note]
+    lines += ["", "The equity curves are in the HTML report.", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1280px;
+       color: #222; padding: 0 1em; }
+table { border-collapse: collapse; margin: .5em 0 1em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; } td:nth-child(2), th:nth-child(2) { text-align: left; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
+dt { font-weight: 600; } dd { margin: 0; font-family: monospace; }
+p.note { color: #555; max-width: 60em; }
+"""
+
+
+def html(f: RunFigures) -> str:
+    """Return the report as one self-contained HTML page (inline CSS and SVG, no script)."""
+    title = f"Run report: {f.run['run_id']}"
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{escape(title)}</title>",
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<style>{_CSS}</style></head><body>", f"<h1>{escape(title)}</h1>", "<dl>"]
+    parts += [f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in run_facts(f)]
+    parts += ["</dl>", "<h2>Equity</h2>", equity_chart(f.traders)]
+    for t in tables(f):
+        parts.append(f'<h2>{escape(t.title)}</h2><table id="{t.title.lower()}"><thead><tr>')
+        parts += [f"<th>{escape(h)}</th>" for h in t.headers]
+        parts.append("</tr></thead><tbody>")
+        for row in t.rows:
+            parts.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+        parts.append("</tbody></table>")
+        if t.note:
+            parts.append(f'<p class="note">{escape(t.note)}</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
