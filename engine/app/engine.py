@@ -87,6 +87,7 @@ class Engine:
         self.recovery: Any = None  # the RecoveredState the accounts resumed from
         self.run_mode: str = "live"  # RunStarted.mode / runs.mode: live | replay | backtest
         self.run_source: str | None = None  # replay: sha256 of the file
+        self.run_id: Any = None  # RunStarted.run_id of this run (its report's key)
 
     # ------------------------------------------------------------------ building
 
@@ -168,7 +169,13 @@ class Engine:
             self._build(recovered)
             if self.settings.broker.use_exchange_info and not self.options.replay:
                 await self._load_exchange_filters()
-            return await self._supervise()
+            code = await self._supervise()
+            if self.db is not None and self.settings.report.on_exit and self.run_id is not None:
+                from engine.report.files import report_on_exit
+
+                await report_on_exit(self.db.dsn, self.settings.report.dir, str(self.run_id),
+                                     console=self.options.console)
+            return code
         finally:
             if self.db is not None:
                 await self.db.close()
@@ -203,7 +210,7 @@ class Engine:
         if not self.dry_run:
             self.bus.publish(
                 RunStarted(
-                    run_id=new_id(),
+                    run_id=(run_id := new_id()),
                     started_at=self.clock.time(),
                     version=__version__,
                     settings_hash=self.settings.digest(),
@@ -214,6 +221,7 @@ class Engine:
                 )
             )
             self.broker.publish_snapshots("start", None)
+            self.run_id = run_id
         code = 0
         try:
             async with asyncio.TaskGroup() as tg:

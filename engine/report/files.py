@@ -86,3 +86,26 @@ def print_table(figures: RunFigures, *, file: Any = None) -> None:
     for row in board.rows:
         table.add_row(*row)
     console.print(table)
+
+
+async def report_on_exit(dsn: str, out_dir: str | Path, run_id: str, *, console: bool) -> None:
+    """Write the ending run's report, log `report.written` and print its table and paths.
+
+    In console mode the table and paths go to stdout; in JSON log mode stdout keeps only JSON
+    lines, so they go to stderr. A failure is logged and never changes the exit code.
+    """
+    import sys
+
+    import structlog
+
+    log = structlog.get_logger("report")
+    try:
+        report = await write_report(dsn, out_dir, run_id)
+    except Exception as exc:
+        log.error("report.failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
+        return
+    log.info("report.written", run_id=run_id, markdown=str(report.markdown),
+             html=str(report.html), json=str(report.json))
+    out = sys.stdout if console else sys.stderr
+    print_table(report.figures, file=out)
+    print(f"report: {report.markdown}\nreport: {report.html}", file=out, flush=True)
