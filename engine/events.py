@@ -341,6 +341,17 @@ class Leaderboard:
     id: uuid.UUID = field(default_factory=new_id)
 
 
+@dataclass(frozen=True, slots=True)
+class TraderCooldown:
+    """A trader failed `failures` times in a row and sits out until `until` (not persisted)."""
+
+    trader: str
+    failures: int
+    until: float
+    last_error: str | None
+    ts: float
+
+
 Event = (
     MarketEvent
     | FeedStatus
@@ -355,4 +366,5 @@ Event = (
     | FundingPaid
     | AccountSnapshot
     | Leaderboard
+    | TraderCooldown
 )

@@ -23,7 +23,7 @@ from engine import metrics
 from engine.clock import to_datetime
 from engine.cycle import CycleContext
 from engine.decision import Decision
-from engine.events import DecisionMade
+from engine.events import DecisionMade, TraderCooldown
 from engine.scheduler import with_deadline
 from engine.settings import LLMSettings
 from engine.traders.prompt import trading_terms
@@ -168,6 +168,8 @@ class DecisionStep:
                         failures=state.failures, seconds=self.settings.cooldown_seconds,
                         until=to_datetime(state.cooldown_until).isoformat(),
                         last_error=outcome.error)
+            self._bus.publish(TraderCooldown(name, state.failures, state.cooldown_until,
+                                             outcome.error, self._clock.time()))
 
     def _publish(self, name: str, ctx: TraderContext, o: DecisionOutcome) -> None:
         decision = o.decision.as_dict()
@@ -272,4 +274,6 @@ class DecideStep:
             valid=valid,
             invalid=len(ctx.outcomes) - valid,
             llm_cost_usd=round(sum(o.cost_usd for o in ctx.outcomes.values()), 6),
+            # traders that sat out this cycle in cool-down (the run report's cool-down rate)
+            cooldown=sorted(t for t, o in ctx.outcomes.items() if o.skipped == "cooldown"),
         )
