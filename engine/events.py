@@ -151,6 +151,8 @@ class RunStarted:
     fresh: bool
     dry_run: bool
     id: uuid.UUID = field(default_factory=new_id)
+    mode: str = "live"  # live | replay | backtest: arenas of different modes are kept apart
+    source: str | None = None  # replay: sha256 of the file; backtest: hash of the window
 
 
 @dataclass(frozen=True, slots=True)

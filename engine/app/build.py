@@ -32,10 +32,14 @@ class Components:
 
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
-                     fresh: bool) -> tuple[Any, Any, dict[str, Any]]:
-    """Open the database, migrate, start listening for rows; return (db, writer, accounts)."""
+                     fresh: bool, mode: str = "live",
+                     source: str | None = None) -> tuple[Any, Any, Any]:
+    """Open the database, migrate, start listening for rows; return (db, writer, recovered).
+
+    `recovered` is the RecoveredState of the arena of `mode` and `source` (empty when fresh).
+    """
     from engine.store.database import Database, migrate
-    from engine.store.recovery import load_state
+    from engine.store.recovery import RecoveredState, load_state
     from engine.store.writer import Writer
 
     db = await Database.open(settings.database, secrets)
@@ -45,12 +49,14 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     # The writer subscribes at construction, before any producer exists: nothing is lost.
     writer = Writer(bus, db.dsn, settings.database, clock)
     if fresh:
-        log.info("arena.fresh", detail="starting a new arena; history is kept")
-        return db, writer, {}
+        log.info("arena.fresh", mode=mode, source=source,
+                 detail="starting a new arena; history is kept")
+        return db, writer, RecoveredState(mode=mode, source=source)
     # Rows spilled during an outage before a crash are replayed first, or the accounts would
     # resume from before them.
-    state = await load_state(db.dsn, spill_path=settings.database.spill_path)
-    return db, writer, dict(state.accounts)
+    state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
+                             source=source)
+    return db, writer, state
 
 
 def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bus, clock: Clock,

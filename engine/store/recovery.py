@@ -1,11 +1,14 @@
 """Recovery: the state the engine resumes from (after replaying the spill file).
 
-An arena is everything since the latest run recorded with `fresh = true` (or since the first run).
-`--fresh` starts a new arena without deleting anything: its RunStarted row (fresh) is the new
-boundary, and recovery only reads rows whose id is newer than that row's id. Ids are UUIDv7,
-ordered by the wall time they were made at, so the boundary holds whatever the engine clock read
-(replays included) and rows of an older arena replayed late from the spill file stay in the old
-arena. Within the arena, a trader's latest snapshot is the one with the greatest (ts, id).
+Arenas are kept apart by mode and source: every run records its `mode` (live | replay |
+backtest) and `source` (a replay file's sha256, a backtest window's hash, NULL live). A row
+belongs to the run whose RunStarted id is the greatest id below its own (ids are UUIDv7, ordered
+by the wall time they were made at, so the attribution holds whatever the engine clock read and
+rows replayed late from the spill file stay with their run). The arena of a mode and source is
+every run of that mode and source since the latest one stored with `fresh = true` (or since the
+first one): `arena_runs(mode, source)` in migration 0002. Recovery reads only that arena's rows;
+within it, a trader's latest snapshot is the one with the greatest id. Each account is then
+checked against the arena's committed fills and funding (`engine.store.reconcile`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncpg
 import orjson
 import structlog
 
+from engine.store.reconcile import reconcile
 from engine.store.spill import replay_spill_file
 
 log = structlog.get_logger("store")
@@ -27,11 +31,13 @@ _SNAPSHOT_FIELDS = (
     "peak_equity", "drawdown_pct", "return_pct", "positions", "state", "cause", "cycle_id", "ts",
     "id",
 )
+# Rows of table `t` that belong to the arena's runs `a`.
+IN_ARENA = "t.id > a.id AND (a.next_id IS NULL OR t.id < a.next_id)"
 
 
 @dataclass(frozen=True, slots=True)
 class RecoveredState:
-    """The persisted state of the current arena."""
+    """The persisted state of the current arena of one mode and source."""
 
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # trader → the latest AccountSnapshot as a dict of its fields (positions a tuple of dicts,
@@ -42,6 +48,11 @@ class RecoveredState:
     last_cycle_id: str | None = None
     last_cycle_at: float | None = None  # finished_at of the last persisted cycle
     replayed_rows: int = 0  # spill-file rows written to Postgres before reading
+    mode: str = "live"
+    source: str | None = None
+    # trader → {field: {"snapshot": value, "rows": value}} for every account whose latest
+    # snapshot disagreed with its committed fills/funding and was rebuilt from them
+    reconciled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -49,53 +60,52 @@ class RecoveredState:
         return not self.accounts
 
 
-async def load_state(dsn: str, *, spill_path: str | None = None) -> RecoveredState:
-    """Replay the spill file if given, then read the current arena's latest state."""
+async def load_state(dsn: str, *, spill_path: str | None = None, mode: str = "live",
+                     source: str | None = None) -> RecoveredState:
+    """Replay the spill file if given, then read the latest state of the arena (mode, source)."""
     replayed = 0
     if spill_path is not None:
         replayed = await replay_spill_file(dsn, spill_path)
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await _read(conn, replayed)
+            return await _read(conn, replayed, mode, source)
     finally:
         await conn.close()
 
 
-async def _read(conn: asyncpg.Connection, replayed: int) -> RecoveredState:
+async def _read(conn: asyncpg.Connection, replayed: int, mode: str,
+                source: str | None) -> RecoveredState:
     runs = await conn.fetchval("SELECT count(*) FROM runs")
-    arena = await conn.fetchrow(
-        "SELECT id, run_id, started_at FROM runs WHERE fresh ORDER BY id DESC LIMIT 1"
-    )
-    if arena is None:  # never started fresh: the arena began with the first run
-        arena = await conn.fetchrow("SELECT id, run_id, started_at FROM runs ORDER BY id LIMIT 1")
-        since = None
-    else:
-        since = arena["id"]
-    arena_runs = await conn.fetchval(
-        "SELECT count(*) FROM runs WHERE $1::uuid IS NULL OR id >= $1", since
-    )
+    arena = await conn.fetch("SELECT run_id FROM arena_runs($1, $2) ORDER BY id", mode, source)
     rows = await conn.fetch(
-        f"SELECT DISTINCT ON (trader) {', '.join(_SNAPSHOT_FIELDS)} FROM account_snapshots "
-        "WHERE $1::uuid IS NULL OR id > $1 ORDER BY trader, id DESC",
-        since,
+        f"SELECT DISTINCT ON (t.trader) {', '.join('t.' + f for f in _SNAPSHOT_FIELDS)} "
+        f"FROM account_snapshots t JOIN arena_runs($1, $2) a ON {IN_ARENA} "
+        "ORDER BY t.trader, t.id DESC",
+        mode, source,
     )
     cycle = await conn.fetchrow(
-        "SELECT cycle_id, finished_at FROM cycles WHERE $1::uuid IS NULL OR id > $1 "
-        "ORDER BY id DESC LIMIT 1",
-        since,
+        f"SELECT t.cycle_id, t.finished_at FROM cycles t JOIN arena_runs($1, $2) a "
+        f"ON {IN_ARENA} ORDER BY t.id DESC LIMIT 1",
+        mode, source,
     )
+    accounts = {r["trader"]: _snapshot_dict(r) for r in rows}
+    reconciled = await reconcile(conn, accounts, IN_ARENA, mode, source) if accounts else {}
     state = RecoveredState(
-        accounts={r["trader"]: _snapshot_dict(r) for r in rows},
+        accounts=accounts,
         runs=runs,
-        arena_runs=arena_runs,
-        arena_run_id=arena["run_id"] if arena else None,
+        arena_runs=len(arena),
+        arena_run_id=arena[0]["run_id"] if arena else None,
         last_cycle_id=cycle["cycle_id"] if cycle else None,
         last_cycle_at=cycle["finished_at"].timestamp() if cycle else None,
         replayed_rows=replayed,
+        mode=mode,
+        source=source,
+        reconciled=reconciled,
     )
-    log.info("store.state_loaded", traders=len(state.accounts), runs=runs,
-             arena_runs=arena_runs, last_cycle_id=state.last_cycle_id, replayed_rows=replayed)
+    log.info("store.state_loaded", mode=mode, source=source, traders=len(state.accounts),
+             runs=runs, arena_runs=state.arena_runs, last_cycle_id=state.last_cycle_id,
+             replayed_rows=replayed, reconciled=sorted(reconciled))
     return state
 
 

@@ -67,7 +67,8 @@ def _table(name: str, spec: str) -> Table:
 
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    _table("runs", "id:uuid run_id:uuid started_at:ts version settings_hash fresh dry_run"),
+    _table("runs", "id:uuid run_id:uuid started_at:ts version settings_hash fresh dry_run mode "
+                   "source"),
     _table("cycles", "id:uuid cycle_id trigger started_at:ts finished_at:ts duration_ms status "
                      "skip_reason summary:json snapshot:json"),
     _table("decisions", "id:uuid cycle_id trader provider model prompt_hash raw_answer "
@@ -89,7 +90,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 
 def _run(e: RunStarted) -> Row:
-    return (e.id, e.run_id, e.started_at, e.version, e.settings_hash, e.fresh, e.dry_run)
+    return (e.id, e.run_id, e.started_at, e.version, e.settings_hash, e.fresh, e.dry_run, e.mode,
+            e.source)
 
 
 def _cycle(e: CycleFinished) -> Row:
@@ -175,6 +177,8 @@ def row_from_json(line: bytes | str) -> tuple[str, Row]:
         values = obj["r"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"bad spill line: {exc}") from None
+    if table.name == "runs" and isinstance(values, list) and len(values) == 7:
+        values = [*values, "live", None]  # spilled before runs had mode and source (0002)
     if not isinstance(values, list) or len(values) != len(table.columns):
         raise ValueError(f"bad spill line: {table.name} row has the wrong number of columns")
     row = []

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from engine.events import AccountSnapshot
 from engine.store.database import migrate
 from engine.store.recovery import load_state
-from engine.store.rows import to_row
+from engine.store.rows import row_from_json, row_to_json, to_row
 from engine.store.spill import SpillFile
-from tests.support.store import cycle, file_lines, persist, run_started, snapshot
+from tests.support.store import cycle, file_lines, fill, persist, run_started
+from tests.support.store import snapshot as any_snapshot
 
 T0 = 1_767_225_600.0
+
+
+def snapshot(trader: str, equity: float, ts: float, **kw: Any) -> AccountSnapshot:
+    """A snapshot of an account that never traded (what its committed rows imply: nothing)."""
+    return dataclasses.replace(any_snapshot(trader, equity, ts, **kw), realized_pnl=0.0,
+                               fees=0.0)
 
 
 def as_dict(snap: AccountSnapshot) -> dict[str, object]:
@@ -34,11 +43,13 @@ async def test_the_latest_snapshot_of_each_trader_is_returned_with_all_its_field
     position = {"symbol": "BTCUSDT", "side": "long", "qty": 0.01, "entry_price": 100_000.0,
                 "leverage": 5, "stop_loss": 98_000.0, "take_profit": None, "reason": "breakout"}
     risk = {"day_start_equity": 10_050.0, "suspended_until": None, "decisions": 12}
+    run = run_started(fresh=False)
     older = [snapshot("claude", 10_000.0, T0), snapshot("gpt-4o", 9_900.0, T0 + 60),
              snapshot("claude", 10_050.0, T0 + 300)]
+    bought = dataclasses.replace(fill(1, ts=T0 + 599), qty=0.01, fee=0.0)
     latest = snapshot("claude", 10_100.5, T0 + 600, cause="fill", positions=(position,),
                       state=risk)
-    await persist(database_url, run_started(fresh=False), latest, *older)  # any storage order
+    await persist(database_url, latest, *older, bought, run)  # any storage order
     state = await load_state(database_url)
 
     assert set(state.accounts) == {"claude", "gpt-4o"}
@@ -50,9 +61,10 @@ async def test_the_snapshot_made_last_wins_whatever_its_engine_time(
     database_url: str,
 ) -> None:
     await migrate(database_url)
+    run = run_started(fresh=False)
     first = snapshot("claude", 1.0, T0 + 60, cause="fill")
     second = snapshot("claude", 2.0, T0, cause="cycle")  # made later, in an older replayed time
-    await persist(database_url, second, first)  # stored out of order
+    await persist(database_url, second, first, run)  # stored out of order
     assert (await load_state(database_url)).accounts["claude"]["equity"] == 2.0
 
 
@@ -91,6 +103,7 @@ async def test_the_spill_file_is_replayed_before_the_state_is_read(
     database_url: str, tmp_path: Path
 ) -> None:
     await migrate(database_url)
+    await persist(database_url, run_started(fresh=False))
     written = snapshot("claude", 10_000.0, T0)
     await persist(database_url, written)
     spill = SpillFile(tmp_path / "spill.jsonl")
@@ -104,3 +117,36 @@ async def test_the_spill_file_is_replayed_before_the_state_is_read(
     assert file_lines(spill.path) == []
     again = await load_state(database_url, spill_path=str(spill.path))
     assert again.replayed_rows == 0
+
+
+async def test_arenas_of_different_modes_and_sources_are_kept_apart(database_url: str) -> None:
+    await migrate(database_url)
+    live = run_started(fresh=True)
+    await persist(database_url, live, snapshot("claude", 10_100.0, T0), cycle("live-1", T0))
+    replay = run_started(fresh=False, mode="replay", source="a" * 64)
+    await persist(database_url, replay, snapshot("claude", 7_000.0, T0 - 86_400),
+                  cycle("replay-1", T0 - 86_400))
+    other = run_started(fresh=False, mode="replay", source="b" * 64)
+    await persist(database_url, other, snapshot("claude", 3_000.0, T0 - 86_400))
+    again = run_started(fresh=False)  # the next live start, after both replays
+    await persist(database_url, again, snapshot("gpt-4o", 9_000.0, T0 + 60))
+
+    state = await load_state(database_url)
+    assert {t: a["equity"] for t, a in state.accounts.items()} == {
+        "claude": 10_100.0, "gpt-4o": 9_000.0}
+    assert (state.runs, state.arena_runs, state.arena_run_id) == (4, 2, live.run_id)
+    assert state.last_cycle_id == "live-1"
+
+    replayed = await load_state(database_url, mode="replay", source="a" * 64)
+    assert {t: a["equity"] for t, a in replayed.accounts.items()} == {"claude": 7_000.0}
+    assert (replayed.arena_runs, replayed.arena_run_id) == (1, replay.run_id)
+    assert replayed.last_cycle_id == "replay-1"
+    fresh_file = await load_state(database_url, mode="replay", source="c" * 64)
+    assert fresh_file.empty and fresh_file.arena_runs == 0
+
+
+def test_a_runs_row_spilled_before_migration_0002_is_a_live_run() -> None:
+    row = to_row(run_started(fresh=False))[1]
+    assert len(row) == 9
+    table, old = row_from_json(row_to_json("runs", row[:7]))  # a spill line of the old shape
+    assert (table, old[:7], old[7:]) == ("runs", row[:7], ("live", None))

@@ -1,15 +1,15 @@
 """Restart of a real `python run.py` after a clean stop and after kill -9 rebuilds the accounts.
 
 Each run replays the recorded sample market (no network, rule-based traders only) into the test's
-own database. The second start must restore every trader from the first run's latest persisted
-snapshot: its own "start" snapshots then carry the same cash, margin, PnL, fees, positions (with
-stop-loss, take-profit and entry reason) and risk state.
+own database. The second start (the same file: the same arena) must restore every trader from
+the first run's latest persisted snapshot: its own "start" snapshots then carry the same cash,
+margin, PnL, fees, positions (with stop-loss, take-profit and entry reason) and risk state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import hashlib
 import os
 import signal
 import sys
@@ -69,17 +69,6 @@ def write_settings(tmp: Path) -> Path:
     return path
 
 
-def head_of_sample(tmp: Path, frames: int) -> Path:
-    """Return a replay file with the sample's first `frames` frames."""
-    path = tmp / "head.jsonl.gz"
-    with gzip.open(SAMPLE, "rb") as src, gzip.open(path, "wb") as dst:
-        for i, line in enumerate(src):
-            if i >= frames:
-                break
-            dst.write(line)
-    return path
-
-
 async def start(dsn: str, settings: Path, replay: Path, *args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "DATABASE_URL": dsn}
     for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY"):
@@ -112,12 +101,21 @@ async def start_snapshots_of_last_run(dsn: str) -> dict[str, dict[str, Any]]:
     return {r["trader"]: dict(r) for r in rows}
 
 
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 async def assert_second_start_restores(dsn: str, tmp: Path, settings: Path) -> None:
-    before = await load_state(dsn, spill_path=str(tmp / "spill.jsonl"))
+    # A replay's arena is its file's: the same file resumes it, any other file or live does not.
+    before = await load_state(dsn, spill_path=str(tmp / "spill.jsonl"), mode="replay",
+                              source=sha256_of(SAMPLE))
     assert set(before.accounts) == {"buy_and_hold", "ema_cross"}
     assert any(s["positions"] for s in before.accounts.values())  # something worth restoring
+    assert before.reconciled == {}  # every snapshot agrees with the committed fills
+    assert (await load_state(dsn, mode="live")).empty
 
-    second = await start(dsn, settings, head_of_sample(tmp, 50))
+    second = await start(dsn, settings, SAMPLE)
     assert await asyncio.wait_for(second.wait(), 120) == 0
 
     restored = await start_snapshots_of_last_run(dsn)
@@ -127,8 +125,9 @@ async def assert_second_start_restores(dsn: str, tmp: Path, settings: Path) -> N
         differing = {k: (got["state"].get(k), v) for k, v in want["state"].items()
                      if got["state"].get(k) != v}
         assert got == want, f"{trader}: state differs in {differing}"
-    runs = await fetch(dsn, "SELECT fresh FROM runs ORDER BY id")
-    assert [r["fresh"] for r in runs] == [True, False]
+    runs = await fetch(dsn, "SELECT fresh, mode, source FROM runs ORDER BY id")
+    assert [(r["fresh"], r["mode"], r["source"]) for r in runs] == [
+        (True, "replay", sha256_of(SAMPLE)), (False, "replay", sha256_of(SAMPLE))]
 
 
 async def test_restart_after_a_clean_stop_rebuilds_the_same_accounts(

@@ -72,7 +72,9 @@ async def test_migrations_create_every_table_on_an_empty_database(database_url: 
     rows = await fetch(database_url, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
     assert {r["tablename"] for r in rows} == EXPECTED_TABLES
     recorded = await fetch(database_url, "SELECT version, name FROM schema_migrations")
-    assert [(r["version"], r["name"]) for r in recorded] == [(1, "0001_initial")]
+    assert [(r["version"], r["name"]) for r in recorded] == [
+        (m.version, m.name) for m in migrations()]
+    assert [m.name for m in migrations()][:2] == ["0001_initial", "0002_run_mode_source"]
 
 
 async def test_migrations_rerun_applies_nothing_and_keeps_data(database_url: str) -> None:
@@ -86,7 +88,7 @@ async def test_migrations_rerun_applies_nothing_and_keeps_data(database_url: str
 
     assert await migrate(database_url) == []
     assert await count(database_url, "fills") == 1
-    assert await count(database_url, "schema_migrations") == 1
+    assert await count(database_url, "schema_migrations") == len(migrations())
 
 
 async def test_new_migration_files_are_applied_in_version_order(
@@ -186,7 +188,7 @@ async def test_embedded_server_starts_in_embedded_dir_and_stops(tmp_path: Path) 
     try:
         assert db.embedded
         assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
-        assert await migrate(db.dsn) == ["0001_initial"]
+        assert await migrate(db.dsn) == [m.name for m in migrations()]
     finally:
         await db.close()
     with pytest.raises((OSError, asyncpg.PostgresError)):

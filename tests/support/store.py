@@ -51,9 +51,10 @@ def snapshot(trader: str, equity: float, ts: float, *, cause: str = "cycle",
                            cycle_id="c1", ts=ts)
 
 
-def run_started(fresh: bool, started_at: float = 1_767_225_600.0) -> RunStarted:
+def run_started(fresh: bool, started_at: float = 1_767_225_600.0, *, mode: str = "live",
+                source: str | None = None) -> RunStarted:
     return RunStarted(run_id=new_id(), started_at=started_at, version="0.1.0",
-                      settings_hash="abc", fresh=fresh, dry_run=False)
+                      settings_hash="abc", fresh=fresh, dry_run=False, mode=mode, source=source)
 
 
 def cycle(cycle_id: str, finished_at: float) -> CycleFinished:
