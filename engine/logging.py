@@ -2,8 +2,12 @@
 
 Every line has an ISO-8601 UTC `timestamp`, `level`, `event` and `component`; lines logged inside
 a trading cycle carry its `cycle_id` (bound through contextvars). Exceptions become structured
-fields. Every registered secret is replaced by `***` before a line is written, whatever field it
-hides in.
+fields (without local variables). Secrets never reach the stream: every registered secret is
+replaced by `***` in the *final rendered line*, after the JSON or console renderer has drawn it,
+so a secret hidden in a traceback, in an exception passed as a field, in bytes or in a nested
+dict is caught too. Records of the standard `logging` module (asyncio, aiohttp, libraries) go
+through the same renderers and the same redaction. `redact()` does the same for other text (the
+control API's answers).
 """
 
 from __future__ import annotations
@@ -15,35 +19,56 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
-_secrets: list[str] = []
+REDACTED = "***"
+_secrets: list[str] = []  # every form a secret can take in a line, longest first
+
+
+def _forms(secret: str) -> set[str]:
+    """Return the secret as written raw, inside a JSON string, and inside a Python repr."""
+    forms = {secret, orjson.dumps(secret).decode()[1:-1], repr(secret)[1:-1]}
+    forms.add(repr(secret.encode("utf-8", "backslashreplace"))[2:-1])  # as shown in bytes
+    return {f for f in forms if len(f) >= 4}
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Add values that must never appear in a log line."""
+    """Add values that must never appear in a log line or a control-API answer."""
     for v in values:
-        if v and len(v) >= 4 and v not in _secrets:
-            _secrets.append(v)
+        if v and len(v) >= 4:
+            for form in _forms(v):
+                if form not in _secrets:
+                    _secrets.append(form)
     _secrets.sort(key=len, reverse=True)
 
 
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        for s in _secrets:
-            if s in value:
-                value = value.replace(s, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
-    return value
+def clear_secrets() -> None:
+    """Forget every registered secret (tests)."""
+    _secrets.clear()
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(text: str) -> str:
+    """Return `text` with every registered secret replaced by `***`."""
+    for s in _secrets:
+        if s in text:
+            text = text.replace(s, REDACTED)
+    return text
+
+
+def redact_bytes(data: bytes) -> bytes:
+    """Return UTF-8 `data` with every registered secret replaced by `***`."""
     if not _secrets:
-        return event_dict
-    return {k: _redact_value(v) for k, v in event_dict.items()}
+        return data
+    return redact(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
+def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
+    """The last processor: redact the line exactly as it will be written."""
+    if isinstance(rendered, str):
+        return redact(rendered)
+    if isinstance(rendered, bytes):
+        return redact_bytes(rendered)
+    return rendered
 
 
 def _component(logger: Any, _: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -71,24 +96,43 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fmt == "json":
-        renderer: list[Any] = [
-            structlog.processors.dict_tracebacks,
-            _redact,
-            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
-        ]
+        # No local variables in tracebacks: they are long, and may hold a secret cut short.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            ExceptionDictTransformer(show_locals=False))
+        renderer: list[Any] = [tracebacks,
+                               structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
     else:
-        renderer = [
-            _redact,
-            structlog.dev.ConsoleRenderer(colors=stream.isatty()),
-        ]
+        renderer = [structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)]
+    renderer.append(_redact_rendered)
+    numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared, *renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=_NamedLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(shared, renderer, stream, numeric)
+
+
+def _route_stdlib(shared: list[Any], renderer: list[Any], stream: TextIO, level: int) -> None:
+    """Render records of the standard `logging` module like ours, redaction included."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[p for p in shared if p is not structlog.stdlib.add_logger_name]
+        + [_stdlib_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(level, logging.INFO))
+
+
+def _stdlib_name(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    record = event_dict.get("_record")
+    if "component" not in event_dict or event_dict["component"] == "engine":
+        event_dict["component"] = record.name if record is not None else "python"
+    return event_dict
 
 
 class _NamedLogger(structlog.PrintLogger):
