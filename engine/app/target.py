@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import __version__
+from engine.app.observe import trader_statuses
 
 
 class ControlTarget:
@@ -71,6 +72,20 @@ class ControlTarget:
             "recent_fills": list(self._e.broker.recent_fills(name, 20)),
             "decisions": list(self._e.decisions.previous(name)),
         }
+
+    def traders(self) -> list[dict[str, Any]]:
+        by_name = {t.name: t for t in self._e.settings.traders}
+        return [{"name": name, "status": status, "detail": detail,
+                 "strategy": by_name[name].strategy, "provider": by_name[name].provider,
+                 "model": by_name[name].model}
+                for name, (status, detail) in trader_statuses(self._e).items()]
+
+    def symbols(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for symbol in self._e.settings.feed.symbols:
+            f = self._e.broker.filter_for(symbol)
+            out[symbol] = {"tick_size": f.tick_size, "step_size": f.step_size}
+        return out
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         feed = self._e.feed.status()

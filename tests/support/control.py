@@ -12,6 +12,11 @@ TRADERS = ("claude", "deepseek", "gpt-4o", "momentum", "buy_and_hold")
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP = 300.0
 PRICES = {"BTCUSDT": 97_000.0, "ETHUSDT": 3_350.0, "SOLUSDT": 185.0}
+SYMBOLS = {"BTCUSDT": {"tick_size": 0.1, "step_size": 0.001},
+           "ETHUSDT": {"tick_size": 0.01, "step_size": 0.001},
+           "SOLUSDT": {"tick_size": 0.01, "step_size": 1.0},
+           "XRPUSDT": {"tick_size": 0.0001, "step_size": 0.1},
+           "DOGEUSDT": {"tick_size": 0.00001, "step_size": 1.0}}
 
 
 class FakeTarget:
@@ -26,6 +31,8 @@ class FakeTarget:
         self.healthy = True
         self.history = equity_walk(traders, points, seed)
         self.decisions: dict[str, list[dict[str, Any]]] = {t: [] for t in traders}
+        self.disabled: tuple[str, ...] = ()  # configured LLM traders without an API key
+        self.baselines = {"momentum", "buy_and_hold"}
 
     def status(self) -> dict[str, Any]:
         # The shape of ControlTarget.status(): feed details, price age per symbol, stale symbols.
@@ -77,6 +84,18 @@ class FakeTarget:
             "positions": [sample_position(name)],
             "decisions": self.decisions[name],
         }
+
+    def traders(self) -> list[dict[str, Any]]:
+        def llm(name: str, status: str, detail: str | None) -> dict[str, Any]:
+            return {"name": name, "status": status, "detail": detail, "strategy": "llm",
+                    "provider": "anthropic", "model": f"{name}-model"}
+        out = [llm(t, "active", None) if t not in self.baselines else
+               {"name": t, "status": "active", "detail": None, "strategy": t, "provider": None,
+                "model": None} for t in self.history]
+        return out + [llm(t, "disabled", "missing key") for t in self.disabled]
+
+    def symbols(self) -> dict[str, dict[str, float]]:
+        return dict(SYMBOLS)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         return self.healthy, {"checks": {"feed": self.healthy, "writer": True}}
