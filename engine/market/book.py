@@ -107,7 +107,9 @@ class PriceBook:
 
     def apply(self, event: MarketEvent) -> None:
         """Apply one validated market event."""
-        e = self._entry(event.symbol)
+        e = self._entries.get(event.symbol)
+        if e is None:
+            e = self._entry(event.symbol)
         kind = type(event)
         if kind is BookTicker:
             e.bid = event.bid  # type: ignore[union-attr]
@@ -128,7 +130,10 @@ class PriceBook:
             e.quote_volume_24h = event.quote_volume  # type: ignore[union-attr]
         else:
             return
-        e.touch(event.recv_time, event.event_time)
+        recv = event.recv_time
+        if recv >= e.updated:  # Entry.touch, inlined: this runs once per frame
+            e.updated = recv
+            e.exchange_time = event.event_time
 
     def quote(self, symbol: str) -> Quote | None:
         """Return an immutable copy of `symbol`'s prices, or None when never seen."""
