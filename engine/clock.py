@@ -91,6 +91,8 @@ class SimClock:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._released = 0  # work inside `released()` (waiting on simulated time while held)
+        self._released_hold = False
 
     def time(self) -> float:
         return self._now
@@ -122,6 +124,34 @@ class SimClock:
             self._busy -= 1
             if self._busy == 0:
                 self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def released(self) -> AsyncIterator[None]:
+        """Let time move while held work waits on it (a replayed LLM answer's latency).
+
+        A replay holds the clock while a cycle runs (`busy`); inside `released()` that hold is
+        lent back so the replay keeps moving time (and frames) until the wait is over. Concurrent
+        waiters (traders asked together) release one hold; the last one out takes it back.
+        """
+        self._released += 1
+        if self._released == 1 and self._busy > 0:
+            self._released_hold = True
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.set()
+        try:
+            yield
+        finally:
+            self._released -= 1
+            if self._released == 0 and self._released_hold:
+                self._released_hold = False
+                self._busy += 1
+                self._idle.clear()
+
+    @property
+    def released_waiters(self) -> int:
+        """Return how many waits inside `released()` are pending."""
+        return self._released
 
     def next_wakeup(self) -> float | None:
         """Return the earliest pending sleeper's wake time, if any."""

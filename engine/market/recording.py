@@ -7,6 +7,12 @@ REST by a backfill are recorded as `{"t": ..., "backfill": {"symbol": "BTCUSDT",
 "1m", "candles": [[open_time_s, open, high, low, close, volume], ...]}}`, so a replay rebuilds
 exactly the candle series of the live run without calling REST.
 
+A whole-session recording (`--record` with LLM traders) also holds one `{"t": ..., "llm": {...}}`
+line per LLM call (trader, provider, model, params, prompt_hash, request, response, latency; see
+`engine.traders.session`) and one `{"t": ..., "cycle": {"cycle_id": ...}}` line per trading cycle,
+so a replay gives its cycles the recorded ids and its traders the recorded answers. The feed's
+replay skips those lines; it only moves the clock to their times.
+
 Replay moves the `SimClock` to each frame's receive time before handing the frame to
 `Feed.handle_frame`, so timers (the 5-minute cycles) fire at the recorded times. At `speed=None`
 it runs as fast as the engine keeps up; at `speed=X` it waits in real time, X times faster than
@@ -16,7 +22,9 @@ recorded.
 from __future__ import annotations
 
 import gzip
+import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,6 +72,19 @@ class FrameRecorder:
         self._fh.write(orjson.dumps({"t": recv_time, "backfill": record}))
         self._fh.write(b"\n")
 
+    def write_record(self, kind: str, payload: dict[str, Any], t: float) -> None:
+        """Record one non-market line (`kind` is "llm" or "cycle") at engine time `t`."""
+        if self._fh.closed:
+            log.warning("feed.record_closed", kind=kind, detail="recording already closed")
+            return
+        self._fh.write(orjson.dumps({"t": t, kind: payload}))
+        self._fh.write(b"\n")
+
+    def flush(self) -> None:
+        """Push what was written so far to the file."""
+        if not self._fh.closed:
+            self._fh.flush()
+
     def close(self) -> None:
         """Flush and close the file."""
         if not self._fh.closed:
@@ -71,25 +92,89 @@ class FrameRecorder:
 
 
 Record = str | dict[str, Any]  # a raw frame, or a backfill record
+KINDS = ("raw", "backfill", "llm", "cycle")  # the line kinds of a recording
 
 
-def read_frames(path: str | Path) -> Iterator[tuple[float, Record]]:
-    """Yield (receive time, raw frame or backfill record); skip (and log) unreadable lines."""
+def iter_records(path: str | Path) -> Iterator[tuple[float, str, Any]]:
+    """Yield (time, kind, payload) for every line; skip (and log) unreadable lines."""
     bad = 0
     with _open(path, "rb") as fh:
         for line in fh:
             try:
                 rec = orjson.loads(line)
                 t = float(rec["t"])
-                item = rec["raw"] if "raw" in rec else rec["backfill"]
-                if not isinstance(item, str | dict):
-                    raise TypeError("neither a frame nor a backfill")
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                kind = next(k for k in KINDS if k in rec)
+                item = rec[kind]
+                if not isinstance(item, str if kind == "raw" else dict):
+                    raise TypeError(f"bad {kind} record")
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration):
                 bad += 1
                 continue
-            yield t, item
+            yield t, kind, item
     if bad:
         log.warning("feed.replay_bad_lines", path=str(path), lines=bad)
+
+
+def read_frames(path: str | Path) -> Iterator[tuple[float, Record]]:
+    """Yield (receive time, raw frame or backfill record); LLM and cycle lines are left out."""
+    for t, kind, item in iter_records(path):
+        if kind in ("raw", "backfill"):
+            yield t, item
+
+
+def read_session(path: str | Path) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
+    """Return a recording's LLM records and its (time, cycle id) list, in file order."""
+    llm: list[dict[str, Any]] = []
+    cycles: list[tuple[float, str]] = []
+    with _open(path, "rb") as fh:
+        for line in fh:
+            if b'"raw":' in line[:48] or b'"backfill":' in line[:48]:
+                continue  # market lines, by far the most: not parsed here
+            try:
+                rec = orjson.loads(line)
+                if "llm" in rec and isinstance(rec["llm"], dict):
+                    llm.append({**rec["llm"], "t": float(rec["t"])})
+                elif "cycle" in rec and isinstance(rec["cycle"], dict):
+                    cycles.append((float(rec["t"]), str(rec["cycle"]["cycle_id"])))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # iter_records counts and logs bad lines
+    return llm, cycles
+
+
+class CycleIds:
+    """Cycle ids: random live (`engine.cycle.new_cycle_id`), the recorded ones in a replay.
+
+    In a replay a cycle takes the recorded id of the same UTC second (each id once), so the
+    prompts, whose first line names the cycle, hash as they did live; a cycle the recording does
+    not hold (a market-only recording, a backtest) gets an id derived from its time and its rank
+    in that second, the same in every run. With a recorder, every id is written as a `cycle` line.
+    """
+
+    def __init__(self, *, recorded: list[tuple[float, str]] | None = None,
+                 deterministic: bool = False, recorder: FrameRecorder | None = None) -> None:
+        self._recorded: dict[str, list[str]] = {}
+        for _, cycle_id in recorded or ():
+            self._recorded.setdefault(cycle_id.split("-", 1)[0], []).append(cycle_id)
+        self._deterministic = deterministic or recorded is not None
+        self._recorder = recorder
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, now: float) -> str:
+        from engine.cycle import new_cycle_id
+
+        prefix = f"{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%SZ}"
+        queue = self._recorded.get(prefix)
+        if queue:
+            cycle_id = queue.pop(0)
+        elif self._deterministic:
+            rank = self._seen.get(prefix, 0)
+            self._seen[prefix] = rank + 1
+            cycle_id = f"{prefix}-{hashlib.sha256(f'{prefix}/{rank}'.encode()).hexdigest()[:6]}"
+        else:
+            cycle_id = new_cycle_id(now)
+        if self._recorder is not None:
+            self._recorder.write_record("cycle", {"cycle_id": cycle_id}, now)
+        return cycle_id
 
 
 def first_frame_time(path: str | Path) -> float | None:

@@ -3,7 +3,9 @@
 Replay moves the `SimClock` to each frame's receive time before handing the frame to
 `Feed.handle_frame`, so timers (the 5-minute cycles) fire at the recorded times. At `speed=None`
 it runs as fast as the engine keeps up; at `speed=X` it waits in real time, X times faster than
-recorded. The file format is described in `engine.market.recording`.
+recorded. The file format is described in `engine.market.recording`. LLM and cycle lines only
+move the clock (the LLM session reads them on its own). When the file ends while a trader still
+waits for a recorded answer's latency on the simulated clock, time moves on to those answers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import structlog
 
 from engine.clock import LiveClock, SimClock
 from engine.market.feed import Feed
-from engine.market.recording import read_frames
+from engine.market.recording import iter_records
 
 log = structlog.get_logger("feed")
 
@@ -43,21 +45,26 @@ class Replay:
         wall_start = self._wall.monotonic()
         first: float | None = None
         try:
-            for t, raw in read_frames(self.path):
+            for t, kind, item in iter_records(self.path):
                 if first is None:
                     first = t
                 if self.speed is not None:
                     await self._wall.sleep(wall_start + (t - first) / self.speed
                                            - self._wall.monotonic())
                 await clock.advance_to(t)
-                if type(raw) is str:
-                    feed.handle_frame(raw, t)
+                if kind == "raw":
+                    feed.handle_frame(item, t)
+                elif kind == "backfill":
+                    feed.replay_backfill(item, t)
                 else:
-                    feed.replay_backfill(raw, t)
+                    continue  # an LLM or cycle line: its time only
                 self.frames += 1
                 if self.frames % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let subscribers keep up
             await clock.settle()
+            # Answers whose latency ends past the last line: let simulated time reach them.
+            while clock.released_waiters and (due := clock.next_wakeup()) is not None:
+                await clock.advance_to(due)
         finally:
             feed.end_replay(self.frames)
         log.info("feed.replay_finished", path=self.path, frames=self.frames,

@@ -5,7 +5,10 @@ tool call, OpenAI with a strict `json_schema` response format, DeepSeek (OpenAI-
 with JSON mode. The official SDKs do the HTTP (over aiohttp, `DefaultAioHttpClient`) and their
 own retries of 408/409/429/5xx/529 honouring `retry-after`; a response hook stops a retry whose
 `retry-after` would end past the trader's deadline, so the call fails at once with that reason.
-Every failure becomes `LLMError` whose message is the exact reason.
+Every failure becomes `LLMError` whose message is the exact reason. With an
+`engine.traders.session.LLMSession` a call may instead be answered from a recording or the answer
+cache, through a second SDK object whose HTTP transport serves the stored response, so every
+answer is parsed by the same SDK code.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -23,22 +25,30 @@ import structlog
 
 from engine.settings import ModelPrice, ProviderSettings
 from engine.traders.prompt import ANSWER_SCHEMA, ANSWER_TOOL, Prompt
+from engine.traders.recorder import FixtureRecorder, exchange_of
 
 if TYPE_CHECKING:
     from engine.clock import Clock
+
+__all__ = ["FixtureRecorder", "exchange_of"]  # kept importable from here
 
 log = structlog.get_logger("llm")
 
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com",
                      "openai": "https://api.openai.com/v1",
                      "deepseek": "https://api.deepseek.com"}
-_SECRET_HEADERS = {"authorization", "x-api-key", "api-key", "cookie", "openai-organization",
-                   "openai-project"}
 _TRANSIENT = {408, 409, 429}
 
 
 class LLMError(Exception):
-    """A call that returned no answer; the message is the exact reason."""
+    """A call that returned no answer; the message is the exact reason.
+
+    `latency_ms` is set when the time the failure took is known from a recording (replays).
+    """
+
+    def __init__(self, message: str, *, latency_ms: float | None = None) -> None:
+        super().__init__(message)
+        self.latency_ms = latency_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,8 @@ class LLMAnswer:
     usage: Usage
     request_id: str | None
     model: str
+    latency_ms: float | None = None  # set by a session: wall time live, the recorded one replayed
+    source: str = "live"  # live | replay | cache
 
 
 def cost_usd(price: ModelPrice | None, usage: Usage) -> float:
@@ -85,79 +97,88 @@ def retry_after_seconds(headers: Any) -> float | None:
     return None
 
 
-class FixtureRecorder:
-    """Saves every request/response exchange of one trader as a replayable fixture file."""
-
-    def __init__(self, directory: str | Path, trader: str, provider: str, clock: Clock) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.trader = trader
-        self.provider = provider
-        self._clock = clock
-        self._seq = 0
-        self.saved: list[Path] = []
-
-    async def on_response(self, response: Any) -> None:
-        """Save `response` and the request that produced it (an httpx response hook)."""
-        await response.aread()
-        self._seq += 1
-        path = self.directory / (f"{self.trader}-{int(self._clock.time() * 1000)}-"
-                                 f"{self._seq:03d}-{response.status_code}.json")
-        path.write_text(json.dumps(exchange_of(self.provider, response), indent=1,
-                                   ensure_ascii=False) + "\n", encoding="utf-8")
-        self.saved.append(path)
-        log.info("llm.recorded", trader=self.trader, path=str(path),
-                 status=response.status_code)
-
-
-def exchange_of(provider: str, response: Any) -> dict[str, Any]:
-    """Return a response and its request in the fixture format (secrets left out)."""
-    request = response.request
-    return {
-        "provider": provider,
-        "request": {
-            "method": request.method,
-            "url": str(request.url),
-            "headers": {k: v for k, v in request.headers.items()
-                        if k.lower() not in _SECRET_HEADERS},
-            "body": _json_or_text(request.content.decode("utf-8", "replace")),
-        },
-        "response": {
-            "status": response.status_code,
-            "headers": dict(response.headers.items()),
-            "body": _json_or_text(response.text),
-        },
-    }
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 class LLMClient:
     """One provider connection for one trader; one call at a time."""
 
     provider = ""
 
-    def __init__(self, settings: ProviderSettings, api_key: str, clock: Clock, *,
-                 recorder: FixtureRecorder | None = None) -> None:
+    def __init__(self, settings: ProviderSettings, api_key: str | None, clock: Clock, *,
+                 recorder: FixtureRecorder | None = None, session: Any = None,
+                 trader: str = "") -> None:
         self.settings = settings
+        self.trader = trader
+        self.live = bool(api_key)  # False: answers only from a recording or the cache
         self._clock = clock
         self._deadline_at = math.inf
         self._gave_up: str | None = None
+        self._session = session
+        self.serving: dict[str, Any] | None = None  # the record the replay transport serves
+        self.captured: dict[str, Any] | None = None  # the last live exchange (for a session)
+        self.attempts = 0
         hooks: list[Any] = [recorder.on_response] if recorder else []
+        if session is not None:
+            hooks.append(self._capture)
         hooks.append(self._cap_retry)
-        self._sdk = self._make_sdk(api_key, {"response": hooks})
+        self._sdk = (self._make_sdk(api_key, self._http_client({"response": hooks}),
+                                    settings.max_retries) if api_key else None)
+        self._replay_sdk: Any = None
 
-    def _make_sdk(self, api_key: str, hooks: dict[str, list[Any]]) -> Any:
+    def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
         raise NotImplementedError
+
+    def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
+        raise NotImplementedError
+
+    @property
+    def gave_up(self) -> str | None:
+        """Why the last live call stopped retrying early (a retry-after past the deadline)."""
+        return self._gave_up
 
     async def complete(self, prompt: Prompt, *, model: str, temperature: float | None,
                        max_tokens: int, deadline_seconds: float) -> LLMAnswer:
-        """Ask the model; raise LLMError with the exact reason when no answer comes back."""
+        """Ask the model, or the session (an `engine.traders.session.LLMSession`: recording,
+        cache, API); raise LLMError with the exact reason when no answer comes back."""
+        if self._session is not None:
+            return await self._session.complete(
+                self, prompt, model=model, temperature=temperature, max_tokens=max_tokens,
+                deadline_seconds=deadline_seconds)
+        return await self.ask_live(prompt, model=model, temperature=temperature,
+                                   max_tokens=max_tokens, deadline_seconds=deadline_seconds)
+
+    def begin_capture(self) -> None:
+        """Forget the last captured exchange (a session records the next call's)."""
+        self.captured, self.attempts = None, 0
+
+    async def _capture(self, response: Any) -> None:
+        await response.aread()
+        self.attempts += 1
+        self.captured = exchange_of(self.provider, response)
+
+    async def serve(self, record: dict[str, Any], prompt: Prompt, *, model: str,
+                    temperature: float | None, max_tokens: int,
+                    deadline_seconds: float) -> LLMAnswer:
+        """Parse a recorded exchange with the SDK, as if the API had just sent it."""
+        if self._replay_sdk is None:
+            import httpx
+
+            from engine.traders.recorder import ReplayTransport
+
+            self._replay_sdk = self._make_sdk(
+                "replay-no-key", httpx.AsyncClient(transport=ReplayTransport(self)), 0)
+        self.serving, self._gave_up = record, record.get("gave_up")
+        try:
+            return await self._call(prompt, model, temperature, max_tokens,
+                                    request_timeout=deadline_seconds, sdk=self._replay_sdk)
+        except (anthropic.APIError, openai.APIError) as exc:
+            raise LLMError(describe_error(exc, self._gave_up)) from exc
+        finally:
+            self.serving = None
+
+    async def ask_live(self, prompt: Prompt, *, model: str, temperature: float | None,
+                       max_tokens: int, deadline_seconds: float) -> LLMAnswer:
+        """Ask the real API; raise LLMError with the exact reason when no answer comes back."""
+        if self._sdk is None:
+            raise LLMError(f"no API key for {self.provider}")
         now = self._clock.monotonic()
         self._deadline_at = now + deadline_seconds
         self._gave_up = None
@@ -170,7 +191,7 @@ class LLMClient:
             raise LLMError(describe_error(exc, self._gave_up)) from exc
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, request_timeout: float) -> LLMAnswer:
+                    max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
         raise NotImplementedError
 
     async def _cap_retry(self, response: Any) -> None:
@@ -187,23 +208,26 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
-        await self._sdk.close()
+        for sdk in (self._sdk, self._replay_sdk):
+            if sdk is not None:
+                await sdk.close()
 
 
 class AnthropicClient(LLMClient):
     provider = "anthropic"
 
-    def _make_sdk(self, api_key: str, hooks: dict[str, list[Any]]) -> Any:
-        return anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=self.settings.base_url,
-            max_retries=self.settings.max_retries,
-            http_client=anthropic.DefaultAioHttpClient(event_hooks=hooks))
+    def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
+        return anthropic.AsyncAnthropic(api_key=api_key, base_url=self.settings.base_url,
+                                        max_retries=max_retries, http_client=http_client)
+
+    def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
+        return anthropic.DefaultAioHttpClient(event_hooks=hooks)
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, request_timeout: float) -> LLMAnswer:
+                    max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
         # SDK 1.x+ dropped `temperature` from the signature; the API still takes it in the body.
         extra = {"temperature": temperature} if temperature is not None else None
-        msg = await self._sdk.messages.create(
+        msg = await (sdk or self._sdk).messages.create(
             model=model, max_tokens=max_tokens, extra_body=extra,
             system=[{"type": "text", "text": prompt.system,
                      "cache_control": {"type": "ephemeral"}}],
@@ -233,11 +257,12 @@ class OpenAIClient(LLMClient):
     """OpenAI chat completions with a strict json_schema (or JSON mode for DeepSeek)."""
 
     provider = "openai"
-    def _make_sdk(self, api_key: str, hooks: dict[str, list[Any]]) -> Any:
-        return openai.AsyncOpenAI(
-            api_key=api_key, base_url=self.settings.base_url,
-            max_retries=self.settings.max_retries,
-            http_client=openai.DefaultAioHttpClient(event_hooks=hooks))
+    def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
+        return openai.AsyncOpenAI(api_key=api_key, base_url=self.settings.base_url,
+                                  max_retries=max_retries, http_client=http_client)
+
+    def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
+        return openai.DefaultAioHttpClient(event_hooks=hooks)
 
     def _request(self, max_tokens: int) -> dict[str, Any]:
         return {"max_completion_tokens": max_tokens,
@@ -245,9 +270,9 @@ class OpenAIClient(LLMClient):
                     "name": "trading_decision", "strict": True, "schema": ANSWER_SCHEMA}}}
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, request_timeout: float) -> LLMAnswer:
+                    max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
         sampling = {"temperature": temperature} if temperature is not None else {}
-        resp = await self._sdk.chat.completions.create(
+        resp = await (sdk or self._sdk).chat.completions.create(
             model=model, **sampling,
             messages=[{"role": "system", "content": prompt.system},
                       {"role": "user", "content": prompt.user}],
@@ -295,11 +320,16 @@ CLIENTS: dict[str, type[LLMClient]] = {"anthropic": AnthropicClient, "openai": O
                                        "deepseek": DeepSeekClient}
 
 
-def make_client(provider: str, settings: ProviderSettings | None, api_key: str, clock: Clock,
-                *, recorder: FixtureRecorder | None = None) -> LLMClient:
-    """Return the client of `provider` (anthropic, openai or deepseek)."""
+def make_client(provider: str, settings: ProviderSettings | None, api_key: str | None,
+                clock: Clock, *, recorder: FixtureRecorder | None = None,
+                session: Any = None, trader: str = "") -> LLMClient:
+    """Return the client of `provider` (anthropic, openai or deepseek).
+
+    Without `api_key` the client answers only through `session` (a recording or the cache).
+    """
     settings = settings or ProviderSettings(base_url=DEFAULT_BASE_URLS[provider])
-    return CLIENTS[provider](settings, api_key, clock, recorder=recorder)
+    return CLIENTS[provider](settings, api_key, clock, recorder=recorder, session=session,
+                             trader=trader)
 
 
 def describe_error(exc: BaseException, gave_up: str | None = None) -> str:

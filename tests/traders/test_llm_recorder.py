@@ -67,7 +67,25 @@ async def test_a_recorded_fixture_replays_to_the_same_decision(clock, tmp_path):
 
     assert replayed.decision == original.decision and replayed.valid
     assert replayed.request_id == original.request_id
-    assert response_headers(recorded) == response_headers(load_fixture("openai/json_schema"))
+    served = response_headers(load_fixture("openai/json_schema"))
+    account = {"openai-organization", "openai-project"}
+    assert account <= set(served)  # the served response carries them...
+    assert response_headers(recorded) == {k: v for k, v in served.items() if k not in account}
+
+
+async def test_cookies_and_organisation_headers_never_reach_a_file(clock, tmp_path):
+    strategy, recorder = recording_strategy(clock, tmp_path)
+    with aioresponses() as mocked:
+        register_fixture(mocked, "anthropic/tool_call", headers={
+            "set-cookie": "__cf_bm=abc; path=/; HttpOnly", "openai-project": "proj_123"})
+        await strategy.decide(context())
+    await strategy.aclose()
+
+    text = recorder.saved[0].read_text()
+    saved = json.loads(text)["response"]["headers"]
+    assert "request-id" in saved
+    assert not {"set-cookie", "anthropic-organization-id", "openai-project"} & set(saved)
+    assert "__cf_bm" not in text and "4c1e7a52" not in text and "proj_123" not in text
 
 
 async def test_retries_are_recorded_as_separate_exchanges(clock, tmp_path):
