@@ -33,6 +33,7 @@ log = structlog.get_logger("feed")
 
 DROP_LOG_EVERY_S = 10.0  # at most one log line per drop reason this often
 YIELD_EVERY = 64  # frames read between two yields to the loop
+TICK_FLUSH_EVERY = 1024  # frames between two updates of the tick counters (a power of 2)
 OFFLINE_HINT_AFTER_S = 60.0  # failing to connect this long logs how to run offline, once
 OFFLINE_HINT = "python run.py --replay tests/data/sample.jsonl.gz"
 
@@ -54,7 +55,9 @@ class Feed:
         self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes)
         self._recorder = FrameRecorder(record_path) if record_path else None
         self._rng = rng or random.Random()
-        self._tick_counters: dict[tuple[str, type], Any] = {}
+        self._parse = self._parser.parse
+        self._tick_counters: dict[tuple[str, str], Any] = {}
+        self._ticks_flushed: dict[tuple[str, str], int] = {}
         self.mode = "live"
         self.connected = False
         self.since: float | None = None
@@ -77,20 +80,30 @@ class Feed:
         self.frames += 1
         if self._recorder is not None:
             self._recorder.write(raw, recv_time)
-        event = self._parser.parse(raw, recv_time)
-        if type(event) is str:
-            self._drop(event, raw, recv_time)
+        event = self._parse(raw, recv_time)
+        kind = type(event)
+        if kind is str:
+            self._drop(event, raw, recv_time)  # type: ignore[arg-type]
             return
         self.book.apply(event)  # type: ignore[arg-type]
-        if type(event) is Kline and self.candles.apply_kline(event) and self.mode == "live":
+        if kind is Kline and self.candles.apply_kline(event) and self.mode == "live":  # type: ignore[arg-type]
             self._backfill_needed.set()  # a closed candle left a hole: fetch it
         self.bus.publish(event)
-        key = (event.symbol, type(event))  # type: ignore[union-attr]
-        counter = self._tick_counters.get(key)
-        if counter is None:
-            counter = self._tick_counters[key] = metrics.TICKS.labels(
-                symbol=key[0], kind=key[1].__name__)
-        counter.inc()
+        if not self.frames & TICK_FLUSH_EVERY - 1:
+            self.flush_ticks()
+
+    def flush_ticks(self) -> None:
+        """Add the events parsed since the last flush to the tick counters (per batch of
+        TICK_FLUSH_EVERY frames, at status and at the end of a replay; not per frame)."""
+        for key, n in self._parser.counts().items():
+            done = self._ticks_flushed.get(key, 0)
+            if n > done:
+                counter = self._tick_counters.get(key)
+                if counter is None:
+                    counter = self._tick_counters[key] = metrics.TICKS.labels(
+                        symbol=key[0], kind=key[1])
+                counter.inc(n - done)
+                self._ticks_flushed[key] = n
 
     def _drop(self, reason: str, raw: str | bytes, now: float) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -108,6 +121,7 @@ class Feed:
     def status(self) -> dict[str, Any]:
         """Return connection state, reconnects, drops by reason and per-symbol price age."""
         now = self.clock.time()
+        self.flush_ticks()
         ages: dict[str, float | None] = {}
         for symbol in self.settings.symbols:
             age = self.book.age(symbol, now)
@@ -179,7 +193,8 @@ class Feed:
         return len(rows)
 
     def close(self) -> None:
-        """Flush and close the recording, if any."""
+        """Flush the tick counters; flush and close the recording, if any."""
+        self.flush_ticks()
         if self._recorder is not None:
             self._recorder.close()
 
