@@ -43,15 +43,16 @@ def build_strategies(settings: Settings, secrets: Secrets, clock: Clock, *,
 
 def _build_llm(trader: TraderSettings, settings: Settings, secrets: Secrets, clock: Clock,
                record_llm_dir: str | None) -> Strategy | None:
-    from engine.traders.providers import FixtureRecorder, make_client
-    from strategies.llm import LLMStrategy
-
     assert trader.provider is not None and trader.model is not None  # settings validate it
     key = secrets.api_key(trader.provider)
     if not key:
         log.warning("trader.disabled", trader=trader.name, reason="missing_api_key",
                     env=KEY_ENV[trader.provider])
         return None
+    # Imported only now, for a trader that will run: the SDK of its provider and nothing else.
+    from engine.traders.providers import FixtureRecorder, make_client
+    from strategies.llm import LLMStrategy
+
     deadline = trader.timeout_seconds or settings.llm.deadline_seconds
     recorder = (FixtureRecorder(record_llm_dir, trader.name, trader.provider, clock)
                 if record_llm_dir else None)

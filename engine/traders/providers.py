@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anthropic
-import openai
 import structlog
 
 from engine.settings import ModelPrice, ProviderSettings
@@ -169,7 +168,7 @@ class LLMClient:
         try:
             return await self._call(prompt, model, temperature, max_tokens,
                                     request_timeout=deadline_seconds, sdk=self._replay_sdk)
-        except (anthropic.APIError, openai.APIError) as exc:
+        except _sdk_errors("APIError") as exc:
             raise LLMError(describe_error(exc, self._gave_up)) from exc
         finally:
             self.serving = None
@@ -187,7 +186,7 @@ class LLMClient:
                                     request_timeout=deadline_seconds)
         except asyncio.CancelledError:
             raise
-        except (anthropic.APIError, openai.APIError) as exc:
+        except _sdk_errors("APIError") as exc:
             raise LLMError(describe_error(exc, self._gave_up)) from exc
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
@@ -217,10 +216,14 @@ class AnthropicClient(LLMClient):
     provider = "anthropic"
 
     def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
+        import anthropic  # the SDK is imported only when a client of it is made
+
         return anthropic.AsyncAnthropic(api_key=api_key, base_url=self.settings.base_url,
                                         max_retries=max_retries, http_client=http_client)
 
     def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
+        import anthropic
+
         return anthropic.DefaultAioHttpClient(event_hooks=hooks)
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
@@ -258,10 +261,14 @@ class OpenAIClient(LLMClient):
 
     provider = "openai"
     def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
+        import openai  # the SDK is imported only when a client of it is made
+
         return openai.AsyncOpenAI(api_key=api_key, base_url=self.settings.base_url,
                                   max_retries=max_retries, http_client=http_client)
 
     def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
+        import openai
+
         return openai.DefaultAioHttpClient(event_hooks=hooks)
 
     def _request(self, max_tokens: int) -> dict[str, Any]:
@@ -332,11 +339,18 @@ def make_client(provider: str, settings: ProviderSettings | None, api_key: str |
                              trader=trader)
 
 
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Return the exception class `name` of each LLM SDK already imported (none: nothing to
+    catch; an SDK that was never imported raised nothing)."""
+    return tuple(getattr(sys.modules[m], name) for m in ("anthropic", "openai")
+                 if m in sys.modules)
+
+
 def describe_error(exc: BaseException, gave_up: str | None = None) -> str:
     """Return the exact reason of an SDK failure in one line."""
-    if isinstance(exc, anthropic.APITimeoutError | openai.APITimeoutError):
+    if isinstance(exc, _sdk_errors("APITimeoutError")):
         return "timeout: the provider did not answer in time (SDK timeout)"
-    if isinstance(exc, anthropic.APIStatusError | openai.APIStatusError):
+    if isinstance(exc, _sdk_errors("APIStatusError")):
         body = exc.body if isinstance(exc.body, dict) else {}
         err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
         kind = err.get("type") or err.get("code") or "error"
@@ -344,6 +358,6 @@ def describe_error(exc: BaseException, gave_up: str | None = None) -> str:
         text = (f"http {exc.status_code} {kind}: {message} "
                 f"(request_id={getattr(exc, 'request_id', None)})")
         return f"{text}; {gave_up}" if gave_up else text
-    if isinstance(exc, anthropic.APIConnectionError | openai.APIConnectionError):
+    if isinstance(exc, _sdk_errors("APIConnectionError")):
         return f"connection error: {exc.__cause__ or exc}"
     return f"{type(exc).__name__}: {exc}"

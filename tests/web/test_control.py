@@ -17,6 +17,7 @@ from engine.web.control import STREAM_CAPACITY, ControlServer, is_loopback
 from tests.support.control import FakeTarget, leaderboard, snapshot
 
 TOKEN = "s3cret-token-for-tests"
+JSON = {"Content-Type": "application/json"}  # what every POST must carry
 
 
 @pytest.fixture
@@ -153,7 +154,7 @@ async def test_page_and_static_files_are_served(client: TestClient) -> None:
 async def test_trigger_runs_a_cycle_and_returns_its_summary(
     client: TestClient, target: FakeTarget
 ) -> None:
-    resp = await client.post("/trigger")
+    resp = await client.post("/trigger", headers=JSON)
     assert resp.status == 200
     assert await resp.json() == {"triggered": True,
                                  "summary": {"status": "ok", "cycle_id": "c1", "decisions": 5}}
@@ -164,12 +165,12 @@ async def test_trigger_during_a_running_cycle_is_409_with_the_reason(
     client: TestClient, target: FakeTarget
 ) -> None:
     target.hold = True
-    first = asyncio.create_task(client.post("/trigger"))
+    first = asyncio.create_task(client.post("/trigger", headers=JSON))
     for _ in range(500):
         if target.cycle_lock.locked():
             break
         await asyncio.sleep(0.01)
-    second = await client.post("/trigger")
+    second = await client.post("/trigger", headers=JSON)
     target.release.set()
     done = await first
     assert second.status == 409
@@ -182,10 +183,10 @@ async def test_trigger_during_a_running_cycle_is_409_with_the_reason(
 async def test_pause_and_resume_toggle_the_scheduler(
     client: TestClient, target: FakeTarget
 ) -> None:
-    paused = await (await client.post("/pause")).json()
+    paused = await (await client.post("/pause", headers=JSON)).json()
     assert target.paused
-    again = await (await client.post("/pause")).json()
-    resumed = await (await client.post("/resume")).json()
+    again = await (await client.post("/pause", headers=JSON)).json()
+    resumed = await (await client.post("/resume", headers=JSON)).json()
     assert paused == {"paused": True, "changed": True}
     assert again == {"paused": True, "changed": False}
     assert resumed == {"paused": False, "changed": True}
@@ -193,8 +194,8 @@ async def test_pause_and_resume_toggle_the_scheduler(
 
 
 async def test_post_with_a_malformed_body_is_400(client: TestClient, target: FakeTarget) -> None:
-    not_json = await client.post("/pause", data=b"{nope")
-    not_object = await client.post("/pause", data=b"[1, 2]")
+    not_json = await client.post("/pause", data=b"{nope", headers=JSON)
+    not_object = await client.post("/pause", data=b"[1, 2]", headers=JSON)
     assert (not_json.status, not_object.status) == (400, 400)
     assert "not valid JSON" in (await not_json.json())["message"]
     assert not target.paused
@@ -205,7 +206,7 @@ async def test_post_with_a_malformed_body_is_400(client: TestClient, target: Fak
 
 async def test_post_without_token_is_401_and_logged(authed: TestClient, target: FakeTarget) -> None:
     with capture_logs() as logs:
-        resp = await authed.post("/pause")
+        resp = await authed.post("/pause", headers=JSON)
     assert resp.status == 401
     assert (await resp.json())["error"] == "unauthorized"
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -219,14 +220,14 @@ async def test_post_with_wrong_token_is_401_and_token_never_logged(
     authed: TestClient, target: FakeTarget
 ) -> None:
     with capture_logs() as logs:
-        resp = await authed.post("/trigger", headers={"Authorization": f"Bearer {TOKEN}x"})
+        resp = await authed.post("/trigger", headers={**JSON, "Authorization": f"Bearer {TOKEN}x"})
     assert resp.status == 401
     assert target.triggers == 0
     assert TOKEN not in repr(logs)
 
 
 async def test_post_with_the_token_is_accepted(authed: TestClient, target: FakeTarget) -> None:
-    resp = await authed.post("/pause", headers={"Authorization": f"Bearer {TOKEN}"})
+    resp = await authed.post("/pause", headers={**JSON, "Authorization": f"Bearer {TOKEN}"})
     assert resp.status == 200
     assert target.paused
 
