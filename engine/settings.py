@@ -205,6 +205,19 @@ class ControlSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Host-header names accepted besides the bound address (DNS-rebinding defence).
+    allowed_hosts: tuple[str, ...] = ("localhost",)
+    protect_reads: bool = False  # reads need ARENA_CONTROL_TOKEN too (/, /static, /health stay open)
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = 65_536
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for h in v:
+            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]+\]?", h):
+                raise ValueError(f"host {h!r} must be a bare host name or IP (no port, no scheme)")
+        return v
 
 
 # ---------------------------------------------------------------- jobs

@@ -5,16 +5,16 @@ pause or resume; it never reaches into the engine otherwise. The live page's str
 server-sent events) is fed by one bus subscription per connected browser with policy
 "drop_oldest", so a slow or stalled browser loses old events and never slows the engine.
 
-POSTs require `Authorization: Bearer <token>` when a token is set; binding to anything but
-loopback without a token is refused at construction. Every error is a JSON object
-`{"error": <kind>, "message": <text>}` with the matching status.
+What is accepted at all (Host, Origin, POST content type, the token, body timeout, security
+headers) is decided by `engine.web.guard`; binding to anything but loopback without a token is
+refused at construction. Every error is a JSON object `{"error": <kind>, "message": <text>}` with
+the matching status, and every answer body is redacted of secrets (`engine.logging.redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable
@@ -38,7 +38,9 @@ from engine.events import (
     PositionClosed,
     PositionOpened,
 )
+from engine.logging import redact_bytes
 from engine.settings import ControlSettings, SettingsError
+from engine.web.guard import Guard, JSONErrorRunner, on_prepare
 
 log = structlog.get_logger("control")
 
@@ -131,8 +133,9 @@ def event_payload(event: object) -> dict[str, Any]:
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    """Return a JSON response."""
-    return web.Response(body=to_json(body), status=status, content_type="application/json")
+    """Return a JSON response, secrets redacted."""
+    return web.Response(body=redact_bytes(to_json(body)), status=status,
+                        content_type="application/json")
 
 
 def json_error(status: int, kind: str, message: str) -> web.Response:
@@ -156,6 +159,7 @@ class ControlServer:
         self._target = target
         self._bus = bus
         self._token = token.encode() if token else None
+        self._guard = Guard(settings, token)
         self.port = settings.port
         self.started = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
@@ -166,8 +170,8 @@ class ControlServer:
 
     async def run(self) -> None:
         """Serve until cancelled, then close the streams and the listening socket."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=2.0)
+        runner = JSONErrorRunner(self.app, access_log=None, handle_signals=False,
+                                 shutdown_timeout=2.0)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._settings.host, self._settings.port)
@@ -182,7 +186,9 @@ class ControlServer:
             log.info("control.stopped")
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth])
+        app = web.Application(middlewares=[self._errors, self._guard.middleware],
+                              client_max_size=self._settings.max_body_bytes)
+        app.on_response_prepare.append(on_prepare)
         r = app.router
         r.add_get("/", self._index)
         r.add_get("/status", self._sync(lambda: self._target.status()))
@@ -197,7 +203,7 @@ class ControlServer:
         r.add_post("/trigger", self._trigger)
         r.add_post("/pause", self._pause)
         r.add_post("/resume", self._resume)
-        r.add_static("/static/", STATIC_DIR, show_index=False, append_version=False)
+        r.add_get("/static/{path:.+}", self._static)
         app.on_shutdown.append(self._close_streams)
         return app
 
@@ -226,25 +232,6 @@ class ControlServer:
                   status=response.status)
         return response
 
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.method == "POST" and self._token is not None:
-            supplied = request.headers.get("Authorization", "")
-            scheme, _, value = supplied.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(
-                value.strip().encode(), self._token)
-            if not ok:
-                reason = "missing" if not supplied else "wrong"
-                log.warning("control.auth_refused", path=request.path, reason=reason,
-                            remote=request.remote)
-                return web.Response(
-                    body=to_json({"error": "unauthorized",
-                                  "message": f"{reason} bearer token; send "
-                                             "'Authorization: Bearer <ARENA_CONTROL_TOKEN>'"}),
-                    status=401, content_type="application/json",
-                    headers={"WWW-Authenticate": 'Bearer realm="arena"'})
-        return await handler(request)
-
     # ------------------------------------------------------------ handlers
 
     def _sync(self, read: Callable[[], Any]) -> Handler:
@@ -259,6 +246,13 @@ class ControlServer:
 
     async def _index(self, _: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
+
+    async def _static(self, request: web.Request) -> web.StreamResponse:
+        # Checked here, not by FileResponse, so a missing file is a JSON 404 like every error.
+        path = (STATIC_DIR / request.match_info["path"]).resolve()
+        if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
 
     async def _trader(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -338,7 +332,7 @@ class ControlServer:
                     break
                 chunk = b"".join(b"data: " + to_json(event_payload(e)) + b"\n\n"
                                  for e in getter.result())
-                await response.write(chunk)
+                await response.write(redact_bytes(chunk))
         except ConnectionError:
             pass  # the browser went away; the next page load opens a new stream
         finally:
@@ -364,7 +358,8 @@ async def _reject_body(request: web.Request) -> web.Response | None:
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:
-    kinds = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+    kinds = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
+             413: "payload_too_large"}
     if exc.status == 404:
         message = "no such endpoint; see GET / and the README for the API"
     elif exc.status == 405:
