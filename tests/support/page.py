@@ -19,7 +19,11 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-README_SCREENSHOT = Path(__file__).parents[1] / "data" / "page.png"
+DATA = Path(__file__).parents[1] / "data"
+README_SCREENSHOT = DATA / "page.png"
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+CSP = "default-src 'self'"  # what the page must work under: no inline script or style
 
 requires_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
@@ -41,16 +45,39 @@ async def launched_chromium() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def open_page(browser: Any, url: str, errors: list[str]) -> Any:
-    """Open the live page at `url`, collecting JS errors in `errors`; wait until it is drawn."""
-    page = await browser.new_page(viewport={"width": 1440, "height": 1100})
+async def open_page(browser: Any, url: str, errors: list[str], *,
+                    viewport: dict[str, int] | None = None, color_scheme: str = "dark") -> Any:
+    """Open the live page at `url`, collecting JS errors and CSP violations in `errors`; wait
+    until it is drawn. The default viewport is a 1440x900 desktop; `PHONE` is 390x844."""
+    page = await browser.new_page(viewport=viewport or DESKTOP, color_scheme=color_scheme,
+                                  device_scale_factor=1)
     page.set_default_timeout(10_000)
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: errors.append(f"console: {msg.text}")
             if msg.type == "error" else None)
+    await page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => "
+        "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
     await page.goto(url)
-    await page.wait_for_function("document.body.dataset.ready === '1'")
+    await wait_for(page, "document.body.dataset.ready === '1'")
     return page
+
+
+async def wait_for(page: Any, expression: str, timeout: float = 10_000) -> None:
+    """Wait until `expression` is truthy in the page.
+
+    Polled through `page.evaluate` (a DevTools call the page's CSP does not govern), not
+    `page.wait_for_function`, which evaluates the string inside the page: `default-src 'self'`
+    forbids that, as it should.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout / 1000
+    while not await page.evaluate(expression):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} ms waiting for: {expression}")
+        await asyncio.sleep(0.05)
 
 
 def chart_points(page: Any) -> Any:
@@ -58,14 +85,23 @@ def chart_points(page: Any) -> Any:
     return page.evaluate("Number(document.getElementById('equity-chart').dataset.points)")
 
 
-async def save_screenshot(page: Any, path: Path, *, hide: str = "") -> Path:
-    """Save a full-page screenshot to `path`, and to the README's when ARENA_UPDATE_SCREENSHOT=1.
+async def save_screenshot(page: Any, path: Path, *, hide: str = "", readme: str = "page.png",
+                          full_page: bool = True) -> Path:
+    """Save a screenshot to `path`, and to tests/data/`readme` (shown in the README) when
+    ARENA_UPDATE_SCREENSHOT=1.
 
-    `hide`: a CSS selector of transient overlays left out of the picture.
+    `hide`: a CSS selector of transient elements left out of the picture.
     """
-    style = f"{hide} {{ visibility: hidden !important; }}" if hide else None
-    await page.screenshot(path=str(path), full_page=True, style=style)
+    style = f"{hide} {{ display: none !important; }}" if hide else None
+    await page.screenshot(path=str(path), full_page=full_page, style=style)
     if os.environ.get("ARENA_UPDATE_SCREENSHOT") == "1":
-        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, README_SCREENSHOT)
+        DATA.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DATA / readme)
     return path
+
+
+def add_csp(app: Any) -> None:
+    """Send `CSP` with every answer of `app` (unless the server already sends a policy)."""
+    async def prepare(_: Any, response: Any) -> None:
+        response.headers.setdefault("Content-Security-Policy", CSP)
+    app.on_response_prepare.append(prepare)

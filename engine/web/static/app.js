@@ -1,75 +1,36 @@
-// arena live page: equity curves, leaderboard, open positions and decisions, updated from the
-// server-sent event stream at /events. Plain JS, no build step, no network beyond this server.
+// arena live page: equity curves, leaderboard, positions, decisions and a per-trader view,
+// updated from the server-sent event stream at /events. Plain JS, no build step, no inline
+// script or style (it runs under CSP default-src 'self'), no network beyond this server.
 "use strict";
 
 (function () {
-  const PALETTE = ["#f5a524", "#4cc9f0", "#f72585", "#80ed99", "#b388ff", "#ff8fa3",
-                   "#ffd166", "#06d6a0", "#118ab2", "#ef476f"];
+  const F = window.ArenaFormat;
+  const { el } = F;
   const MAX_POINTS = 20000;       // per trader, oldest dropped first
-  const MAX_DECISIONS = 60;
+  const MAX_DECISIONS = 200;
   const STATUS_EVERY_MS = 3000;
+  const TOAST_MS = 4000;
 
   const state = {
     series: new Map(),            // trader -> {ts: number[], eq: number[]}
-    colors: new Map(),
     hidden: new Set(),
-    rows: [],                     // leaderboard rows
+    base: new Map(),              // trader -> starting capital (for % returns)
+    traders: new Map(),           // configured traders: name -> {status, detail, model, provider, strategy}
+    rows: [],                     // leaderboard rows, best first
     positions: new Map(),         // trader -> [position dicts]
     decisions: [],                // newest first
     seenDecisions: new Set(),
+    filter: { trader: "", hideHolds: false },
+    selected: null,               // the trader whose view is open
+    view: null,                   // its last /traders/{name} answer
     lastEvent: null,
     events: 0,
   };
-  window.arena = state;           // for debugging and the browser test
+  window.arena = state;           // for debugging and the browser tests
 
   const $ = (id) => document.getElementById(id);
-  const el = (tag, cls, text) => {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  };
-
-  // ---------------------------------------------------------------- formatting
-
-  const nf2 = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-  const nf0 = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-  const nfp = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
-  const money = (v) => (v === null || v === undefined || isNaN(v) ? "–" : nf2.format(v));
-  const pct = (v) => (v === null || v === undefined || isNaN(v) ? "–" : (v > 0 ? "+" : "") + nf2.format(v) + "%");
-  const num = (v) => {
-    if (v === null || v === undefined) return "–";
-    if (typeof v !== "number") return String(v);
-    const a = Math.abs(v);
-    if (a >= 1000) return nf2.format(v);
-    if (a >= 1) return v.toFixed(2).replace(/\.00$/, "");
-    if (a < 1e-9) return "0";
-    return a >= 0.01 ? v.toFixed(2) : String(Number(v.toPrecision(3)));
-  };
-  const age = (v) => (v === null || v === undefined ? "never" : v < 10 ? `${v.toFixed(1)}s` : `${Math.round(v)}s`);
-  const hhmm = (ts) => {
-    if (!ts && ts !== 0) return "–";
-    const d = new Date(ts * 1000);
-    return d.toISOString().slice(11, 19);
-  };
-  const dayTime = (ts) => new Date(ts * 1000).toISOString().slice(5, 16).replace("T", " ");
-  const signClass = (v) => (typeof v === "number" ? (v > 0 ? "pos" : v < 0 ? "neg" : "") : "");
-
-  function colorOf(trader) {
-    if (!state.colors.has(trader)) state.colors.set(trader, PALETTE[state.colors.size % PALETTE.length]);
-    return state.colors.get(trader);
-  }
-
-  function traderTag(name) {
-    const t = el("span", "trader", name);
-    t.style.setProperty("--c", colorOf(name));
-    return t;
-  }
-
-  // ---------------------------------------------------------------- equity chart
-
-  let chart = null;
-  let chartOrder = [];
+  const chart = new window.ArenaChart($("equity-chart"), state);
+  state.chart = chart;
 
   // Events can arrive by the thousand (a fast replay): mark what changed, render once per frame.
   const dirty = new Set();
@@ -82,18 +43,27 @@
       framePending = false;
       const now = new Set(dirty);
       dirty.clear();
-      if (now.has("chart")) redrawChart();
+      if (now.has("chart")) chart.redraw(colorOrder());
       if (now.has("leaderboard")) renderLeaderboard();
       if (now.has("chart") || now.has("leaderboard")) renderLegend();
       if (now.has("positions")) renderPositions();
       if (now.has("decisions")) renderDecisions();
+      if (now.has("view")) renderView();
     });
   }
+
+  // Configured order first (stable colours and chart series), then anything else seen.
+  function colorOrder() {
+    const names = [...state.traders.keys(), ...state.series.keys()];
+    return Array.from(new Set(names));
+  }
+
+  // ---------------------------------------------------------------- equity
 
   function addPoint(trader, ts, eq) {
     if (typeof ts !== "number" || typeof eq !== "number" || !isFinite(eq)) return;
     let s = state.series.get(trader);
-    if (!s) { s = { ts: [], eq: [] }; state.series.set(trader, s); colorOf(trader); }
+    if (!s) { s = { ts: [], eq: [] }; state.series.set(trader, s); F.color(trader); }
     const n = s.ts.length;
     if (n === 0 || ts > s.ts[n - 1]) { s.ts.push(ts); s.eq.push(eq); }
     else if (ts === s.ts[n - 1]) { s.eq[n - 1] = eq; }
@@ -107,103 +77,47 @@
     schedule("chart");
   }
 
-  function alignedData(order) {
-    const all = new Set();
-    for (const name of order) for (const t of state.series.get(name).ts) all.add(t);
-    const xs = Array.from(all).sort((a, b) => a - b);
-    const index = new Map(xs.map((t, i) => [t, i]));
-    const data = [xs];
-    for (const name of order) {
-      const s = state.series.get(name);
-      const ys = new Array(xs.length).fill(null);
-      for (let i = 0; i < s.ts.length; i++) ys[index.get(s.ts[i])] = s.eq[i];
-      data.push(ys);
+  function setMode(mode) {
+    for (const [id, m] of [["mode-usd", "usd"], ["mode-pct", "pct"]]) {
+      $(id).classList.toggle("on", m === mode);
+      $(id).setAttribute("aria-pressed", String(m === mode));
     }
-    return data;
+    chart.setMode(mode);
+    renderLegend();
   }
+  $("mode-usd").addEventListener("click", () => setMode("usd"));
+  $("mode-pct").addEventListener("click", () => setMode("pct"));
 
-  function chartSize() {
-    const box = $("equity-chart");
-    return { width: Math.max(320, box.clientWidth), height: Math.max(260, Math.round(window.innerHeight * 0.42)) };
-  }
-
-  function makeChart(order) {
-    const axis = { stroke: "#8b95a7", grid: { stroke: "#222938", width: 1 }, ticks: { stroke: "#2b3344", width: 1 } };
-    const opts = {
-      ...chartSize(),
-      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-      legend: { show: false },
-      cursor: { drag: { x: true, y: false }, points: { size: 6 } },
-      scales: { x: { time: true } },
-      axes: [
-        { ...axis, values: (u, splits) => {
-          const step = splits.length > 1 ? splits[1] - splits[0] : 0;
-          const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
-          return splits.map((ts) => (step >= 86400 ? dayTime(ts).slice(0, 5) : span >= 86400 ? dayTime(ts) : hhmm(ts).slice(0, 5)));
-        } },
-        { ...axis, size: 72, values: (u, vals) => vals.map((v) => nf0.format(v)) },
-      ],
-      series: [{}].concat(order.map((name) => ({
-        label: name, stroke: colorOf(name), width: 2, spanGaps: true,
-        show: !state.hidden.has(name), points: { show: false },
-      }))),
-    };
-    const box = $("equity-chart");
-    box.textContent = "";
-    return new uPlot(opts, alignedData(order), box);
-  }
-
-  function redrawChart() {
-    const order = Array.from(state.series.keys()).filter((n) => state.series.get(n).ts.length);
-    if (!order.length) return;
-    if (!chart || order.join("\u0000") !== chartOrder.join("\u0000")) {
-      if (chart) chart.destroy();
-      chartOrder = order;
-      chart = makeChart(order);
-    } else {
-      chart.setData(alignedData(order));
-    }
-    const box = $("equity-chart");
-    let points = 0, last = 0;
-    for (const s of state.series.values()) { points += s.ts.length; last = Math.max(last, s.ts[s.ts.length - 1] || 0); }
-    box.dataset.points = String(points);
-    box.dataset.series = String(order.length);
-    box.dataset.lastTs = String(last);
-  }
-
+  // The legend follows the leaderboard's order; a click hides or shows the trader's line.
   function renderLegend() {
     const legend = $("legend");
     legend.textContent = "";
-    // Returns against starting capital, as the leaderboard computes them (else the first point).
-    const start = new Map();
-    for (const r of state.rows) {
-      if (!r.trader) continue;
-      if (typeof r.starting_capital === "number") start.set(r.trader, r.starting_capital);
-      else if (typeof r.equity === "number" && typeof r.return_pct === "number") start.set(r.trader, r.equity / (1 + r.return_pct / 100));
-    }
-    const items = Array.from(state.series.entries())
-      .filter(([, s]) => s.eq.length)
-      .sort((a, b) => b[1].eq[b[1].eq.length - 1] - a[1].eq[a[1].eq.length - 1]);
+    const rank = new Map(state.rows.map((r, i) => [r.trader, i]));
+    const items = Array.from(state.series.entries()).filter(([, s]) => s.eq.length)
+      .sort((a, b) => (rank.get(a[0]) ?? 1e9) - (rank.get(b[0]) ?? 1e9)
+        || b[1].eq[b[1].eq.length - 1] - a[1].eq[a[1].eq.length - 1]);
     for (const [name, s] of items) {
       const last = s.eq[s.eq.length - 1];
-      const base = start.get(name) ?? s.eq[0];
+      const base = state.base.get(name) ?? s.eq[0];
       const ret = base ? (last / base - 1) * 100 : 0;
       const item = el("button", "legend-item" + (state.hidden.has(name) ? " off" : ""));
       item.type = "button";
       item.dataset.trader = name;
-      item.style.setProperty("--c", colorOf(name));
-      item.append(el("span", "swatch"), el("span", "name", name), el("span", "value", money(last)),
-                  el("span", "ret " + signClass(ret), pct(ret)));
+      item.title = state.hidden.has(name) ? "show this line" : "hide this line";
+      item.style.setProperty("--c", F.color(name));
+      item.append(el("span", "swatch"), el("span", "name", name), el("span", "value", F.money(last)),
+                  el("span", "ret " + F.signClass(ret), F.pct(ret)));
       item.addEventListener("click", () => {
         if (state.hidden.has(name)) state.hidden.delete(name); else state.hidden.add(name);
-        if (chart) chart.setSeries(chartOrder.indexOf(name) + 1, { show: !state.hidden.has(name) });
+        chart.show(name, !state.hidden.has(name));
         renderLegend();
       });
       legend.append(item);
     }
+    $("legend-box").querySelector("summary").textContent = `Traders (${items.length})`;
   }
 
-  window.addEventListener("resize", () => { if (chart) chart.setSize(chartSize()); });
+  window.addEventListener("resize", () => chart.resize());
 
   // ---------------------------------------------------------------- tables
 
@@ -213,45 +127,59 @@
     ["max_drawdown_pct", "Max DD"], ["sharpe", "Sharpe"], ["trades", "Trades"],
     ["win_rate", "Win %"], ["open_positions", "Open"], ["fees", "Fees"], ["funding", "Funding"],
     ["invalid_rate", "Invalid %"], ["hold_rate", "Hold %"], ["llm_cost", "LLM $"],
-    ["llm_cost_usd", "LLM $"], ["liquidations", "Liq."], ["status", "Status"],
+    ["liquidations", "Liq."], ["status", "Status"],
   ];
   const POSITION_COLS = [
     ["trader", "Trader"], ["symbol", "Symbol"], ["side", "Side"], ["qty", "Qty"],
     ["entry_price", "Entry"], ["mark", "Mark"], ["leverage", "Lev"], ["margin", "Margin"],
     ["unrealized_pnl", "uPnL"], ["roe_pct", "ROE"], ["stop_loss", "SL"], ["take_profit", "TP"],
-    ["liquidation_price", "Liq"], ["open_reason", "Why"], ["reason", "Why"],
+    ["liquidation_price", "Liq"], ["open_reason", "Why"],
   ];
+  const TRADE_COLS = [
+    ["ts", "Closed"], ["symbol", "Symbol"], ["side", "Side"], ["qty", "Qty"], ["entry_price", "Entry"],
+    ["exit_price", "Exit"], ["realized_pnl", "PnL"], ["fees", "Fees"], ["reason", "Why closed"],
+  ];
+  const REFUSAL_COLS = [["ts", "Time"], ["symbol", "Symbol"], ["action", "Action"], ["rule", "Rule"], ["detail", "Detail"]];
+  const ALWAYS = new Set(["trader", "rank", "status"]);
 
   // Only the known columns, in this order (rows carry more keys than a table can show).
   function columnsFor(rows, preferred) {
-    const present = new Set();
+    const present = new Set(ALWAYS);
     for (const r of rows) for (const [k, v] of Object.entries(r)) if (v === null || typeof v !== "object") present.add(k);
-    const cols = [], labels = new Set();
-    for (const [k, label] of preferred) {
-      if (present.has(k) && !labels.has(label)) { cols.push([k, label]); labels.add(label); }
-    }
-    return cols;
+    return preferred.filter(([k]) => present.has(k) && (rows.length === 0 || rows.some((r) => k in r)));
   }
 
-  function cell(key, value) {
+  function cell(key, value, row) {
     const td = el("td");
-    if (key === "trader") { td.append(traderTag(value)); return td; }
+    const symbol = row.symbol;
+    if (key === "trader") { td.className = "pin"; td.append(F.traderTag(value, openTrader)); return td; }
     if (key === "side") { td.append(el("span", "side " + value, value)); return td; }
-    if (key === "reason" || key === "open_reason") { td.className = "reason"; td.textContent = value ?? ""; td.title = value ?? ""; return td; }
-    if (typeof value === "number") {
-      td.className = "num";
-      if (/_rate$/.test(key)) td.textContent = num(value);
-      else if (/drawdown/.test(key)) td.textContent = `${nf2.format(value)}%`;
-      else if (/_pct$/.test(key)) td.textContent = pct(value);
-      else if (key === "llm_cost" || key === "llm_cost_usd") td.textContent = value < 10 ? value.toFixed(3) : money(value);
-      else if (/(price|^mark$|stop_loss|take_profit)/.test(key)) td.textContent = Math.abs(value) >= 1 ? nfp.format(value) : num(value);
-      else if (/(equity|pnl|fees|usd|cash|margin)/.test(key)) td.textContent = money(value);
-      else td.textContent = num(value);
-      const sign = /(pnl|return_pct|roe_pct|^funding$)/.test(key) ? signClass(value) : "";
-      if (sign) td.classList.add(sign);
+    if (key === "reason" || key === "open_reason" || key === "detail") { td.className = "reason"; td.textContent = value ?? ""; td.title = value ?? ""; return td; }
+    if (key === "status") {
+      const detail = row.status_detail ? `${value}: ${row.status_detail}` : value;
+      td.append(el("span", "status " + (value || ""), detail ?? "–"));
       return td;
     }
-    td.textContent = value === null || value === undefined ? "–" : String(value);
+    if (key === "ts") { td.className = "num"; td.textContent = F.hms(value); return td; }
+    if (typeof value !== "number") { td.textContent = value === null || value === undefined ? "–" : String(value); return td; }
+    td.className = "num";
+    let text;
+    if (key === "qty") text = F.qty(symbol, value);
+    else if (key === "liquidation_price") text = F.liq(symbol, value);
+    else if (/(price|^mark$|stop_loss|take_profit)/.test(key)) text = F.price(symbol, value);
+    else if (key === "sharpe") text = value.toFixed(2);
+    else if (/_rate$/.test(key)) text = F.num(value);
+    else if (/drawdown/.test(key)) text = `${F.money(value)}%`;
+    else if (/_pct$/.test(key)) text = F.pct(value);
+    else if (key === "llm_cost") text = value < 10 ? value.toFixed(3) : F.money(value);
+    else if (key === "leverage") text = `${value}x`;
+    else if (/(equity|pnl|fees|usd|cash|margin|funding)/.test(key)) text = /pnl|funding/.test(key) ? F.signed(value) : F.money(value);
+    else text = F.num(value);
+    td.textContent = text;
+    const ci = key === "return_pct" ? row.return_ci : key === "sharpe" ? row.sharpe_ci : null;
+    if (ci) td.append(el("span", "ci", " " + F.interval(ci, key === "sharpe" ? (v) => v.toFixed(2) : (v) => F.pct(v))));
+    const sign = /(pnl|return_pct|roe_pct|^funding$)/.test(key) ? F.signClass(value) : "";
+    if (sign) td.classList.add(sign);
     return td;
   }
 
@@ -260,7 +188,7 @@
     const cols = columnsFor(rows, preferred);
     head.textContent = ""; body.textContent = "";
     const tr = el("tr");
-    for (const [, label] of cols) tr.append(el("th", null, label));
+    for (const [key, label] of cols) tr.append(el("th", key === "trader" ? "pin" : null, label));
     head.append(tr);
     if (!rows.length) {
       const empty = el("tr", "empty"); const td = el("td", null, emptyText);
@@ -270,18 +198,34 @@
     for (const row of rows) {
       const r = el("tr");
       if (row.trader) r.dataset.trader = row.trader;
-      for (const [key] of cols) r.append(cell(key, row[key]));
+      if (row.status === "disabled") r.className = "disabled";
+      for (const [key] of cols) r.append(cell(key, row[key], row));
       body.append(r);
     }
   }
 
   function setLeaderboard(rows) {
     state.rows = (rows || []).map((r, i) => ({ rank: i + 1, ...r, trader: r.trader ?? r.name }));
-    schedule("leaderboard");
+    for (const r of state.rows) {
+      if (typeof r.starting_capital === "number") state.base.set(r.trader, r.starting_capital);
+      else if (typeof r.equity === "number" && typeof r.return_pct === "number" && r.return_pct > -100) {
+        state.base.set(r.trader, r.equity / (1 + r.return_pct / 100));
+      }
+    }
+    schedule("leaderboard", "chart");
   }
 
   function renderLeaderboard() {
-    renderTable($("leaderboard"), state.rows, LEADER_COLS, "waiting for the first cycle");
+    // Configured traders that do not trade (no API key) are listed under the ranked ones.
+    const ranked = new Set(state.rows.map((r) => r.trader));
+    const rows = state.rows.map((r) => {
+      const t = state.traders.get(r.trader);
+      return t && t.status !== "active" && r.status === "active" ? { ...r, status: t.status, status_detail: t.detail } : r;
+    });
+    for (const [name, t] of state.traders) {
+      if (!ranked.has(name) && t.status === "disabled") rows.push({ trader: name, status: "disabled", status_detail: t.detail });
+    }
+    renderTable($("leaderboard"), rows, LEADER_COLS, "waiting for the first cycle");
   }
 
   function setPositions(trader, positions) {
@@ -292,7 +236,7 @@
   function renderPositions() {
     const rows = [];
     for (const list of state.positions.values()) rows.push(...list);
-    rows.sort((a, b) => (a.trader > b.trader ? 1 : -1) || (a.symbol > b.symbol ? 1 : -1));
+    rows.sort((a, b) => (a.trader > b.trader ? 1 : a.trader < b.trader ? -1 : a.symbol > b.symbol ? 1 : -1));
     renderTable($("positions"), rows, POSITION_COLS, "no open positions");
     $("positions-count").textContent = rows.length ? `(${rows.length})` : "";
   }
@@ -307,6 +251,7 @@
     state.decisions.push(d);
     state.decisions.sort((a, b) => (b.ts || 0) - (a.ts || 0));
     state.decisions.length = Math.min(state.decisions.length, MAX_DECISIONS);
+    updateTraderFilter(d.trader);
     schedule("decisions");
   }
 
@@ -319,33 +264,139 @@
     return [{ action: "hold", reason: why }];
   }
 
-  function renderDecisions() {
-    const list = $("decisions");
+  // A baseline's "model" is its own name: shown once, never twice.
+  function modelOf(d) {
+    const t = state.traders.get(d.trader) || {};
+    const model = d.model || t.model;
+    if (!model || model === d.trader || d.provider === "rule" || (t.strategy && t.strategy !== "llm")) return null;
+    return model;
+  }
+
+  function decisionItems(list, decisions, opts) {
     list.textContent = "";
-    if (!state.decisions.length) { list.append(el("li", "empty", "no decisions yet")); return; }
-    for (const d of state.decisions) {
+    let shown = 0;
+    for (const d of decisions) {
       for (const a of actionsOf(d)) {
-        const li = el("li", "decision" + (d.valid === false ? " invalid" : ""));
+        const hold = (a.action || "hold") === "hold" && d.valid !== false;
+        if (opts.hideHolds && hold) continue;
+        const li = el("li", "decision" + (d.valid === false ? " invalid" : "") + (hold ? " hold" : ""));
         li.dataset.trader = d.trader || "";
+        li.dataset.action = a.action || "hold";
         const meta = el("div", "meta");
-        meta.append(el("span", "time", hhmm(d.ts)), traderTag(d.trader || "?"),
-                    el("span", "action " + (a.action || "hold"), (a.action || "hold").replace("_", " ")));
+        meta.append(el("span", "time", F.hms(d.ts)));
+        if (opts.showTrader) meta.append(F.traderTag(d.trader || "?", openTrader));
+        meta.append(el("span", "action " + (a.action || "hold"), (a.action || "hold").replace("_", " ")));
         if (a.symbol) meta.append(el("span", "symbol", a.symbol));
         const bits = [];
-        if (a.size_usdt) bits.push(`$${nf0.format(a.size_usdt)}`);
+        if (a.size_usdt) bits.push(`$${F.nf0.format(a.size_usdt)}`);
         if (a.leverage) bits.push(`${a.leverage}x`);
-        if (a.stop_loss) bits.push(`SL ${num(a.stop_loss)}`);
-        if (a.take_profit) bits.push(`TP ${num(a.take_profit)}`);
+        if (a.stop_loss) bits.push(`SL ${F.price(a.symbol, a.stop_loss)}`);
+        if (a.take_profit) bits.push(`TP ${F.price(a.symbol, a.take_profit)}`);
         if (typeof a.confidence === "number") bits.push(`conf ${Math.round(a.confidence * 100)}%`);
         if (bits.length) meta.append(el("span", "details", bits.join(" · ")));
-        if (d.model) meta.append(el("span", "model", d.model));
+        const model = modelOf(d);
+        if (model) meta.append(el("span", "model", model));
         li.append(meta);
         const why = d.valid === false ? `invalid answer: ${d.error || "unknown error"}` : (a.reason || "");
         li.append(el("div", "why", why));
         list.append(li);
+        shown += 1;
       }
     }
+    if (!shown) list.append(el("li", "empty", opts.empty));
   }
+
+  function renderDecisions() {
+    const f = state.filter;
+    const chosen = state.decisions.filter((d) => !f.trader || d.trader === f.trader);
+    decisionItems($("decisions"), chosen, { showTrader: true, hideHolds: f.hideHolds,
+      empty: f.hideHolds ? "no trades among the latest decisions" : "no decisions yet" });
+  }
+
+  function updateTraderFilter(name) {
+    const select = $("decision-trader");
+    if (!name || Array.from(select.options).some((o) => o.value === name)) return;
+    select.append(new Option(name, name));
+  }
+  $("decision-trader").addEventListener("change", (e) => { state.filter.trader = e.target.value; schedule("decisions"); });
+  $("hide-holds").addEventListener("change", (e) => { state.filter.hideHolds = e.target.checked; schedule("decisions"); });
+
+  // ---------------------------------------------------------------- the per-trader view
+
+  function openTrader(name) {
+    if (location.hash !== `#trader=${encodeURIComponent(name)}`) location.hash = `trader=${encodeURIComponent(name)}`;
+    else showTrader(name);
+  }
+
+  async function showTrader(name) {
+    state.selected = name;
+    $("trader-view").hidden = false;
+    $("tv-title").textContent = name;
+    await reloadView();
+    $("trader-view").scrollIntoView({ block: "start" });
+  }
+
+  function closeTrader() {
+    state.selected = null;
+    state.view = null;
+    $("trader-view").hidden = true;
+    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  let viewTimer = null;
+  function reloadViewSoon(trader) {
+    if (trader !== state.selected || viewTimer) return;
+    viewTimer = setTimeout(() => { viewTimer = null; reloadView(); }, 500);
+  }
+
+  async function reloadView() {
+    const name = state.selected;
+    if (!name) return;
+    try {
+      const r = await fetch(`/traders/${encodeURIComponent(name)}`, { cache: "no-store" });
+      const body = await r.json();
+      if (name !== state.selected) return;
+      state.view = r.ok ? body : { name, status: "unknown", message: body.message || `HTTP ${r.status}` };
+    } catch (e) {
+      state.view = { name, status: "unknown", message: e.message };
+    }
+    schedule("view");
+  }
+
+  function renderView() {
+    const v = state.view;
+    if (!v || !state.selected) return;
+    const box = $("tv-summary");
+    box.textContent = "";
+    const t = state.traders.get(v.name) || {};
+    const status = v.detail ? `${v.status}: ${v.detail}` : (v.status || t.status || "");
+    box.append(F.traderTag(v.name), el("span", "status " + (v.status || ""), status));
+    const model = t.strategy === "llm" ? t.model : t.strategy;
+    if (model) box.append(el("span", "muted", model));
+    const acc = v.account || {};
+    for (const [label, key, fmt] of [["equity", "equity", F.money], ["return", "return_pct", F.pct],
+      ["realized", "realized_pnl", F.signed], ["unrealized", "unrealized_pnl", F.signed], ["fees", "fees", F.money],
+      ["trades", "trades", F.num], ["wins", "wins", F.num]]) {
+      if (acc[key] === undefined) continue;
+      const s = el("span", "kv");
+      s.append(el("span", "muted", label + " "), el("b", F.signClass(key === "equity" ? 0 : acc[key]), fmt(acc[key])));
+      box.append(s);
+    }
+    if (!v.account && v.message) box.append(el("span", "muted", v.message));
+    renderTable($("tv-positions"), v.positions || [], POSITION_COLS.filter(([k]) => k !== "trader"), "no open positions");
+    renderTable($("tv-trades"), v.trades || [], TRADE_COLS, "no completed trades yet");
+    const reasoning = (v.reasoning && v.reasoning.length ? v.reasoning : [...(v.decisions || [])].reverse())
+      .map((d) => ({ trader: v.name, ...d }));
+    decisionItems($("tv-decisions"), reasoning, { showTrader: false, hideHolds: false, empty: "no decisions yet" });
+    renderTable($("tv-refusals"), v.refusals || [], REFUSAL_COLS, "no refusals");
+  }
+
+  $("tv-close").addEventListener("click", closeTrader);
+  function route() {
+    const m = /^#trader=(.+)$/.exec(location.hash);
+    if (m) showTrader(decodeURIComponent(m[1])); else if (state.selected) closeTrader();
+  }
+  window.addEventListener("hashchange", route);
 
   // ---------------------------------------------------------------- status
 
@@ -355,7 +406,12 @@
     b.className = "badge " + (cls || "");
   }
 
-  function renderStatus(st) {
+  function cycleBadge(status, at, detail) {
+    badge("cycle-badge", `cycle ${status} at ${F.hms(at)}` + (detail ? ` (${detail})` : ""),
+          status === "ok" ? "ok" : status === "failed" || status === "timeout" ? "bad" : "warn");
+  }
+
+  function renderStatus(st, cycleJob) {
     badge("engine-badge", `engine ${st.state || "?"}`, st.state === "running" ? "ok" : "warn");
     $("paused-badge").hidden = !st.paused;
     document.body.classList.toggle("paused", !!st.paused);
@@ -365,47 +421,40 @@
     const connected = feed.connected;
     badge("feed-badge", connected === false ? "feed disconnected" : stale.size ? `feed: ${stale.size} stale` : "feed live",
           connected === false ? "bad" : stale.size ? "warn" : "ok");
+    // A page opened mid-run shows the last cycle the scheduler ran, not "no cycle yet".
+    const jobs = Array.isArray(st.jobs) ? st.jobs : [];
+    const job = jobs.find((j) => j.name === cycleJob) || jobs.find((j) => j.name === "trading_cycle");
+    const cycleText = $("cycle-badge").textContent;
+    if (job && job.last_start && (cycleText === "cycle …" || cycleText === "no cycle yet")) {
+      const start = typeof job.last_start === "number" ? job.last_start : Date.parse(job.last_start) / 1000;
+      cycleBadge(job.last_status || "ok", start + (job.last_duration || 0));
+    } else if (cycleText === "cycle …") {
+      badge("cycle-badge", "no cycle yet", "muted");
+    }
     const prices = $("prices");
     prices.textContent = "";
     for (const [sym, secs] of Object.entries(ages)) {
       const bad = stale.has(sym) || secs === null;
       const chip = el("span", "price-chip " + (bad ? "stale" : "fresh"));
       chip.dataset.symbol = sym;
-      chip.append(el("span", "sym", sym), el("span", "age", age(secs)));
+      chip.append(el("span", "sym", sym), el("span", "age", F.age(secs)));
       prices.append(chip);
     }
     $("updated").textContent = `status at ${new Date().toISOString().slice(11, 19)} UTC`;
   }
 
-  // The control token, asked for once when the API answers 401; kept for this tab only. It also
-  // goes in a same-site cookie so the event stream (which cannot send headers) may read.
-  function askToken() {
-    const token = window.prompt("Control token (ARENA_CONTROL_TOKEN):");
-    if (!token) return false;
-    sessionStorage.setItem("arena-token", token);
-    document.cookie = `arena_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
-    return true;
-  }
-
-  function authHeaders() {
-    const token = sessionStorage.getItem("arena-token");
-    return token ? { Authorization: `Bearer ${token}` } : {};
-  }
-
   async function getJSON(path) {
-    const get = () => fetch(path, { cache: "no-store", headers: authHeaders() });
-    let r = await get();
-    if (r.status === 401 && askToken()) r = await get();
+    const r = await fetch(path, { cache: "no-store" });
     if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
     return r.json();
   }
 
   async function pollStatus() {
     try {
-      renderStatus(await getJSON("/status"));
       const nx = await getJSON("/next-run");
+      renderStatus(await getJSON("/status"), nx.job);
       const left = nx.seconds_until_next_run;
-      badge("next-badge", left === null || left === undefined ? "no next run" : `next cycle in ${Math.round(left)}s`, "muted");
+      badge("next-badge", left === null || left === undefined ? "no next run" : `next in ${Math.round(left)}s`, "muted");
     } catch (e) {
       badge("engine-badge", "engine unreachable", "bad");
     }
@@ -414,7 +463,12 @@
   // ---------------------------------------------------------------- loading and the stream
 
   async function loadAll() {
-    const [equity, board] = await Promise.all([getJSON("/equity"), getJSON("/leaderboard")]);
+    const [symbols, traders, equity, board] = await Promise.all([
+      getJSON("/symbols").catch(() => ({ symbols: {} })), getJSON("/traders").catch(() => ({ traders: [] })),
+      getJSON("/equity"), getJSON("/leaderboard")]);
+    F.setSymbols(symbols.symbols);
+    for (const t of traders.traders || []) state.traders.set(t.name, t);
+    F.assignColors(state.traders.keys());
     for (const [name, points] of Object.entries(equity.traders || {})) for (const [ts, eq] of points) addPoint(name, ts, eq);
     setLeaderboard(board.rows || []);
     const names = new Set([...state.rows.map((r) => r.trader), ...Object.keys(equity.traders || {})]);
@@ -422,28 +476,31 @@
       try {
         const t = await getJSON(`/traders/${encodeURIComponent(name)}`);
         setPositions(name, t.positions || []);
-        for (const d of t.decisions || []) addDecision({ trader: name, ...d });
+        const made = t.reasoning && t.reasoning.length ? t.reasoning : t.decisions || [];
+        for (const d of made) addDecision({ trader: name, ...d });
       } catch (e) { /* a trader that vanished between calls */ }
     }));
+    await pollStatus();
     schedule("chart", "leaderboard", "positions", "decisions");
+    if (state.selected) reloadView();
     requestAnimationFrame(() => requestAnimationFrame(() => { document.body.dataset.ready = "1"; }));
   }
 
   const handlers = {
-    AccountSnapshot(e) { addPoint(e.trader, e.ts, e.equity); setPositions(e.trader, e.positions); },
+    AccountSnapshot(e) { addPoint(e.trader, e.ts, e.equity); setPositions(e.trader, e.positions); reloadViewSoon(e.trader); },
     Leaderboard(e) { setLeaderboard(e.rows); },
-    DecisionMade(e) { addDecision(e); },
-    CycleFinished(e) {
-      badge("cycle-badge", `cycle ${e.status} at ${hhmm(e.finished_at)}` + (e.skip_reason ? ` (${e.skip_reason})` : ""),
-            e.status === "ok" ? "ok" : e.status === "failed" ? "bad" : "warn");
-    },
+    DecisionMade(e) { addDecision(e); reloadViewSoon(e.trader); },
+    DecisionRejected(e) { reloadViewSoon(e.trader); },
+    CycleFinished(e) { cycleBadge(e.status, e.finished_at, e.skip_reason); },
     FeedStatus(e) { badge("feed-badge", `feed ${e.state}`, e.state === "disconnected" ? "bad" : "ok"); },
-    OrderFilled(e) { toast(`${e.trader} ${e.side} ${num(e.qty)} ${e.symbol} @ ${num(e.price)} (${e.reason})`); },
-    PositionClosed(e) { toast(`${e.trader} closed ${e.side} ${e.symbol}: ${money(e.realized_pnl)} (${e.reason})`); },
+    OrderFilled(e) { toast(`${e.trader} ${e.side} ${F.qty(e.symbol, e.qty)} ${e.symbol} @ ${F.price(e.symbol, e.price)} (${e.reason})`); },
+    PositionClosed(e) {
+      toast(`${e.trader} closed ${e.side} ${e.symbol}: ${F.signed(e.realized_pnl)} (${e.reason})`);
+      reloadViewSoon(e.trader);
+    },
   };
 
-  async function connect() {
-    await getJSON("/status").catch(() => {});  // asks for the token first when reads need it
+  function connect() {
     const source = new EventSource("/events");
     let first = true;
     source.onopen = () => {
@@ -464,25 +521,30 @@
     };
   }
 
-  // ---------------------------------------------------------------- controls
+  // ---------------------------------------------------------------- toasts and controls
 
-  let toastTimer = null;
+  // Toasts sit in the header's own row: they push the page down, never cover it.
   function toast(text) {
-    const t = $("toast");
-    t.textContent = text;
-    t.hidden = false;
-    clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { t.hidden = true; }, 4000);
+    const box = $("toasts");
+    const t = el("div", "toast", text);
+    box.prepend(t);
+    while (box.children.length > 2) box.lastChild.remove();
+    setTimeout(() => t.remove(), TOAST_MS);
   }
+  state.toast = toast;
 
   async function command(path) {
-    // JSON content type: the API refuses POSTs without it (an HTML form cannot send it).
-    const send = () => fetch(path, {
-      method: "POST", body: "{}", headers: { "Content-Type": "application/json", ...authHeaders() },
-    });
+    const send = () => {
+      const token = sessionStorage.getItem("arena-token");
+      const headers = { "Content-Type": "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
+      return fetch(path, { method: "POST", headers, body: "{}" });
+    };
     let r = await send();
     if (r.status === 401) {
-      if (!askToken()) return;
+      const token = window.prompt("Control token (ARENA_CONTROL_TOKEN):");
+      if (!token) return;
+      sessionStorage.setItem("arena-token", token);
       r = await send();
     }
     const body = await r.json().catch(() => ({}));
@@ -494,7 +556,10 @@
   $("btn-pause").addEventListener("click", () => command("/pause"));
   $("btn-resume").addEventListener("click", () => command("/resume"));
 
+  // On a phone the legend starts folded: the chart comes first.
+  if (window.matchMedia("(max-width: 600px)").matches) $("legend-box").open = false;
+
   connect();
-  pollStatus();
   setInterval(pollStatus, STATUS_EVERY_MS);
+  route();
 })();

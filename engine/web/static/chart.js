@@ -1,0 +1,150 @@
+// arena live page: the equity chart (uPlot) in dollars or in % return, with each line's value
+// written at its end and time labels that never repeat. Used by app.js as window.ArenaChart.
+"use strict";
+
+(function () {
+  const F = window.ArenaFormat;
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+  class EquityChart {
+    // state: {series: Map(trader -> {ts: [], eq: []}), hidden: Set, base: Map(trader -> capital)}
+    constructor(box, state) {
+      this.box = box;
+      this.state = state;
+      this.u = null;
+      this.order = [];
+      this.mode = "usd";
+      this.key = "";
+      this.labels = [];         // the end-of-line labels last drawn: [{trader, text}]
+      this.xLabels = [];        // the x-axis labels last drawn
+    }
+
+    setMode(mode) { this.mode = mode; this.key = ""; this.redraw(this.order); }
+
+    size() {
+      const narrow = window.innerWidth < 600;
+      return { width: Math.max(300, this.box.clientWidth),
+               height: Math.max(narrow ? 220 : 260, Math.round(window.innerHeight * (narrow ? 0.32 : 0.42))) };
+    }
+
+    resize() { if (this.u) this.u.setSize(this.size()); }
+
+    value(name, eq) {
+      if (this.mode !== "pct") return eq;
+      const s = this.state.series.get(name);
+      const base = this.state.base.get(name) ?? (s && s.eq.length ? s.eq[0] : null);
+      return base ? (eq / base - 1) * 100 : null;
+    }
+
+    data(order) {
+      const all = new Set();
+      for (const name of order) for (const t of this.state.series.get(name).ts) all.add(t);
+      const xs = Array.from(all).sort((a, b) => a - b);
+      const index = new Map(xs.map((t, i) => [t, i]));
+      const data = [xs];
+      for (const name of order) {
+        const s = this.state.series.get(name);
+        const ys = new Array(xs.length).fill(null);
+        for (let i = 0; i < s.ts.length; i++) ys[index.get(s.ts[i])] = this.value(name, s.eq[i]);
+        data.push(ys);
+      }
+      return data;
+    }
+
+    xValues(splits) {
+      const step = splits.length > 1 ? splits[1] - splits[0] : 0;
+      const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+      const fmt = step >= 86400 ? (ts) => F.dayTime(ts).slice(0, 5)
+        : span >= 86400 ? F.dayTime
+        : step > 0 && step < 60 ? F.hms
+        : (ts) => F.hms(ts).slice(0, 5);
+      let previous = null;
+      // A label equal to the one before it (ticks closer than the format) is left blank.
+      this.xLabels = splits.map((ts) => { const s = fmt(ts); if (s === previous) return ""; previous = s; return s; });
+      return this.xLabels;
+    }
+
+    drawEndLabels(u) {
+      const dpr = window.devicePixelRatio || 1;
+      const items = [];
+      for (let i = 1; i < u.series.length; i++) {
+        if (!u.series[i].show) continue;
+        const ys = u.data[i];
+        let j = ys.length - 1;
+        while (j >= 0 && (ys[j] === null || ys[j] === undefined)) j--;
+        if (j < 0) continue;
+        items.push({ trader: u.series[i].label, v: ys[j], y: u.valToPos(ys[j], "y", true) });
+      }
+      items.sort((a, b) => a.y - b.y);
+      const gap = 13 * dpr;   // labels never overlap: pushed apart, in value order
+      for (let k = 1; k < items.length; k++) if (items[k].y - items[k - 1].y < gap) items[k].y = items[k - 1].y + gap;
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.font = `600 ${11 * dpr}px system-ui, sans-serif`;
+      ctx.textBaseline = "middle";
+      ctx.textAlign = "left";
+      const x = u.bbox.left + u.bbox.width + 6 * dpr;
+      this.labels = [];
+      for (const it of items) {
+        const text = this.mode === "pct" ? F.pct(it.v) : F.usd0(it.v);
+        ctx.fillStyle = F.color(it.trader);
+        ctx.fillText(text, x, it.y);
+        this.labels.push({ trader: it.trader, text });
+      }
+      ctx.restore();
+    }
+
+    make(order) {
+      const axis = { stroke: css("--muted"), grid: { stroke: css("--grid"), width: 1 },
+                     ticks: { stroke: css("--grid"), width: 1 } };
+      const pct = this.mode === "pct";
+      const opts = {
+        ...this.size(),
+        padding: [12, 78, 0, 4],
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+        legend: { show: false },
+        cursor: { drag: { x: true, y: false }, points: { size: 6 } },
+        scales: { x: { time: true } },
+        axes: [
+          { ...axis, values: (u, splits) => this.xValues(splits) },
+          { ...axis, size: 64, values: (u, vals) => vals.map((v) => (pct ? `${v.toFixed(Math.abs(v) < 1 ? 2 : 1)}%` : F.nf0.format(v))) },
+        ],
+        series: [{}].concat(order.map((name) => ({
+          label: name, stroke: F.color(name), width: 2, spanGaps: true,
+          show: !this.state.hidden.has(name), points: { show: false },
+        }))),
+        hooks: { draw: [(u) => this.drawEndLabels(u)] },
+      };
+      this.box.textContent = "";
+      return new uPlot(opts, this.data(order), this.box);
+    }
+
+    // order: the traders to draw, in legend order.
+    redraw(order) {
+      order = order.filter((n) => this.state.series.has(n) && this.state.series.get(n).ts.length);
+      if (!order.length) return;
+      const key = this.mode + "\u0001" + order.join("\u0000");
+      if (!this.u || key !== this.key) {
+        if (this.u) this.u.destroy();
+        this.key = key;
+        this.order = order;
+        this.u = this.make(order);
+      } else {
+        this.u.setData(this.data(order));
+      }
+      let points = 0, last = 0;
+      for (const s of this.state.series.values()) { points += s.ts.length; last = Math.max(last, s.ts[s.ts.length - 1] || 0); }
+      this.box.dataset.points = String(points);
+      this.box.dataset.series = String(order.length);
+      this.box.dataset.lastTs = String(last);
+      this.box.dataset.mode = this.mode;
+    }
+
+    show(name, visible) {
+      const i = this.order.indexOf(name);
+      if (this.u && i >= 0) this.u.setSeries(i + 1, { show: visible });
+    }
+  }
+
+  window.ArenaChart = EquityChart;
+})();
