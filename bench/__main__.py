@@ -2,9 +2,12 @@
 
 Each module (bench/<name>.py, `run(quick) -> list[Result]`) runs in its own child process, so one
 module's logging set-up, memory or crash cannot touch another's figures; a module that fails or
-overruns its time becomes an error row, never a silent gap. Flags: `--quick` (a fast pass),
-`--only feed,soak` (a subset), `--out PATH` (default bench/results.json), `--markdown` (print the
-table as Markdown, for the README), `--show PATH` (print an earlier results file, run nothing).
+overruns its time becomes an error row, never a silent gap. Each child gets its own temporary
+directory (TMPDIR), so every embedded Postgres it starts lives there; when the child ends —
+finished, failed or stopped at its time limit — any postmaster left in that directory is stopped
+too. Flags: `--quick` (a fast pass), `--only feed,soak` (a subset), `--out PATH` (default
+bench/results.json), `--markdown` (print the table as Markdown, for the README), `--show PATH`
+(print an earlier results file, run nothing), `--compare PATH` (each figure next to that file's).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ TIME_LIMIT_S = {"feed": 120, "triggers": 120, "decisions": 120, "writer": 120, "
                 "soak": 420}
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results.json"
+COMPARE_OUT = ROOT / "bench" / "results.new.json"  # --compare never overwrites what it compares
 
 
 def machine() -> dict[str, Any]:
@@ -96,6 +100,9 @@ def run_module(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
     with tempfile.TemporaryDirectory(prefix="arena-bench-") as tmp:
         out = Path(tmp) / "result.json"
         log = Path(tmp) / "output.log"
+        scratch = Path(tmp) / "tmp"  # the child's TMPDIR: its Postgres data directories
+        scratch.mkdir()
+        env["TMPDIR"] = str(scratch)
         cmd = [sys.executable, "-m", "bench", "--child", name, "--out", str(out)]
         if quick:
             cmd.append("--quick")
@@ -110,6 +117,11 @@ def run_module(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
             except subprocess.TimeoutExpired:
                 _stop_group(proc)
                 problem = f"did not finish within {limit} s (stopped)"
+            finally:
+                stopped = stop_postgres_under(scratch)
+        if stopped:
+            print(f"bench: {name}: stopped {len(stopped)} Postgres server(s) it left running "
+                  f"(pids {stopped})", file=sys.stderr)
         seconds = time.perf_counter() - start
         tail = log.read_bytes()[-1500:].decode("utf-8", errors="replace")
         if problem is None:
@@ -121,6 +133,43 @@ def run_module(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
     print(f"bench: {name} FAILED: {problem}\n{tail}", file=sys.stderr)
     return [{"name": f"{name}.error", "value": None, "unit": "", "target": "runs",
              "met": False, "detail": problem, "module": name}], seconds
+
+
+def stop_postgres_under(root: Path, wait_s: float = 15.0) -> list[int]:
+    """Stop every postmaster whose data directory is under `root` (by its postmaster.pid):
+    SIGTERM, then SIGKILL after `wait_s`; return the pids that were running."""
+    pids = []
+    for pid_file in root.rglob("postmaster.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 0)  # raises if it is not running
+            pids.append(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                alive.append(pid)
+        deadline = time.monotonic() + wait_s
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [p for p in alive if _running(p)]
+        if not alive:
+            break
+    return pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) has stopped
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return True
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -179,24 +228,56 @@ def table(report: dict[str, Any], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def compare(report: dict[str, Any], base: dict[str, Any], markdown: bool = False) -> str:
+    """Render each figure of `report` next to the same row of `base` (e.g. the committed run)."""
+    before = {r["name"]: r for r in base["results"]}
+    cols = ("name", "figure", base.get("started_at", "before"), "change", "unit", "target",
+            "met?")
+    rows = []
+    for r in report["results"]:
+        old = before.get(r["name"])
+        value, was = r["value"], old["value"] if old else None
+        change = "-"
+        if isinstance(value, int | float) and isinstance(was, int | float) and was:
+            change = f"{100 * (value - was) / abs(was):+.1f}%"
+        rows.append((r["name"], _figure(value), _figure(was) if old else "(new)", change,
+                     r["unit"], r["target"] or "-", _met(r)))
+    rows += [(name, "(not run)", _figure(o["value"]), "-", o["unit"], o["target"] or "-", "-")
+             for name, o in before.items()
+             if name not in {r["name"] for r in report["results"]}
+             and o.get("module") in {r.get("module") for r in report["results"]}]
+    if markdown:
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    fmt = "  ".join(f"{{:{'>' if i in (1, 2, 3) else '<'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*cols), fmt.format(*("-" * w for w in widths))]
+                     + [fmt.format(*row) for row in rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; print the table; write the JSON report."""
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a fast pass (fewer runs, 2 h soak)")
     ap.add_argument("--only", metavar="NAME[,NAME]",
                     help=f"run only these modules: {', '.join(MODULES)}")
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="JSON report path")
+    ap.add_argument("--out", help=f"JSON report path (default {DEFAULT_OUT.relative_to(ROOT)})")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--show", metavar="PATH", help="print an earlier report; run nothing")
+    ap.add_argument("--compare", metavar="PATH",
+                    help="print each figure next to this report's (e.g. bench/results.json); "
+                         "the new report goes to bench/results.new.json unless --out is given")
     ap.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return _child(args.child, args.quick, args.out)
+    base = json.loads(Path(args.compare).read_text(encoding="utf-8")) if args.compare else None
     if args.show:
         report = json.loads(Path(args.show).read_text(encoding="utf-8"))
         print(header(report))
-        print(table(report, args.markdown))
+        print(compare(report, base, args.markdown) if base else table(report, args.markdown))
         return 0
+    out = Path(args.out) if args.out else (COMPARE_OUT if base else DEFAULT_OUT)
     names = MODULES
     if args.only:
         names = tuple(n.strip() for n in args.only.split(",") if n.strip())
@@ -216,11 +297,14 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.perf_counter() - t0, 1), "module_seconds":
               {k: round(v, 1) for k, v in seconds.items()}, "machine": machine(),
               "results": [_clean(r) for r in results]}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(header(report))
     print(table(report, args.markdown))
-    print(f"\nwritten to {args.out}", file=sys.stderr)
+    if base:
+        print(f"\ncompared with {args.compare} ({header(base)}):")
+        print(compare(report, base, args.markdown))
+    print(f"\nwritten to {out}", file=sys.stderr)
     failed = [r["name"] for r in results if r["met"] is False]
     return 1 if failed else 0
 
