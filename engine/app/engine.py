@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -88,6 +89,7 @@ class Engine:
         self.run_mode: str = "live"  # RunStarted.mode / runs.mode: live | replay | backtest
         self.run_source: str | None = None  # replay: sha256 of the file
         self.run_id: Any = None  # RunStarted.run_id of this run (its report's key)
+        self.progress: Any = None  # a replay's ReplayProgress
 
     # ------------------------------------------------------------------ building
 
@@ -260,7 +262,11 @@ class Engine:
                 self.clock,  # type: ignore[arg-type]
                 speed=self.options.speed,
             )
-            await replay.run()
+            from engine.market.progress import ReplayProgress
+
+            self.progress = ReplayProgress(replay)  # /status shows it too
+            async with self.progress.shown(bar=self.options.console and sys.stdout.isatty()):
+                await replay.run()
             log.info("replay.finished", path=self.options.replay)
             # Let the last cycle that the final frames fired finish, then stop.
             await self.scheduler.wait_idle(self.settings.engine.shutdown_grace_seconds)

@@ -27,6 +27,7 @@ class ControlTarget:
             "jobs": self._e.scheduler.states(),
             "writer": self._e.writer.status() if self._e.writer is not None else None,
             "bus": self._e.bus.stats(),
+            "replay": self._e.progress.status() if self._e.progress is not None else None,
             "arena": {"mode": self._e.run_mode, "source": self._e.run_source},
             # accounts rebuilt at start because their snapshot contradicted the committed rows
             "reconciled": getattr(self._e.recovery, "reconciled", None) or {},
