@@ -32,7 +32,7 @@ class WebhookSettings(Section):
 
 class AlertSettings(Section):
     enabled: bool = True
-    min_level: Literal["info", "warning", "critical"] = "warning"
+    min_level: Literal["info", "warning", "critical"] = "info"
     dedup_seconds: Annotated[float, Field(ge=0)] = 600.0
     rate_limit_per_minute: Annotated[int, Field(ge=1)] = 20
     timeout_seconds: PositiveFloat = 5.0

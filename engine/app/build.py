@@ -103,3 +103,19 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         dry_run=dry_run,
     )
     return Components(book, candles, feed, broker, strategies, decisions, cycle)
+
+
+def build_alerts(engine: Any) -> Any:
+    """Build the alerts component, or None when turned off (--no-alerts) or without webhooks."""
+    s = engine.settings.alerts
+    if getattr(engine.options, "no_alerts", False) or not s.enabled or not s.webhooks:
+        return None
+    import os
+
+    from engine.web.alerts import Alerts
+
+    def probe() -> dict[str, Any]:
+        writer = engine.writer.status() if engine.writer is not None else None
+        return {"price_age": engine.feed.status()["price_age"], "writer": writer}
+
+    return Alerts(s, engine.bus, engine.clock, os.environ, probe=probe)

@@ -77,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="X|max",
         help="replay speed: a multiple of real time, or max (default)",
     )
+    p.add_argument("--no-alerts", action="store_true", help="send no alert to any webhook")
     p.add_argument(
         "--record-llm",
         metavar="DIR",
@@ -146,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         speed=args.speed,
         record_llm=args.record_llm,
         console=arena_logging.console_mode(),
+        no_alerts=args.no_alerts,
     )
 
     async def _main() -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from engine import __version__, metrics
-from engine.app.build import build_components, open_store
+from engine.app.build import build_alerts, build_components, open_store
 from engine.app.observe import engine_view
 from engine.app.target import ControlTarget
 from engine.bus import Bus
@@ -46,6 +46,7 @@ class Options:
     speed: float | None = None  # replay speed, None = max
     record_llm: str | None = None
     console: bool = False
+    no_alerts: bool = False  # --no-alerts
 
 
 def _file_sha256(path: str) -> str:
@@ -119,6 +120,7 @@ class Engine:
             self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
         )
         self._equity_sub = self.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
+        self.alerts = build_alerts(self)  # None with --no-alerts or no webhook
         metrics.ENGINE.attach(partial(engine_view, self))  # read at each /metrics scrape
 
     def _jobs(self) -> list[Job]:
@@ -230,6 +232,8 @@ class Engine:
                 tg.create_task(self._market(), name="market")
                 tg.create_task(self.broker.run(), name="broker")
                 tg.create_task(self._track_equity(), name="equity")
+                if self.alerts is not None:
+                    tg.create_task(self.alerts.run(), name="alerts")
                 if self.settings.control.enabled and not self.options.once:
                     from engine.web.control import ControlServer
 
