@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.support.live_engine import BUY_AND_HOLD, EMA_CROSS, start_replay, stop_if_running
 from tests.support.page import (
@@ -26,6 +25,7 @@ from tests.support.page import (
     open_page,
     requires_chromium,
     save_screenshot,
+    wait_for,
 )
 from tests.support.process import Engine, is_event
 
@@ -76,8 +76,8 @@ async def _trade_in_view(page: Any) -> None:
 
     Only the last few cycles fit in that list, mostly holds; a moment with a trade reads better.
     """
-    with contextlib.suppress(PlaywrightTimeout):
-        await page.wait_for_function(
+    with contextlib.suppress(AssertionError):  # wait_for's timeout
+        await wait_for(page,
             "Array.from(document.querySelectorAll('#decisions li')).slice(0, 10)"
             ".some(li => (li.querySelector('.why')?.textContent || '').length > 0)",
             timeout=4_000)
@@ -94,21 +94,21 @@ async def test_page_of_a_replaying_engine_updates_chart_and_leaderboard_without_
     errors: list[str] = []
     page = await open_page(browser, f"http://127.0.0.1:{started['port']}/", errors)
     await page.evaluate("window.__sameDocument = 'yes'")
-    await page.wait_for_function(  # the first cycle has been drawn
+    await wait_for(page,   # the first cycle has been drawn
         "document.querySelectorAll('#leaderboard tbody tr[data-trader]').length === "
         f"{len(TRADERS)}")
     points_before = await chart_points(page)
     board_before = await page.evaluate(LEADERBOARD_TEXT)
 
     # Cycles keep coming: at least two more equity points per trader, and a different table.
-    await page.wait_for_function(
+    await wait_for(page,
         "Number(document.getElementById('equity-chart').dataset.points) >= "
         f"{points_before + 2 * len(TRADERS)}", timeout=15_000)
-    await page.wait_for_function(f"{LEADERBOARD_TEXT} !== {board_before!r}", timeout=15_000)
+    await wait_for(page, f"{LEADERBOARD_TEXT} !== {board_before!r}", timeout=15_000)
 
     # Over half the replay in: the curves have shape and the EMA traders have traded (the picture
     # for the README), while the engine is still running.
-    await page.wait_for_function(
+    await wait_for(page,
         "Number(document.getElementById('equity-chart').dataset.points) >= "
         f"{CYCLES_FOR_PICTURE * len(TRADERS)}", timeout=20_000)
     await page.locator("#decisions", has_text="fast EMA crossed").wait_for(timeout=5_000)
