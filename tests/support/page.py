@@ -48,7 +48,8 @@ async def launched_chromium() -> AsyncIterator[Any]:
 async def open_page(browser: Any, url: str, errors: list[str], *,
                     viewport: dict[str, int] | None = None, color_scheme: str = "dark") -> Any:
     """Open the live page at `url`, collecting JS errors and CSP violations in `errors`; wait
-    until it is drawn. The default viewport is a 1440x900 desktop; `PHONE` is 390x844."""
+    until it is drawn. The default viewport is a 1440x900 desktop; `PHONE` is 390x844. Wait
+    with `wait_for` below, never `page.wait_for_function` (its eval breaks under the CSP)."""
     page = await browser.new_page(viewport=viewport or DESKTOP, color_scheme=color_scheme,
                                   device_scale_factor=1)
     page.set_default_timeout(10_000)
