@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,15 +66,19 @@ def new_cycle_id(now: float) -> str:
 class TradingCycle:
     """Runs the steps of one cycle; callable as a scheduler job body."""
 
-    def __init__(self, steps: Sequence[Step], clock: Clock, bus: Bus, *, dry_run: bool = False):
+    def __init__(self, steps: Sequence[Step], clock: Clock, bus: Bus, *, dry_run: bool = False,
+                 cycle_ids: Callable[[float], str] | None = None):
         self.steps = list(steps)
+        # Where ids come from: random by default; a replay's are the recorded ones
+        # (engine.market.recording.CycleIds), so its prompts hash as they did live.
+        self._cycle_ids = cycle_ids or new_cycle_id
         self._clock = clock
         self._bus = bus
         self._dry_run = dry_run
 
     async def __call__(self, trigger: str) -> dict[str, Any]:
         clock = self._clock
-        ctx = CycleContext(new_cycle_id(clock.time()), trigger, clock.time(), self._dry_run)
+        ctx = CycleContext(self._cycle_ids(clock.time()), trigger, clock.time(), self._dry_run)
         status, skip_reason, error = "ok", None, None
         timings: dict[str, float] = {}
         with structlog.contextvars.bound_contextvars(cycle_id=ctx.cycle_id):

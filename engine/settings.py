@@ -164,6 +164,11 @@ class LLMSettings(Section):
     omit_temperature: tuple[str, ...] = ()
 
 
+class LLMCacheSettings(Section):  # the LLM answer cache (engine/traders/cache.py): when used
+    live: bool = False  # live runs: off by default (a live market never repeats a prompt)
+    replay: bool = True  # replays and backtests (answers from --live-llm calls are kept)
+
+
 class TraderSettings(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     strategy: str  # "llm" or a rule-based strategy name in strategies/
@@ -271,6 +276,7 @@ class Settings(Section):
     broker: BrokerSettings = BrokerSettings()
     risk: RiskSettings = RiskSettings()
     llm: LLMSettings = LLMSettings()
+    llm_cache: LLMCacheSettings = LLMCacheSettings()
     traders: tuple[TraderSettings, ...] = ()
     database: DatabaseSettings = DatabaseSettings()
     control: ControlSettings = ControlSettings()

@@ -60,7 +60,8 @@ class LLMStrategy:
                 prompt, model=self.model, temperature=self._temperature,
                 max_tokens=self.trader.max_tokens, deadline_seconds=self.timeout_seconds)
         except LLMError as exc:
-            return self._outcome(Decision.hold(), "", False, str(exc), prompt.hash, started)
+            return self._outcome(Decision.hold(), "", False, str(exc), prompt.hash, started,
+                                 latency_ms=exc.latency_ms)
         raw = f"<reasoning>\n{answer.reasoning}\n</reasoning>\n{answer.text}" \
             if answer.reasoning else answer.text
         symbols = tuple(getattr(ctx.snapshot, "symbols", {}) or ())
@@ -77,9 +78,13 @@ class LLMStrategy:
         return self._outcome(decision, raw, True, None, prompt.hash, started, answer)
 
     def _outcome(self, decision: Decision, raw: str, valid: bool, error: str | None,
-                 prompt_hash: str, started: float,
-                 answer: LLMAnswer | None = None) -> DecisionOutcome:
+                 prompt_hash: str, started: float, answer: LLMAnswer | None = None, *,
+                 latency_ms: float | None = None) -> DecisionOutcome:
         usage = answer.usage if answer else Usage()
+        if answer is not None:
+            latency_ms = answer.latency_ms
+        if latency_ms is None:  # wall time; a session gives the recorded latency instead
+            latency_ms = round((time.perf_counter() - started) * 1000, 3)
         if answer and self._price is None and not self._warned_price:
             self._warned_price = True
             log.warning("llm.price_unknown", trader=self.name, model=self.model,
@@ -90,7 +95,7 @@ class LLMStrategy:
             prompt_hash=prompt_hash, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens, cost_usd=cost_usd(self._price, usage),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            latency_ms=latency_ms,
             request_id=answer.request_id if answer else None)
 
     async def aclose(self) -> None:

@@ -29,6 +29,7 @@ class Components:
     strategies: dict[str, Any]
     decisions: Any
     cycle: TradingCycle
+    llm_session: Any = None  # engine.traders.session.LLMSession: record, replay, cache
 
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
@@ -59,8 +60,32 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     return db, writer, state
 
 
+def build_llm_session(settings: Settings, options: Any, clock: Clock, recorder: Any,
+                      dsn: str | None) -> tuple[Any, Any]:
+    """Return the LLM session (None when nothing is recorded, replayed or cached) and the cycle
+    ids: a replay's LLM answers and cycle ids come from its file, `--record` writes both."""
+    from engine.market.recording import CycleIds, read_session
+    from engine.traders.cache import LLMCache
+    from engine.traders.session import LLMSession, Tape
+
+    replay = getattr(options, "replay", None)
+    records, cycles = read_session(replay) if replay else ([], None)
+    use_cache = settings.llm_cache.replay if replay else settings.llm_cache.live
+    cache = LLMCache(dsn) if dsn and use_cache else None
+    session = None
+    if replay or recorder is not None or cache is not None:
+        session = LLMSession(clock, tape=Tape(records) if replay else None, recorder=recorder,
+                             cache=cache, prices=settings.llm.prices)
+        if replay:
+            log.info("llm.session_loaded", path=replay, llm_records=len(records),
+                     cycles=len(cycles or ()), cache=cache is not None,
+                     live_llm=bool(getattr(options, "live_llm", False)))
+    return session, CycleIds(recorded=cycles, deterministic=bool(replay), recorder=recorder)
+
+
 def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bus, clock: Clock,
-                     recovered: dict[str, Any], *, dry_run: bool) -> Components:
+                     recovered: dict[str, Any], *, dry_run: bool,
+                     dsn: str | None = None) -> Components:
     """Build the feed, the broker with its accounts, the traders and the cycle."""
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
@@ -78,8 +103,12 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
     feed = Feed(s.feed, bus, clock, book, candles, record_path=options.record)
     broker = PaperBroker(s.broker, s.risk, bus, clock, book,
                          snapshot_interval=s.engine.snapshot_interval_seconds,
-                         symbols=s.feed.symbols)
-    strategies = build_strategies(s, secrets, clock, record_llm_dir=options.record_llm)
+                         symbols=s.feed.symbols,
+                         max_price_age=s.feed.max_price_age_seconds)
+    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
+    strategies = build_strategies(
+        s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
+        live_calls=not options.replay or bool(getattr(options, "live_llm", False)))
     for trader in s.traders:
         if trader.name not in strategies:
             continue
@@ -101,8 +130,9 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         clock,
         bus,
         dry_run=dry_run,
+        cycle_ids=cycle_ids,
     )
-    return Components(book, candles, feed, broker, strategies, decisions, cycle)
+    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session)
 
 
 def build_alerts(engine: Any) -> Any:

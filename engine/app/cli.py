@@ -68,8 +68,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "console"])
-    p.add_argument("--record", metavar="FILE", help="record every raw frame (gzip if .gz)")
-    p.add_argument("--replay", metavar="FILE", help="run the engine on a recorded frame file")
+    p.add_argument("--record", metavar="FILE",
+                   help="record the session: every raw frame, LLM call and cycle id (gzip if .gz)")
+    p.add_argument("--replay", metavar="FILE",
+                   help="run the engine on a recording: its market, and its LLM answers")
     p.add_argument(
         "--speed",
         type=_speed,
@@ -82,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
         "--record-llm",
         metavar="DIR",
         help="save every real LLM request/response as a test fixture in DIR",
+    )
+    p.add_argument(
+        "--live-llm",
+        action="store_true",
+        help="in a replay, ask the real APIs (keys from the environment) for prompts the "
+        "recording and the answer cache do not hold (default: hold with not_recorded)",
     )
     return p
 
@@ -146,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replay=args.replay,
         speed=args.speed,
         record_llm=args.record_llm,
+        live_llm=args.live_llm,
         console=arena_logging.console_mode(),
         no_alerts=args.no_alerts,
     )

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -22,6 +23,7 @@ import structlog
 from engine import __version__, metrics
 from engine.app.build import build_alerts, build_components, open_store
 from engine.app.observe import engine_view
+from engine.app.supervise import Supervised, fatal, last_flush
 from engine.app.target import ControlTarget
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
@@ -45,6 +47,7 @@ class Options:
     replay: str | None = None
     speed: float | None = None  # replay speed, None = max
     record_llm: str | None = None
+    live_llm: bool = False  # a replay may ask the real APIs for prompts it does not hold
     console: bool = False
     no_alerts: bool = False  # --no-alerts
 
@@ -82,7 +85,10 @@ class Engine:
         self._stop = asyncio.Event()
         self._interrupts = 0
         self._background: set[asyncio.Future[Any]] = set()
-        self.equity: dict[str, list[tuple[float, float]]] = {}
+        self.equity: dict[str, deque[tuple[float, float]]] = {}  # bounded: 5000 points each
+        self.tasks: dict[str, Supervised] = {}  # restarted on a crash (the writer)
+        self.crashes: dict[str, str] = {}  # crashes that ended the engine, by task
+        self.fatal_error: str | None = None
         self.target = ControlTarget(self)
         self.db: Any = None
         self.writer: Any = None
@@ -111,8 +117,9 @@ class Engine:
     def _build(self, recovered: dict[str, Any]) -> None:
         parts = build_components(
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
-            dry_run=self.dry_run,
+            dry_run=self.dry_run, dsn=self.db.dsn if self.db is not None else None,
         )
+        self.llm_session = parts.llm_session
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies
         self.decisions, self.cycle = parts.decisions, parts.cycle
@@ -181,6 +188,8 @@ class Engine:
                                      console=self.options.console)
             return code
         finally:
+            if getattr(self, "llm_session", None) is not None:
+                await self.llm_session.aclose()  # its summary; the cache's connections
             if self.db is not None:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:
@@ -206,11 +215,12 @@ class Engine:
         log.info("broker.exchange_info_loaded", symbols=sorted(filters))
 
     async def _supervise(self) -> int:
-        writer_task = (
-            asyncio.create_task(self.writer.run(), name="writer")
-            if self.writer is not None
-            else None
-        )
+        writer_task = None
+        if self.writer is not None:  # outside the group: it outlives the producers to flush
+            self.tasks["writer"] = Supervised("writer", self.writer.run, self.clock,
+                                              on_fatal=self._fatal,
+                                              final=partial(last_flush, self.writer))
+            writer_task = asyncio.create_task(self.tasks["writer"].run(), name="writer")
         if not self.dry_run:
             self.bus.publish(
                 RunStarted(
@@ -229,18 +239,19 @@ class Engine:
         code = 0
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._market(), name="market")
-                tg.create_task(self.broker.run(), name="broker")
-                tg.create_task(self._track_equity(), name="equity")
+                for name, aw in (("market", self._market()), ("broker", self.broker.run()),
+                                 ("equity", self._track_equity())):
+                    tg.create_task(fatal(name, aw, self.crashes), name=name)
                 if self.alerts is not None:
-                    tg.create_task(self.alerts.run(), name="alerts")
+                    tg.create_task(fatal("alerts", self.alerts.run(), self.crashes), name="alerts")
                 if self.settings.control.enabled and not self.options.once:
                     from engine.web.control import ControlServer
 
                     self.control = ControlServer(
                         self.settings.control, self.target, self.bus, self.secrets.control_token
                     )
-                    tg.create_task(self.control.run(), name="control")
+                    tg.create_task(fatal("control", self.control.run(), self.crashes),
+                                   name="control")
                 tg.create_task(self._lifecycle(tg), name="lifecycle")
         except* _Shutdown:
             pass
@@ -250,9 +261,13 @@ class Engine:
                 writer_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer_task
+                if self.tasks["writer"].state == "failed":
+                    await last_flush(self.writer)  # one more try: whatever it can still write
         if self.options.once:
             ok = (self.once_result or {}).get("status") == "ok"
             code = 0 if ok else 1
+        if self.fatal_error is not None:
+            code = 1
         log.info("engine.stopped", exit_code=code)
         return code
 
@@ -282,8 +297,8 @@ class Engine:
     async def _lifecycle(self, tg: asyncio.TaskGroup) -> None:
         await self._ready()
         # Jobs start firing only once prices are in, so the first cycle has a market to see.
-        tg.create_task(self.scheduler.run(), name="scheduler")
-        if self.options.once:
+        tg.create_task(fatal("scheduler", self.scheduler.run(), self.crashes), name="scheduler")
+        if self.options.once and self.state == "running":
             started, reason, summary = await self.scheduler.trigger(self.cycle_job_name)
             self.once_result = summary if started else {"status": "failed", "error": reason}
             self.request_stop("--once finished")
@@ -299,6 +314,8 @@ class Engine:
             if any(self.book.quote(s) for s in self.settings.feed.symbols):
                 break
             await self.clock.sleep(0.05)
+        if self._stop.is_set():
+            return  # stopped before it was ready: never say ready after stopping
         self.state = "running"
         log.info(
             "engine.ready",
@@ -325,10 +342,10 @@ class Engine:
     async def _track_equity(self) -> None:
         async for event in self._equity_sub:
             assert isinstance(event, AccountSnapshot)
-            series = self.equity.setdefault(event.trader, [])
-            series.append((event.ts, event.equity))
-            if len(series) > 5000:
-                del series[: len(series) - 5000]
+            series = self.equity.get(event.trader)
+            if series is None:
+                series = self.equity[event.trader] = deque(maxlen=5000)
+            series.append((event.ts, event.equity))  # the oldest point falls off, O(1)
 
     # ------------------------------------------------------------------ signals
 
@@ -374,6 +391,12 @@ class Engine:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _fatal(self, reason: str) -> None:
+        """Stop the engine because a supervised task gave up; it exits with code 1."""
+        self.fatal_error = reason
+        log.error("engine.fatal", reason=reason)
+        self.request_stop(f"fatal: {reason}")
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():

@@ -73,6 +73,11 @@ class Feed:
         self._backfilled_once = False
         self.last_backfill: dict[str, Any] | None = None
 
+    @property
+    def recorder(self) -> FrameRecorder | None:
+        """The `--record` file this feed writes; the LLM session and cycle ids write to it too."""
+        return self._recorder
+
     # ------------------------------------------------------------------ the hot path
 
     def handle_frame(self, raw: str | bytes, recv_time: float) -> None:

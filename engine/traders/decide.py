@@ -161,6 +161,8 @@ class DecisionStep:
         if outcome.valid:
             state.failures = 0
             return
+        if (outcome.error or "").startswith("not_recorded"):
+            return  # a replay without this answer: not the model's failure, no cool-down
         state.failures += 1
         if state.failures >= self.settings.max_consecutive_failures:
             state.cooldown_until = self._clock.time() + self.settings.cooldown_seconds

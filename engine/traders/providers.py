@@ -24,7 +24,7 @@ import structlog
 
 from engine.settings import ModelPrice, ProviderSettings
 from engine.traders.prompt import ANSWER_SCHEMA, ANSWER_TOOL, Prompt
-from engine.traders.recorder import FixtureRecorder, exchange_of
+from engine.traders.recorder import FixtureRecorder, exchange_of, replay_transport
 
 if TYPE_CHECKING:
     from engine.clock import Clock
@@ -128,6 +128,10 @@ class LLMClient:
     def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
         raise NotImplementedError
 
+    def _replay_http_client(self) -> Any:
+        """Return an HTTP client whose transport serves `self.serving` (no network)."""
+        raise NotImplementedError
+
     @property
     def gave_up(self) -> str | None:
         """Why the last live call stopped retrying early (a retry-after past the deadline)."""
@@ -158,12 +162,7 @@ class LLMClient:
                     deadline_seconds: float) -> LLMAnswer:
         """Parse a recorded exchange with the SDK, as if the API had just sent it."""
         if self._replay_sdk is None:
-            import httpx
-
-            from engine.traders.recorder import ReplayTransport
-
-            self._replay_sdk = self._make_sdk(
-                "replay-no-key", httpx.AsyncClient(transport=ReplayTransport(self)), 0)
+            self._replay_sdk = self._make_sdk("replay-no-key", self._replay_http_client(), 0)
         self.serving, self._gave_up = record, record.get("gave_up")
         try:
             return await self._call(prompt, model, temperature, max_tokens,
@@ -226,6 +225,12 @@ class AnthropicClient(LLMClient):
 
         return anthropic.DefaultAioHttpClient(event_hooks=hooks)
 
+    def _replay_http_client(self) -> Any:
+        import anthropic
+        import httpx2  # the Anthropic SDK's own httpx
+
+        return anthropic.DefaultAsyncHttpxClient(transport=replay_transport(httpx2, self))
+
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
                     max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
         # SDK 1.x+ dropped `temperature` from the signature; the API still takes it in the body.
@@ -270,6 +275,12 @@ class OpenAIClient(LLMClient):
         import openai
 
         return openai.DefaultAioHttpClient(event_hooks=hooks)
+
+    def _replay_http_client(self) -> Any:
+        import httpx
+        import openai
+
+        return openai.DefaultAsyncHttpxClient(transport=replay_transport(httpx, self))
 
     def _request(self, max_tokens: int) -> dict[str, Any]:
         return {"max_completion_tokens": max_tokens,

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 if TYPE_CHECKING:
@@ -103,35 +102,31 @@ class FixtureRecorder:
                  status=response.status_code)
 
 
-class ReplayTransport(httpx.AsyncBaseTransport):
-    """Serves the record a client is answering from, as the HTTP response the SDK parses."""
+def replay_transport(httpx_module: Any, client: Any) -> Any:
+    """Return an httpx transport (of the SDK's own httpx: `httpx` for OpenAI, `httpx2` for
+    Anthropic) serving `client.serving`, the record an `engine.traders.providers.LLMClient` is
+    answering from, as the HTTP response the SDK then parses."""
 
-    def __init__(self, client: Any) -> None:  # an engine.traders.providers.LLMClient
-        self._client = client
+    class ReplayTransport(httpx_module.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+        async def handle_async_request(self, request: Any) -> Any:
+            record = client.serving
+            if record is None:
+                raise httpx_module.ConnectError("replay: no record to serve", request=request)
+            error = record.get("error") or {}
+            response = record.get("response")
+            if response is None:
+                message = error.get("message") or "recorded failure"
+                if error.get("kind") == "timeout":
+                    raise httpx_module.ReadTimeout(message, request=request)
+                raise httpx_module.ConnectError(message, request=request)
+            sent = record.get("request") or {}
+            if "body" in sent and json_or_text(request.content.decode("utf-8", "replace")) \
+                    != sent["body"]:
+                log.warning("llm.replay_request_differs", trader=client.trader,
+                            prompt_hash=record.get("prompt_hash"))
+            headers = {k: v for k, v in response["headers"].items()
+                       if k.lower() not in TRANSFER_HEADERS}
+            return httpx_module.Response(response["status"], headers=headers,
+                                         content=body_bytes(response["body"]), request=request)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        record = self._client.serving
-        if record is None:
-            raise httpx.ConnectError("replay transport: no record to serve", request=request)
-        error = record.get("error") or {}
-        response = record.get("response")
-        if response is None:
-            message = error.get("message") or "recorded failure"
-            if error.get("kind") == "timeout":
-                raise httpx.ReadTimeout(message, request=request)
-            raise httpx.ConnectError(message, request=request)
-        sent = record.get("request") or {}
-        if "body" in sent and _json(request.content) != sent["body"]:
-            log.warning("llm.replay_request_differs", trader=self._client.trader,
-                        prompt_hash=record.get("prompt_hash"))
-        headers = {k: v for k, v in response["headers"].items()
-                   if k.lower() not in TRANSFER_HEADERS}
-        return httpx.Response(response["status"], headers=headers,
-                              content=body_bytes(response["body"]), request=request)
-
-
-def _json(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError:
-        return content.decode("utf-8", "replace")
+    return ReplayTransport()

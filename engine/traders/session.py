@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("llm")
 
 NEVER_S = 10 * 365 * 86_400.0  # a recorded call the deadline cut: it never answers
+SETTLE_ROUNDS = 20  # loop turns the rest of a cycle gets before simulated time is released
 
 
 def call_params(temperature: float | None, max_tokens: int) -> dict[str, Any]:
@@ -92,6 +93,9 @@ class LLMSession:
         self.counts = {"live": 0, "replay": 0, "cache": 0, "not_recorded": 0}
         self.spent_usd = 0.0
         self.saved_usd = 0.0
+        self._busy_calls = 0  # calls not yet waiting for their latency (simulated clock)
+        self._all_waiting = asyncio.Event()
+        self._all_waiting.set()
 
     def recorded(self, trader: str) -> bool:
         """Return True when the replayed recording holds calls of `trader`."""
@@ -103,24 +107,30 @@ class LLMSession:
         """Answer one call from the recording, the cache or the API (see the module doc)."""
         params = call_params(temperature, max_tokens)
         args = (prompt, model, temperature, max_tokens, deadline_seconds)
-        if self.tape is not None:
-            record = self.tape.take(client.trader, client.provider, model, params, prompt.hash)
-            if record is not None:
-                return await self._serve(client, record, "replay", args)
-        if self.cache is not None:
-            record = await self.cache.get(client.provider, model, params, prompt.hash)
-            if record is not None:
-                return await self._serve(client, record, "cache", args)
-        if not client.live:
-            self.counts["not_recorded"] += 1
-            log.warning("llm.not_recorded", trader=client.trader, model=model,
-                        prompt_hash=prompt.hash, params=params)
-            raise LLMError(f"not_recorded: no recorded answer for prompt {prompt.hash[:16]} "
-                           f"({client.provider} {model}, temperature={temperature}, "
-                           f"max_tokens={max_tokens})", latency_ms=0.0)
-        return await self._ask(client, params, args)
+        token = self._enter()
+        try:
+            if self.tape is not None:
+                record = self.tape.take(client.trader, client.provider, model, params,
+                                        prompt.hash)
+                if record is not None:
+                    return await self._serve(client, record, "replay", args, token)
+            if self.cache is not None:
+                record = await self.cache.get(client.provider, model, params, prompt.hash)
+                if record is not None:
+                    return await self._serve(client, record, "cache", args, token)
+            if not client.live:
+                self.counts["not_recorded"] += 1
+                log.warning("llm.not_recorded", trader=client.trader, model=model,
+                            prompt_hash=prompt.hash, params=params)
+                raise LLMError(f"not_recorded: no recorded answer for prompt {prompt.hash[:16]}"
+                               f" ({client.provider} {model}, temperature={temperature}, "
+                               f"max_tokens={max_tokens})", latency_ms=0.0)
+            return await self._ask(client, params, args, token)
+        finally:
+            self._leave(token)
 
-    async def _ask(self, client: LLMClient, params: dict[str, Any], args: tuple) -> LLMAnswer:
+    async def _ask(self, client: LLMClient, params: dict[str, Any], args: tuple,
+                   token: list[bool]) -> LLMAnswer:
         prompt, model, temperature, max_tokens, deadline = args
         asked_at = self.clock.time()
         started = time.perf_counter()
@@ -134,7 +144,8 @@ class LLMSession:
             failure = exc
         except asyncio.CancelledError:  # the deadline cut the call: replays cut it too
             self._write(self._record(client, model, params, prompt.hash, asked_at, started,
-                                     error={"kind": "cancelled", "message": "deadline"}))
+                                     error={"kind": "cancelled", "message": "deadline"}),
+                        self.clock.time())
             raise
         error = None
         if failure is not None and client.captured is None:
@@ -143,16 +154,16 @@ class LLMSession:
             inner = getattr(cause, "__cause__", None) or cause
             error = {"kind": kind, "message": str(inner) if inner else str(failure)}
         record = self._record(client, model, params, prompt.hash, asked_at, started, error=error)
-        self._write(record)
-        self.counts["live"] += 1
         latency_ms = record["latency_ms"]
+        self.counts["live"] += 1
         if answer is not None:
             cost = cost_usd(self.prices.get(model), answer.usage)
             self.spent_usd += cost
             status = (record.get("response") or {}).get("status")
             if self.cache is not None and status == 200:
                 await self.cache.put(record, cost)
-        await self._wait(latency_ms / 1000)
+        self._write(record, self._arrival(asked_at, latency_ms))
+        await self._wait(token, asked_at + latency_ms / 1000)
         if failure is not None:
             failure.latency_ms = latency_ms
             raise failure
@@ -171,44 +182,78 @@ class LLMSession:
                 "error": error, "gave_up": client.gave_up}
 
     async def _serve(self, client: LLMClient, record: dict[str, Any], source: str,
-                     args: tuple) -> LLMAnswer:
+                     args: tuple, token: list[bool]) -> LLMAnswer:
         prompt, model, temperature, max_tokens, deadline = args
         latency_ms = float(record["latency_ms"])
-        if (record.get("error") or {}).get("kind") == "cancelled":
-            await self._wait(NEVER_S)  # the deadline cut it live; it cuts it here too
         asked_at = self.clock.time()
-        await self._wait(latency_ms / 1000)
+        if (record.get("error") or {}).get("kind") == "cancelled":
+            await self._wait(token, asked_at + NEVER_S)  # the deadline cut it live, and here
         self.counts[source] += 1
         if self.recorder is not None:  # a replay recorded again keeps every answer
-            self._write({**{k: v for k, v in record.items() if k != "t"},
-                         "asked_at": asked_at, "source": source})
+            self._write({**{k: v for k, v in record.items() if k not in ("t", "cache_key")},
+                         "asked_at": asked_at, "source": source},
+                        self._arrival(asked_at, latency_ms))
+        # Parsed now, while the clock is held; used once its latency has passed.
+        failure: LLMError | None = None
+        answer: LLMAnswer | None = None
         try:
             answer = await client.serve(record, prompt, model=model, temperature=temperature,
                                         max_tokens=max_tokens, deadline_seconds=deadline)
         except LLMError as exc:
-            exc.latency_ms = latency_ms
-            raise
-        if source == "cache":
+            failure = exc
+        if source == "cache" and answer is not None:
             saved = cost_usd(self.prices.get(model), answer.usage)
             self.saved_usd += saved
             log.info("llm.cache_hit", trader=client.trader, model=model,
                      prompt_hash=prompt.hash, saved_usd=saved)
             assert self.cache is not None
-            await self.cache.hit(record, client.trader, saved, self.clock.time())
+            await self.cache.hit(record, client.trader, saved, asked_at)
+        await self._wait(token, asked_at + latency_ms / 1000)
+        if failure is not None:
+            failure.latency_ms = latency_ms
+            raise failure
+        assert answer is not None
         return dataclasses.replace(answer, latency_ms=latency_ms, source=source)
 
-    async def _wait(self, seconds: float) -> None:
-        """On a simulated clock, let `seconds` of simulated time pass (the market moves on)."""
-        if not self.simulated or seconds <= 0:
+    def _arrival(self, asked_at: float, latency_ms: float) -> float:
+        """Return when an answer arrives: now live; asked_at + latency on a simulated clock."""
+        return asked_at + latency_ms / 1000 if self.simulated else self.clock.time()
+
+    def _enter(self) -> list[bool]:
+        self._busy_calls += 1
+        self._all_waiting.clear()
+        return [True]
+
+    def _leave(self, token: list[bool]) -> None:
+        if token[0]:
+            token[0] = False
+            self._busy_calls -= 1
+            if self._busy_calls == 0:
+                self._all_waiting.set()
+
+    async def _wait(self, token: list[bool], until: float) -> None:
+        """On a simulated clock, wait until `until` with the clock released (the market moves).
+
+        Time is released only once every call of the cycle is waiting and the rest of the
+        cycle's ready work (rule-based traders) has run, so what happens at which simulated time
+        never depends on the order the loop ran things in: replays repeat bit for bit.
+        """
+        self._leave(token)
+        if not self.simulated:
             return
         clock = self.clock
         assert isinstance(clock, SimClock)
+        await self._all_waiting.wait()
+        for _ in range(SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+        if until <= clock.time():
+            return
         async with clock.released():
-            await clock.sleep(seconds)
+            await clock.sleep_until(until)
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any], t: float) -> None:
         if self.recorder is not None:
-            self.recorder.write_record("llm", record, self.clock.time())
+            self.recorder.write_record("llm", record, t)
 
     def summary(self) -> dict[str, Any]:
         """Return the calls by source, what live calls cost and what the cache saved."""

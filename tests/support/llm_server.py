@@ -1,0 +1,100 @@
+"""A local LLM API server on 127.0.0.1 (Anthropic messages, OpenAI/DeepSeek chat completions)
+and Binance's klines endpoint, for whole-session tests: the providers' base_url settings point
+here, with dummy keys.
+
+Each answer is a function of the prompt alone: a trader with no open position opens one, a
+trader holding one closes it. Bodies are the shapes of the hand-written fixtures; every response
+carries a request id, a `set-cookie` and an organisation header (which a recording must drop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.traders.fixtures import load_fixture
+
+NO_POSITION = "plan): none"  # the prompt's "## Your open positions (...your plan): none"
+PLAYS = {"anthropic": ("BTCUSDT", "open_long", 1000.0), "openai": ("ETHUSDT", "open_short", 500.0),
+         "deepseek": ("SOLUSDT", "open_long", 300.0)}
+
+
+def _actions(provider: str, prompt: str) -> list[dict[str, Any]]:
+    symbol, action, size = PLAYS[provider]
+    opening = NO_POSITION in prompt
+    return [{"symbol": symbol, "action": action if opening else "close",
+             "size_usdt": size if opening else None, "leverage": 2 if opening else None,
+             "stop_loss": None, "take_profit": None, "confidence": 0.6,
+             "reason": "flat: open" if opening else "in a position: close"}]
+
+
+class LLMServer:
+    """Serves /v1/messages, /v1/chat/completions, /chat/completions and /fapi/v1/klines."""
+
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay  # seconds each LLM answer takes (the API's latency)
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> LLMServer:
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/chat/completions", self._deepseek)
+        app.router.add_get("/fapi/v1/klines", self._klines)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def _headers(self, id_header: str, org_header: str) -> dict[str, str]:
+        n = len(self.requests)
+        return {id_header: f"req_local_{n:04d}", org_header: "org-local-test",
+                "set-cookie": f"__cf_bm=cookie{n}; path=/; HttpOnly"}
+
+    async def _anthropic(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(("anthropic", body))
+        await asyncio.sleep(self.delay)
+        out = copy.deepcopy(load_fixture("anthropic/tool_call")["response"]["body"])
+        out["id"] = f"msg_local_{len(self.requests):04d}"
+        out["content"][0]["input"] = {
+            "actions": _actions("anthropic", body["messages"][0]["content"])}
+        return web.json_response(out, headers=self._headers("request-id",
+                                                            "anthropic-organization-id"))
+
+    async def _chat(self, request: web.Request, provider: str, fixture: str) -> web.Response:
+        body = await request.json()
+        self.requests.append((provider, body))
+        await asyncio.sleep(self.delay)
+        out = copy.deepcopy(load_fixture(fixture)["response"]["body"])
+        out["id"] = f"chatcmpl-local-{len(self.requests):04d}"
+        user = body["messages"][1]["content"]
+        out["choices"][0]["message"]["content"] = json.dumps(
+            {"actions": _actions(provider, user)})
+        return web.json_response(out, headers=self._headers("x-request-id",
+                                                            "openai-organization"))
+
+    async def _openai(self, request: web.Request) -> web.Response:
+        return await self._chat(request, "openai", "openai/json_schema")
+
+    async def _deepseek(self, request: web.Request) -> web.Response:
+        return await self._chat(request, "deepseek", "deepseek/json_mode")
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        return web.json_response([])  # no candle history: the test market has none
