@@ -91,11 +91,10 @@ def print_table(figures: RunFigures, *, file: Any = None) -> None:
 async def report_on_exit(dsn: str, out_dir: str | Path, run_id: str, *, console: bool) -> None:
     """Write the ending run's report, log `report.written` and print its table and paths.
 
-    In console mode the table and paths go to stdout; in JSON log mode stdout keeps only JSON
-    lines, so they go to stderr. A failure is logged and never changes the exit code.
+    In console mode the table and the paths are printed on stdout; in JSON log mode the output
+    keeps only JSON lines: the `report.written` line carries the paths. A failure is logged and
+    never changes the exit code.
     """
-    import sys
-
     import structlog
 
     log = structlog.get_logger("report")
@@ -106,6 +105,6 @@ async def report_on_exit(dsn: str, out_dir: str | Path, run_id: str, *, console:
         return
     log.info("report.written", run_id=run_id, markdown=str(report.markdown),
              html=str(report.html), json=str(report.json))
-    out = sys.stdout if console else sys.stderr
-    print_table(report.figures, file=out)
-    print(f"report: {report.markdown}\nreport: {report.html}", file=out, flush=True)
+    if console:
+        print_table(report.figures)
+        print(f"report: {report.markdown}\nreport: {report.html}", flush=True)

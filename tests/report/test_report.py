@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from tests.report.conftest import Replayed
+from tests.support.live_engine import SAMPLE
 from tests.support.page import launched_chromium, requires_chromium
 
 
@@ -35,8 +36,21 @@ def test_the_replay_ends_by_writing_a_report_and_printing_its_path(replayed: Rep
     for key in ("markdown", "html", "json"):
         assert Path(written[key]).is_file()
         assert Path(written[key]).parent == replayed.tmp / "reports"
-    assert f"report: {written['markdown']}" in replayed.output
-    assert f"report: {written['html']}" in replayed.output
+    # JSON log mode: nothing but JSON lines, the paths are in report.written
+    assert all(line.startswith("{") for line in replayed.output.splitlines() if line.strip())
+
+
+def test_in_console_mode_the_replay_ends_with_the_final_table_and_the_paths(
+        replayed: Replayed, tmp_path: Path) -> None:
+    proc = replayed.run("--config", str(replayed.settings), "--replay", str(SAMPLE), "--fresh",
+                        "--log-format", "console", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = proc.stdout[proc.stdout.rindex("(final)"):]
+    assert "buy_and_hold" in table and "ema_cross" in table and "95% CI" in table
+    paths = re.findall(r"^report: (.+)$", table, re.M)  # after the table, near the end
+    md, page = (Path(p) for p in paths)
+    assert md.suffix == ".md" and page.suffix == ".html" and md.is_file() and page.is_file()
+    assert proc.stdout.count("\n", proc.stdout.index("report: ")) < 5
 
 
 async def _db_figures(url: str, run_id: str) -> dict[str, dict[str, Any]]:
