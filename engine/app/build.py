@@ -149,3 +149,20 @@ def build_alerts(engine: Any) -> Any:
         return {"price_age": engine.feed.status()["price_age"], "writer": writer}
 
     return Alerts(s, engine.bus, engine.clock, os.environ, probe=probe)
+
+
+async def load_exchange_filters(settings: Settings, clock: Clock, broker: Any) -> None:
+    """Take step/tick size and min notional from Binance's exchangeInfo; settings on failure."""
+    from engine.market.binance import BinanceRest
+
+    rest = BinanceRest(settings.feed, clock)
+    try:
+        filters = await rest.exchange_info(settings.feed.symbols)
+    except Exception as exc:
+        log.warning("broker.exchange_info_failed", error=f"{type(exc).__name__}: {exc}",
+                    detail="using the filters from settings.toml")
+        return
+    finally:
+        await rest.close()
+    broker.set_filters(filters)
+    log.info("broker.exchange_info_loaded", symbols=sorted(filters))

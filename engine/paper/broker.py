@@ -40,8 +40,11 @@ class PaperBroker(MarketTriggers, AccountViews):
 
     def __init__(self, settings: BrokerSettings, risk: RiskSettings, bus: Bus, clock: Clock,
                  book: Any, *, snapshot_interval: float = 60.0,
-                 symbols: Iterable[str] | None = None) -> None:
+                 symbols: Iterable[str] | None = None,
+                 max_price_age: float | None = None) -> None:
         self.settings = settings
+        # feed.max_price_age_seconds: a decision never fills on a price older than this
+        self.max_price_age = max_price_age
         self.bus = bus
         self.clock = clock
         self.book = book
@@ -184,15 +187,17 @@ class PaperBroker(MarketTriggers, AccountViews):
         f = self.filter_for(symbol)
         fee_rate, slip = self.settings.taker_fee, self.settings.slippage_bps
         pos = acc.positions.get(symbol)
-        if a.action in ("hold", "close") and pos is None:
+        if a.action in ("hold", "adjust", "close") and pos is None:
             raise AccountError("no_position", f"no open position on {symbol}")
-        if a.action == "hold":
+        if a.action in ("hold", "adjust"):
             if a.stop_loss is None and a.take_profit is None:
                 return False
+            acc.state.adjustments += 1  # counted on the leaderboard
             pos.stop_loss = a.stop_loss if a.stop_loss is not None else pos.stop_loss  # type: ignore[union-attr]
             pos.take_profit = a.take_profit if a.take_profit is not None else pos.take_profit  # type: ignore[union-attr]
             self._reindex(acc.trader, symbol)
             return True
+        self._check_fresh(q, symbol, now)
         if pos is not None and (a.action == "close" or pos.side != _side(a.action)):
             buy = pos.side == "short"
             raw = q.ask if buy else q.bid
@@ -222,6 +227,15 @@ class PaperBroker(MarketTriggers, AccountViews):
         events += self._fill_events(acc, fill, "decision", cycle_id,
                                     _ref_price(snapshot, symbol, buy), raw, now)
         return True
+
+    def _check_fresh(self, q: Any, symbol: str, now: float) -> None:
+        """Refuse a decision fill on a price older than `max_price_age` at execution time."""
+        if self.max_price_age is None:
+            return
+        age = q.age(now)
+        if not age <= self.max_price_age:  # NaN (never received) is stale too
+            raise AccountError("price_stale", f"{symbol} price is {age:.1f}s old at fill time "
+                               f"(max {self.max_price_age:g}s)")
 
     def _fill_events(self, acc: Account, fill: Fill, reason: str, cycle_id: str | None,
                      ref_price: float | None, raw: float, now: float) -> list[object]:

@@ -37,6 +37,10 @@ class FakeQuote:
     ask: float
     last: float
     mark: float
+    updated: float = T0  # local receive time of the price
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.updated)
 
     @property
     def mid(self) -> float:
@@ -54,10 +58,10 @@ class FakeBook:
         self.quotes: dict[str, FakeQuote] = {}
 
     def set(self, symbol: str, bid: float, ask: float | None = None,
-            mark: float | None = None) -> None:
+            mark: float | None = None, t: float = T0) -> None:
         ask = bid if ask is None else ask
         mark = (bid + ask) / 2 if mark is None else mark
-        self.quotes[symbol] = FakeQuote(symbol, bid, ask, (bid + ask) / 2, mark)
+        self.quotes[symbol] = FakeQuote(symbol, bid, ask, (bid + ask) / 2, mark, t)
 
     def quote(self, symbol: str) -> FakeQuote | None:
         return self.quotes.get(symbol)
