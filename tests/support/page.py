@@ -88,13 +88,25 @@ def chart_points(page: Any) -> Any:
 
 async def save_screenshot(page: Any, path: Path, *, hide: str = "", readme: str = "page.png",
                           full_page: bool = True) -> Path:
-    """Save a screenshot to `path`, and to tests/data/`readme` (shown in the README) when
-    ARENA_UPDATE_SCREENSHOT=1.
+    """Save a screenshot of a page (or of one element: pass a locator) to `path`, and to
+    tests/data/`readme` (shown in the README) when ARENA_UPDATE_SCREENSHOT=1.
 
     `hide`: a CSS selector of transient elements left out of the picture.
     """
-    style = f"{hide} {{ display: none !important; }}" if hide else None
-    await page.screenshot(path=str(path), full_page=full_page, style=style)
+    element = hasattr(page, "bounding_box")  # a locator: that element only
+    owner = page.page if element else page
+    # Hidden through the CSSOM: playwright's `style=` option injects a <style> the CSP refuses.
+    toggle = ("([sel, show]) => document.querySelectorAll(sel).forEach(e => show ? "
+              "e.style.removeProperty('display') : e.style.setProperty('display', 'none', "
+              "'important'))")
+    if hide:
+        await owner.evaluate(toggle, [hide, False])
+    if element:
+        await page.screenshot(path=str(path))
+    else:
+        await page.screenshot(path=str(path), full_page=full_page)
+    if hide:
+        await owner.evaluate(toggle, [hide, True])
     if os.environ.get("ARENA_UPDATE_SCREENSHOT") == "1":
         DATA.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DATA / readme)

@@ -379,7 +379,8 @@
       ["trades", "trades", F.num], ["wins", "wins", F.num]]) {
       if (acc[key] === undefined) continue;
       const s = el("span", "kv");
-      s.append(el("span", "muted", label + " "), el("b", F.signClass(key === "equity" ? 0 : acc[key]), fmt(acc[key])));
+      const signed = /return|realized/.test(label);
+      s.append(el("span", "muted", label + " "), el("b", signed ? F.signClass(acc[key]) : "", fmt(acc[key])));
       box.append(s);
     }
     if (!v.account && v.message) box.append(el("span", "muted", v.message));

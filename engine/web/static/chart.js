@@ -107,7 +107,11 @@
         scales: { x: { time: true } },
         axes: [
           { ...axis, values: (u, splits) => this.xValues(splits) },
-          { ...axis, size: 64, values: (u, vals) => vals.map((v) => (pct ? `${v.toFixed(Math.abs(v) < 1 ? 2 : 1)}%` : F.nf0.format(v))) },
+          { ...axis, size: 64, values: (u, vals) => {
+            const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 1;
+            const d = step < 0.1 ? 2 : step < 1 ? 1 : 0;   // one precision for the whole axis
+            return vals.map((v) => (pct ? `${v.toFixed(d)}%` : F.nf0.format(v)));
+          } },
         ],
         series: [{}].concat(order.map((name) => ({
           label: name, stroke: F.color(name), width: 2, spanGaps: true,
