@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +40,7 @@ from engine.events import (
 from engine.logging import redact_bytes
 from engine.settings import ControlSettings, SettingsError
 from engine.web.guard import Guard, JSONErrorRunner, on_prepare
+from engine.web.journal import TraderJournal, add_trader_routes, gzip
 
 log = structlog.get_logger("control")
 
@@ -58,7 +58,6 @@ _STREAM_OMIT: dict[type, frozenset[str]] = {
     CycleFinished: frozenset({"snapshot"}),
     DecisionMade: frozenset({"raw_answer"}),
 }
-_TRADER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _JSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -96,6 +95,14 @@ class ControlTarget(Protocol):
 
     def trader(self, name: str) -> dict[str, Any] | None:
         """Return one trader's account, positions and last decisions, or None if unknown."""
+        ...
+
+    def traders(self) -> list[dict[str, Any]]:
+        """Return every configured trader: {name, status, detail, strategy, provider, model}."""
+        ...
+
+    def symbols(self) -> dict[str, dict[str, float]]:
+        """Return each symbol's tick_size and step_size."""
         ...
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -164,6 +171,8 @@ class ControlServer:
         self.started = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
         self.stream_clients = 0
+        self.heartbeat_seconds = 15.0  # an SSE comment this often finds dead clients
+        self.journal = TraderJournal(bus)
         self.app = self._build_app()
 
     # ------------------------------------------------------------ lifecycle
@@ -173,6 +182,7 @@ class ControlServer:
         runner = JSONErrorRunner(self.app, access_log=None, handle_signals=False,
                                  shutdown_timeout=2.0)
         await runner.setup()
+        journal = asyncio.create_task(self.journal.run(), name="control.journal")
         try:
             site = web.TCPSite(runner, self._settings.host, self._settings.port)
             await site.start()
@@ -182,11 +192,12 @@ class ControlServer:
             self.started.set()
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
+            journal.cancel()
             await runner.cleanup()
             log.info("control.stopped")
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._guard.middleware],
+        app = web.Application(middlewares=[gzip, self._errors, self._guard.middleware],
                               client_max_size=self._settings.max_body_bytes)
         app.on_response_prepare.append(on_prepare)
         r = app.router
@@ -196,7 +207,7 @@ class ControlServer:
         r.add_get("/next-run", self._sync(lambda: self._target.next_run()))
         r.add_get("/leaderboard", self._sync(lambda: self._target.leaderboard()))
         r.add_get("/equity", self._sync(self._equity))
-        r.add_get("/traders/{name}", self._trader)
+        add_trader_routes(app, self._target, self.journal, json_response)
         r.add_get("/health", self._health)
         r.add_get("/metrics", self._metrics)
         r.add_get("/events", self._events)
@@ -254,16 +265,6 @@ class ControlServer:
             raise web.HTTPNotFound()
         return web.FileResponse(path)
 
-    async def _trader(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if not _TRADER_NAME.fullmatch(name):
-            return json_error(400, "bad_request",
-                              "trader name must be 1-40 letters, digits, '_', '.' or '-'")
-        found = self._target.trader(name)
-        if found is None:
-            return json_error(404, "not_found", f"unknown trader {name!r}")
-        return json_response(found)
-
     async def _health(self, _: web.Request) -> web.StreamResponse:
         ok, detail = self._target.health()
         return json_response({"ok": ok, **detail}, status=200 if ok else 503)
@@ -317,25 +318,31 @@ class ControlServer:
             "X-Accel-Buffering": "no"})
         self.stream_clients += 1
         metrics.CONTROL_STREAM_CLIENTS.inc()
+        getter: asyncio.Future[list[object]] | None = None
         try:
             await response.prepare(request)
             await response.write(b"retry: 2000\n: connected\n\n")
             log.info("control.stream_opened", clients=self.stream_clients)
             while not closing.done():
-                getter = asyncio.ensure_future(sub.get_batch(256))
-                try:
-                    await asyncio.wait((getter, closing), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not getter.done():
-                        getter.cancel()
-                if not getter.done() or getter.cancelled():
+                getter = getter or asyncio.ensure_future(sub.get_batch(256))
+                await asyncio.wait((getter, closing), timeout=self.heartbeat_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if closing.done() and not getter.done():
                     break
+                if not getter.done():  # quiet: a dead client fails this write and is dropped
+                    await response.write(b": heartbeat\n\n")
+                    continue
+                if getter.cancelled():
+                    break
+                done, getter = getter, None
                 chunk = b"".join(b"data: " + to_json(event_payload(e)) + b"\n\n"
-                                 for e in getter.result())
+                                 for e in done.result())
                 await response.write(redact_bytes(chunk))
         except ConnectionError:
             pass  # the browser went away; the next page load opens a new stream
         finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
             sub.close()
             self.stream_clients -= 1
             metrics.CONTROL_STREAM_CLIENTS.dec()
