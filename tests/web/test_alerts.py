@@ -312,3 +312,50 @@ async def test_raising_never_waits_even_when_the_queue_is_full(bus: Bus,
                for i in range(5)]
     assert results == [True, True, False, False, False]
     assert alerts.counts["queue_full"] == 3
+
+
+ENGINE_ALERTS = """
+[alerts]
+drawdown_pct = 0.5
+dedup_seconds = 86400
+[[alerts.webhooks]]
+format = "json"
+url_env = "ARENA_TEST_WEBHOOK"
+"""
+
+
+async def _replay_with_webhook(database_url: str, tmp_path: Any, hooks: Hooks,
+                               *args: str) -> int:
+    import os
+    import sys
+
+    from tests.support.live_engine import BUY_AND_HOLD, EMA_CROSS, ROOT, SAMPLE
+
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'[database]\nspill_path = "{tmp_path}/spill.jsonl"\nflush_ms = 50\n'
+                        f'[control]\nenabled = false\n[report]\non_exit = false\n'
+                        f'{ENGINE_ALERTS}[[jobs]]\nname = "trading_cycle"\n'
+                        'run = "trading_cycle"\nschedule = "interval"\ninterval_seconds = 60\n'
+                        + BUY_AND_HOLD + EMA_CROSS)
+    env = {**os.environ, "DATABASE_URL": database_url,
+           "ARENA_TEST_WEBHOOK": f"{hooks.url}/engine"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), "--config", str(settings), "--replay",
+        str(SAMPLE), "--fresh", "--log-format", "json", *args, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await asyncio.wait_for(proc.wait(), 120)
+
+
+async def test_a_replaying_engine_sends_start_drawdown_and_stop_alerts(
+        hooks: Hooks, database_url: str, tmp_path: Any) -> None:
+    assert await _replay_with_webhook(database_url, tmp_path, hooks) == 0
+    kinds = [b["kind"] for b in hooks.on("/engine")]
+    assert kinds[0] == "engine_started" and kinds[-1] == "engine_stopped"
+    drawdowns = [b for b in hooks.on("/engine") if b["kind"] == "drawdown"]
+    assert {b["subject"] for b in drawdowns} == {"ema_cross", "buy_and_hold"}  # once each
+    assert len(drawdowns) == 2 and all(b["fields"]["drawdown_pct"] > 0.5 for b in drawdowns)
+
+
+async def test_no_alerts_sends_nothing(hooks: Hooks, database_url: str, tmp_path: Any) -> None:
+    assert await _replay_with_webhook(database_url, tmp_path, hooks, "--no-alerts") == 0
+    assert hooks.requests == []
