@@ -322,3 +322,23 @@ def test_a_refusal_is_logged_with_its_rule_and_counted_by_trader(clock: SimClock
     (refused,) = [e for e in logs if e["event"] == "broker.fill_refused"]
     assert (refused["trader"], refused["rule"]) == ("a", "no_position")
     assert sample("arena_rejections_total", trader="a", rule="no_position") == before + 1
+
+
+async def test_console_mode_prints_the_table_without_logging_the_rows(
+        clock: SimClock, bus: Bus, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cycle import CycleContext
+    from engine.paper.steps import PnLStep
+
+    broker, _ = make_broker(clock, bus)
+    ctx = CycleContext("c1", "manual", clock.time(), dry_run=False)
+    capsys.readouterr()
+    with capture_logs() as logs:
+        await PnLStep(broker, console=True)(ctx)
+    printed = capsys.readouterr().out
+    assert printed.startswith("#  trader") and "\n1  a " in printed
+    assert "{" not in printed  # no repr of a row
+    assert [e for e in logs if e["event"] == "leaderboard"] == []
+    with capture_logs() as logs:
+        await PnLStep(broker, console=False)(ctx)
+    assert capsys.readouterr().out == ""
+    assert [e["event"] for e in logs if e["event"] == "leaderboard"] == ["leaderboard"]
