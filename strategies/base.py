@@ -1,7 +1,8 @@
 """The strategy interface: one async `decide(ctx)` taking one context object, and the registry.
 
 A strategy gets everything it may look at in a `TraderContext` (new inputs go on the context or
-in `ctx.extra`, never as new parameters) and returns a `DecisionOutcome`: the decision plus the
+in `ctx.extra`, never as new parameters; `extra["refusals"]` holds last cycle's refused
+actions) and returns a `DecisionOutcome`: the decision plus the
 raw answer, validity and the cost of getting it. Rule-based strategies register a factory under
 their name with `@register("name")`; `strategies.registry.build_strategies` makes one strategy
 per enabled trader.
@@ -12,15 +13,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
 from engine.decision import Decision
 from engine.settings import RiskSettings, Settings, TraderSettings
-
-if TYPE_CHECKING:
-    pass
 
 log = structlog.get_logger("decisions")
 
@@ -39,6 +37,9 @@ class TraderContext:
     previous_decisions: tuple[Mapping[str, Any], ...]
     risk: RiskSettings
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The costs and symbol filters the broker applies (engine.traders.prompt.trading_terms):
+    # taker fee, slippage, funding interval, per symbol min notional, step and tick size.
+    terms: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

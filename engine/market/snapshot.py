@@ -18,7 +18,7 @@ from engine.clock import Clock
 from engine.cycle import CycleContext, SkipCycle
 from engine.market import indicators
 from engine.market.book import PriceBook
-from engine.market.candles import CandleStore
+from engine.market.candles import MINUTE, OHLCV, CandleStore, timeframe_seconds
 from engine.settings import FeedSettings
 
 RECENT_CLOSES = 10  # newest closes per timeframe kept in the snapshot (for prompts)
@@ -103,8 +103,19 @@ class MarketSnapshot:
 
 def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int
                 ) -> tuple[Mapping[str, float | None], tuple[float, ...]]:
+    """Return `tf`'s indicators on closed candles only, with `closed_until` (newest close).
+
+    The 1m series holds closed candles only; a higher-timeframe bucket the closed 1m candles do
+    not yet cover to its end is still forming and is left out (never shown as if final).
+    """
     arrays = candles.arrays(symbol, tf, limit)
-    values = indicators.summary(arrays.high, arrays.low, arrays.close)
+    seconds = timeframe_seconds(tf)
+    last_1m = candles.last_closed_time(symbol)
+    if (seconds != MINUTE and len(arrays) and last_1m is not None
+            and arrays.open_time[-1] + seconds > last_1m + MINUTE):
+        arrays = OHLCV(*(column[:-1] for column in arrays))  # the forming bucket
+    values = dict(indicators.summary(arrays.high, arrays.low, arrays.close))
+    values["closed_until"] = float(arrays.open_time[-1]) + seconds if len(arrays) else None
     recent = tuple(float(x) for x in arrays.close[-RECENT_CLOSES:])
     return MappingProxyType(values), recent
 

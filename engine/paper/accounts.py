@@ -207,6 +207,7 @@ class AccountState:
     decisions: int = 0
     invalid: int = 0
     holds: int = 0
+    adjustments: int = 0  # stop-loss/take-profit moves of open positions (adjust, hold + prices)
     llm_cost: float = 0.0
     latency_cost: float = 0.0  # USDT lost (> 0) to price moves between snapshot and fill
     funding_settled: dict[str, float] = field(default_factory=dict)  # symbol → last funding time

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.decision import ACTIONS, Action
+from engine.decision import ACTIONS, STOP_MOVES, Action
 from engine.paper.accounts import Account, fill_price, floor_to_step
 from engine.settings import BrokerSettings, RiskSettings, SymbolFilter
 
 RULES: tuple[str, ...] = (
     "unknown_symbol",  # the symbol is not traded by this arena
-    "unknown_action",  # not one of open_long, open_short, close, hold
+    "unknown_action",  # not one of engine.decision.ACTIONS
     "max_drawdown",  # risk.max_drawdown_pct reached: the trader is stopped for good (opens only)
     "daily_loss_limit",  # risk.daily_loss_limit_pct since 00:00 UTC: suspended until next 00:00 UTC
     "price_stale",  # the symbol's price is stale in the snapshot, or there is no bid/ask
@@ -29,7 +29,7 @@ RULES: tuple[str, ...] = (
     "take_profit_wrong_side",  # long take-profit ≤ bid, short take-profit ≥ ask
     "stop_too_close",  # stop nearer than risk.min_stop_distance_pct to the price
     "take_profit_too_close",  # take-profit nearer than risk.min_stop_distance_pct
-    "no_position",  # close (or stop/take-profit update) on a symbol with no open position
+    "no_position",  # close or adjust (or a hold moving stops) on a symbol with no position
     "min_notional",  # size missing, or below the symbol's min notional after step rounding
     "max_open_positions",  # a new position beyond risk.max_open_positions
     "position_too_large",  # position notional > risk.max_position_pct % of equity
@@ -148,7 +148,7 @@ class RiskManager:
         if a.action not in ACTIONS:
             raise _Refused("unknown_action", f"{a.action!r} is not one of {', '.join(ACTIONS)}")
         pos = sim.get(a.symbol)
-        if a.action == "hold":
+        if a.action in STOP_MOVES:  # adjust, or a hold that carries new stops
             if a.stop_loss is None and a.take_profit is None:
                 return False, cash  # nothing to do
             if pos is None:

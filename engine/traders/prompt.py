@@ -1,10 +1,16 @@
 """The prompt every LLM trader gets: deterministic bytes and their sha256.
 
-The system prompt holds the rules (allowed symbols, leverage and sizing limits, the answer schema)
-and depends only on settings, so providers can cache it. The user prompt holds this cycle's
-market snapshot, the trader's account, positions (with its own reason for opening each), recent
-trades and previous decisions as JSON with sorted keys and numbers rounded to fixed significant
-digits. Nothing reads the wall clock: the same inputs always give the same bytes.
+The system prompt holds the rules and depends only on settings (and the symbol filters fixed at
+start), so providers can cache it. Its actions, answer schema and limits are generated from the
+same sources the validator and the risk manager use (`engine.decision`, `RiskSettings`,
+`engine.paper.risk.RULES`, the broker's fee, slippage and filters), so they cannot drift apart.
+A trader may bring its own template file (`[[traders]] prompt_template`); every template must
+keep the `{actions}`, `{rules}` and `{answer}` placeholders, which carry every number.
+
+The user prompt holds this cycle's market snapshot, the trader's account, positions (with its own
+reason for opening each), recent trades, last cycle's refusals and its previous decisions (each
+action marked when it was refused), as JSON with sorted keys and numbers rounded to fixed
+significant digits. Nothing reads the wall clock: the same inputs always give the same bytes.
 """
 
 from __future__ import annotations
@@ -12,55 +18,43 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from engine.clock import to_datetime
-from engine.decision import ACTIONS
-from engine.settings import RiskSettings
+from engine.decision import ACTION_HELP, ACTIONS, answer_schema
+from engine.paper.risk import RULES
+from engine.settings import BrokerSettings, RiskSettings
 
 SIGNIFICANT_DIGITS = 8
-QUOTE_FIELDS = ("price", "bid", "ask", "last", "mark", "index", "funding_rate", "next_funding_time",
+QUOTE_FIELDS = ("price", "bid", "ask", "last", "mark", "index", "next_funding_time",
                 "change_pct", "high_24h", "low_24h", "volume_24h", "quote_volume_24h")
 
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-
-# One schema for all providers: Anthropic's tool input, OpenAI's strict json_schema (every key
-# required, no extra keys, nullable via "null"), and the JSON described to DeepSeek.
-ANSWER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["actions"],
-    "properties": {
-        "actions": {
-            "type": "array",
-            "description": "One entry per symbol you act on; symbols left out are held.",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["symbol", "action", "size_usdt", "leverage", "stop_loss",
-                             "take_profit", "confidence", "reason"],
-                "properties": {
-                    "symbol": {"type": "string"},
-                    "action": {"type": "string", "enum": list(ACTIONS)},
-                    "size_usdt": {**_NUMBER_OR_NULL,
-                                  "description": "Notional in USDT (open, or partial close)."},
-                    "leverage": {"type": ["integer", "null"]},
-                    "stop_loss": {**_NUMBER_OR_NULL, "description": "Price."},
-                    "take_profit": {**_NUMBER_OR_NULL, "description": "Price."},
-                    "confidence": {"type": "number", "description": "0 to 1."},
-                    "reason": {"type": "string", "description": "One or two sentences."},
-                },
-            },
-        }
-    },
-}
+ANSWER_SCHEMA: dict[str, Any] = answer_schema()
 ANSWER_TOOL = "submit_decision"
+DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "default.txt"
+PLACEHOLDERS = ("actions", "rules", "answer")
 
 _EXAMPLE = {"actions": [{"symbol": "BTCUSDT", "action": "open_long", "size_usdt": 2000,
                          "leverage": 3, "stop_loss": 95000, "take_profit": 104000,
                          "confidence": 0.62, "reason": "Uptrend on 4h, RSI not overbought."}]}
+
+# One line per risk setting, in the words the prompt uses; a RiskSettings field missing here
+# fails tests/traders/test_schema.py, so a new limit cannot stay unknown to the models.
+RISK_LINES: dict[str, str] = {
+    "max_leverage": "Leverage: integer from 1 to {v}.",
+    "max_position_pct": "One position's notional at most {v} % of your equity.",
+    "max_total_exposure_pct": "All positions' notional together at most {v} % of equity.",
+    "max_open_positions": "At most {v} open positions.",
+    "min_stop_distance_pct": "Stop-loss and take-profit at least {v} % away from the price they"
+                             " trigger on (bid for a long, ask for a short), on the correct side.",
+    "daily_loss_limit_pct": "A daily loss of {v} % of equity (since 00:00 UTC) suspends your"
+                            " opens until the next 00:00 UTC.",
+    "max_drawdown_pct": "A drawdown of {v} % from your peak equity stops your opens for good.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,34 +112,87 @@ def dumps(value: Any) -> str:
                       separators=(",", ":"), allow_nan=False)
 
 
-def system_prompt(symbols: Iterable[str], risk: RiskSettings) -> str:
-    """Return the rules: allowed symbols, limits and the answer schema."""
+def plain(x: float) -> str:
+    """Return a number without scientific notation (0.00005, never 5e-05)."""
+    text = format(number(float(x)), ".12f").rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+# ---------------------------------------------------------------- the system prompt
+
+
+def trading_terms(broker: BrokerSettings, filter_for: Callable[[str], Any],
+                  symbols: Iterable[str], funding_interval_hours: float = 8.0) -> dict[str, Any]:
+    """Return the costs and filters the broker holds an order to, for the prompt."""
+    filters = {}
+    for s in sorted(symbols):
+        f = filter_for(s)
+        filters[s] = {"min_notional": f.min_notional, "step_size": f.step_size,
+                      "tick_size": f.tick_size}
+    return {"taker_fee": broker.taker_fee, "slippage_bps": broker.slippage_bps,
+            "funding_interval_hours": funding_interval_hours, "filters": filters}
+
+
+@lru_cache(maxsize=64)
+def load_template(path: str | Path | None = None) -> str:
+    """Return a system-prompt template; raise ValueError when it lacks a required placeholder."""
+    path = Path(path) if path else DEFAULT_TEMPLATE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"prompt template {str(path)!r} cannot be read: {exc}") from None
+    missing = [p for p in PLACEHOLDERS if "{" + p + "}" not in text]
+    if missing:
+        raise ValueError(f"prompt template {str(path)!r} lacks "
+                         f"{', '.join('{' + p + '}' for p in missing)}")
+    return text
+
+
+def actions_text() -> str:
+    """Return the list of actions, one line each, from the answer schema's own list."""
+    return "\n".join(["Actions (one per symbol you act on):",
+                      *(f"- {a}: {ACTION_HELP[a]}." for a in ACTIONS)])
+
+
+def rules_text(symbols: Iterable[str], risk: RiskSettings,
+               terms: Mapping[str, Any] | None = None) -> str:
+    """Return every limit, cost and filter the risk manager and broker apply, with its number."""
     symbols = sorted(symbols)
-    return "\n".join([
-        "You are a disciplined crypto derivatives trader competing in a paper-trading arena.",
-        "You trade USDT-margined perpetual futures with your own account. Each cycle you see the",
-        "market, your account, your open positions and your own recent history, and you decide,",
-        "per symbol, one action: open_long, open_short, close or hold.",
-        "",
-        "Rules:",
+    lines = [
+        "Rules (the risk manager refuses an action that breaks one):",
         f"- Allowed symbols: {', '.join(symbols)}. Any other symbol makes the whole answer"
         " invalid.",
         "- Symbols listed as stale have no fresh price: do not act on them.",
-        f"- Leverage: integer from 1 to {risk.max_leverage}.",
-        f"- One position's notional (size_usdt) at most {number(risk.max_position_pct)} % of your"
-        " equity;",
-        f"  all positions together at most {number(risk.max_total_exposure_pct)} % of equity;"
-        f" at most {risk.max_open_positions} open positions.",
-        f"- Stop-loss and take-profit are prices at least {number(risk.min_stop_distance_pct)} %"
-        " away from the current price, on the correct side of it.",
-        "- open_long/open_short on an existing position of the same side adds to it; on the"
-        " opposite side it closes it first. close without size_usdt closes the whole position;"
-        " hold may update the stop_loss/take_profit of an open position.",
-        f"- A daily loss of {number(risk.daily_loss_limit_pct)} % suspends you until 00:00 UTC;"
-        f" a drawdown of {number(risk.max_drawdown_pct)} % from your peak stops you for good.",
-        "- Every fill pays a taker fee and slippage; open positions pay or receive funding.",
-        "- Actions refused by the risk manager are reported back to you next cycle.",
-        "",
+        *(f"- {RISK_LINES[k].format(v=plain(getattr(risk, k)))}" for k in RISK_LINES),
+        "- A suspended or stopped trader may still close positions and move stops.",
+    ]
+    if terms:
+        fee_pct = plain(terms["taker_fee"] * 100)
+        lines += [
+            "Costs:",
+            f"- Every fill (open, add, reduce, close, stop-loss, take-profit) pays a taker fee of"
+            f" {fee_pct} % of its notional.",
+            "- Market orders fill at the ask (buys) or bid (sells) moved"
+            f" {plain(terms['slippage_bps'])} basis points against you, price rounded to the tick"
+            " against you.",
+            f"- Funding is settled every {plain(terms['funding_interval_hours'])} h at the"
+            " next_funding_time shown per symbol: a long pays funding_rate_pct % of its notional"
+            " when it is > 0 (a short receives it), and the reverse when it is < 0.",
+            "- An open needs initial margin (notional / leverage) plus the fee in free cash.",
+            "Symbol filters (quantity = size_usdt / price rounded DOWN to step_size; an open whose"
+            " rounded notional is below min_notional USDT is refused):",
+            *(f"- {s}: min_notional {plain(f['min_notional'])} USDT, step_size"
+              f" {plain(f['step_size'])}, tick_size {plain(f['tick_size'])}"
+              for s, f in sorted(terms["filters"].items())),
+        ]
+    lines += [f"Refusals name one rule: {', '.join(RULES)}. Last cycle's refusals are"
+              " reported back to you with the rule and its detail."]
+    return "\n".join(lines)
+
+
+def answer_text() -> str:
+    """Return how to answer: the JSON schema and an example."""
+    return "\n".join([
         f"Answer with JSON only (via the {ANSWER_TOOL} tool when it is offered), matching this"
         " JSON schema:",
         json.dumps(ANSWER_SCHEMA, sort_keys=True, separators=(",", ":")),
@@ -155,8 +202,24 @@ def system_prompt(symbols: Iterable[str], risk: RiskSettings) -> str:
     ])
 
 
+def system_prompt(symbols: Iterable[str], risk: RiskSettings,
+                  terms: Mapping[str, Any] | None = None, template: str | None = None) -> str:
+    """Return the rules: actions, allowed symbols, limits, costs, filters and the schema."""
+    text = template if template is not None else load_template()
+    parts = {"actions": actions_text(), "rules": rules_text(symbols, risk, terms),
+             "answer": answer_text()}
+    for name, part in parts.items():  # plain replacement: a template may hold other braces
+        text = text.replace("{" + name + "}", part)
+    return text.rstrip("\n")
+
+
+# ---------------------------------------------------------------- the user prompt
+
+
 def _symbol_view(sym: Any) -> dict[str, Any]:
     out = {f: getattr(sym, f, None) for f in QUOTE_FIELDS}
+    rate = getattr(sym, "funding_rate", None)
+    out["funding_rate_pct"] = round(rate * 100, 6) + 0.0 if _finite(rate) else None
     indicators = getattr(sym, "indicators", None) or {}
     out["indicators"] = {tf: dict(values) for tf, values in indicators.items()}
     closes = getattr(sym, "recent_closes", None) or {}
@@ -176,11 +239,18 @@ def user_prompt(ctx: Any) -> str:
     symbols = getattr(snap, "symbols", {}) or {}
     market = [f"{name} {dumps(_symbol_view(symbols[name]))}"
               for name in sorted(symbols) if name not in stale]
+    hours = (ctx.terms or {}).get("funding_interval_hours")
+    interval = f"the {plain(hours)} h funding interval" if hours else "one funding interval"
     lines = [
         f"Cycle {ctx.cycle_id} at {iso(snap.ts)}. You are trader {ctx.trader}.",
-        "Prices in USDT, percentages in %, times in UTC. price is the reference (mark) price."
-        " Indicators per timeframe: ema20, ema50, sma20, rsi14, macd, macd_signal, macd_hist,"
-        " atr14, bb_upper/bb_mid/bb_lower, close; recent_closes per timeframe, oldest first.",
+        "Prices in USDT, percentages in %, times in UTC. price is the reference (mark) price;"
+        " bid/ask are what you buy and sell at; last is the latest trade.",
+        f"funding_rate_pct: % of the notional paid by longs (received by shorts; the reverse"
+        f" when < 0) per {interval}, settled at next_funding_time.",
+        "Indicators per timeframe (ema20, ema50, sma20, rsi14, macd, macd_signal, macd_hist,"
+        " atr14, bb_upper/bb_mid/bb_lower, close) and recent_closes (oldest first) use closed"
+        " candles only: the unfinished candle of every timeframe is left out, and"
+        " closed_until is the close time of the newest candle used.",
         "",
         "## Market (one line per symbol)",
         *market,
@@ -194,7 +264,11 @@ def user_prompt(ctx: Any) -> str:
         "",
         *_lines("Your recent trades", (dict(f) for f in ctx.recent_fills)),
         "",
-        *_lines("Your previous decisions", (dict(d) for d in ctx.previous_decisions)),
+        *_lines("Refused last cycle (rule: detail); nothing of these was executed",
+                (dict(r) for r in ctx.extra.get("refusals") or ())),
+        "",
+        *_lines("Your previous decisions (an action marked refused was not executed)",
+                (dict(d) for d in ctx.previous_decisions)),
     ]
     notes = ctx.extra.get("prompt_notes")
     if notes:
@@ -212,9 +286,9 @@ def prompt_hash(system: str, user: str) -> str:
     return h.hexdigest()
 
 
-def build_prompt(ctx: Any) -> Prompt:
-    """Return the system and user prompt for `ctx` and their hash."""
+def build_prompt(ctx: Any, template: str | None = None) -> Prompt:
+    """Return the system and user prompt for `ctx` (with `template`, else the default)."""
     symbols = getattr(ctx.snapshot, "symbols", {}) or {}
-    system = system_prompt(symbols.keys(), ctx.risk)
+    system = system_prompt(symbols.keys(), ctx.risk, getattr(ctx, "terms", None), template)
     user = user_prompt(ctx)
     return Prompt(system=system, user=user, hash=prompt_hash(system, user))

@@ -96,7 +96,7 @@ def test_an_empty_actions_list_is_a_valid_hold():
      "actions.0: unknown symbol 'DOGEUSDT'; allowed: BTCUSDT, ETHUSDT, SOLUSDT"),
     ('{"actions": [{"symbol": "BTCUSDT", "action": "buy"}]}',
      "actions.0: unknown action 'buy' for BTCUSDT; expected one of open_long, open_short, "
-     "close, hold"),
+     "close, adjust, hold"),
     ('{"actions": [{"symbol": "BTCUSDT", "action": "open_long", "leverage": 0}]}',
      "actions.0.leverage: Input should be greater than or equal to 1 (got 0)"),
     ('{"actions": [{"symbol": "BTCUSDT", "action": "open_long", "size_usdt": "lots"}]}',
@@ -122,3 +122,19 @@ def test_a_broken_outer_object_does_not_yield_an_inner_action():
     text = '{"actions": [{"symbol": "BTCUSDT", "action": "open_long"}] oops}'
     with pytest.raises(InvalidAnswer, match="invalid JSON"):
         parse(text)
+
+
+def test_adjust_is_parsed_with_its_new_stops_and_counts_as_a_trade():
+    text = ('{"actions":[{"symbol":"btc","action":"Adjust","stop_loss":"96,000",'
+            '"take_profit":null}]}')
+    (a,) = parse(text).actions
+    assert (a.action, a.stop_loss, a.take_profit, a.moves_stops) == ("adjust", 96000.0, None,
+                                                                     True)
+    assert parse(text).trades() == (a,)
+
+
+def test_hold_with_prices_stays_accepted_and_moves_stops_like_adjust():
+    (a,) = parse('{"actions":[{"symbol":"BTCUSDT","action":"hold","stop_loss":95000}]}').actions
+    assert a.action == "hold" and a.moves_stops
+    (plain_hold,) = parse('{"actions":[{"symbol":"BTCUSDT","action":"hold"}]}').actions
+    assert not plain_hold.moves_stops
