@@ -378,3 +378,20 @@ async def test_the_light_theme_follows_the_system(bus: Bus, browser: Any, served
     assert await light.evaluate(bg) == "rgb(246, 247, 249)"
     assert await dark.evaluate(bg) == "rgb(13, 17, 23)"
     assert errors == []
+
+
+async def test_confidence_intervals_are_shown_when_the_leaderboard_has_them(
+    bus: Bus, browser: Any, served: Any
+) -> None:
+    target = FakeTarget(points=4)
+    rows = [dict(r) for r in target.leaderboard()["rows"]]
+    rows[0].update(return_ci=[-0.5, 2.9], sharpe_ci=[0.12, 1.8])
+    target.leaderboard = lambda: {"ts": START, "rows": rows}  # type: ignore[method-assign]
+    errors: list[str] = []
+    page = await open_page(browser, await served(target), errors)
+    first = page.locator("#leaderboard tbody tr").first
+    await first.locator(".ci").first.wait_for()
+    cis = await first.locator(".ci").all_inner_texts()
+    assert [c.strip() for c in cis] == ["[-0.50%, +2.90%]", "[0.12, 1.80]"]
+    assert await page.locator("#leaderboard tbody tr").nth(1).locator(".ci").count() == 0
+    assert errors == []
