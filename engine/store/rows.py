@@ -203,6 +203,7 @@ async def write_rows(
     UniqueViolationError if any row is already present.
     """
     inserted = 0
+    nested = conn.is_in_transaction()
     async with conn.transaction():
         for name, rows in batches.items():
             if not rows:
@@ -219,6 +220,8 @@ async def write_rows(
                 "ON CONFLICT (id) DO NOTHING"
             )
             inserted += int(status.rsplit(" ", 1)[-1])
+            if nested:  # the enclosing transaction goes on: empty the stage for the next write
+                await conn.execute(f"DELETE FROM {t.stage}")
     return inserted
 
 
@@ -251,7 +254,9 @@ async def write_batches(
     """Write the batches in one transaction; if a row is bad, write row by row, rejecting it.
 
     `fresh` batches (never attempted before) first go by plain COPY; only when some id turns out
-    to be present already is the batch written again the staged, duplicate-skipping way.
+    to be present already is the batch written again the staged, duplicate-skipping way. Row by
+    row is still one transaction (a savepoint per row), so the batch commits all at once or not
+    at all, minus the rows Postgres refuses.
     """
     try:
         async with asyncio.timeout(limit_s):
@@ -265,13 +270,17 @@ async def write_batches(
         if not is_row_error(exc):
             raise
     new = 0
-    for table, rows in batches.items():
-        for row in rows:
-            try:
-                async with asyncio.timeout(limit_s):
-                    new += await write_rows(conn, {table: [row]})
-            except Exception as exc:
-                if not is_row_error(exc):
-                    raise
-                reject(table, row, exc)
+    refused: list[tuple[str, Row, BaseException]] = []
+    async with conn.transaction():
+        for table, rows in batches.items():
+            for row in rows:
+                try:
+                    async with asyncio.timeout(limit_s):
+                        new += await write_rows(conn, {table: [row]})  # a savepoint
+                except Exception as exc:
+                    if not is_row_error(exc):
+                        raise
+                    refused.append((table, row, exc))
+    for table, row, exc in refused:  # only once the others are committed
+        reject(table, row, exc)
     return new

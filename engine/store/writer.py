@@ -1,17 +1,22 @@
 """The writer: every persisted event on the bus becomes a row in Postgres, and none is lost.
 
 It subscribes when constructed (policy "block"), so nothing published afterwards can be missed.
-Rows are batched per table and flushed when a table holds `batch_rows` rows or its oldest row is
-`flush_ms` old (engine clock); one flush is one transaction of COPY into a staging table and
-`INSERT ... ON CONFLICT (id) DO NOTHING`, so a retried batch never duplicates a row.
+Rows wait in ONE queue, in publication order across every table, and are flushed when it holds
+`batch_rows` rows or its oldest row is `flush_ms` old (engine clock). A flush takes the oldest
+rows (up to 16 x `batch_rows` when behind) and writes them, whatever their tables, in one
+transaction of COPY (a retried batch goes through staging tables and `INSERT ... ON CONFLICT (id)
+DO NOTHING`, so it never duplicates a row). What is committed is therefore always a prefix of the
+event stream: a committed row never lacks an event published before it (an account snapshot
+never lacks its fill), whenever the process dies.
 
-While Postgres is down or refusing, rows stay queued and flushing retries with exponential
-back-off up to `max_backoff_seconds`; publishing never waits. Beyond `max_buffer_rows` queued rows
-the backlog is appended to the spill file, which is replayed (in order, before any newer row of
-the same table) as soon as Postgres answers again, and at the next start. Within each table,
-rows reach Postgres in publication order: the spill file only ever holds rows older than those in
-memory. On cancellation the writer flushes what it has, within `shutdown_flush_seconds`; what
-cannot be written goes to the spill file.
+While Postgres is down or refusing, rows stay queued and flushing retries with jittered back-off
+up to `max_backoff_seconds`; publishing never waits. Beyond `max_buffer_rows` queued rows the
+queue is appended to the spill file (in a worker thread: its fsync never blocks the event loop),
+which is replayed in order, in chunks of one transaction each, before any row still in memory, as
+soon as Postgres answers again and at the next start; the spill file only ever holds rows older
+than those in memory, so the prefix property holds through outages too. On cancellation the
+writer flushes what it has, within `shutdown_flush_seconds`; what cannot be written goes to the
+spill file.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import asyncio
 import random
 import time
 from collections import deque
-from itertools import repeat
 from typing import Any
 
 import asyncpg
@@ -33,7 +37,7 @@ from engine.cycle import CycleContext
 from engine.retry import backoff_delay
 from engine.settings import DatabaseSettings
 from engine.store.database import prepare_connection
-from engine.store.rows import ROW_OF, TABLES, Row, to_row, write_batches
+from engine.store.rows import ROW_OF, Row, to_row, write_batches
 from engine.store.spill import SpillFile, replay_chunk
 
 log = structlog.get_logger("writer")
@@ -52,10 +56,9 @@ class Writer:
         self._clock = clock
         self._sub = bus.subscribe("writer", ROW_OF.keys(), policy="block",
                                   capacity=max(10_000, 4 * settings.batch_rows))
-        self._rows: dict[str, deque[Row]] = {t: deque() for t in TABLES}
-        self._times: dict[str, deque[float]] = {t: deque() for t in TABLES}  # arrival per row
-        self._queued = 0
-        self._retried: dict[str, int] = dict.fromkeys(TABLES, 0)  # rows at the front tried once
+        self._queue: deque[tuple[str, Row]] = deque()  # (table, row), in publication order
+        self._arrivals: deque[list[Any]] = deque()  # [rows, engine time] per intake, oldest first
+        self._retried = 0  # rows at the front of the queue already tried once
         self._spill = SpillFile(settings.spill_path)
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
@@ -73,6 +76,10 @@ class Writer:
         self.last_error: str | None = None
 
     # ------------------------------------------------------------ public
+
+    @property
+    def _queued(self) -> int:
+        return len(self._queue)
 
     @property
     def backlog(self) -> int:
@@ -113,7 +120,7 @@ class Writer:
             await self._shutdown()
             raise
         except BaseException:
-            self._spill_memory("crash")
+            self._spill.append(self._take_all())  # dying anyway: keep the rows, on the loop
             raise
 
     # ------------------------------------------------------------ intake
@@ -125,20 +132,16 @@ class Writer:
             self._wake.set()
 
     def _accept(self, events: list[object]) -> None:
-        now = self._clock.time()
-        added: dict[str, int] = {}
+        before = len(self._queue)
+        append = self._queue.append
         for event in events:
             try:
-                table, row = to_row(event)
+                append(to_row(event))
             except Exception as exc:  # a malformed event must not stop the others
                 self.bad_events += 1
                 log.error("writer.bad_event", kind=type(event).__name__, error=repr(exc))
-                continue
-            self._rows[table].append(row)
-            added[table] = added.get(table, 0) + 1
-        for table, n in added.items():
-            self._times[table].extend(repeat(now, n))
-            self._queued += n
+        if len(self._queue) > before:
+            self._arrivals.append([len(self._queue) - before, self._clock.time()])
         metrics.WRITER_BACKLOG.set(self.backlog)
 
     # ------------------------------------------------------------ flushing
@@ -150,22 +153,22 @@ class Writer:
                 await self._step(final=False)
 
     def _due(self, now: float) -> bool:
-        if self._spill.pending:
+        if self._spill.pending or len(self._queue) >= self._settings.batch_rows:
             return True
-        limit = now - self._settings.flush_ms / 1000.0
-        return any(len(rows) >= self._settings.batch_rows or (rows and self._times[t][0] <= limit)
-                   for t, rows in self._rows.items())
+        return bool(self._arrivals) and (
+            self._arrivals[0][1] <= now - self._settings.flush_ms / 1000.0)
 
     def _next_deadline(self) -> float | None:
-        firsts = [times[0] for times in self._times.values() if times]
-        return min(firsts) + self._settings.flush_ms / 1000.0 if firsts else None
+        if not self._arrivals:
+            return None
+        return self._arrivals[0][1] + self._settings.flush_ms / 1000.0
 
     async def _wait_for_work(self) -> None:
         while True:
             now = self._clock.time()
             if self._retry_at is not None and now < self._retry_at:
                 if self._queued > self._settings.max_buffer_rows:
-                    self._spill_memory("outage")
+                    await self._spill_memory("outage")
                 deadline: float | None = self._retry_at
             elif self._due(now):
                 return
@@ -203,48 +206,52 @@ class Writer:
         self._failures, self._retry_at, self._down_since = 0, None, None
         return True
 
-    def _take(self, final: bool) -> tuple[dict[str, list[Row]], bool]:
-        """Take the due tables' oldest rows; return them and whether none was tried before."""
-        now = self._clock.time()
-        limit = now - self._settings.flush_ms / 1000.0
-        size = self._settings.batch_rows
-        batches: dict[str, list[Row]] = {}
-        fresh = True
-        for table, rows in self._rows.items():
-            if rows and (final or len(rows) >= size or self._times[table][0] <= limit):
-                # Behind (a burst, or after an outage): catch up with larger transactions.
-                n = min(size * _CATCH_UP_BATCHES, len(rows))
-                batches[table] = [rows.popleft() for _ in range(n)]
-                times = self._times[table]
-                for _ in range(n):
-                    times.popleft()
-                self._queued -= n
-                if self._retried[table]:
-                    fresh = False
-                    self._retried[table] = max(0, self._retried[table] - n)
-        return batches, fresh
+    def _take(self, final: bool) -> tuple[list[tuple[str, Row]], bool]:
+        """Take the oldest rows, every table at once; return them and whether none was tried."""
+        n = min(self._settings.batch_rows * _CATCH_UP_BATCHES, len(self._queue))
+        if not n or not (final or self._due(self._clock.time())):
+            return [], True
+        queue, arrivals = self._queue, self._arrivals
+        taken = [queue.popleft() for _ in range(n)]
+        left = n
+        while left:
+            first = arrivals[0]
+            if first[0] <= left:
+                left -= first[0]
+                arrivals.popleft()
+            else:
+                first[0] -= left
+                left = 0
+        fresh = not self._retried
+        self._retried = max(0, self._retried - n)
+        return taken, fresh
 
-    def _put_back(self, batches: dict[str, list[Row]], at: float) -> None:
-        for table, rows in batches.items():
-            self._rows[table].extendleft(reversed(rows))
-            self._times[table].extendleft(repeat(at, len(rows)))
-            self._queued += len(rows)
-            # The failed attempt may have committed after all: retry the duplicate-safe way.
-            self._retried[table] = min(len(self._rows[table]), self._retried[table] + len(rows))
+    def _put_back(self, taken: list[tuple[str, Row]], at: float) -> None:
+        self._queue.extendleft(reversed(taken))
+        self._arrivals.appendleft([len(taken), at])
+        # The failed attempt may have committed after all: retry the duplicate-safe way.
+        self._retried = min(len(self._queue), self._retried + len(taken))
 
     async def _flush(self, conn: asyncpg.Connection, *, final: bool) -> None:
-        batches, fresh = self._take(final)
-        if not batches:
+        taken, fresh = self._take(final)
+        if not taken:
             return
         started = time.perf_counter()  # flush time is wall time, even in a replay
+        batches: dict[str, list[Row]] = {}
+        for table, row in taken:
+            rows = batches.get(table)
+            if rows is None:
+                batches[table] = [row]
+            else:
+                rows.append(row)
         try:
             new = await write_batches(conn, batches, fresh=fresh, reject=self._spill.reject,
                                       limit_s=self._settings.write_timeout_seconds)
         except BaseException:
-            self._put_back(batches, self._clock.time() - self._settings.flush_ms / 1000.0)
+            self._put_back(taken, self._clock.time() - self._settings.flush_ms / 1000.0)
             raise
         elapsed = time.perf_counter() - started
-        total = sum(len(rows) for rows in batches.values())
+        total = len(taken)
         self.flushes += 1
         self.written += new
         self.duplicates += total - new
@@ -291,7 +298,7 @@ class Writer:
                               self._settings.max_backoff_seconds, self._rng)
         self._retry_at = now + delay
         if self._queued > self._settings.max_buffer_rows:
-            self._spill_memory("outage")
+            await self._spill_memory("outage")
         metrics.WRITER_BACKLOG.set(self.backlog)
         log.warning("writer.backlog", error=repr(exc), attempt=self._failures,
                     retry_in_s=round(delay, 3), backlog=self.backlog,
@@ -299,18 +306,36 @@ class Writer:
 
     # ------------------------------------------------------------ spill and shutdown
 
-    def _spill_memory(self, why: str) -> None:
-        """Append every row held in memory to the spill file, oldest first per table."""
-        if not self._queued:
+    def _take_all(self) -> list[tuple[str, Row]]:
+        items = list(self._queue)
+        self._queue.clear()
+        self._arrivals.clear()
+        self._retried = 0
+        return items
+
+    async def _spill_memory(self, why: str) -> None:
+        """Append every row held in memory to the spill file, in order, off the event loop.
+
+        The rows leave memory first (the file only ever holds rows older than memory's); the
+        append and its fsync run in a worker thread. A cancellation waits for the append to end,
+        so nobody reads the file half written; a failed append puts the rows back.
+        """
+        items = self._take_all()
+        if not items:
             return
-        items = [(table, row) for table, rows in self._rows.items() for row in rows]
-        self._spill.append(items)
-        for table in TABLES:
-            self._rows[table].clear()
-            self._times[table].clear()
-            self._retried[table] = 0
-        self._queued = 0
-        metrics.WRITER_BACKLOG.set(self.backlog)
+        done = asyncio.ensure_future(asyncio.to_thread(self._spill.append, items))
+        try:
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await done
+                raise
+        except Exception:
+            self._queue.extendleft(reversed(items))
+            self._arrivals.appendleft([len(items), self._clock.time()])
+            raise
+        finally:
+            metrics.WRITER_BACKLOG.set(self.backlog)
         log.warning("writer.spilled", rows=len(items), why=why, spilled=self._spill.pending,
                     path=str(self._spill.path))
 
@@ -328,7 +353,11 @@ class Writer:
         except (Exception, asyncio.CancelledError) as exc:
             log.warning("writer.final_flush_failed", error=repr(exc))
         finally:
-            self._spill_memory("shutdown")
+            try:
+                await self._spill_memory("shutdown")
+            except (Exception, asyncio.CancelledError) as exc:  # last resort: on the loop
+                log.warning("writer.spill_retry", error=repr(exc))
+                self._spill.append(self._take_all())
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from tests.support.store import (
     append_bytes,
     count,
     db_settings,
+    eventually,
     fetch,
     file_lines,
     fill,
@@ -343,3 +347,47 @@ def test_publishing_is_not_slowed_by_an_unreachable_database(tmp_path: Path) -> 
         return bus.stats()["writer"]["queued"]
 
     assert asyncio.run(main()) == 1000
+
+
+async def test_the_spill_files_fsync_runs_off_the_event_loop(
+    proxy: PgProxy, dsn: str, bus: Bus, clock: SimClock, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop_thread = threading.get_ident()
+    fsync_threads: list[int] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:  # a slow disk during an outage
+        fsync_threads.append(threading.get_ident())
+        time.sleep(0.3)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    settings = db_settings(tmp_path, batch_rows=50, flush_ms=100, max_buffer_rows=100)
+    writer = Writer(bus, proxy.dsn, settings, clock)
+    await proxy.refuse()
+    gaps: list[float] = []
+
+    async def loop_turns() -> None:  # measures how long the loop goes without a turn
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with running(writer):
+        watcher = asyncio.create_task(loop_turns())
+        await asyncio.sleep(0)
+        bus.publish_many(fill(i) for i in range(150))  # the flush fails; over max_buffer_rows
+        await clock.settle()
+
+        async def spilled() -> bool:
+            return writer.status()["spilled_rows"] == 150
+
+        await eventually(spilled)
+        watcher.cancel()
+        await proxy.start()
+    assert fsync_threads and loop_thread not in fsync_threads
+    assert sum(gaps) > 0.3 and max(gaps) < 0.2  # the loop kept turning through the fsync
+    assert await qtys(dsn) == [float(i) for i in range(150)]
