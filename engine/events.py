@@ -335,12 +335,18 @@ class AccountSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Leaderboard:
-    """The leaderboard after a cycle: one dict per trader, best first."""
+    """The leaderboard after a cycle: one dict per trader, best first.
+
+    `pairwise` holds P(A beats B) per pair of traders (A ranked first) and `stats` how the
+    statistics are computed (annualization, minimum returns, CI level): engine.paper.leaderboard.
+    """
 
     cycle_id: str | None
     rows: tuple[dict[str, Any], ...]
     ts: float
     id: uuid.UUID = field(default_factory=new_id)
+    pairwise: tuple[dict[str, Any], ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

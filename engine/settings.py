@@ -127,6 +127,15 @@ class RiskSettings(Section):
     max_drawdown_pct: Annotated[float, Field(gt=0, le=100)] = 40.0
 
 
+class LeaderboardSettings(Section):
+    """The leaderboard's statistics (engine.paper.stats)."""
+
+    min_returns: Annotated[int, Field(ge=2)] = 30  # Sharpe, Sortino, CIs: "-" before this
+    returns_kept: Annotated[int, Field(ge=10, le=100_000)] = 2016  # per account, for the CIs
+    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    ci_level: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+
+
 # ---------------------------------------------------------------- decisions
 
 
@@ -162,6 +171,13 @@ class LLMSettings(Section):
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     # Model ids that reject sampling parameters (newer Claude models): temperature is not sent.
     omit_temperature: tuple[str, ...] = ()
+
+
+class BacktestSettings(Section):  # `run.py backtest`: engine/market/history.py, app/backtest.py
+    cache_dir: str = "./data/history"  # fetched Binance history, one file per symbol and UTC day
+    max_days: Annotated[float, Field(gt=0, le=366)] = 31.0  # longest window accepted
+    spread_bps: Annotated[float, Field(ge=0, le=1000)] = 2.0  # book spread around each 1m price
+    max_candles: Annotated[int, Field(ge=300)] = 1000  # 1m candles kept in memory (speed)
 
 
 class LLMCacheSettings(Section):  # the LLM answer cache (engine/traders/cache.py): when used
@@ -275,8 +291,10 @@ class Settings(Section):
     feed: FeedSettings = FeedSettings()
     broker: BrokerSettings = BrokerSettings()
     risk: RiskSettings = RiskSettings()
+    leaderboard: LeaderboardSettings = LeaderboardSettings()
     llm: LLMSettings = LLMSettings()
     llm_cache: LLMCacheSettings = LLMCacheSettings()
+    backtest: BacktestSettings = BacktestSettings()
     traders: tuple[TraderSettings, ...] = ()
     database: DatabaseSettings = DatabaseSettings()
     control: ControlSettings = ControlSettings()

@@ -104,7 +104,8 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
     broker = PaperBroker(s.broker, s.risk, bus, clock, book,
                          snapshot_interval=s.engine.snapshot_interval_seconds,
                          symbols=s.feed.symbols,
-                         max_price_age=s.feed.max_price_age_seconds)
+                         max_price_age=s.feed.max_price_age_seconds,
+                         board=s.leaderboard)
     llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,

@@ -17,7 +17,7 @@ class ControlTarget:
     def status(self) -> dict[str, Any]:
         feed = self._e.feed.status()
         return {
-            "state": self._e.state,
+            "state": self._state(feed),
             "version": __version__,
             "dry_run": self._e.dry_run,
             "paused": self._e.scheduler.paused,
@@ -31,7 +31,21 @@ class ControlTarget:
             "arena": {"mode": self._e.run_mode, "source": self._e.run_source},
             # accounts rebuilt at start because their snapshot contradicted the committed rows
             "reconciled": getattr(self._e.recovery, "reconciled", None) or {},
+            "tasks": self._tasks(),
         }
+
+    def _state(self, feed: dict[str, Any]) -> str:
+        """The engine's state; `connecting` while it starts and the live feed is not yet in."""
+        if self._e.state == "starting" and feed.get("state") == "connecting":
+            return "connecting"
+        return str(self._e.state)
+
+    def _tasks(self) -> dict[str, Any]:
+        """Supervised tasks' states, and the crashes that ended the engine."""
+        out: dict[str, Any] = {name: t.status() for name, t in self._e.tasks.items()}
+        for name, error in self._e.crashes.items():
+            out[name] = {"state": "crashed", "last_error": error}
+        return out
 
     def jobs(self) -> list[dict[str, Any]]:
         return self._e.scheduler.states()
@@ -61,7 +75,8 @@ class ControlTarget:
 
     def leaderboard(self) -> dict[str, Any]:
         board = self._e.broker.leaderboard(None, publish=False)
-        return {"ts": board.ts, "rows": list(board.rows)}
+        return {"ts": board.ts, "rows": list(board.rows), "pairwise": list(board.pairwise),
+                "stats": dict(board.stats)}
 
     def trader(self, name: str) -> dict[str, Any] | None:
         if name not in self._e.broker.accounts:
@@ -100,12 +115,16 @@ class ControlTarget:
             problems.append(f"stale prices: {', '.join(stale)}")
         if writer and backlog > self._e.settings.database.batch_rows * 10:
             problems.append(f"writer backlog {backlog} rows")
+        for name, task in self._tasks().items():
+            if task["state"] not in ("starting", "running", "stopped"):
+                problems.append(f"{name} {task['state']}: {task['last_error']}")
         return not problems, {
-            "state": self._e.state,
+            "state": self._state(feed),
             "problems": problems,
             "feed_connected": feed.get("connected"),
             "stale": stale,
             "writer_backlog": backlog,
+            "tasks": self._tasks(),
         }
 
     def equity_history(self) -> dict[str, list[tuple[float, float]]]:

@@ -27,10 +27,11 @@ from engine.events import (
 )
 from engine.paper.accounts import Account, AccountError, AccountState, Fill, Position, fill_price
 from engine.paper.accounts import floor_to_step as _floor
+from engine.paper.leaderboard import BoardStats
 from engine.paper.risk import Prices, RiskManager
 from engine.paper.triggers import MarketTriggers, Watch
 from engine.paper.views import AccountViews
-from engine.settings import BrokerSettings, RiskSettings, SymbolFilter
+from engine.settings import BrokerSettings, LeaderboardSettings, RiskSettings, SymbolFilter
 
 log = structlog.get_logger("broker")
 
@@ -41,10 +42,13 @@ class PaperBroker(MarketTriggers, AccountViews):
     def __init__(self, settings: BrokerSettings, risk: RiskSettings, bus: Bus, clock: Clock,
                  book: Any, *, snapshot_interval: float = 60.0,
                  symbols: Iterable[str] | None = None,
-                 max_price_age: float | None = None) -> None:
+                 max_price_age: float | None = None,
+                 board: LeaderboardSettings | None = None) -> None:
         self.settings = settings
         # feed.max_price_age_seconds: a decision never fills on a price older than this
         self.max_price_age = max_price_age
+        self.board_settings = board or LeaderboardSettings()
+        self.board_stats: BoardStats | None = None  # CIs and pairwise of the last cycle
         self.bus = bus
         self.clock = clock
         self.book = book
@@ -75,6 +79,7 @@ class PaperBroker(MarketTriggers, AccountViews):
         """Open a fresh account for `trader` with `capital` USDT."""
         now = self.clock.time()
         self.accounts[trader] = Account.new(trader, capital, now)
+        self.accounts[trader].state.returns.trim(self.board_settings.returns_kept)
         log.info("broker.account_opened", trader=trader, capital=capital)
 
     def restore(self, trader: str, snapshot: Mapping[str, Any]) -> None:
@@ -86,6 +91,7 @@ class PaperBroker(MarketTriggers, AccountViews):
                       realized_pnl=float(snapshot["realized_pnl"]), fees=float(snapshot["fees"]),
                       funding=float(snapshot["funding"]),
                       positions={p.symbol: p for p in positions})
+        acc.state.returns.trim(self.board_settings.returns_kept)
         self.accounts[trader] = acc
         for p in positions:
             self._reindex(trader, p.symbol)

@@ -1,13 +1,38 @@
-"""The leaderboard: pure rows from the accounts (Sharpe from `engine.paper.stats`), a text table.
+"""The leaderboard: pure rows from the accounts, their statistics' uncertainty, a text table.
+
+Sharpe and Sortino (`engine.paper.stats`) are shown only from `leaderboard.min_returns` per-cycle
+returns on (None, "-" in the table, before). `board_stats` adds 95 % percentile-bootstrap CIs of
+the total return and the Sharpe ratio over each account's newest kept returns, the deflated
+Sharpe ratio (trials = the traders), and P(A beats B) for every pair of traders from a paired
+bootstrap over the cycles both were in. It is numpy work: the cycle runs it in a thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.paper.stats import (
+    SECONDS_PER_YEAR,
+    bootstrap_ci,
+    deflated_sharpe,
+    prob_beats,
+    sharpe_statistic,
+    total_return,
+)
+from engine.settings import LeaderboardSettings
 
 if TYPE_CHECKING:
     from engine.paper.accounts import Account
+
+# keys each row gains from `board_stats` (None until there are enough returns)
+STAT_KEYS = ("return_ci", "sharpe_ci", "deflated_sharpe")
 
 
 def _pct(part: float, whole: float) -> float | None:
@@ -18,7 +43,8 @@ def _r(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def row(account: Account, marks: Mapping[str, float], now: float) -> dict[str, Any]:
+def row(account: Account, marks: Mapping[str, float], now: float, *,
+        min_returns: int = 2) -> dict[str, Any]:
     """Return one trader's leaderboard row."""
     st = account.state
     equity = account.equity(marks)
@@ -45,9 +71,12 @@ def row(account: Account, marks: Mapping[str, float], now: float) -> dict[str, A
         "win_rate": _r(_pct(st.wins, st.trades), 1),
         "drawdown_pct": round(max(drawdown, 0.0), 2),
         "max_drawdown_pct": round(max(st.max_drawdown_pct, drawdown, 0.0), 2),
-        "sharpe": _r(st.returns.sharpe()),
+        "sharpe": _r(st.returns.sharpe(min_returns)),
+        "sortino": _r(st.returns.sortino(min_returns)),
+        "returns_n": st.returns.n,
         "invalid_rate": _r(_pct(st.invalid, st.decisions), 1),
         "hold_rate": _r(_pct(st.holds, st.decisions), 1),
+        "adjustments": st.adjustments,
         "latency_cost": round(st.latency_cost, 2),
         "liquidations": st.liquidations,
         "open_positions": len(account.positions),
@@ -55,12 +84,105 @@ def row(account: Account, marks: Mapping[str, float], now: float) -> dict[str, A
     }
 
 
-def build_rows(accounts: Iterable[Account], marks: Mapping[str, float],
-               now: float) -> tuple[dict[str, Any], ...]:
-    """Return every trader's row, best return first, each with its rank."""
-    rows = sorted((row(a, marks, now) for a in accounts),
+def build_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: float, *,
+               min_returns: int = 2,
+               stats: BoardStats | None = None) -> tuple[dict[str, Any], ...]:
+    """Return every trader's row, best return first, each with its rank (and `stats`' fields)."""
+    rows = sorted((row(a, marks, now, min_returns=min_returns) for a in accounts),
                   key=lambda r: (-(r["return_pct"] or 0.0), r["trader"]))
+    if stats is not None:
+        for r in rows:
+            r.update({k: stats.per_trader.get(r["trader"], {}).get(k) for k in STAT_KEYS})
     return tuple({"rank": i, **r} for i, r in enumerate(rows, 1))
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+@dataclass(frozen=True, slots=True)
+class BoardStats:
+    """The leaderboard's statistics beyond the point estimates."""
+
+    per_trader: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    pairwise: tuple[dict[str, Any], ...] = ()  # {"a", "b", "p_a_beats_b", "n"}, a before b
+    info: Mapping[str, Any] = field(default_factory=dict)  # annualization, levels, sizes
+
+    def ranked_pairs(self, order: Sequence[str]) -> tuple[dict[str, Any], ...]:
+        """Return the pairs with the better-ranked trader (in `order`) as `a`."""
+        rank = {t: i for i, t in enumerate(order)}
+        out = []
+        for p in self.pairwise:
+            if rank.get(p["a"], math.inf) > rank.get(p["b"], math.inf):
+                prob = p["p_a_beats_b"]
+                p = {**p, "a": p["b"], "b": p["a"],
+                     "p_a_beats_b": None if prob is None else round(1 - prob, 4)}
+            out.append(p)
+        return tuple(sorted(out, key=lambda p: (rank.get(p["a"], math.inf),
+                                                rank.get(p["b"], math.inf))))
+
+
+def _pair(x: Sequence[float] | None, digits: int) -> list[float] | None:
+    return None if x is None else [round(x[0], digits), round(x[1], digits)]
+
+
+def _moments(r: np.ndarray) -> tuple[float, float, float] | None:
+    """Return the per-period Sharpe, skewness and (plain) kurtosis, or None without variance."""
+    std = float(r.std(ddof=1))
+    if not std > 1e-12:
+        return None
+    z = (r - r.mean()) / r.std()
+    return float(r.mean()) / std, float(np.mean(z ** 3)), float(np.mean(z ** 4))
+
+
+def board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
+                periods_per_year: Mapping[str, float | None],
+                settings: LeaderboardSettings) -> BoardStats:
+    """Return CIs per trader and P(A beats B) per pair from each trader's (ts, return) series."""
+    n_boot, level, min_n = settings.bootstrap_samples, settings.ci_level, settings.min_returns
+    per: dict[str, dict[str, Any]] = {}
+    moments: dict[str, tuple[int, tuple[float, float, float]]] = {}
+    for trader, pairs in series.items():
+        r = np.fromiter((x for _, x in pairs), dtype=float, count=len(pairs))
+        ppy = periods_per_year.get(trader)
+        if r.size < min_n or ppy is None:
+            per[trader] = dict.fromkeys(STAT_KEYS)
+            continue
+        ret = bootstrap_ci(r, total_return, n_boot=n_boot, level=level)
+        shp = bootstrap_ci(r, sharpe_statistic(ppy), n_boot=n_boot, level=level)
+        per[trader] = {"return_ci": _pair(None if ret is None else (ret[0] * 100, ret[1] * 100),
+                                          3),
+                       "sharpe_ci": _pair(shp, 2), "deflated_sharpe": None}
+        m = _moments(r)
+        if m is not None:
+            moments[trader] = (r.size, m)
+    if moments:
+        sharpes = [m[0] for _, m in moments.values()]
+        variance = statistics.variance(sharpes) if len(sharpes) > 1 else 0.0
+        for trader, (n, (sr, skew, kurt)) in moments.items():
+            dsr = deflated_sharpe(sr, n, len(sharpes), skew, kurt, variance)
+            per[trader]["deflated_sharpe"] = None if math.isnan(dsr) else round(dsr, 4)
+    pairs = []
+    for a, b in itertools.combinations(sorted(series), 2):
+        rb = dict(series[b])
+        common = [(x, rb[ts]) for ts, x in series[a] if ts in rb]
+        p = None
+        if len(common) >= min_n:
+            xa, xb = zip(*common, strict=True)
+            p = prob_beats(xa, xb, n_boot=n_boot)
+        pairs.append({"a": a, "b": b, "p_a_beats_b": None if p is None else round(p, 4),
+                      "n": len(common)})
+    known = sorted(v for v in periods_per_year.values() if v)
+    ppy_mid = known[len(known) // 2] if known else None
+    info = {
+        "returns": "per-cycle equity returns (one per cycle snapshot)",
+        "annualization": "sqrt(periods per year); a period is the mean time between cycles, "
+                         "a year 365 days; no risk-free rate",
+        "periods_per_year": None if ppy_mid is None else round(ppy_mid, 1),
+        "period_seconds": None if ppy_mid is None else round(SECONDS_PER_YEAR / ppy_mid, 1),
+        "min_returns": min_n, "ci_level": level, "bootstrap_samples": n_boot,
+        "returns_kept": settings.returns_kept,
+    }
+    return BoardStats(per, tuple(pairs), info)
 
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -78,24 +200,37 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("trades", "trades", "d"),
     ("win%", "win_rate", ".0f"),
     ("maxDD%", "max_drawdown_pct", ".1f"),
+    ("ret95%", "return_ci", "ci2"),
     ("sharpe", "sharpe", "+.2f"),
+    ("sharpe95%", "sharpe_ci", "ci2"),
+    ("sortino", "sortino", "+.2f"),
     ("inval%", "invalid_rate", ".0f"),
     ("hold%", "hold_rate", ".0f"),
+    ("adj", "adjustments", "d"),
     ("latency", "latency_cost", "+,.2f"),
     ("pos", "open_positions", "d"),
     ("status", "status", "s"),
 )
 
 
-def render_table(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Render leaderboard rows as a fixed-width text table for the console."""
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if fmt == "ci2":  # a confidence interval [lo, hi]
+        return f"[{value[0]:+.2f},{value[1]:+.2f}]"
+    return format(value, fmt)
+
+
+def render_table(rows: Iterable[Mapping[str, Any]], *, info: Mapping[str, Any] | None = None,
+                 pairwise: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Render leaderboard rows as a fixed-width text table for the console.
+
+    With `info`, a note on the statistics follows; with `pairwise`, one line per pair of traders
+    with P(A beats B).
+    """
     cells = [[h for h, _, _ in _COLUMNS]]
     for r in rows:
-        line = []
-        for _, key, fmt in _COLUMNS:
-            value = r.get(key)
-            line.append("-" if value is None else format(value, fmt))
-        cells.append(line)
+        cells.append([_cell(r.get(key), fmt) for _, key, fmt in _COLUMNS])
     widths = [max(len(c[i]) for c in cells) for i in range(len(_COLUMNS))]
     out = []
     for n, line in enumerate(cells):
@@ -104,4 +239,21 @@ def render_table(rows: Iterable[Mapping[str, Any]]) -> str:
         out.append("  ".join(parts).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    if info:
+        out.append(_note(info))
+    shown = [p for p in pairwise if p.get("p_a_beats_b") is not None]
+    if shown:
+        out.append("P(A beats B), paired bootstrap of total return over common cycles:")
+        out.extend(f"  {p['a']} > {p['b']}: {p['p_a_beats_b']:.2f} ({p['n']} cycles)"
+                   for p in shown)
     return "\n".join(out)
+
+
+def _note(info: Mapping[str, Any]) -> str:
+    ppy, period = info.get("periods_per_year"), info.get("period_seconds")
+    per = f"x sqrt({ppy:,.0f}) (a cycle every {period:g} s, 365-day year)" if ppy else \
+        "x sqrt(periods per year)"
+    return (f"sharpe/sortino: per-cycle returns, annualized {per}, no risk-free rate, shown from "
+            f"{info.get('min_returns')} returns; {info.get('ci_level', 0.95):.0%} CIs: "
+            f"percentile bootstrap, {info.get('bootstrap_samples')} resamples of the newest "
+            f"{info.get('returns_kept')} returns")

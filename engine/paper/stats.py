@@ -13,10 +13,12 @@ and survives a restart. The pure functions below work on any return series (nump
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
@@ -60,26 +62,71 @@ def sortino(returns: Iterable[float], periods_per_year: float) -> float | None:
     return float(r.mean()) / downside * math.sqrt(periods_per_year)
 
 
-def total_return(returns: np.ndarray) -> np.ndarray | float:
-    """Return the compounded return of a series (of each row of a 2-D array)."""
-    return np.prod(1.0 + np.asarray(returns, dtype=float), axis=-1) - 1.0
+def _log_growth(r: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(r, -1 + 1e-15))  # equity never goes below zero
+
+
+class _TotalReturn:
+    """The compounded return of a series (of each row of a 2-D array)."""
+
+    def __call__(self, returns: np.ndarray) -> np.ndarray | float:
+        return np.prod(1.0 + np.asarray(returns, dtype=float), axis=-1) - 1.0
+
+    @staticmethod
+    def from_counts(counts: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Return the statistic of every resample given as draw counts per observation."""
+        return np.expm1(counts @ _log_growth(r))
+
+
+class _Sharpe:
+    """The annualized Sharpe ratio of a series (of each row of a 2-D array); NaN if undefined."""
+
+    def __init__(self, periods_per_year: float) -> None:
+        self.scale = math.sqrt(periods_per_year)
+
+    def __call__(self, r: np.ndarray) -> np.ndarray | float:
+        std = np.std(r, axis=-1, ddof=1)
+        mean = np.mean(r, axis=-1)
+        return self._ratio(mean, std)
+
+    def _ratio(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        flat = std <= _FLAT + 1e-6 * np.abs(mean)  # rounding noise is not variance
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(flat, np.nan, mean / np.where(flat, 1.0, std)) * self.scale
+
+    def from_counts(self, counts: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Return the statistic of every resample given as draw counts per observation."""
+        n = r.size
+        mean = counts @ r / n
+        var = np.maximum(counts @ (r * r) - n * mean * mean, 0.0) / (n - 1)
+        return self._ratio(mean, np.sqrt(var))
+
+
+total_return = _TotalReturn()
 
 
 def sharpe_statistic(periods_per_year: float) -> Statistic:
     """Return a vectorized Sharpe statistic for `bootstrap_ci` (NaN where undefined)."""
-
-    def statistic(r: np.ndarray) -> np.ndarray | float:
-        std = np.std(r, axis=-1, ddof=1)
-        mean = np.mean(r, axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(std > _FLAT, mean / np.where(std > _FLAT, std, 1.0), np.nan)
-        return out * math.sqrt(periods_per_year)
-
-    return statistic
+    return _Sharpe(periods_per_year)
 
 
 def _resample(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Return the (n_boot, n) resample indices of one seed."""
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+@lru_cache(maxsize=4)
+def _counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Return how often each observation is drawn in each resample (same draws as `_resample`).
+
+    Cached: every series of one length shares them, and a statistic that is a sum over draws
+    becomes one matrix product instead of a gather of n_boot x n values.
+    """
+    rows = np.arange(n_boot, dtype=np.int64)[:, None] * n
+    flat = (_resample(n, n_boot, seed) + rows).ravel()
+    counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+    counts.flags.writeable = False
+    return counts
 
 
 def _apply(statistic: Statistic, samples: np.ndarray) -> np.ndarray:
@@ -105,7 +152,11 @@ def bootstrap_ci(returns: Iterable[float], statistic: Statistic, *, n_boot: int 
     r = _array(returns)
     if r.size < 2 or n_boot < 1:
         return None
-    values = _apply(statistic, r[_resample(r.size, n_boot, seed)])
+    fast = getattr(statistic, "from_counts", None)
+    if fast is not None:
+        values = np.asarray(fast(_counts(r.size, n_boot, seed), r), dtype=float)
+    else:
+        values = _apply(statistic, r[_resample(r.size, n_boot, seed)])
     values = values[np.isfinite(values)]
     if values.size * 2 < n_boot:
         return None
@@ -124,12 +175,11 @@ def prob_beats(returns_a: Sequence[float] | np.ndarray, returns_b: Sequence[floa
     a, b = _array(returns_a), _array(returns_b)
     if a.size != b.size or a.size < 2 or n_boot < 1:
         return None
-    idx = _resample(a.size, n_boot, seed)
-    ta, tb = total_return(a[idx]), total_return(b[idx])
-    diff = np.asarray(ta - tb)
-    scale = 1e-12 * np.maximum(1.0, np.abs(np.asarray(ta)))
-    wins = np.count_nonzero(diff > scale)
-    ties = np.count_nonzero(np.abs(diff) <= scale)
+    counts = _counts(a.size, n_boot, seed)
+    # A's compounded return beats B's exactly when its log growth does
+    diff = counts @ _log_growth(a) - counts @ _log_growth(b)
+    wins = np.count_nonzero(diff > 1e-12)
+    ties = np.count_nonzero(np.abs(diff) <= 1e-12)
     return (wins + 0.5 * ties) / n_boot
 
 
@@ -192,11 +242,19 @@ class ReturnStats:
             self.m2 += delta * (r - self.mean)
             self.down2 += min(r, 0.0) ** 2
             self.dt_sum += ts - self.last_ts
-            self.recent.append((ts, r))
-            while len(self.recent) > self.window:
-                self.recent.popleft()
+            # Kept at 10 significant digits on a millisecond time: compact in every snapshot,
+            # identical after a restart.
+            self.recent.append((round(ts, 3), float(f"{r:.10g}")))
+            self.trim()
         self.last_equity = equity
         self.last_ts = ts
+
+    def trim(self, window: int | None = None) -> None:
+        """Keep only the newest `window` returns (and use that window from now on)."""
+        if window is not None:
+            self.window = window
+        while len(self.recent) > self.window:
+            self.recent.popleft()
 
     def periods_per_year(self) -> float | None:
         """Return the annualization factor's periods: a year over the mean time between returns."""
@@ -229,16 +287,23 @@ class ReturnStats:
         return np.fromiter((r for _, r in self.recent), dtype=float, count=len(self.recent))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the statistics as JSON-able data."""
+        """Return the statistics as JSON-able data (the series as first time + steps, returns)."""
+        times = [ts for ts, _ in self.recent]
+        steps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
         return {"n": self.n, "mean": self.mean, "m2": self.m2, "down2": self.down2,
                 "last_equity": self.last_equity, "last_ts": self.last_ts,
                 "dt_sum": self.dt_sum, "window": self.window,
-                "recent": [[ts, r] for ts, r in self.recent]}
+                "recent": {"t": times[:1] + steps, "r": [r for _, r in self.recent]}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReturnStats:
         """Rebuild from `to_dict` output (older snapshots without a series start one)."""
         keys = ("n", "mean", "m2", "down2", "last_equity", "last_ts", "dt_sum", "window")
         stats = cls(**{k: data[k] for k in keys if k in data})
-        stats.recent = deque((float(ts), float(r)) for ts, r in data.get("recent") or ())
+        recent = data.get("recent") or {}
+        ts, times = 0.0, []
+        for i, step in enumerate(recent.get("t") or ()):
+            ts = round(float(step) if i == 0 else ts + float(step), 3)
+            times.append(ts)
+        stats.recent = deque(zip(times, map(float, recent.get("r") or ()), strict=False))
         return stats

@@ -87,7 +87,9 @@ class PnLStep:
         broker.mark_all()
         if not ctx.dry_run:
             broker.publish_snapshots("cycle", ctx.cycle_id)
+        await broker.refresh_board_stats()
         # In console mode the table is the leaderboard's only trace (no repr of its rows).
         board = broker.leaderboard(ctx.cycle_id, log_rows=not self._console)
         if self._console and board.rows:
-            print(render_table(board.rows), flush=True)
+            print(render_table(board.rows, info=board.stats, pairwise=board.pairwise),
+                  flush=True)

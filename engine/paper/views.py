@@ -5,12 +5,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
 
 from engine.events import Leaderboard
-from engine.paper.leaderboard import build_rows
+from engine.paper.leaderboard import BoardStats, board_stats, build_rows
 
 log = structlog.get_logger("broker")
 
@@ -64,17 +65,35 @@ class AccountViews:
         fills = self._account(trader).state.recent_fills
         return tuple(dict(f) for f in fills[-n:]) if n > 0 else ()
 
+    async def refresh_board_stats(self) -> BoardStats:
+        """Recompute the CIs and pairwise comparisons from the kept returns, in a thread."""
+        series = {t: tuple(a.state.returns.recent) for t, a in self.accounts.items()}
+        ppy = {t: a.state.returns.periods_per_year() for t, a in self.accounts.items()}
+        # numpy bootstrap work: off the event loop, so ticks and triggers never wait for it
+        self.board_stats = await asyncio.to_thread(board_stats, series, ppy, self.board_settings)
+        return self.board_stats
+
     def leaderboard(self, cycle_id: str | None, *, publish: bool = True,
                     log_rows: bool = True) -> Leaderboard:
         """Return the leaderboard; when `publish`, also publish it and (when `log_rows`) log it
-        as `leaderboard`."""
+        as `leaderboard`.
+
+        Point estimates are current; CIs and P(A beats B) are those of the last
+        `refresh_board_stats` (the last cycle).
+        """
         marks = {s: self._mark(s, p.entry_price)
                  for acc in self.accounts.values() for s, p in acc.positions.items()}
         now = self.clock.time()
-        board = Leaderboard(cycle_id, build_rows(self.accounts.values(), marks, now), now)
+        stats = self.board_stats
+        rows = build_rows(self.accounts.values(), marks, now,
+                          min_returns=self.board_settings.min_returns, stats=stats)
+        pairs = stats.ranked_pairs([r["trader"] for r in rows]) if stats is not None else ()
+        board = Leaderboard(cycle_id, rows, now, pairwise=pairs,
+                            stats=dict(stats.info) if stats is not None else {})
         if publish:
             self.bus.publish(board)
             if log_rows:
-                log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows))
+                log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows),
+                         pairwise=list(board.pairwise))
         return board
 

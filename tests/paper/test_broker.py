@@ -17,6 +17,7 @@ from engine.events import (
     PositionOpened,
 )
 from engine.paper.broker import PaperBroker
+from engine.settings import LeaderboardSettings
 from tests.support.broker import (
     T0,
     FakeBook,
@@ -317,6 +318,8 @@ def test_cycle_snapshots_feed_the_sharpe_series(w: World) -> None:
         w.clock.set_time(w.clock.time() + 300)
     returns = w.broker.accounts["a"].state.returns
     assert returns.n == 3
+    assert w.broker.leaderboard(None, publish=False).rows[0]["sharpe"] is None  # 3 < 30 returns
+    w.broker.board_settings = LeaderboardSettings(min_returns=3)
     assert w.broker.leaderboard(None, publish=False).rows[0]["sharpe"] is not None
 
 

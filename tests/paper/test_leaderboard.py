@@ -6,11 +6,13 @@ import itertools
 import math
 import statistics
 
+import numpy as np
 import pytest
 
 from engine.paper.accounts import Account
-from engine.paper.leaderboard import build_rows, render_table
+from engine.paper.leaderboard import BoardStats, board_stats, build_rows, render_table
 from engine.paper.stats import SECONDS_PER_YEAR, ReturnStats
+from engine.settings import LeaderboardSettings
 
 
 def test_sharpe_matches_the_textbook_formula_on_the_series() -> None:
@@ -74,3 +76,148 @@ def test_console_table_has_a_header_and_one_line_per_trader() -> None:
     assert lines[2].split()[:3] == ["1", "claude", "10,000.00"]
     assert len(lines) == 4
     assert " - " in lines[2]  # missing figures (no trades: win rate) show as "-"
+
+
+# ---------------------------------------------------------------- statistics on the board
+
+BOARD = LeaderboardSettings(min_returns=20, bootstrap_samples=500, returns_kept=500)
+
+
+def account_with_returns(name: str, returns: list[float], dt: float = 300.0) -> Account:
+    acc = Account.new(name, 10_000, 0)
+    equity = 10_000.0
+    acc.state.returns.add(equity, 0.0)
+    for i, r in enumerate(returns, 1):
+        equity *= 1 + r
+        acc.state.returns.add(equity, i * dt)
+    acc.cash = equity
+    return acc
+
+
+def stats_of(accounts: list[Account], settings: LeaderboardSettings = BOARD) -> BoardStats:
+    return board_stats({a.trader: tuple(a.state.returns.recent) for a in accounts},
+                       {a.trader: a.state.returns.periods_per_year() for a in accounts},
+                       settings)
+
+
+def test_sharpe_and_sortino_show_only_from_the_minimum_number_of_returns() -> None:
+    returns = [0.002, -0.001] * 10  # 20 returns
+    short = account_with_returns("short", returns[:19])
+    enough = account_with_returns("enough", returns)
+    rows = {r["trader"]: r for r in build_rows([short, enough], {}, 0.0, min_returns=20)}
+    assert rows["short"]["sharpe"] is None and rows["short"]["sortino"] is None
+    assert rows["short"]["returns_n"] == 19
+    ppy = SECONDS_PER_YEAR / 300
+    # mean 0.0005, sample std 0.0015·√(20/19), downside √(0.000001/2)
+    expected_sharpe = 0.0005 / (0.0015 * math.sqrt(20 / 19)) * math.sqrt(ppy)
+    assert rows["enough"]["sharpe"] == pytest.approx(expected_sharpe, abs=0.01)
+    assert rows["enough"]["sortino"] == pytest.approx(
+        0.0005 / math.sqrt(0.000001 / 2) * math.sqrt(ppy), abs=0.01)
+    assert render_table(tuple(rows.values())).count(" - ") >= 2
+
+
+def test_board_stats_give_cis_that_cover_the_point_estimates() -> None:
+    rng = np.random.default_rng(11)
+    acc = account_with_returns("a", list(rng.normal(0.001, 0.004, 200)))
+    stats = stats_of([acc])
+    (row_,) = build_rows([acc], {}, 0.0, min_returns=20, stats=stats)
+    lo, hi = row_["return_ci"]
+    assert lo < row_["return_pct"] < hi  # % of capital, the kept series is the whole history
+    slo, shi = row_["sharpe_ci"]
+    assert slo < row_["sharpe"] < shi
+    assert 0.0 <= row_["deflated_sharpe"] <= 1.0
+    assert stats.info["periods_per_year"] == pytest.approx(SECONDS_PER_YEAR / 300, rel=1e-3)
+    assert stats.info["min_returns"] == 20 and stats.info["ci_level"] == 0.95
+
+
+def test_board_stats_need_the_minimum_number_of_returns() -> None:
+    acc = account_with_returns("a", [0.001, -0.002, 0.003] * 6)  # 18 < 20
+    (row_,) = build_rows([acc], {}, 0.0, min_returns=20, stats=stats_of([acc]))
+    assert (row_["return_ci"], row_["sharpe_ci"], row_["deflated_sharpe"]) == (None, None, None)
+
+
+def test_pairwise_identical_traders_are_a_coin_toss_and_a_dominated_one_always_loses() -> None:
+    rng = np.random.default_rng(5)
+    base = list(rng.normal(0.0, 0.003, 60))
+    a = account_with_returns("a", base)
+    twin = account_with_returns("twin", base)
+    better = account_with_returns("better", [r + 0.001 for r in base])
+    pairs = {(p["a"], p["b"]): p for p in stats_of([a, twin, better]).pairwise}
+    assert pairs[("a", "twin")]["p_a_beats_b"] == 0.5
+    assert pairs[("a", "better")]["p_a_beats_b"] == 0.0
+    assert pairs[("a", "better")]["n"] == 60
+
+
+def test_pairs_are_compared_only_over_the_cycles_both_were_in() -> None:
+    rng = np.random.default_rng(6)
+    early = account_with_returns("early", list(rng.normal(0.0, 0.003, 50)))
+    late = Account.new("late", 10_000, 0)
+    late.state.returns.add(10_000, 25 * 300.0)  # joined at the 25th cycle
+    for i in range(26, 51):
+        late.state.returns.add(10_000 + i, i * 300.0)
+    (pair,) = stats_of([early, late]).pairwise
+    assert pair["n"] == 25
+
+
+def test_pairs_are_oriented_by_rank_on_the_board() -> None:
+    base = [0.001, -0.0005] * 15
+    low = account_with_returns("alpha", base)
+    high = account_with_returns("omega", [r + 0.002 for r in base])
+    stats = stats_of([low, high])
+    rows = build_rows([low, high], {}, 0.0, min_returns=20, stats=stats)
+    assert [r["trader"] for r in rows] == ["omega", "alpha"]
+    (pair,) = stats.ranked_pairs([r["trader"] for r in rows])
+    assert (pair["a"], pair["b"], pair["p_a_beats_b"]) == ("omega", "alpha", 1.0)
+
+
+def test_console_table_shows_cis_the_annualization_and_the_pairs() -> None:
+    base = [0.001, -0.0005] * 15
+    accs = [account_with_returns("alpha", base),
+            account_with_returns("omega", [r + 0.002 for r in base])]
+    stats = stats_of(accs)
+    rows = build_rows(accs, {}, 0.0, min_returns=20, stats=stats)
+    text = render_table(rows, info=stats.info,
+                        pairwise=stats.ranked_pairs([r["trader"] for r in rows]))
+    header = text.splitlines()[0].split()
+    assert {"ret95%", "sharpe", "sharpe95%", "sortino"} <= set(header)
+    lo, hi = rows[0]["sharpe_ci"]
+    assert f"[{lo:+.2f},{hi:+.2f}]" in text
+    assert "x sqrt(105,120) (a cycle every 300 s, 365-day year)" in text
+    assert "omega > alpha: 1.00 (30 cycles)" in text
+
+
+def test_the_series_is_bounded_and_survives_a_snapshot_restore(clock, bus) -> None:
+    from engine.paper.broker import PaperBroker
+    from tests.support.broker import FakeBook, broker_settings, risk_settings
+
+    board = LeaderboardSettings(returns_kept=10)
+    broker = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(),
+                         board=board)
+    broker.open_account("a", 10_000.0)
+    acc = broker.accounts["a"]
+    for i in range(15):
+        acc.cash += 10.0 * (-1) ** i
+        broker.publish_snapshots("cycle", f"c{i}")
+        clock.set_time(clock.time() + 300)
+    assert len(acc.state.returns.recent) == 10 and acc.state.returns.n == 14
+    snap = broker.snapshot("a", "timer", None)
+    again = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(), board=board)
+    again.restore("a", {"cash": snap.cash, "realized_pnl": snap.realized_pnl, "fees": snap.fees,
+                        "funding": snap.funding, "positions": list(snap.positions),
+                        "state": snap.state})
+    assert list(again.accounts["a"].state.returns.recent) == list(acc.state.returns.recent)
+    assert again.accounts["a"].state.returns == acc.state.returns
+
+
+async def test_the_cycle_computes_the_board_statistics_off_the_loop(clock, bus) -> None:
+    from engine.paper.broker import PaperBroker
+    from tests.support.broker import FakeBook, broker_settings, risk_settings
+
+    broker = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(), board=BOARD)
+    rng = np.random.default_rng(9)
+    for name in ("a", "b"):
+        broker.accounts[name] = account_with_returns(name, list(rng.normal(0, 0.003, 40)))
+    await broker.refresh_board_stats()
+    board = broker.leaderboard("c1", publish=False)
+    assert all(r["sharpe_ci"] is not None for r in board.rows)
+    assert len(board.pairwise) == 1 and board.stats["bootstrap_samples"] == 500
