@@ -150,3 +150,55 @@ def test_a_runs_row_spilled_before_migration_0002_is_a_live_run() -> None:
     assert len(row) == 9
     table, old = row_from_json(row_to_json("runs", row[:7]))  # a spill line of the old shape
     assert (table, old[:7], old[7:]) == ("runs", row[:7], ("live", None))
+
+
+async def test_a_snapshot_its_committed_fills_contradict_is_rebuilt_from_them(
+    database_url: str,
+) -> None:
+    """An older database: a take-profit's snapshot was committed, its fill and close were lost."""
+    from engine.events import OrderFilled
+    from engine.paper.accounts import Position
+
+    await migrate(database_url)
+    run = run_started(fresh=False)
+    position = Position("BTCUSDT", "long", 0.01, 100_000.0, 5, 200.0, 0.004, 98_000.0, 101_000.0,
+                        "breakout", T0, "c1", fees=0.5).to_dict()
+    opened = OrderFilled("claude", "BTCUSDT", "buy", 0.01, 100_000.0, 1_000.0, 0.5, 0.0,
+                         "decision", "c1", None, T0)
+    funded = dataclasses.replace(opened, symbol="ETHUSDT", qty=0.0, fee=0.0)  # a zero-size fill
+    holding = dataclasses.replace(
+        snapshot("claude", 9_999.5, T0 + 1, cause="fill",
+                 positions=({**position, "mark": 100_000.0, "unrealized_pnl": 0.0},),
+                 state={"capital": 10_000.0, "trades": 0}),
+        cash=9_799.5, margin=200.0, fees=0.5)
+    closed = dataclasses.replace(  # the lost take-profit: +10 realized, 0.5 more fees
+        snapshot("claude", 10_009.0, T0 + 2, cause="fill", state={"capital": 10_000.0,
+                                                                  "trades": 1}),
+        cash=10_009.0, realized_pnl=10.0, fees=1.0)
+    await persist(database_url, run, opened, funded, holding, closed)
+
+    state = await load_state(database_url)
+
+    assert set(state.reconciled) == {"claude"}
+    diff = state.reconciled["claude"]
+    assert diff["realized_pnl"] == {"snapshot": 10.0, "rows": 0.0}
+    assert diff["fees"] == {"snapshot": 1.0, "rows": 0.5}
+    assert diff["positions"] == {"snapshot": {}, "rows": {"BTCUSDT": 0.01}}
+    acc = state.accounts["claude"]
+    assert (acc["realized_pnl"], acc["fees"], acc["funding"]) == (0.0, 0.5, 0.0)
+    assert [Position.from_dict(p).to_dict() for p in acc["positions"]] == [position]
+    assert acc["margin"] == 200.0 and abs(acc["cash"] - 9_799.5) < 1e-9
+    assert abs(acc["cash"] + acc["margin"] - (10_000.0 + 0.0 - 0.5 - 0.0)) < 0.005  # ledger
+    assert acc["state"] == {"capital": 10_000.0, "trades": 1}  # counters: the latest snapshot's
+    assert acc["cause"] == "reconciled"
+
+
+async def test_accounts_that_agree_with_their_rows_are_left_alone(database_url: str) -> None:
+    await migrate(database_url)
+    await persist(database_url, run_started(fresh=False))
+    traded = dataclasses.replace(fill(3), side="sell", qty=0.0, fee=0.25, realized_pnl=12.0)
+    snap = dataclasses.replace(snapshot("claude", 10_011.75, T0), realized_pnl=12.0, fees=0.25)
+    await persist(database_url, traded, snap)
+    state = await load_state(database_url)
+    assert state.reconciled == {}
+    assert state.accounts["claude"] == as_dict(snap)
