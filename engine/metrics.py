@@ -116,6 +116,14 @@ WRITER_ROWS = Counter(
     "arena_writer_rows", "Rows written to Postgres by table", ["table"], registry=REGISTRY
 )
 
+# the event loop (engine.loop_monitor)
+LOOP_LAG = Histogram(
+    "arena_loop_lag_seconds",
+    "How late the event loop ran a timer (wall time): time it was blocked",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+
 # control API
 CONTROL_REQUESTS = Counter(
     "arena_control_requests",

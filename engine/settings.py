@@ -41,6 +41,9 @@ class EngineSettings(Section):
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
     dry_run: bool = False
     snapshot_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    ready_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0  # fresh prices before ready
+    loop_lag_interval_seconds: Annotated[float, Field(gt=0, le=10)] = 0.05
+    loop_lag_warn_seconds: Annotated[float, Field(gt=0)] = 0.1
 
 
 # ---------------------------------------------------------------- market data

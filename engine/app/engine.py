@@ -21,15 +21,22 @@ from typing import Any
 import structlog
 
 from engine import __version__, metrics
-from engine.app.build import build_alerts, build_components, open_store
+from engine.app.build import (
+    build_alerts,
+    build_components,
+    load_exchange_filters,
+    open_store,
+)
 from engine.app.observe import engine_view
 from engine.app.supervise import Supervised, fatal, last_flush
 from engine.app.target import ControlTarget
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
 from engine.events import AccountSnapshot, RunStarted, new_id
+from engine.loop_monitor import LoopMonitor
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
+from engine.traders.warmup import warm_up
 
 log = structlog.get_logger("app")
 
@@ -50,6 +57,7 @@ class Options:
     live_llm: bool = False  # a replay may ask the real APIs for prompts it does not hold
     console: bool = False
     no_alerts: bool = False  # --no-alerts
+    backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
 
 
 def _file_sha256(path: str) -> str:
@@ -88,6 +96,7 @@ class Engine:
         self.equity: dict[str, deque[tuple[float, float]]] = {}  # bounded: 5000 points each
         self.tasks: dict[str, Supervised] = {}  # restarted on a crash (the writer)
         self.crashes: dict[str, str] = {}  # crashes that ended the engine, by task
+        self.loop_monitor = LoopMonitor(settings.engine)
         self.fatal_error: str | None = None
         self.target = ControlTarget(self)
         self.db: Any = None
@@ -108,6 +117,8 @@ class Engine:
         if self.options.replay:  # a replay's arena is its file's: never the live accounts
             self.run_mode, self.run_source = "replay", await asyncio.to_thread(
                 _file_sha256, self.options.replay)
+        if self.options.backtest_source:  # a backtest's arena is its window's
+            self.run_mode, self.run_source = "backtest", self.options.backtest_source
         self.db, self.writer, self.recovery = await open_store(
             self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh,
             mode=self.run_mode, source=self.run_source,
@@ -179,7 +190,7 @@ class Engine:
         try:
             self._build(recovered)
             if self.settings.broker.use_exchange_info and not self.options.replay:
-                await self._load_exchange_filters()
+                await load_exchange_filters(self.settings, self.clock, self.broker)
             code = await self._supervise()
             if self.db is not None and self.settings.report.on_exit and self.run_id is not None:
                 from engine.report.files import report_on_exit
@@ -194,25 +205,6 @@ class Engine:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:
                 await self.decisions.aclose()  # the SDKs' HTTP sessions
-
-    async def _load_exchange_filters(self) -> None:
-        """Take step/tick size and min notional from Binance's exchangeInfo; settings on failure."""
-        from engine.market.binance import BinanceRest
-
-        rest = BinanceRest(self.settings.feed, self.clock)
-        try:
-            filters = await rest.exchange_info(self.settings.feed.symbols)
-        except Exception as exc:
-            log.warning(
-                "broker.exchange_info_failed",
-                error=f"{type(exc).__name__}: {exc}",
-                detail="using the filters from settings.toml",
-            )
-            return
-        finally:
-            await rest.close()
-        self.broker.set_filters(filters)
-        log.info("broker.exchange_info_loaded", symbols=sorted(filters))
 
     async def _supervise(self) -> int:
         writer_task = None
@@ -240,7 +232,8 @@ class Engine:
         try:
             async with asyncio.TaskGroup() as tg:
                 for name, aw in (("market", self._market()), ("broker", self.broker.run()),
-                                 ("equity", self._track_equity())):
+                                 ("equity", self._track_equity()),
+                                 ("loop_monitor", self.loop_monitor.run())):
                     tg.create_task(fatal(name, aw, self.crashes), name=name)
                 if self.alerts is not None:
                     tg.create_task(fatal("alerts", self.alerts.run(), self.crashes), name="alerts")
@@ -299,6 +292,7 @@ class Engine:
         # Jobs start firing only once prices are in, so the first cycle has a market to see.
         tg.create_task(fatal("scheduler", self.scheduler.run(), self.crashes), name="scheduler")
         if self.options.once and self.state == "running":
+            await self._wait_prices()
             started, reason, summary = await self.scheduler.trigger(self.cycle_job_name)
             self.once_result = summary if started else {"status": "failed", "error": reason}
             self.request_stop("--once finished")
@@ -306,23 +300,25 @@ class Engine:
         await self._orderly_stop()
         raise _Shutdown
 
-    async def _ready(self) -> None:
-        """Wait until prices have arrived (at most max_price_age_seconds x 6), then say so."""
-        wait = self.settings.feed.max_price_age_seconds * 6
-        deadline = self.clock.time() + wait
-        while not self._stop.is_set() and self.clock.time() < deadline:
-            if any(self.book.quote(s) for s in self.settings.feed.symbols):
-                break
+    async def _wait_prices(self) -> list[str]:
+        """Wait for a fresh price of every symbol (engine.ready_wait_seconds at most); return
+        the symbols still stale."""
+        feed, end = self.settings.feed, self.clock.time() + self.settings.engine.ready_wait_seconds
+        while (stale := self.book.stale(self.clock.time(), feed.max_price_age_seconds,
+                                        feed.symbols)) and not self._stop.is_set() \
+                and self.clock.time() < end:
             await self.clock.sleep(0.05)
+        return stale
+
+    async def _ready(self) -> None:
+        """Warm the LLM clients up (in a thread), wait for every symbol's price, then say so."""
+        await warm_up(self.strategies)
+        stale = await self._wait_prices()
         if self._stop.is_set():
             return  # stopped before it was ready: never say ready after stopping
         self.state = "running"
-        log.info(
-            "engine.ready",
-            traders=sorted(self.strategies),
-            dry_run=self.dry_run,
-            paused=self.scheduler.paused,
-        )
+        log.info("engine.ready", traders=sorted(self.strategies), dry_run=self.dry_run,
+                 paused=self.scheduler.paused, stale=stale)
 
     async def _orderly_stop(self) -> None:
         self.state = "stopping"

@@ -262,9 +262,10 @@ class DecideStep:
                 terms=terms,
             )
         ctx.outcomes = await self._decisions.decide_all(contexts)
-        valid = 0
+        valid = skipped = 0
         for trader, outcome in ctx.outcomes.items():
             if outcome.skipped:  # cooling down: no call was made, nothing to count
+                skipped += 1
                 continue
             holds = not outcome.decision.trades()
             broker.record_decision(
@@ -274,7 +275,7 @@ class DecideStep:
         ctx.summary.update(
             traders=len(contexts),
             valid=valid,
-            invalid=len(ctx.outcomes) - valid,
+            invalid=len(ctx.outcomes) - valid - skipped,  # a cool-down is not an invalid answer
             llm_cost_usd=round(sum(o.cost_usd for o in ctx.outcomes.values()), 6),
             # traders that sat out this cycle in cool-down (the run report's cool-down rate)
             cooldown=sorted(t for t, o in ctx.outcomes.items() if o.skipped == "cooldown"),
