@@ -6,8 +6,8 @@ Rows wait in ONE queue, in publication order across every table, and are flushed
 rows (up to 16 x `batch_rows` when behind) and writes them, whatever their tables, in one
 transaction of COPY (a retried batch goes through staging tables and `INSERT ... ON CONFLICT (id)
 DO NOTHING`, so it never duplicates a row). What is committed is therefore always a prefix of the
-event stream: a committed row never lacks an event published before it (an account snapshot
-never lacks its fill), whenever the process dies.
+event stream (and a flush never ends between a fill and its account snapshot): a committed row
+never lacks an event published before it, whenever the process dies.
 
 While Postgres is down or refusing, rows stay queued and flushing retries with jittered back-off
 up to `max_backoff_seconds`; publishing never waits. Beyond `max_buffer_rows` queued rows the
@@ -25,6 +25,7 @@ import asyncio
 import random
 import time
 from collections import deque
+from itertools import islice
 from typing import Any
 
 import asyncpg
@@ -45,6 +46,10 @@ log = structlog.get_logger("writer")
 _MIN_BACKOFF_S = 0.5
 _CATCH_UP_BATCHES = 16  # a flush takes up to this many batches' rows when that many wait
 _INTAKE_BATCH = 8192
+# Rows the broker publishes before the account snapshot of the same change (a fill, its position
+# row, a funding payment): a flush does not end among them, so a committed fill has its snapshot.
+_CHANGE_TABLES = frozenset({"fills", "positions", "funding"})
+_MAX_EXTEND = 4096  # how far past a full flush to look for that snapshot
 
 
 class Writer:
@@ -213,6 +218,9 @@ class Writer:
             return [], True
         queue, arrivals = self._queue, self._arrivals
         taken = [queue.popleft() for _ in range(n)]
+        if not final and taken[-1][0] in _CHANGE_TABLES:
+            self._whole_changes(taken)
+            n = len(taken)
         left = n
         while left:
             first = arrivals[0]
@@ -225,6 +233,18 @@ class Writer:
         fresh = not self._retried
         self._retried = max(0, self._retried - n)
         return taken, fresh
+
+    def _whole_changes(self, taken: list[tuple[str, Row]]) -> None:
+        """Extend (or else shorten) `taken` to end with the account snapshot of its last change."""
+        for k, (table, _) in enumerate(islice(self._queue, _MAX_EXTEND)):
+            if table == "account_snapshots":
+                taken.extend(self._queue.popleft() for _ in range(k + 1))
+                return
+        for j in range(len(taken) - 2, -1, -1):
+            if taken[j][0] == "account_snapshots":
+                self._queue.extendleft(reversed(taken[j + 1:]))
+                del taken[j + 1:]
+                return
 
     def _put_back(self, taken: list[tuple[str, Row]], at: float) -> None:
         self._queue.extendleft(reversed(taken))
@@ -314,11 +334,9 @@ class Writer:
         return items
 
     async def _spill_memory(self, why: str) -> None:
-        """Append every row held in memory to the spill file, in order, off the event loop.
+        """Move every row in memory to the spill file, in order; append and fsync in a thread.
 
-        The rows leave memory first (the file only ever holds rows older than memory's); the
-        append and its fsync run in a worker thread. A cancellation waits for the append to end,
-        so nobody reads the file half written; a failed append puts the rows back.
+        A cancellation waits for the append to end; a failed append puts the rows back.
         """
         items = self._take_all()
         if not items:
@@ -367,7 +385,6 @@ class Writer:
                      duplicates_skipped=self.duplicates, errors=self.errors,
                      bad_events=self.bad_events, spilled=self._spill.pending,
                      path=str(self._spill.path))
-
 
 
 class PersistStep:
