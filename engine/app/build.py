@@ -76,6 +76,7 @@ def build_llm_session(settings: Settings, options: Any, clock: Clock, recorder: 
     if replay or recorder is not None or cache is not None:
         session = LLMSession(clock, tape=Tape(records) if replay else None, recorder=recorder,
                              cache=cache, prices=settings.llm.prices)
+        session.keep_unrecorded = bool(getattr(options, "backtest_source", None))
         if replay:
             log.info("llm.session_loaded", path=replay, llm_records=len(records),
                      cycles=len(cycles or ()), cache=cache is not None,

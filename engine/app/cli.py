@@ -106,8 +106,15 @@ def _db(argv: list[str]) -> int:
     return db_main(argv)
 
 
+def _backtest(argv: list[str]) -> int:
+    from engine.app.backtest import main as backtest_main
+
+    return backtest_main(argv)
+
+
 # `python run.py <name> ...` runs a subcommand; anything else runs the engine.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "backtest": _backtest,
     "report": _report,
     "db": _db,
 }

@@ -1,0 +1,225 @@
+"""`python run.py backtest`: the engine on a window of Binance history, on simulated time.
+
+The window's history is fetched from Binance USD-M REST (or the disk cache) by
+`engine.market.history`, turned into a recording, and the engine replays it as usual: the same
+scheduler, cycle, risk, broker and writer, in a fresh arena of mode `backtest` whose source is a
+hash of the window, the symbols, the settings and the traders' prompt templates. LLM traders
+call the real APIs only with `--live-llm` (after a cost estimate and a question, `--yes` skips
+it); otherwise they answer from the LLM answer cache or hold with `not_recorded`. Bad input (a
+window in the future, `--to` not after `--from`, a window over `backtest.max_days`, an unknown
+symbol or trader) prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.app.costs import confirm, estimate
+from engine.settings import Secrets, Settings, SettingsError, load_settings
+
+
+class BadInput(Exception):
+    """A backtest request that cannot run; the message is the one line shown."""
+
+
+def _when(text: str) -> float:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time like 2026-10-01T00:00: {text!r}"
+                                         ) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py backtest",
+                                description="Run the arena on a window of Binance history.")
+    p.add_argument("--from", dest="start", type=_when, required=True, metavar="TIME",
+                   help="window start, UTC (e.g. 2026-10-01T00:00)")
+    p.add_argument("--to", dest="end", type=_when, required=True, metavar="TIME",
+                   help="window end, UTC, exclusive")
+    p.add_argument("--symbols", type=_names, help="comma-separated (default: feed.symbols)")
+    p.add_argument("--traders", type=_names, help="comma-separated trader names (default: all)")
+    p.add_argument("--speed", default="max", metavar="X|max",
+                   help="replay speed: a multiple of real time, or max (default)")
+    p.add_argument("--live-llm", action="store_true",
+                   help="let LLM traders call the real APIs (needs their keys; costs money)")
+    p.add_argument("--yes", action="store_true", help="do not ask before spending")
+    p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["json", "console"])
+    return p
+
+
+def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
+    """Check the request against `now` and settings; return the backtest's settings."""
+    start, end = args.start, args.end
+    if end <= start:
+        raise BadInput("--to must be after --from")
+    if end > now:
+        raise BadInput(f"the window ends in the future ({_iso(end)} > now {_iso(now)})")
+    days = (end - start) / 86_400
+    if days > settings.backtest.max_days:
+        raise BadInput(f"the window is {days:g} days; backtest.max_days is "
+                       f"{settings.backtest.max_days:g}")
+    symbols = args.symbols or settings.feed.symbols
+    traders = settings.traders
+    if args.traders:
+        unknown = sorted(set(args.traders) - {t.name for t in traders})
+        if unknown:
+            raise BadInput(f"unknown trader {', '.join(unknown)}; settings have "
+                           f"{', '.join(t.name for t in traders)}")
+        traders = tuple(t for t in traders if t.name in args.traders)
+    try:
+        feed = settings.feed.model_validate({**settings.feed.model_dump(), "market": "futures",
+                                             "symbols": symbols,
+                                             "max_candles": settings.backtest.max_candles})
+    except ValueError as exc:
+        raise BadInput(f"bad --symbols: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    return settings.model_copy(update={"feed": feed, "traders": traders})
+
+
+def source_hash(settings: Settings, start: float, end: float) -> str:
+    """Return the run's source: a hash of the window, symbols, settings and prompt templates."""
+    from engine.traders.prompt import load_template
+
+    h = hashlib.sha256(f"{start}:{end}:{','.join(settings.feed.symbols)}:".encode())
+    h.update(settings.digest().encode())
+    for t in settings.traders:
+        if t.strategy == "llm":
+            h.update(load_template(t.prompt_template).encode())
+    return h.hexdigest()[:16]
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+async def prepare(settings: Settings, start: float, end: float, now: float) -> tuple[Path, Any]:
+    """Fetch (or read from the cache) the history and write the window's recording once."""
+    from engine.clock import LiveClock
+    from engine.market.binance import BinanceRest
+    from engine.market.history import History, stream, write_recording
+
+    rest = BinanceRest(settings.feed, LiveClock())
+    history = History(settings, rest, now=now)
+    try:
+        await _check_symbols(history, settings, start, end)
+        data = await history.load(settings.feed.symbols, start, end)
+    finally:
+        await rest.close()
+    missing = [s for s, h in data.items() if not any(start <= c.open_time for c in h.candles)]
+    if missing:
+        raise BadInput(f"no history for {', '.join(missing)} in the window")
+    name = f"{source_hash(settings, start, end)}.jsonl.gz"
+    path = Path(settings.backtest.cache_dir) / "streams" / name
+    if not path.exists():
+        write_recording(path, stream(data, settings, start, end))
+    return path, history
+
+
+async def _check_symbols(history: Any, settings: Settings, start: float, end: float) -> None:
+    """Refuse a symbol Binance does not list (asked only when its days are not cached)."""
+    from engine.market.history import DAY
+
+    cached = all((history.cache / "futures" / s / f"{int(start // DAY) * DAY}.json.gz").exists()
+                 for s in settings.feed.symbols)
+    if cached:
+        return
+    info = await history.rest.get("exchangeInfo", {}, 1)
+    listed = {e.get("symbol") for e in info.get("symbols", [])}
+    unknown = [s for s in settings.feed.symbols if s not in listed]
+    if unknown:
+        raise BadInput(f"unknown symbol {', '.join(unknown)} (not listed by "
+                       f"{settings.feed.futures_rest_url})")
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+         now: float | None = None) -> int:
+    """Run a backtest from the command line; return the exit code."""
+    import uvloop
+
+    from engine import logging as arena_logging
+    from engine.clock import LiveClock
+
+    try:
+        args = parser().parse_args(list(argv or ()))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        speed = None if args.speed == "max" else float(args.speed)
+        if speed is not None and speed <= 0:
+            raise ValueError
+    except ValueError:
+        print(f"backtest error: --speed must be > 0 or 'max', not {args.speed!r}", file=sys.stderr)
+        return 2
+    now = LiveClock().time() if now is None else now
+    try:
+        settings = plan(load_settings(args.config), args, now)
+    except SettingsError as exc:
+        print(f"settings error: {exc}", file=sys.stderr)
+        return 2
+    except BadInput as exc:
+        print(f"backtest error: {exc}", file=sys.stderr)
+        return 2
+    secrets = Secrets.from_env()
+    arena_logging.configure(args.log_level or settings.engine.log_level,
+                            args.log_format or settings.engine.log_format)
+    arena_logging.register_secrets(secrets.values())
+
+    async def _run() -> int:
+        from engine.app.engine import Engine, Options
+
+        try:
+            path, history = await prepare(settings, args.start, args.end, now)
+        except BadInput as exc:
+            print(f"backtest error: {exc}", file=sys.stderr)
+            return 2
+        print(f"backtest: {_iso(args.start)} to {_iso(args.end)} UTC, "
+              f"{', '.join(settings.feed.symbols)}; history: {history.fetched_days} day(s) "
+              f"fetched, {history.cached_days} from the cache; stream {path}", flush=True)
+        rows = estimate(settings, args.start, args.end, live=args.live_llm, secrets=secrets)
+        if not confirm(rows, live=args.live_llm, assume_yes=args.yes, stdin=stdin or sys.stdin):
+            print("backtest: cancelled, nothing was spent", flush=True)
+            return 1
+        options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
+                          console=arena_logging.console_mode(),
+                          backtest_source=source_hash(settings, args.start, args.end))
+        code = await Engine(settings, secrets, options).run()
+        _warn_variants(settings)
+        return code
+
+    try:
+        return uvloop.run(_run())
+    except SettingsError as exc:
+        print(f"settings error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _warn_variants(settings: Settings) -> None:
+    """Say how many variants were compared and which correction the report applies."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for t in settings.traders:
+        groups.setdefault((t.provider or "rule", t.model or t.strategy), []).append(t.name)
+    variants = {k: v for k, v in groups.items() if len(v) > 1}
+    for (provider, model), names in sorted(variants.items()):
+        print(f"backtest: variants of {provider}/{model} side by side: {', '.join(names)}",
+              flush=True)
+    n = len(settings.traders)
+    if n > 2:
+        print(f"backtest: warning: {n} traders compared on one market pass; the best of many "
+              "looks good by luck alone. The report's deflated Sharpe (Bailey & López de Prado) "
+              f"corrects each Sharpe for {n} trials; read P(A beats B) with that in mind.",
+              flush=True)
