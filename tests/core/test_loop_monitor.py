@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from structlog.testing import capture_logs
 
@@ -46,3 +50,22 @@ async def test_reset_starts_a_new_measurement() -> None:
     monitor.observe(0.002)
     assert monitor.stats.as_dict() == {"samples": 1, "lagged": 0, "max_lag_s": 0.002,
                                        "last_lag_s": 0.002}
+
+
+def _first_cycle(*args: str) -> dict:
+    """Run tests/core/lag_first_cycle.py in a fresh interpreter (nothing imported yet)."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "tests.core.lag_first_cycle", *args], cwd=root,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_first_cycle_with_three_sdk_traders_never_lags_the_loop_over_100_ms() -> None:
+    warm = _first_cycle()
+    assert (warm["status"], warm["traders"], warm["valid"]) == ("ok", 3, 3)
+    assert warm["samples"] >= 3
+    assert warm["max_lag"] < 0.1, warm
+    # The control: without the warm-up the SDKs' first calls block the loop.
+    cold = _first_cycle("--no-warm-up")
+    assert cold["valid"] == 3 and cold["max_lag"] > 0.1, cold
