@@ -102,6 +102,8 @@ class FakeBinance:
             if len(rows) >= limit:
                 break
             rate = 0.0001 * (1 + math.sin(t / 100_000 + len(symbol)))
+            if self.poison_after is not None and t >= self.poison_after:
+                rate *= 10
             rows.append({"symbol": symbol, "fundingTime": t * 1000,
                          "fundingRate": f"{rate:.8f}", "markPrice": f"{_price(symbol, t):.6f}"})
         return web.json_response(rows, headers=self._headers())
