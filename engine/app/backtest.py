@@ -91,9 +91,11 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
 
 def source_hash(settings: Settings, start: float, end: float) -> str:
     """Return the run's source: a hash of the window, symbols, settings and prompt templates."""
+    from engine.market.history import STREAM_VERSION
     from engine.traders.prompt import load_template
 
-    h = hashlib.sha256(f"{start}:{end}:{','.join(settings.feed.symbols)}:".encode())
+    h = hashlib.sha256(f"{STREAM_VERSION}:{start}:{end}:{','.join(settings.feed.symbols)}:"
+                       .encode())
     h.update(settings.digest().encode())
     for t in settings.traders:
         if t.strategy == "llm":

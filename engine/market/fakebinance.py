@@ -114,8 +114,8 @@ class FakeBinance:
         return web.json_response({"symbols": [{"symbol": s, "status": "TRADING"}
                                               for s in BASES]}, headers=self._headers())
 
-    async def start(self) -> str:
-        """Start serving on 127.0.0.1 (a free port); return the base URL."""
+    async def start(self, port: int = 0) -> str:
+        """Start serving on 127.0.0.1 (`port`, 0 = a free one); return the base URL."""
         app = web.Application()
         app.router.add_get("/fapi/v1/klines", self.klines)
         app.router.add_get("/fapi/v1/markPriceKlines", self.klines)
@@ -123,7 +123,7 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/exchangeInfo", self.exchange_info)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -133,3 +133,25 @@ class FakeBinance:
         """Stop serving."""
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+
+def main() -> None:
+    """Serve the synthetic history until Ctrl-C: `python -m engine.market.fakebinance [port]`."""
+    import asyncio
+    import sys
+
+    async def serve() -> None:
+        fake = FakeBinance()
+        await fake.start(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+        print(f"serving synthetic Binance USD-M history at {fake.url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

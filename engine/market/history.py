@@ -47,6 +47,7 @@ from engine.settings import Settings
 log = structlog.get_logger("feed")
 
 DAY = 86_400
+STREAM_VERSION = 2  # part of a stream file's name: bump when `stream()` changes what it makes
 PAGE = 1500  # klines per request (futures maximum)
 FUNDING_PAGE = 1000
 
@@ -202,6 +203,8 @@ def _symbol_events(symbol: str, n: int, h: SymbolHistory, settings: Settings, st
     lower = symbol.lower()
     tick = settings.broker.filter_for(symbol).tick_size
     funding = sorted(h.funding)
+    times = [t for t, _ in funding]
+    every = times[-1] - times[-2] if len(times) > 1 else 8 * 3600.0  # the funding interval
     out: list[tuple[float, int, str, Any]] = []
     seq = 0
     rate = 0.0  # the last funding rate settled (published) so far
@@ -214,12 +217,16 @@ def _symbol_events(symbol: str, n: int, h: SymbolHistory, settings: Settings, st
         close_t = c.open_time + MINUTE - 0.001
         while fi < len(funding) and funding[fi][0] <= close_t:  # funding settled before this close
             when, rate = funding[fi]
-            nxt = funding[fi + 1][0] if fi + 1 < len(funding) else when + 8 * 3600
+            nxt = funding[fi + 1][0] if fi + 1 < len(funding) else when + every
             mark = h.marks.get(int(c.open_time) - MINUTE, c.open)
             out.append((when, n, "f", _mark(lower, symbol, when - 0.001, mark, rate, when)))
             out.append((when, n, "g", _mark(lower, symbol, when, mark, rate, nxt)))
             fi += 1
-        next_funding = funding[fi][0] if fi < len(funding) else close_t + 8 * 3600
+        if fi < len(funding):
+            next_funding = funding[fi][0]
+        else:  # past the fetched rates: the schedule goes on (its rate is not known yet)
+            last = times[-1] if times else start
+            next_funding = last + (math.floor((close_t - last) / every) + 1) * every
         e_ms = round(close_t * 1000)
         kline = {"e": "kline", "E": e_ms, "s": symbol, "k": {
             "t": int(c.open_time * 1000), "T": e_ms, "s": symbol, "i": "1m", "o": _num(c.open),

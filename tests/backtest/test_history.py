@@ -120,3 +120,12 @@ async def test_the_book_walks_each_minute_with_the_spread_setting(server, tmp_pa
     bid, ask = float(books[3]["b"]), float(books[3]["a"])
     assert bid <= first.close * (1 - 0.0005) + 1e-9 and ask >= first.close * (1 + 0.0005) - 1e-9
     assert ask - bid == pytest.approx(first.close * 0.001, rel=0.01)
+
+
+async def test_the_next_funding_time_stays_on_schedule_after_the_last_known_rate(
+        server, tmp_path):
+    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
+    _, data, _ = await load(s, START, START + DAY)
+    nexts = {orjson.loads(i)["data"]["T"] / 1000 for t, i in stream(data, s, START, START + DAY)
+             if isinstance(i, str) and "markPrice" in i and t > START + 16 * 3600}
+    assert nexts == {START + DAY}  # 16:00 was the last rate fetched; 00:00 is next
