@@ -17,6 +17,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.broker_settings import (  # noqa: F401 - re-exported: engine.settings has every section
+    BrokerSettings,
+    LeaderboardSettings,
+    MarginBracket,
+    SymbolFilter,
+)
 from engine.output_settings import AlertSettings, ReportSettings
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
@@ -101,25 +107,6 @@ class FeedSettings(Section):
 # ---------------------------------------------------------------- broker and risk
 
 
-class SymbolFilter(Section):
-    step_size: PositiveFloat = 0.001
-    tick_size: PositiveFloat = 0.01
-    min_notional: Annotated[float, Field(ge=0)] = 5.0
-    maint_margin_rate: Annotated[float, Field(gt=0, lt=1)] = 0.004
-
-
-class BrokerSettings(Section):
-    taker_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
-    slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0
-    use_exchange_info: bool = False
-    symbols: dict[str, SymbolFilter] = Field(default_factory=dict)
-    default_filter: SymbolFilter = SymbolFilter()
-
-    def filter_for(self, symbol: str) -> SymbolFilter:
-        """Return the filter of `symbol`, or the default one."""
-        return self.symbols.get(symbol, self.default_filter)
-
-
 class RiskSettings(Section):
     max_leverage: Annotated[int, Field(ge=1, le=125)] = 10
     max_position_pct: Annotated[float, Field(gt=0, le=1000)] = 50.0
@@ -128,15 +115,6 @@ class RiskSettings(Section):
     min_stop_distance_pct: Annotated[float, Field(ge=0, le=100)] = 0.1
     daily_loss_limit_pct: Annotated[float, Field(gt=0, le=100)] = 10.0
     max_drawdown_pct: Annotated[float, Field(gt=0, le=100)] = 40.0
-
-
-class LeaderboardSettings(Section):
-    """The leaderboard's statistics (engine.paper.stats)."""
-
-    min_returns: Annotated[int, Field(ge=2)] = 30  # Sharpe, Sortino, CIs: "-" before this
-    returns_kept: Annotated[int, Field(ge=10, le=100_000)] = 2016  # per account, for the CIs
-    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
-    ci_level: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
 
 
 # ---------------------------------------------------------------- decisions

@@ -106,7 +106,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
                          snapshot_interval=s.engine.snapshot_interval_seconds,
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
-                         board=s.leaderboard)
+                         board=s.leaderboard, funding_history=_funding_history(s, options, clock))
     llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
@@ -168,3 +168,12 @@ async def load_exchange_filters(settings: Settings, clock: Clock, broker: Any) -
         await rest.close()
     broker.set_filters(filters)
     log.info("broker.exchange_info_loaded", symbols=sorted(filters))
+
+
+def _funding_history(s: Settings, options: Any, clock: Clock) -> Any:
+    """Return where the broker reads funding missed while the engine was down (live futures)."""
+    if s.feed.market != "futures" or options.replay or getattr(options, "backtest_source", None):
+        return None
+    from engine.paper.funding import binance_funding_history
+
+    return binance_funding_history(s.feed, clock)

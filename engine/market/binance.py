@@ -140,16 +140,37 @@ class BinanceRest:
             raise RestError(f"GET {path} -> {status}: {body[:200]!r}")
         raise RestError(f"GET {path}: gave up after {self.max_retries + 1} attempts")
 
+    async def server_time(self) -> float:
+        """Return Binance's clock (epoch seconds) from `/time`."""
+        return float((await self.get("time", {}, 1))["serverTime"]) / 1000.0
+
     async def klines(self, symbol: str, interval: str = "1m", *, start: float | None = None,
-                     end: float | None = None, limit: int = 500) -> list[Candle]:
-        """Return candles of `interval` whose open time lies in [start, end] (newest `limit`)."""
+                     end: float | None = None, limit: int = 500,
+                     closed_only: bool = False) -> list[Candle]:
+        """Return candles of `interval` whose open time lies in [start, end] (newest `limit`).
+
+        `closed_only` keeps the candles the exchange has closed: closeTime before Binance's
+        server time read just before the request, never the local clock.
+        """
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": limit}
         if start is not None:
             params["startTime"] = int(start * 1000)
         if end is not None:
             params["endTime"] = int(end * 1000)
+        server_ms = await self.server_time() * 1000 if closed_only else math.inf
         rows = await self.get("klines", params, klines_weight(self.settings.market, limit))
-        return [_candle(r) for r in rows]
+        return [_candle(r) for r in rows if float(r[6]) < server_ms]
+
+    async def funding_history(self, symbol: str, start: float,
+                              end: float) -> list[tuple[float, float, float]]:
+        """Return (funding time, rate, mark price; NaN if absent) of the funding times in
+        (start, end], oldest first (`/fapi/v1/fundingRate`)."""
+        params = {"symbol": symbol, "startTime": int(start * 1000) + 1,
+                  "endTime": int(end * 1000), "limit": 1000}
+        rows = await self.get("fundingRate", params, 1)
+        out = [(float(r["fundingTime"]) / 1000.0, float(r["fundingRate"]),
+                float(r.get("markPrice") or "nan")) for r in rows]
+        return sorted(x for x in out if start < x[0] <= end)
 
     async def closed_klines(self, symbol: str, first: float, last: float,
                             interval: str = "1m") -> list[Candle]:
@@ -161,7 +182,8 @@ class BinanceRest:
         cursor = first
         while cursor <= last:
             limit = min(page, int((last - cursor) // step) + 1)
-            got = await self.klines(symbol, interval, start=cursor, end=last, limit=limit)
+            got = await self.klines(symbol, interval, start=cursor, end=last, limit=limit,
+                                    closed_only=True)
             rows = [r for r in got if cursor <= r.open_time <= last]
             if rows:
                 out.extend(rows)
@@ -171,7 +193,11 @@ class BinanceRest:
         return out
 
     async def exchange_info(self, symbols: tuple[str, ...] | None = None) -> dict[str, dict]:
-        """Return per symbol: step_size, tick_size, min_notional (floats) from exchangeInfo."""
+        """Return per symbol: step_size, tick_size, min_notional (floats) from exchangeInfo.
+
+        Maintenance margins come from the brackets in settings: exchangeInfo's
+        `maintMarginPercent` is a legacy field (2.5 for every symbol) and is never read.
+        """
         weight = 1 if self.settings.market == "futures" else 20
         data = await self.get("exchangeInfo", {}, weight)
         return parse_exchange_info(data, symbols)
@@ -195,8 +221,6 @@ def parse_exchange_info(data: dict, symbols: tuple[str, ...] | None = None) -> d
             if key in notional:
                 info["min_notional"] = float(notional[key])
                 break
-        if "maintMarginPercent" in entry:
-            info["maint_margin_rate"] = float(entry["maintMarginPercent"]) / 100.0
         out[name] = info
     return out
 

@@ -23,7 +23,7 @@ from engine.clock import Clock
 from engine.events import FeedStatus, Kline
 from engine.market.binance import BinanceRest
 from engine.market.book import PriceBook
-from engine.market.candles import MINUTE, Candle, CandleStore, timeframe_seconds
+from engine.market.candles import MINUTE, Candle, CandleStore
 from engine.market.frames import FrameParser, stream_names
 from engine.market.recording import FrameRecorder
 from engine.retry import Backoff
@@ -249,10 +249,10 @@ class Feed:
         return missing, added, gap
 
     async def _backfill_higher(self, rest: BinanceRest, symbol: str, tf: str) -> None:
-        rows = await rest.klines(symbol, tf, limit=self.settings.backfill_higher_candles + 1)
-        now = self.clock.time()
-        seconds = timeframe_seconds(tf)
-        self.apply_backfill(symbol, tf, [r for r in rows if r.open_time + seconds <= now], now)
+        # closed as Binance's clock says (closeTime < server time), never the local clock
+        rows = await rest.klines(symbol, tf, limit=self.settings.backfill_higher_candles + 1,
+                                 closed_only=True)
+        self.apply_backfill(symbol, tf, rows, self.clock.time())
 
     def _rest(self) -> BinanceRest:
         if self.rest is None:

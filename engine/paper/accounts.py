@@ -6,10 +6,8 @@ Binance USD-M formulas (isolated margin, one-way mode), with s = +1 long / -1 sh
 * initial margin   = qty * price / leverage        (taken out of cash into the position)
 * taker fee        = qty * price * taker_fee       (paid from cash on every fill)
 * funding          = s * qty * mark * funding_rate (> 0 paid, < 0 received; from/to the margin)
-* liquidation price LP = (WB + cumB - s*qty*entry) / (qty*MMR - s*qty), where WB is the
-  position's isolated margin and cumB the maintenance amount (0 in the first bracket):
-  long LP = (qty*entry - margin) / (qty*(1 - MMR)),
-  short LP = (qty*entry + margin) / (qty*(1 + MMR)).
+* liquidation price LP = (WB + cumB - s*qty*entry) / (qty*MMR - s*qty), WB the isolated
+  margin, MMR and cumB the rate and maintenance amount of the position's margin bracket.
 
 Money is kept at full float precision; amounts reconcile to the cent (tolerance 0.005 USDT).
 The ledger identity holds after every operation:
@@ -102,6 +100,7 @@ class Position:
     leverage: int
     margin: float
     maint_margin_rate: float
+    maint_amount: float = 0.0  # Binance's "cum" of the position's margin bracket
     stop_loss: float | None = None
     take_profit: float | None = None
     open_reason: str = ""
@@ -122,7 +121,8 @@ class Position:
     def refresh(self) -> None:
         """Recompute the liquidation price from qty, entry and margin."""
         self.liquidation_price = liquidation_price(
-            self.side, self.qty, self.entry_price, self.margin, self.maint_margin_rate)
+            self.side, self.qty, self.entry_price, self.margin, self.maint_margin_rate,
+            self.maint_amount)
 
     def unrealized(self, mark: float) -> float:
         """Return the unrealized PnL at `mark`."""

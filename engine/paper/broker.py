@@ -27,6 +27,7 @@ from engine.events import (
 )
 from engine.paper.accounts import Account, AccountError, AccountState, Fill, Position, fill_price
 from engine.paper.accounts import floor_to_step as _floor
+from engine.paper.funding import FundingHistory
 from engine.paper.leaderboard import BoardStats
 from engine.paper.risk import Prices, RiskManager
 from engine.paper.triggers import MarketTriggers, Watch
@@ -43,11 +44,13 @@ class PaperBroker(MarketTriggers, AccountViews):
                  book: Any, *, snapshot_interval: float = 60.0,
                  symbols: Iterable[str] | None = None,
                  max_price_age: float | None = None,
-                 board: LeaderboardSettings | None = None) -> None:
+                 board: LeaderboardSettings | None = None,
+                 funding_history: FundingHistory | None = None) -> None:
         self.settings = settings
         # feed.max_price_age_seconds: a decision never fills on a price older than this
         self.max_price_age = max_price_age
         self.board_settings = board or LeaderboardSettings()
+        self.funding_history = funding_history  # at start: funding missed while down
         self.board_stats: BoardStats | None = None  # CIs and pairwise of the last cycle
         self.bus = bus
         self.clock = clock
@@ -94,6 +97,7 @@ class PaperBroker(MarketTriggers, AccountViews):
         acc.state.returns.trim(self.board_settings.returns_kept)
         self.accounts[trader] = acc
         for p in positions:
+            self._bracket(acc, p.symbol)  # the brackets in force now
             self._reindex(trader, p.symbol)
         log.info("broker.account_restored", trader=trader, positions=len(positions),
                  cash=round(acc.cash, 2), ledger_gap=round(acc.ledger_gap(), 6))
@@ -214,6 +218,7 @@ class PaperBroker(MarketTriggers, AccountViews):
                 if qty <= 0:
                     raise AccountError("min_notional", f"{a.size_usdt} USDT is under one step")
             fill = acc.close(symbol, qty, price, fee_rate=fee_rate)
+            self._bracket(acc, symbol)
             reason = "decision" if a.action == "close" else "flip"
             events += self._fill_events(acc, fill, reason, cycle_id,
                                         _ref_price(snapshot, symbol, buy), raw, now)
@@ -230,9 +235,17 @@ class PaperBroker(MarketTriggers, AccountViews):
         fill = acc.open(symbol, side, qty, price, leverage=a.leverage or 1, fee_rate=fee_rate,
                         mmr=f.maint_margin_rate, now=now, stop_loss=a.stop_loss,
                         take_profit=a.take_profit, reason=a.reason, cycle_id=cycle_id)
+        self._bracket(acc, symbol)
         events += self._fill_events(acc, fill, "decision", cycle_id,
                                     _ref_price(snapshot, symbol, buy), raw, now)
         return True
+
+    def _bracket(self, acc: Account, symbol: str) -> None:
+        """Give the position the margin bracket of its notional at entry (Binance's tiers)."""
+        if (pos := acc.positions.get(symbol)) is not None:
+            rate, amount = self.filter_for(symbol).maintenance(pos.qty * pos.entry_price)
+            pos.maint_margin_rate, pos.maint_amount = rate, amount
+            pos.refresh()
 
     def _check_fresh(self, q: Any, symbol: str, now: float) -> None:
         """Refuse a decision fill on a price older than `max_price_age` at execution time."""

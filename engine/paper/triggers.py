@@ -21,6 +21,7 @@ import structlog
 
 from engine.events import BookTicker, FundingPaid, Kline, MarkPrice
 from engine.paper.accounts import Position, fill_price
+from engine.paper.funding import settle_missed_funding
 
 if TYPE_CHECKING:
     pass
@@ -177,6 +178,10 @@ class MarketTriggers:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._consume(sub), name="broker.triggers")
                 tg.create_task(self._timer(), name="broker.snapshots")
+                if self.funding_history is not None:
+                    tg.create_task(settle_missed_funding(self, self.funding_history,
+                                                         self.clock.time()),
+                                   name="broker.missed_funding")
         finally:
             sub.close()
 

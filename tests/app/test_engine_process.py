@@ -94,6 +94,9 @@ async def services() -> AsyncIterator[LocalServices]:
     async def klines(request: web.Request) -> web.Response:
         return web.json_response([])
 
+    async def server_time(request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": int(time.time() * 1000)})
+
     async def exchange_info(request: web.Request) -> web.Response:
         def symbol(name: str, tick: str, step: str, notional: str) -> dict[str, Any]:
             return {
@@ -121,6 +124,7 @@ async def services() -> AsyncIterator[LocalServices]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/fapi/v1/klines", klines)
+    app.router.add_get("/fapi/v1/time", server_time)
     app.router.add_get("/fapi/v1/exchangeInfo", exchange_info)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()

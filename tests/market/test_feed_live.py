@@ -22,6 +22,7 @@ from tests.support.feed import (
     DROP,
     KLINES_URL,
     T0,
+    TIME_URL,
     FakeBinance,
     book_ticker,
     comparable,
@@ -31,6 +32,7 @@ from tests.support.feed import (
     mark_price,
     minutes,
     ticker,
+    time_callback,
     truth_candle,
 )
 
@@ -81,6 +83,7 @@ async def test_feed_streams_reconnects_after_a_drop_and_refusals_and_backfills_t
         h = Harness(s, clock, record=record)
         with aioresponses(passthrough=["http://127.0.0.1"]) as rest:
             rest.get(KLINES_URL, callback=klines_callback(requests, clock.time), repeat=True)
+            rest.get(TIME_URL, callback=time_callback(clock.time), repeat=True)
             h.start()
             # Start: connected, and the last 5 closed minutes (00:05..00:09) backfilled.
             await eventually(lambda: len(h.candles.closed("ETHUSDT")) == 5

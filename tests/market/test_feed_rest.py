@@ -12,7 +12,15 @@ from aioresponses import CallbackResult, aioresponses
 from engine.clock import SimClock
 from engine.market.binance import BinanceRest, RestError, klines_weight, parse_exchange_info
 from engine.settings import FeedSettings
-from tests.support.feed import KLINES_URL, T0, klines_callback, minutes, truth_candle
+from tests.support.feed import (
+    KLINES_URL,
+    T0,
+    TIME_URL,
+    klines_callback,
+    minutes,
+    time_callback,
+    truth_candle,
+)
 
 SETTINGS = FeedSettings(futures_rest_url="http://rest.test", rest_weight_per_minute=10)
 
@@ -29,6 +37,7 @@ async def test_closed_klines_pages_through_long_gaps_and_skips_the_open_candle()
     requests: list[dict[str, str]] = []
     first = T0 // 60 * 60 - 2000 * 60
     with aioresponses() as m:
+        m.get(TIME_URL, callback=time_callback(clock.time), repeat=True)
         m.get(KLINES_URL, callback=klines_callback(requests, clock.time), repeat=True)
         rows = await rest.closed_klines("BTCUSDT", first, T0 // 60 * 60)  # includes open minute
         await rest.close()
@@ -112,9 +121,9 @@ async def test_exchange_info_gives_step_tick_and_min_notional() -> None:
         m.get(re.compile(r"^http://rest\.test/fapi/v1/exchangeInfo.*$"), payload=body)
         info = await rest.exchange_info(("BTCUSDT", "ETHUSDT"))
         await rest.close()
+    # maintMarginPercent (a legacy 2.5 for every symbol) is never read: brackets come from settings
     assert info == {
-        "BTCUSDT": {"step_size": 0.001, "tick_size": 0.1, "min_notional": 100.0,
-                    "maint_margin_rate": 0.025},
+        "BTCUSDT": {"step_size": 0.001, "tick_size": 0.1, "min_notional": 100.0},
         "ETHUSDT": {"step_size": 0.001, "tick_size": 0.01, "min_notional": 20.0},
     }
     spot = {"symbols": [{"symbol": "BTCUSDT", "filters": [

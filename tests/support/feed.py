@@ -76,6 +76,17 @@ def minutes(first: float, last: float) -> list[float]:
 
 
 KLINES_URL = re.compile(r"^http://rest\.test/fapi/v1/klines\?.*$")
+TIME_URL = re.compile(r"^http://rest\.test/fapi/v1/time$")
+
+
+def time_callback(now: Callable[[], float]) -> Callable[..., CallbackResult]:
+    """Answer /fapi/v1/time like Binance: its clock, `now()`, in milliseconds."""
+
+    def callback(url: Any, **kwargs: Any) -> CallbackResult:
+        return CallbackResult(status=200, body=orjson.dumps({"serverTime": int(now() * 1000)})
+                              .decode())
+
+    return callback
 
 
 def klines_callback(requests: list[dict[str, str]], now: Callable[[], float]

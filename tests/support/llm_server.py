@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +52,7 @@ class LLMServer:
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/chat/completions", self._deepseek)
         app.router.add_get("/fapi/v1/klines", self._klines)
+        app.router.add_get("/fapi/v1/time", self._time)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -95,6 +97,9 @@ class LLMServer:
 
     async def _deepseek(self, request: web.Request) -> web.Response:
         return await self._chat(request, "deepseek", "deepseek/json_mode")
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return web.json_response({"serverTime": int(time.time() * 1000)})  # Binance's clock
 
     async def _klines(self, request: web.Request) -> web.Response:
         return web.json_response([])  # no candle history: the test market has none

@@ -1,0 +1,81 @@
+"""Settings of the paper broker (`[broker]`, its symbol filters and margin brackets) and of the
+leaderboard's statistics (`[leaderboard]`).
+
+Kept apart from engine.settings to keep both modules small; `Settings` has one field for each.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class MarginBracket(Section):
+    """One tier of Binance's leverage brackets: positions with notional up to `notional_cap`."""
+
+    notional_cap: PositiveFloat
+    rate: Annotated[float, Field(gt=0, lt=1)]  # maintenance margin rate
+    # Binance's "cum": maintenance margin = notional x rate - maint_amount. Left out, it is
+    # derived from the tiers below: cum_i = cum_(i-1) + cap_(i-1) x (rate_i - rate_(i-1)).
+    maint_amount: Annotated[float, Field(ge=0)] | None = None
+
+
+class SymbolFilter(Section):
+    step_size: PositiveFloat = 0.001
+    tick_size: PositiveFloat = 0.01
+    min_notional: Annotated[float, Field(ge=0)] = 5.0
+    maint_margin_rate: Annotated[float, Field(gt=0, lt=1)] = 0.004  # used without brackets
+    brackets: tuple[MarginBracket, ...] = ()
+
+    @field_validator("brackets")
+    @classmethod
+    def _ascending(cls, v: tuple[MarginBracket, ...]) -> tuple[MarginBracket, ...]:
+        caps = [b.notional_cap for b in v]
+        if caps != sorted(set(caps)):
+            raise ValueError("brackets must have strictly ascending notional_cap")
+        out, cum, prev = [], 0.0, None
+        for b in v:
+            if prev is not None:
+                cum += prev.notional_cap * (b.rate - prev.rate)
+            out.append(b if b.maint_amount is not None else b.model_copy(
+                update={"maint_amount": round(cum, 8)}))
+            cum = out[-1].maint_amount or 0.0
+            prev = b
+        return tuple(out)
+
+    def maintenance(self, notional: float) -> tuple[float, float]:
+        """Return (maintenance margin rate, maintenance amount) of a position of `notional`."""
+        for b in self.brackets:
+            if notional <= b.notional_cap:
+                return b.rate, b.maint_amount or 0.0
+        if self.brackets:  # beyond the last published tier: its terms
+            return self.brackets[-1].rate, self.brackets[-1].maint_amount or 0.0
+        return self.maint_margin_rate, 0.0
+
+
+class BrokerSettings(Section):
+    taker_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
+    slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    use_exchange_info: bool = False
+    symbols: dict[str, SymbolFilter] = Field(default_factory=dict)
+    default_filter: SymbolFilter = SymbolFilter()
+
+    def filter_for(self, symbol: str) -> SymbolFilter:
+        """Return the filter of `symbol`, or the default one."""
+        return self.symbols.get(symbol, self.default_filter)
+
+
+class LeaderboardSettings(Section):
+    """The leaderboard's statistics (engine.paper.stats)."""
+
+    min_returns: Annotated[int, Field(ge=2)] = 30  # Sharpe, Sortino, CIs: "-" before this
+    returns_kept: Annotated[int, Field(ge=10, le=100_000)] = 2016  # per account, for the CIs
+    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    ci_level: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
