@@ -197,8 +197,10 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
                           console=arena_logging.console_mode(),
                           backtest_source=source_hash(settings, args.start, args.end))
-        code = await Engine(settings, secrets, options).run()
-        _warn_variants(settings)
+        engine = Engine(settings, secrets, options)
+        code = await engine.run()
+        _llm_summary(engine)
+        _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
         return code
 
     try:
@@ -210,15 +212,41 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return 130
 
 
-def _warn_variants(settings: Settings) -> None:
-    """Say how many variants were compared and which correction the report applies."""
+def _llm_summary(engine: Any) -> None:
+    """Say what the LLM calls cost and what the answer cache saved."""
+    session = getattr(engine, "llm_session", None)
+    if session is None:
+        return
+    s = session.summary()
+    print(f"backtest: LLM calls: {s['live']} live (spent {s['spent_usd']:.4f} USD), "
+          f"{s['cache']} from the cache (saved {s['saved_usd']:.4f} USD), "
+          f"{s['not_recorded']} not recorded (held)", flush=True)
+
+
+def _warn_variants(settings: Settings, board: Any = None) -> None:
+    """Show the variants side by side (CIs, P(A beats B)) and the correction applied."""
     groups: dict[tuple[str, str], list[str]] = {}
     for t in settings.traders:
         groups.setdefault((t.provider or "rule", t.model or t.strategy), []).append(t.name)
     variants = {k: v for k, v in groups.items() if len(v) > 1}
+    per = dict(getattr(board, "per_trader", None) or {})
+    pairs = {(p["a"], p["b"]): p for p in getattr(board, "pairwise", None) or ()}
     for (provider, model), names in sorted(variants.items()):
         print(f"backtest: variants of {provider}/{model} side by side: {', '.join(names)}",
               flush=True)
+        for name in names:
+            stats = per.get(name) or {}
+            dsr = stats.get("deflated_sharpe")
+            print(f"  {name}: return 95% CI {stats.get('return_ci') or '-'}, Sharpe 95% CI "
+                  f"{stats.get('sharpe_ci') or '-'}, deflated Sharpe "
+                  f"{'-' if dsr is None else dsr}", flush=True)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                p = pairs.get((a, b)) or pairs.get((b, a))
+                prob = None if p is None else p["p_a_beats_b"]
+                if p is not None and prob is not None and p["a"] != a:
+                    prob = round(1 - prob, 4)
+                print(f"  P({a} beats {b}) = {'-' if prob is None else prob}", flush=True)
     n = len(settings.traders)
     if n > 2:
         print(f"backtest: warning: {n} traders compared on one market pass; the best of many "

@@ -134,6 +134,11 @@ async def test_variants_of_one_model_run_side_by_side_in_one_market_pass(tmp_pat
     assert code == 0, err
     assert "backtest: variants of anthropic/claude-sonnet-4-6 side by side: claude_a, claude_b" \
         in out
+    assert "backtest: variants of rule/ema_cross side by side: ema_fast, ema_slow" in out
+    assert "  P(claude_a beats claude_b) = " in out and "  P(ema_fast beats ema_slow) = " in out
+    assert "  ema_fast: return 95% CI " in out
+    assert "backtest: LLM calls: 0 live (spent 0.0000 USD), 0 from the cache (saved 0.0000 USD)" \
+        in out
     assert "backtest: warning: 5 traders compared on one market pass" in out
     assert "deflated Sharpe" in out
     conn = await asyncpg.connect(database_url)
