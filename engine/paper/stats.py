@@ -301,6 +301,10 @@ class ReturnStats:
         keys = ("n", "mean", "m2", "down2", "last_equity", "last_ts", "dt_sum", "window")
         stats = cls(**{k: data[k] for k in keys if k in data})
         recent = data.get("recent") or {}
+        if isinstance(recent, list):  # [[ts, r], ...], as first stored
+            recent = {"t": [], "r": []} if not recent else {
+                "t": [recent[0][0]] + [b[0] - a[0] for a, b in itertools.pairwise(recent)],
+                "r": [r for _, r in recent]}
         ts, times = 0.0, []
         for i, step in enumerate(recent.get("t") or ()):
             ts = round(float(step) if i == 0 else ts + float(step), 3)
