@@ -32,9 +32,10 @@ log = structlog.get_logger("cycle")
 class SkipCycle(Exception):
     """End this cycle early, recorded as skipped with the given reason."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, cycle_id: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.cycle_id = cycle_id  # raised by a cycle-id source: the id the skipped cycle gets
 
 
 @dataclass
@@ -78,12 +79,18 @@ class TradingCycle:
 
     async def __call__(self, trigger: str) -> dict[str, Any]:
         clock = self._clock
-        ctx = CycleContext(self._cycle_ids(clock.time()), trigger, clock.time(), self._dry_run)
+        try:
+            cycle_id, skip = self._cycle_ids(clock.time()), None
+        except SkipCycle as exc:  # a session replay: the recorded run ran no cycle then
+            cycle_id, skip = exc.cycle_id or new_cycle_id(clock.time()), exc.reason
+        ctx = CycleContext(cycle_id, trigger, clock.time(), self._dry_run)
         status, skip_reason, error = "ok", None, None
         timings: dict[str, float] = {}
         with structlog.contextvars.bound_contextvars(cycle_id=ctx.cycle_id):
             log.info("cycle.started", trigger=trigger, dry_run=self._dry_run)
             try:
+                if skip is not None:
+                    raise SkipCycle(skip)
                 for step in self.steps:
                     t0 = time.perf_counter()  # durations are wall time, even in a replay
                     await step(ctx)

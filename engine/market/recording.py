@@ -145,9 +145,12 @@ class CycleIds:
     """Cycle ids: random live (`engine.cycle.new_cycle_id`), the recorded ones in a replay.
 
     In a replay a cycle takes the recorded id of the same UTC second (each id once), so the
-    prompts, whose first line names the cycle, hash as they did live; a cycle the recording does
-    not hold (a market-only recording, a backtest) gets an id derived from its time and its rank
-    in that second, the same in every run. With a recorder, every id is written as a `cycle` line.
+    prompts, whose first line names the cycle, hash as they did live. When the recording holds
+    cycles, a scheduled cycle in a second where the recorded run ran none (it was not ready yet,
+    or stopping) is skipped (`SkipCycle("not_in_recording")`), so the replay runs exactly the
+    recorded cycles. A recording without cycle lines (market only, a backtest) runs every cycle,
+    with an id derived from its time and its rank in that second, the same in every run. With a
+    recorder, every id is written as a `cycle` line.
     """
 
     def __init__(self, *, recorded: list[tuple[float, str]] | None = None,
@@ -156,6 +159,7 @@ class CycleIds:
         for _, cycle_id in recorded or ():
             self._recorded.setdefault(cycle_id.split("-", 1)[0], []).append(cycle_id)
         self._deterministic = deterministic or recorded is not None
+        self._session = bool(recorded)  # the recording says which cycles ran
         self._recorder = recorder
         self._seen: dict[str, int] = {}
 
@@ -170,6 +174,10 @@ class CycleIds:
             rank = self._seen.get(prefix, 0)
             self._seen[prefix] = rank + 1
             cycle_id = f"{prefix}-{hashlib.sha256(f'{prefix}/{rank}'.encode()).hexdigest()[:6]}"
+            if self._session:
+                from engine.cycle import SkipCycle
+
+                raise SkipCycle("not_in_recording", cycle_id)
         else:
             cycle_id = new_cycle_id(now)
         if self._recorder is not None:

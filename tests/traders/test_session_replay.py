@@ -213,13 +213,16 @@ async def test_a_recorded_session_replays_bit_for_bit_without_keys_or_network(tm
     assert {r[14] for r in first if r[2] != "rule"} == {r["latency_ms"] for r in records}
 
 
-async def test_a_changed_prompt_holds_not_recorded(tmp_path, databases):
-    """A trader whose prompt the recording does not hold (here: another max_tokens) holds."""
+async def test_a_changed_prompt_holds_not_recorded_or_asks_once_with_live_llm(tmp_path,
+                                                                              databases):
+    """A trader whose prompt the recording does not hold (here: another max_tokens) holds with
+    `not_recorded`; with --live-llm and keys it asks the API, and a re-run asks nothing: the
+    answer cache (on by default in replays) answers, and says what it saved."""
+    recording = tmp_path / "s.jsonl"
     async with FakeBinance() as fake, LLMServer(delay=0.01) as llm:
         s = settings(tmp_path, fake.url, llm.url)
         stop = asyncio.Event()
         pacing = asyncio.create_task(market(fake, stop))
-        recording = tmp_path / "s.jsonl"
         try:
             await run_engine(s, Secrets(**KEYS, database_url=await databases(),
                                         control_token=None),
@@ -229,17 +232,40 @@ async def test_a_changed_prompt_holds_not_recorded(tmp_path, databases):
             pacing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pacing
-    changed = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9").model_copy(
-        update={"traders": tuple(t if t.name != "gpt" else t.model_copy(update={"max_tokens": 999})
-                                 for t in s.traders)})
-    dsn = await databases()
-    engine = await run_engine(changed, Secrets(None, None, None, database_url=dsn,
-                                               control_token=None),
-                              Options(replay=str(recording), fresh=True))
-    assert engine.llm_session.counts["not_recorded"] >= 2
-    rows = await table(dsn, "trader, valid, error", "decisions")
-    gpt = [r for r in rows if r[0] == "gpt"]
-    assert gpt and all(not r[1] and r[2].startswith("not_recorded: ") for r in gpt)
-    assert all(r[1] for r in rows if r[0] == "claude")
+        changed = s.model_copy(update={"traders": tuple(
+            t if t.name != "gpt" else t.model_copy(update={"max_tokens": 999})
+            for t in s.traders)})
+
+        dsn = await databases()
+        before = len(llm.requests)
+        engine = await run_engine(changed, Secrets(None, None, None, database_url=dsn,
+                                                   control_token=None),
+                                  Options(replay=str(recording), fresh=True))
+        assert len(llm.requests) == before  # no keys, no --live-llm: nothing asked
+        missed = engine.llm_session.counts["not_recorded"]
+        assert missed >= 2
+        rows = await table(dsn, "trader, valid, error", "decisions")
+        gpt = [r for r in rows if r[0] == "gpt"]
+        assert gpt and all(not r[1] and r[2].startswith("not_recorded: ") for r in gpt)
+        assert all(r[1] for r in rows if r[0] == "claude"), rows
+
+        # --live-llm with keys: the changed prompts go to the API once, then come from the cache.
+        cached_db = await databases()
+        runs = []
+        for _ in range(2):
+            engine = await run_engine(changed, Secrets(**KEYS, database_url=cached_db,
+                                                       control_token=None),
+                                      Options(replay=str(recording), fresh=True, live_llm=True))
+            runs.append((engine.llm_session.counts, engine.llm_session.saved_usd,
+                         len(llm.requests) - before))
+    (first, saved1, asked1), (second, saved2, asked2) = runs
+    assert first["live"] == missed and asked1 == missed and saved1 == 0
+    assert second["live"] == 0 and second["cache"] == missed and asked2 == asked1
+    assert saved2 > 0 and first["replay"] == second["replay"] > 0
+    conn = await asyncpg.connect(cached_db)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM llm_cache_hits") == missed
+    finally:
+        await conn.close()
     lines = [orjson.loads(line) for line in recording.read_bytes().splitlines()]
     assert any("cycle" in x for x in lines) and any("llm" in x for x in lines)

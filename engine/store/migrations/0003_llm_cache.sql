@@ -7,7 +7,8 @@ CREATE TABLE llm_cache (
     model        text NOT NULL,
     params       jsonb NOT NULL,            -- {"max_tokens": ..., "temperature": ...}
     prompt_hash  text NOT NULL,
-    record       jsonb NOT NULL,            -- request, response (status, headers, body), latency_ms
+    record       json NOT NULL,             -- request, response (status, headers, body), latency_ms;
+                                            -- json, not jsonb: the body's key order is the answer
     cost_usd     double precision NOT NULL, -- what the answer cost when it was asked
     latency_ms   double precision NOT NULL, -- wall time of the call that asked it
     created_at   timestamptz NOT NULL DEFAULT now(),
