@@ -128,3 +128,14 @@ def test_running_stats_survive_a_round_trip_with_their_series() -> None:
     old = ReturnStats.from_dict({"n": 3, "mean": 0.01, "m2": 0.001, "last_equity": 1.0,
                                  "last_ts": 5.0, "dt_sum": 15.0})
     assert old.n == 3 and len(old.recent) == 0  # a snapshot from before the series was kept
+
+
+def test_the_counting_fast_path_draws_the_same_resamples_as_the_generic_one() -> None:
+    r = np.random.default_rng(4).normal(0.0005, 0.01, 300)
+    generic_total = bootstrap_ci(r, lambda a: np.prod(1 + a, axis=-1) - 1, n_boot=400, seed=9)
+    assert bootstrap_ci(r, total_return, n_boot=400, seed=9) == pytest.approx(generic_total)
+    generic_sharpe = bootstrap_ci(
+        r, lambda a: np.mean(a, axis=-1) / np.std(a, axis=-1, ddof=1) * math.sqrt(365),
+        n_boot=400, seed=9)
+    assert bootstrap_ci(r, sharpe_statistic(365), n_boot=400, seed=9) == pytest.approx(
+        generic_sharpe)
