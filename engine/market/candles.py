@@ -6,11 +6,14 @@ for a minute is kept, so a merge never duplicates. `holes()` lists the minutes m
 the oldest kept candle and a given minute, which is exactly what a backfill must fetch.
 Higher timeframes are resampled from the 1m series; candles fetched for a higher timeframe fill
 in only the buckets older than the 1m series covers.
+
+Each symbol's closed candles live in one numpy array of `max_candles` rows allocated (and
+written) when the symbol is first seen, oldest first: a closed candle is one row written, not a
+new object, so the store's memory is the same on the first day as on the fifth.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -63,13 +66,21 @@ def _to_ohlcv(rows: list[Candle]) -> OHLCV:
 
 
 class _Series:
-    __slots__ = ("candles", "forming", "keys", "version")
+    __slots__ = ("data", "forming", "n", "version")
 
-    def __init__(self) -> None:
-        self.keys: list[int] = []  # sorted open times of closed candles
-        self.candles: dict[int, Candle] = {}
+    def __init__(self, capacity: int) -> None:
+        # Rows of (open_time, open, high, low, close, volume), sorted by open time; the first `n`
+        # are held. Filled with NaN now so every page is touched once, here.
+        self.data = np.full((capacity, 6), np.nan, dtype=np.float64)
+        self.n = 0
         self.forming: Candle | None = None
         self.version = 0
+
+    def keys(self) -> np.ndarray:
+        return self.data[:self.n, 0]
+
+    def rows(self) -> list[Candle]:
+        return [Candle(*r) for r in self.data[:self.n].tolist()]
 
 
 def resample(rows: list[Candle], seconds: int) -> list[Candle]:
@@ -107,7 +118,7 @@ class CandleStore:
     def _get(self, symbol: str) -> _Series:
         s = self._series.get(symbol)
         if s is None:
-            s = self._series[symbol] = _Series()
+            s = self._series[symbol] = _Series(self.max_candles)
         return s
 
     # ------------------------------------------------------------------ writing
@@ -122,42 +133,50 @@ class CandleStore:
         if s.forming is not None and s.forming.open_time <= k.open_time:
             s.forming = None
         key = int(k.open_time)
-        hole = bool(s.keys) and key > s.keys[-1] + MINUTE
+        hole = s.n > 0 and key > float(s.data[s.n - 1, 0]) + MINUTE
         self._insert(s, key, candle)
         return hole
 
     def merge(self, symbol: str, candles: Iterable[Candle]) -> int:
-        """Add closed candles (e.g. a backfill), skipping minutes already held; return how many."""
+        """Add closed candles (e.g. a backfill), skipping minutes already held; return how many.
+
+        A full series keeps the newest `max_candles` of what it held and what was added."""
         s = self._get(symbol)
         added = 0
         for c in candles:
-            if self._insert(s, int(c.open_time), c, trim=False):
+            if self._insert(s, int(c.open_time), c):
                 added += 1
-        self._trim(s)
         return added
 
-    def _insert(self, s: _Series, key: int, candle: Candle, trim: bool = True) -> bool:
-        if key % MINUTE or key in s.candles:
+    def _insert(self, s: _Series, key: int, candle: Candle) -> bool:
+        if key % MINUTE:
             return False
-        if s.keys and len(s.keys) >= self.max_candles and key < s.keys[0]:
-            return False  # older than everything kept in a full series
-        s.candles[key] = candle
-        if not s.keys or key > s.keys[-1]:
-            s.keys.append(key)
-        else:
-            bisect.insort(s.keys, key)
-        s.version += 1
-        if trim:
-            self._trim(s)
-        return True
-
-    def _trim(self, s: _Series) -> None:
-        excess = len(s.keys) - self.max_candles
-        if excess > 0:
-            for key in s.keys[:excess]:
-                del s.candles[key]
-            del s.keys[:excess]
+        data, n = s.data, s.n
+        row = (float(key), candle[1], candle[2], candle[3], candle[4], candle[5])
+        if n == 0 or key > data[n - 1, 0]:  # the usual case: the newest minute
+            if n == len(data):
+                data[:-1] = data[1:]  # the oldest falls off
+                n -= 1
+                s.version += 1
+            data[n] = row
+            s.n = n + 1
             s.version += 1
+            return True
+        pos = int(np.searchsorted(data[:n, 0], key))
+        if pos < n and data[pos, 0] == key:
+            return False
+        if n == len(data):
+            if pos == 0:
+                return False  # older than everything kept in a full series
+            data[:pos - 1] = data[1:pos]  # drop the oldest, make room before `pos`
+            data[pos - 1] = row
+            s.version += 2
+            return True
+        data[pos + 1:n + 1] = data[pos:n]
+        data[pos] = row
+        s.n = n + 1
+        s.version += 1
+        return True
 
     def merge_higher(self, symbol: str, timeframe: str, candles: Iterable[Candle]) -> None:
         """Keep candles fetched for a higher timeframe (used only where the 1m series has none)."""
@@ -180,7 +199,7 @@ class CandleStore:
     def closed(self, symbol: str) -> list[Candle]:
         """Return `symbol`'s closed 1m candles, oldest first."""
         s = self._series.get(symbol)
-        return [s.candles[k] for k in s.keys] if s else []
+        return s.rows() if s else []
 
     def forming(self, symbol: str) -> Candle | None:
         """Return the latest update of the candle still open, if any."""
@@ -190,7 +209,7 @@ class CandleStore:
     def last_closed_time(self, symbol: str) -> float | None:
         """Return the open time of the newest closed candle, if any."""
         s = self._series.get(symbol)
-        return float(s.keys[-1]) if s and s.keys else None
+        return float(s.data[s.n - 1, 0]) if s and s.n else None
 
     def missing(self, symbol: str, first: float, last: float) -> list[tuple[float, float]]:
         """Return (first, last) open times of each run of minutes in [first, last] not held."""
@@ -199,10 +218,10 @@ class CandleStore:
         if hi < lo:
             return []
         s = self._series.get(symbol)
-        keys = s.keys if s else []
+        keys = s.keys() if s else np.empty(0)
         out: list[tuple[float, float]] = []
         cursor = lo
-        for key in keys[bisect.bisect_left(keys, lo):]:
+        for key in keys[int(np.searchsorted(keys, lo)):].astype(np.int64).tolist():
             if key > hi:
                 break
             if key > cursor:
@@ -215,9 +234,9 @@ class CandleStore:
     def holes(self, symbol: str, until: float) -> list[tuple[float, float]]:
         """Return the runs of missing minutes between the oldest held candle and `until`."""
         s = self._series.get(symbol)
-        if not s or not s.keys:
+        if not s or not s.n:
             return []
-        return self.missing(symbol, s.keys[0], until)
+        return self.missing(symbol, float(s.data[0, 0]), until)
 
     def candles(self, symbol: str, timeframe: str = "1m", limit: int | None = None) -> list[Candle]:
         """Return closed candles of `timeframe` (the newest higher-TF bucket may be partial)."""
@@ -245,6 +264,12 @@ class CandleStore:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:  # type: ignore[index]
             return hit[1]  # type: ignore[index]
-        out = _to_ohlcv(self.candles(symbol, timeframe, limit))
+        s = self._series.get(symbol)
+        if timeframe == "1m" and s is not None:  # straight from the rows, no Candle objects
+            rows = s.data[:s.n][-limit:] if limit else s.data[:s.n]
+            cols = rows.T.copy()
+            out = OHLCV(*cols) if len(rows) else _to_ohlcv([])
+        else:
+            out = _to_ohlcv(self.candles(symbol, timeframe, limit))
         self._cache[key] = (version, out)
         return out
