@@ -6,12 +6,21 @@ import asyncio
 import io
 
 import pytest
+import structlog
 
 from engine.app.backtest import main
 from engine.market.fakebinance import FakeBinance
 from tests.backtest.support import write_config
 
 NOW = 1_793_491_200.0  # 2026-11-01T00:00:00Z
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging():
+    """`main` configures structlog for its run; give the next tests their set-up back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -188,7 +188,7 @@ def test_snapshot_to_dict_is_deterministic_json_with_none_for_missing_values() -
     assert list(btc["indicators"]) == ["1m", "15m", "4h"]
     assert list(btc["indicators"]["1m"]) == [
         "close", "ema20", "ema50", "sma20", "rsi14", "macd", "macd_signal", "macd_hist",
-        "atr14", "bb_upper", "bb_mid", "bb_lower"]
+        "atr14", "bb_upper", "bb_mid", "bb_lower", "closed_until"]
     assert btc["indicators"]["4h"]["ema20"] is None  # 300 minutes: two 4h buckets
 
 
