@@ -110,3 +110,30 @@ async def test_without_live_llm_nothing_is_asked_and_nothing_spent(tmp_path, cap
     assert rows == []
     assert confirm(rows, live=False, assume_yes=False, stdin=io.StringIO(""))
     assert "nothing is spent" in capsys.readouterr().out
+
+
+def test_a_prompt_template_is_hashed_into_the_runs_source(tmp_path):
+    from engine.app.backtest import source_hash
+    from engine.settings import load_settings
+
+    template = tmp_path / "a.txt"
+    template.write_text("Variant A.\n{actions}\n{rules}\n{answer}\n")
+    traders = LLM + f'prompt_template = "{template}"\n'
+    settings = load_settings(write_config(tmp_path, "http://127.0.0.1:9", traders=traders))
+    before = source_hash(settings, NOW - 86_400, NOW)
+    assert source_hash(settings, NOW - 86_400, NOW) == before  # stable
+    template.write_text("Variant A, reworded.\n{actions}\n{rules}\n{answer}\n")
+    from engine.traders.prompt import load_template
+
+    load_template.cache_clear()
+    assert source_hash(settings, NOW - 86_400, NOW) != before
+    assert source_hash(settings, NOW - 2 * 86_400, NOW) != before
+
+
+def test_the_calls_are_the_trading_cycles_of_the_window(tmp_path):
+    from engine.app.costs import cycles_in
+    from engine.settings import load_settings
+
+    settings = load_settings(write_config(tmp_path, "http://127.0.0.1:9"))
+    assert cycles_in(settings, NOW, NOW + 7 * 86_400) == 2016  # a week of 5-minute cycles
+    assert cycles_in(settings, NOW + 1, NOW + 600) == 1  # 00:05 only (00:10 is the end)
