@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from engine import logging as arena_logging
-from engine.settings import Secrets, SettingsError, load_settings
+from engine.settings import DEFAULT_PATH, Secrets, SettingsError, load_settings
 
 
 def _speed(text: str) -> float | None:
@@ -133,8 +133,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     secrets = Secrets.from_env()
     fmt = args.log_format or settings.engine.log_format
-    arena_logging.configure(args.log_level or settings.engine.log_level, fmt)
     arena_logging.register_secrets(secrets.values())
+    from engine.app.preflight import UserError, check_local, check_remote
+
+    try:
+        # What a user can get wrong fails here, in one line, before anything heavy is imported.
+        check_local(settings, secrets, args, args.config or DEFAULT_PATH)
+    except (SettingsError, UserError) as exc:
+        kind = "settings error" if isinstance(exc, SettingsError) else "error"
+        print(arena_logging.redact(f"{kind}: {exc}"), file=sys.stderr)
+        return 2
+    arena_logging.configure(args.log_level or settings.engine.log_level, fmt)
     from engine.web.control import is_loopback
 
     if (
@@ -147,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "set ARENA_CONTROL_TOKEN or bind to 127.0.0.1",
             file=sys.stderr,
         )
+        return 2
+    if settings.control.enabled and settings.control.protect_reads and not secrets.control_token:
+        print("settings error: control.protect_reads needs ARENA_CONTROL_TOKEN; set it or "
+              "set protect_reads = false", file=sys.stderr)
         return 2
 
     from engine.app.engine import Engine, Options
@@ -167,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     async def _main() -> int:
+        await check_remote(settings, secrets, options)
         return await Engine(settings, secrets, options).run()
 
     import uvloop
@@ -174,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return uvloop.run(_main())
     except SettingsError as exc:
-        print(f"settings error: {exc}", file=sys.stderr)
+        print(arena_logging.redact(f"settings error: {exc}"), file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(arena_logging.redact(f"error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,146 @@
+"""Checks of what a user can get wrong, made in well under a second, before any heavy work.
+
+Each failure is a `UserError` whose message names the problem and the fix in one line; the command
+line prints it on stderr and exits with code 2 (no traceback, no `engine.crashed`). Checked, in
+order: the strategies and their parameters (as settings errors naming the file), the `--replay`
+file (exists, readable, starts with a recorded frame), the directories the engine writes to, the
+control API's port, and `DATABASE_URL` (one connection attempt).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+import socket
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.settings import Secrets, Settings, SettingsError
+
+DB_CHECK_TIMEOUT_S = 3.0  # a DATABASE_URL that does not answer within this is unreachable
+
+
+class UserError(Exception):
+    """Something the user can fix; the message is the one line shown."""
+
+
+def check_strategies(settings: Settings, path: str | Path) -> None:
+    """Build every enabled rule-based strategy once (they are pure), so a bad one fails now."""
+    from strategies.base import registered
+
+    rules = registered()
+    for trader in settings.traders:
+        if not trader.enabled or trader.strategy == "llm":
+            continue
+        factory = rules.get(trader.strategy)
+        if factory is None:
+            known = ", ".join(["llm", *sorted(rules)])
+            raise SettingsError(f"{path}: trader {trader.name!r}: unknown strategy "
+                                f"{trader.strategy!r}; expected one of {known}")
+        try:
+            factory(trader, settings)
+        except SettingsError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise SettingsError(f"{path}: bad value in 'traders.{trader.name}.params' "
+                                f"{dict(trader.params)!r}: {exc}") from None
+
+
+def check_replay(path: str) -> None:
+    """Refuse a missing, unreadable or corrupt recording (its first line must be a frame)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--replay {path}: no such file; record one with --record FILE, or use "
+                        "--replay tests/data/sample.jsonl.gz")
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(file, "rb") as fh:  # type: ignore[operator]
+            first = fh.readline(1 << 20)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"--replay {path}: cannot read it ({exc}); is it a recording made "
+                        "with --record?") from None
+    try:
+        record = orjson.loads(first)
+        float(record["t"])
+        if "raw" not in record and "backfill" not in record:
+            raise KeyError("raw")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"--replay {path}: not a recording (the first line is not "
+                        '{"t": ..., "raw": ...}); record one with --record FILE') from None
+
+
+def check_writable(directory: str | Path, what: str) -> None:
+    """Refuse a directory the engine cannot create or write a file in."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".arena-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {str(d)!r} is not writable ({exc.strerror or exc}); "
+                        "fix its permissions or point the setting elsewhere") from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a control port another process already listens on."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if os.name == "posix":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(f"control port {port} on {host} is already in use; stop the "
+                                "other process or set [control] port (0 picks a free one)") \
+                    from None
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                            "check [control] host and port") from None
+
+
+async def check_database(dsn: str, timeout: float = DB_CHECK_TIMEOUT_S) -> None:
+    """Refuse a DATABASE_URL that cannot be connected to (unreachable, refused, bad login)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise UserError(f"DATABASE_URL is unreachable ({type(exc).__name__}: {exc}); start "
+                        "the database, fix the URL, or unset it to use the embedded one") \
+            from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise UserError(f"DATABASE_URL refused the connection ({type(exc).__name__}: {exc}); "
+                        "check the user, password and database name") from None
+    await conn.close()
+
+
+def check_local(settings: Settings, secrets: Secrets, options: Any, config: str | Path) -> None:
+    """Run every check but the database's; raise SettingsError or UserError on the first."""
+    check_strategies(settings, config)
+    if options.replay:
+        check_replay(options.replay)
+    dry_run = options.dry_run or settings.engine.dry_run
+    if options.record:
+        check_writable(Path(options.record).resolve().parent, "--record directory")
+    if options.record_llm:
+        check_writable(options.record_llm, "--record-llm directory")
+    if not dry_run:
+        check_writable(Path(settings.database.spill_path).resolve().parent,
+                       "database.spill_path directory")
+        if not secrets.database_url:
+            check_writable(settings.database.embedded_dir, "database.embedded_dir")
+    if settings.control.enabled and not options.once:
+        check_port(settings.control.host, settings.control.port)
+
+
+async def check_remote(settings: Settings, secrets: Secrets, options: Any) -> None:
+    """Check DATABASE_URL, when one is set and the run writes to it."""
+    if secrets.database_url and not (options.dry_run or settings.engine.dry_run):
+        await check_database(secrets.database_url)
