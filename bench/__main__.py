@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-MODULES = ("feed", "triggers", "decisions", "writer", "startup", "soak")
+MODULES = ("feed", "triggers", "decisions", "writer", "startup", "soak", "backtest")
 # Seconds a module may take before it is stopped and reported as an error (quick: a fifth).
-TIME_LIMIT_S = {"feed": 120, "triggers": 120, "decisions": 120, "writer": 120, "startup": 150,
-                "soak": 420}
+TIME_LIMIT_S = {"feed": 180, "triggers": 180, "decisions": 180, "writer": 180, "startup": 420,
+                "soak": 900, "backtest": 1500}
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results.json"
 COMPARE_OUT = ROOT / "bench" / "results.new.json"  # --compare never overwrites what it compares

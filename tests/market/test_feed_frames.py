@@ -151,3 +151,29 @@ def test_parser_never_raises_on_arbitrary_input() -> None:
     for raw in samples:
         result = parser.parse(raw, T0)
         assert isinstance(result, str), raw
+
+
+def _general(parser: FrameParser, raw: str) -> object:
+    return parser._parse_general(raw, T0)
+
+
+@pytest.mark.parametrize("raw", [
+    book_ticker("BTCUSDT", 100.4, 100.5, E),
+    kline("BTCUSDT", Candle(T0 // 60 * 60, 100.0, 101.0, 99.0, 100.5, 12.5), E, closed=True),
+    mark_price("BTCUSDT", 100.45, E, rate=-0.0002),
+    ticker("BTCUSDT", 100.47, E, change_pct=-1.25),
+    # Shapes the typed fast path leaves to the general path, which decides as it always did:
+    book_ticker("BTCUSDT", 1.0, 1.1, E).replace(f'"E":{E}', f'"E":"{E}"'),  # E as a string
+    book_ticker("BTCUSDT", 1.0, 1.1, E).replace('"b":"1.0"', '"b":"+1.0"'),  # float() takes it
+    book_ticker("BTCUSDT", 1.0, 1.1, E).replace('"e":"bookTicker",', ""),  # no event type
+    kline("BTCUSDT", Candle(T0 // 60 * 60, 1.0, 1.0, 1.0, 1.0, 1.0), E, False).replace(
+        '"x":false', '"x":0'),  # closed flag not a bool
+    mark_price("BTCUSDT", 1.0, E).replace('"p":"1.0"', '"p":"inf"'),
+    ticker("BTCUSDT", 1.0, E).replace('"P":"1.5"', '"P":"nan"'),
+    frame("btcusdt@ticker", {"e": "kline", "E": E, "s": "BTCUSDT"}),  # payload of another kind
+])
+def test_fast_path_and_general_path_give_the_same_answer(raw: str) -> None:
+    fast = FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0)
+    general = _general(FrameParser(("BTCUSDT",), "futures", 4096), raw)
+    assert fast == general
+    assert type(fast) is type(general)
