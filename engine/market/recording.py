@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import queue
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ from engine.market.candles import Candle
 log = structlog.get_logger("feed")
 
 FLUSH_EVERY_S = 5.0  # recorded frames reach the disk at least this often
+HANDOFF_BYTES = 1 << 20  # or as soon as this much is buffered
 
 
 def _open(path: str | Path, mode: str) -> IO[bytes]:
@@ -45,50 +48,97 @@ def _open(path: str | Path, mode: str) -> IO[bytes]:
 
 
 class FrameRecorder:
-    """Appends every raw frame with its receive time to a JSON-lines file."""
+    """Appends every raw frame with its receive time to a JSON-lines file.
+
+    The event loop only serializes a line and appends it to a buffer; compressing and writing
+    happen in the recorder's own thread, which receives the buffer every FLUSH_EVERY_S of
+    recorded time (or every HANDOFF_BYTES), so a gzip recording never blocks the feed.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._fh = _open(self.path, "ab")
         self._flushed_at = 0.0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._closed = False
         self.frames = 0
+        self.write_errors = 0
+        self._chunks: queue.SimpleQueue[bytes | threading.Event | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name=f"recorder:{self.path}",
+                                        daemon=True)
+        self._thread.start()
 
     def write(self, raw: str | bytes, recv_time: float) -> None:
         """Record one frame."""
         if isinstance(raw, bytes | bytearray | memoryview):
             raw = bytes(raw).decode("utf-8", errors="replace")
-        self._fh.write(orjson.dumps({"t": recv_time, "raw": raw}))
-        self._fh.write(b"\n")
         self.frames += 1
-        if recv_time - self._flushed_at >= FLUSH_EVERY_S:
-            self._fh.flush()
-            self._flushed_at = recv_time
+        self._add(orjson.dumps({"t": recv_time, "raw": raw}), recv_time)
 
     def write_backfill(self, symbol: str, interval: str, candles: list[Candle],
                        recv_time: float) -> None:
         """Record candles a backfill fetched."""
         record = {"symbol": symbol, "interval": interval, "candles": [list(c) for c in candles]}
-        self._fh.write(orjson.dumps({"t": recv_time, "backfill": record}))
-        self._fh.write(b"\n")
+        self._add(orjson.dumps({"t": recv_time, "backfill": record}), recv_time)
 
     def write_record(self, kind: str, payload: dict[str, Any], t: float) -> None:
         """Record one non-market line (`kind` is "llm" or "cycle") at engine time `t`."""
-        if self._fh.closed:
+        if self._closed:
             log.warning("feed.record_closed", kind=kind, detail="recording already closed")
             return
-        self._fh.write(orjson.dumps({"t": t, kind: payload}))
-        self._fh.write(b"\n")
+        self._add(orjson.dumps({"t": t, kind: payload}), t)
+
+    def _add(self, line: bytes, t: float) -> None:
+        if self._closed:
+            return
+        self._pending.append(line + b"\n")
+        self._pending_bytes += len(line) + 1
+        if self._pending_bytes >= HANDOFF_BYTES or t - self._flushed_at >= FLUSH_EVERY_S:
+            self._handoff()
+            self._flushed_at = t
+
+    def _handoff(self) -> None:
+        if self._pending:
+            self._chunks.put(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
+
+    def _drain(self) -> None:
+        """The recorder thread: compress and write each chunk, flush, close at the end."""
+        while (item := self._chunks.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()  # everything before it is written
+                continue
+            try:
+                self._fh.write(item)
+                self._fh.flush()
+            except (OSError, ValueError) as exc:
+                self.write_errors += 1
+                log.error("feed.record_failed", path=self.path, error=repr(exc))
+        try:
+            self._fh.close()
+        except OSError as exc:
+            log.error("feed.record_failed", path=self.path, error=repr(exc))
 
     def flush(self) -> None:
-        """Push what was written so far to the file."""
-        if not self._fh.closed:
-            self._fh.flush()
+        """Push what was recorded so far to the file (waits for the recorder thread)."""
+        if self._closed:
+            return
+        self._handoff()
+        done = threading.Event()
+        self._chunks.put(done)
+        done.wait(timeout=30)
 
     def close(self) -> None:
-        """Flush and close the file."""
-        if not self._fh.closed:
-            self._fh.close()
+        """Write what is buffered, close the file and end the thread."""
+        if self._closed:
+            return
+        self._handoff()
+        self._closed = True
+        self._chunks.put(None)
+        self._thread.join(timeout=60)
 
 
 Record = str | dict[str, Any]  # a raw frame, or a backfill record
