@@ -1,0 +1,41 @@
+"""Small parts of the engine: the bounded equity series, the state /status reports at start."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from types import SimpleNamespace
+
+from engine.app.engine import Engine, Options
+from engine.app.target import ControlTarget
+from engine.events import AccountSnapshot
+from engine.settings import Secrets, Settings
+from tests.support.control import snapshot
+
+
+async def test_the_equity_series_keeps_the_newest_5000_points_per_trader() -> None:
+    engine = Engine(Settings(), Secrets.from_env({}), Options())
+    engine._equity_sub = engine.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
+    task = asyncio.create_task(engine._track_equity())
+    for i in range(6_000):
+        engine.bus.publish(snapshot("claude", 10_000.0 + i, 1_767_225_600.0 + i))
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if len(engine.equity.get("claude", ())) and engine.equity["claude"][-1][1] == 15_999.0:
+            break
+    task.cancel()
+    series = engine.equity["claude"]
+    assert isinstance(series, deque) and series.maxlen == 5_000
+    assert len(series) == 5_000
+    assert series[0] == (1_767_225_600.0 + 1_000, 11_000.0)  # the oldest 1000 fell off
+    assert engine.target.equity_history()["claude"][-1] == (1_767_225_600.0 + 5_999, 15_999.0)
+
+
+def test_status_says_connecting_while_starting_without_the_live_feed() -> None:
+    feed = {"state": "connecting", "connected": False, "connect_attempts": 4,
+            "last_error": "ConnectionRefusedError(111)", "price_age": {}, "stale": []}
+    engine = SimpleNamespace(state="starting", feed=SimpleNamespace(status=lambda: feed))
+    target = ControlTarget(engine)
+    assert target._state(feed) == "connecting"
+    engine.state = "running"
+    assert target._state(feed) == "running"
