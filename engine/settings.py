@@ -209,7 +209,7 @@ class ControlSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # Host-header names accepted besides the bound address (DNS-rebinding defence).
     allowed_hosts: tuple[str, ...] = ("localhost",)
-    protect_reads: bool = False  # reads need ARENA_CONTROL_TOKEN too (/, /static, /health stay open)
+    protect_reads: bool = False  # reads need the token too (/, /static, /health stay open)
     body_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = 65_536
 
