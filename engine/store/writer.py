@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
-from itertools import islice
 from typing import Any
 
 import asyncpg
@@ -37,8 +35,9 @@ from engine.clock import Clock
 from engine.cycle import CycleContext
 from engine.retry import backoff_delay
 from engine.settings import DatabaseSettings
+from engine.store.backlog import RowQueue
 from engine.store.database import prepare_connection
-from engine.store.rows import ROW_OF, Row, to_row, write_batches
+from engine.store.rows import ROW_OF, write_batches
 from engine.store.spill import SpillFile, replay_chunk
 
 log = structlog.get_logger("writer")
@@ -46,10 +45,6 @@ log = structlog.get_logger("writer")
 _MIN_BACKOFF_S = 0.5
 _CATCH_UP_BATCHES = 16  # a flush takes up to this many batches' rows when that many wait
 _INTAKE_BATCH = 8192
-# Rows the broker publishes before the account snapshot of the same change (a fill, its position
-# row, a funding payment): a flush does not end among them, so a committed fill has its snapshot.
-_CHANGE_TABLES = frozenset({"fills", "positions", "funding"})
-_MAX_EXTEND = 4096  # how far past a full flush to look for that snapshot
 
 
 class Writer:
@@ -61,9 +56,7 @@ class Writer:
         self._clock = clock
         self._sub = bus.subscribe("writer", ROW_OF.keys(), policy="block",
                                   capacity=max(10_000, 4 * settings.batch_rows))
-        self._queue: deque[tuple[str, Row]] = deque()  # (table, row), in publication order
-        self._arrivals: deque[list[Any]] = deque()  # [rows, engine time] per intake, oldest first
-        self._retried = 0  # rows at the front of the queue already tried once
+        self._queue = RowQueue()  # rows in publication order across tables (engine.store.backlog)
         self._spill = SpillFile(settings.spill_path)
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
@@ -84,7 +77,7 @@ class Writer:
 
     @property
     def _queued(self) -> int:
-        return len(self._queue)
+        return self._queue.count
 
     @property
     def backlog(self) -> int:
@@ -125,7 +118,7 @@ class Writer:
             await self._shutdown()
             raise
         except BaseException:
-            self._spill.append(self._take_all())  # dying anyway: keep the rows, on the loop
+            self._spill.append(self._queue.take_all())  # dying anyway: on the loop
             raise
 
     # ------------------------------------------------------------ intake
@@ -137,17 +130,12 @@ class Writer:
             self._wake.set()
 
     def _accept(self, events: list[object]) -> None:
-        before = len(self._queue)
-        append = self._queue.append
-        for event in events:
-            try:
-                append(to_row(event))
-            except Exception as exc:  # a malformed event must not stop the others
-                self.bad_events += 1
-                log.error("writer.bad_event", kind=type(event).__name__, error=repr(exc))
-        if len(self._queue) > before:
-            self._arrivals.append([len(self._queue) - before, self._clock.time()])
+        self._queue.add(events, self._clock.time(), self._bad_event)
         metrics.WRITER_BACKLOG.set(self.backlog)
+
+    def _bad_event(self, event: object, exc: Exception) -> None:
+        self.bad_events += 1
+        log.error("writer.bad_event", kind=type(event).__name__, error=repr(exc))
 
     # ------------------------------------------------------------ flushing
 
@@ -158,15 +146,14 @@ class Writer:
                 await self._step(final=False)
 
     def _due(self, now: float) -> bool:
-        if self._spill.pending or len(self._queue) >= self._settings.batch_rows:
+        if self._spill.pending or self._queue.count >= self._settings.batch_rows:
             return True
-        return bool(self._arrivals) and (
-            self._arrivals[0][1] <= now - self._settings.flush_ms / 1000.0)
+        oldest = self._queue.oldest()
+        return oldest is not None and oldest <= now - self._settings.flush_ms / 1000.0
 
     def _next_deadline(self) -> float | None:
-        if not self._arrivals:
-            return None
-        return self._arrivals[0][1] + self._settings.flush_ms / 1000.0
+        oldest = self._queue.oldest()
+        return None if oldest is None else oldest + self._settings.flush_ms / 1000.0
 
     async def _wait_for_work(self) -> None:
         while True:
@@ -211,67 +198,23 @@ class Writer:
         self._failures, self._retry_at, self._down_since = 0, None, None
         return True
 
-    def _take(self, final: bool) -> tuple[list[tuple[str, Row]], bool]:
-        """Take the oldest rows, every table at once; return them and whether none was tried."""
-        n = min(self._settings.batch_rows * _CATCH_UP_BATCHES, len(self._queue))
-        if not n or not (final or self._due(self._clock.time())):
-            return [], True
-        queue, arrivals = self._queue, self._arrivals
-        taken = [queue.popleft() for _ in range(n)]
-        if not final and taken[-1][0] in _CHANGE_TABLES:
-            self._whole_changes(taken)
-            n = len(taken)
-        left = n
-        while left:
-            first = arrivals[0]
-            if first[0] <= left:
-                left -= first[0]
-                arrivals.popleft()
-            else:
-                first[0] -= left
-                left = 0
-        fresh = not self._retried
-        self._retried = max(0, self._retried - n)
-        return taken, fresh
-
-    def _whole_changes(self, taken: list[tuple[str, Row]]) -> None:
-        """Extend (or else shorten) `taken` to end with the account snapshot of its last change."""
-        for k, (table, _) in enumerate(islice(self._queue, _MAX_EXTEND)):
-            if table == "account_snapshots":
-                taken.extend(self._queue.popleft() for _ in range(k + 1))
-                return
-        for j in range(len(taken) - 2, -1, -1):
-            if taken[j][0] == "account_snapshots":
-                self._queue.extendleft(reversed(taken[j + 1:]))
-                del taken[j + 1:]
-                return
-
-    def _put_back(self, taken: list[tuple[str, Row]], at: float) -> None:
-        self._queue.extendleft(reversed(taken))
-        self._arrivals.appendleft([len(taken), at])
-        # The failed attempt may have committed after all: retry the duplicate-safe way.
-        self._retried = min(len(self._queue), self._retried + len(taken))
-
     async def _flush(self, conn: asyncpg.Connection, *, final: bool) -> None:
-        taken, fresh = self._take(final)
-        if not taken:
+        if not (final or self._due(self._clock.time())):
+            return
+        names, batches, fresh = self._queue.take(
+            self._settings.batch_rows * _CATCH_UP_BATCHES, whole_changes=not final)
+        if not names:
             return
         started = time.perf_counter()  # flush time is wall time, even in a replay
-        batches: dict[str, list[Row]] = {}
-        for table, row in taken:
-            rows = batches.get(table)
-            if rows is None:
-                batches[table] = [row]
-            else:
-                rows.append(row)
         try:
             new = await write_batches(conn, batches, fresh=fresh, reject=self._spill.reject,
                                       limit_s=self._settings.write_timeout_seconds)
         except BaseException:
-            self._put_back(taken, self._clock.time() - self._settings.flush_ms / 1000.0)
+            self._queue.put_back(names, batches,
+                                 self._clock.time() - self._settings.flush_ms / 1000.0)
             raise
         elapsed = time.perf_counter() - started
-        total = len(taken)
+        total = sum(len(rows) for rows in batches.values())
         self.flushes += 1
         self.written += new
         self.duplicates += total - new
@@ -326,19 +269,12 @@ class Writer:
 
     # ------------------------------------------------------------ spill and shutdown
 
-    def _take_all(self) -> list[tuple[str, Row]]:
-        items = list(self._queue)
-        self._queue.clear()
-        self._arrivals.clear()
-        self._retried = 0
-        return items
-
     async def _spill_memory(self, why: str) -> None:
         """Move every row in memory to the spill file, in order; append and fsync in a thread.
 
         A cancellation waits for the append to end; a failed append puts the rows back.
         """
-        items = self._take_all()
+        items = self._queue.take_all()
         if not items:
             return
         done = asyncio.ensure_future(asyncio.to_thread(self._spill.append, items))
@@ -349,8 +285,7 @@ class Writer:
                 await done
                 raise
         except Exception:
-            self._queue.extendleft(reversed(items))
-            self._arrivals.appendleft([len(items), self._clock.time()])
+            self._queue.put_back_items(items, self._clock.time())
             raise
         finally:
             metrics.WRITER_BACKLOG.set(self.backlog)
@@ -375,7 +310,7 @@ class Writer:
                 await self._spill_memory("shutdown")
             except (Exception, asyncio.CancelledError) as exc:  # last resort: on the loop
                 log.warning("writer.spill_retry", error=repr(exc))
-                self._spill.append(self._take_all())
+                self._spill.append(self._queue.take_all())
             if self._conn is not None:
                 self._conn.terminate()
                 self._conn = None
