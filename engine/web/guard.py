@@ -7,7 +7,7 @@ aiohttp middleware, refuses with `403 {"error": "forbidden", ...}`:
 - a `Host` header that is neither the bound address (with the bound port) nor a name in
   `control.allowed_hosts` (with the bound port); on a wildcard bind (0.0.0.0, ::), IP literals;
 - an `Origin` header, when present, other than `http://<the request's Host>`, and any request a
-  browser marks `Sec-Fetch-Site: cross-site`;
+  browser marks `Sec-Fetch-Site: cross-site` but a top-level navigation (a link to the page);
 - a POST whose `Content-Type` is not `application/json` (an HTML form cannot send that type, and
   a cross-site `fetch` cannot without a CORS preflight, which is never answered).
 
@@ -149,8 +149,10 @@ class Guard:
         origin = request.headers.get("Origin")
         if origin is not None and origin.lower() != f"http://{host}".lower():
             return f"cross-origin request from {origin!r} refused"
-        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-            return "cross-site request refused"
+        navigation = (request.method == "GET"
+                      and request.headers.get("Sec-Fetch-Mode", "").lower() == "navigate")
+        if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" and not navigation:
+            return "cross-site request refused"  # a link from another site may still open a page
         if request.method == "POST" and request.content_type != "application/json":
             return ("a POST must carry 'Content-Type: application/json' "
                     f"(got {request.headers.get('Content-Type')!r})")

@@ -129,6 +129,12 @@ async def test_a_request_the_browser_marks_cross_site_is_refused(api: Served) ->
     assert status == 403
 
 
+async def test_a_link_from_another_site_still_opens_the_page(api: Served) -> None:
+    status, _, _ = await api.call("GET", "/", headers={"Sec-Fetch-Site": "cross-site",
+                                                       "Sec-Fetch-Mode": "navigate"})
+    assert status == 200
+
+
 # ---------------------------------------------------------------- bodies and parser errors
 
 
