@@ -139,23 +139,38 @@ def db_main(argv: list[str]) -> int:
                     return 1
                 print_rows(rows)
                 return 0
-            return await _serve(db.dsn, use_psql=not args.no_psql)
+            return await _serve(db, use_psql=not args.no_psql)
         finally:
             await db.close()
 
     return asyncio.run(main())
 
 
-async def _serve(dsn: str, *, use_psql: bool) -> int:
-    print(dsn, flush=True)
+def shown_url(dsn: str, *, embedded: bool) -> str:
+    """Return the URL to print: the embedded server's as is; DATABASE_URL's without password."""
+    if embedded:
+        return dsn
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    return urlunsplit(parts)
+
+
+async def _serve(db: Any, *, use_psql: bool) -> int:
+    print(shown_url(db.dsn, embedded=db.embedded), flush=True)
+    loop = asyncio.get_running_loop()
     psql = shutil.which("psql") if use_psql else None
     if psql and sys.stdin.isatty():
         print("opening psql; the database stays up until it exits", file=sys.stderr)
-        proc = await asyncio.to_thread(subprocess.run, [psql, dsn], env=os.environ.copy())
+        # Ctrl-C belongs to psql (it cancels a query) while it runs, not to this command.
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
+        proc = await asyncio.to_thread(subprocess.run, [psql, db.dsn], env=os.environ.copy())
         return proc.returncode
     print("the database is up at that URL until Ctrl-C", file=sys.stderr, flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

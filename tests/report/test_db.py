@@ -71,6 +71,9 @@ async def test_db_keeps_the_embedded_server_up_until_ctrl_c(tmp_path: Path) -> N
     try:
         assert proc.stdout is not None
         url = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        if not url:  # it exited: show why
+            assert proc.stderr is not None
+            raise AssertionError((await proc.stderr.read()).decode()[-3000:])
         assert url.startswith("postgresql://")
         for _ in range(2):  # works, and keeps working after the first connection is gone
             conn = await asyncpg.connect(url)
@@ -84,3 +87,12 @@ async def test_db_keeps_the_embedded_server_up_until_ctrl_c(tmp_path: Path) -> N
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_a_database_url_is_printed_without_its_password() -> None:
+    from engine.app.commands import shown_url
+
+    assert shown_url("postgresql://arena:s3cret@db.local:5432/arena", embedded=False) == (
+        "postgresql://arena:***@db.local:5432/arena")
+    embedded = "postgresql://postgres:@/postgres?host=/tmp/pg"
+    assert shown_url(embedded, embedded=True) == embedded
