@@ -150,7 +150,7 @@ class LLMSession:
         error = None
         if failure is not None and client.captured is None:
             cause = failure.__cause__
-            kind = "timeout" if "Timeout" in type(cause).__name__ else "connection"
+            kind = "timeout" if str(failure).startswith("timeout") else "connection"
             inner = getattr(cause, "__cause__", None) or cause
             error = {"kind": kind, "message": str(inner) if inner else str(failure)}
         record = self._record(client, model, params, prompt.hash, asked_at, started, error=error)
