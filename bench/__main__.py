@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 MODULES = ("feed", "triggers", "decisions", "writer", "startup", "soak", "backtest")
 # Seconds a module may take before it is stopped and reported as an error (quick: a fifth).
-TIME_LIMIT_S = {"feed": 180, "triggers": 180, "decisions": 180, "writer": 180, "startup": 420,
-                "soak": 900, "backtest": 1500}
+TIME_LIMIT_S = {"feed": 180, "triggers": 180, "decisions": 180, "writer": 180, "startup": 600,
+                "soak": 1800, "backtest": 1500}
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results.json"
 COMPARE_OUT = ROOT / "bench" / "results.new.json"  # --compare never overwrites what it compares

@@ -260,6 +260,45 @@ async def _soak(path: Path, settings: Settings, hours: int) -> dict[str, Any]:
             "writer": engine.writer.status(), "traders": sorted(engine.strategies)}
 
 
+def _idle_loop_lags(interval: float, conn: Any) -> None:
+    """Child process: sample an idle event loop's lag like engine.loop_monitor until told to
+    stop, then send the samples. What it sees is the machine's own scheduling delay."""
+    import uvloop
+
+    from engine.loop_monitor import LoopMonitor
+
+    async def main() -> list[float]:
+        lags: list[float] = []
+        monitor = LoopMonitor(interval=interval, warn_after=1e9)
+        monitor.observe = lags.append  # type: ignore[method-assign]
+        task = asyncio.create_task(monitor.run())
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, conn.recv)  # the stop message
+        task.cancel()
+        return lags
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        conn.send(runner.run(main()))
+
+
+class IdleLoopFloor:
+    """An idle event loop in a sibling process, sampled like the engine's loop during a run."""
+
+    def __init__(self, interval: float) -> None:
+        import multiprocessing
+
+        self._conn, child = multiprocessing.Pipe()
+        self._proc = multiprocessing.get_context("fork").Process(
+            target=_idle_loop_lags, args=(interval, child), daemon=True)
+        self._proc.start()
+
+    def stop(self) -> list[float]:
+        self._conn.send("stop")
+        lags = self._conn.recv() if self._conn.poll(30) else []
+        self._proc.join(10)
+        return lags
+
+
 async def feed_only(path: Path, settings: Settings) -> tuple[float, int]:
     """Replay `path` through the feed alone (book, candles, bus); return (frames/s, frames)."""
     from engine.bus import Bus
@@ -295,8 +334,13 @@ def run(quick: bool = False) -> list[Result]:
         gen_s = timer() - t0
         for i in range(RUNS):
             run_settings = soak_settings(Path(workdir) / f"run{i}")
+            idle = IdleLoopFloor(settings.engine.loop_lag_interval_seconds)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                out = runner.run(_soak(path, run_settings, hours))
+                try:
+                    out = runner.run(_soak(path, run_settings, hours))
+                finally:
+                    out_idle = idle.stop()
+                out["idle_lags"] = out_idle
                 out["feed_fps"], out["feed_frames"] = runner.run(feed_only(path, settings))
             outs.append(out)
     return _results(outs, settings, hours, path, cached, gen_s, quick)
@@ -327,6 +371,7 @@ def _results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: P
     ratios = [e / o["feed_fps"] for e, o in zip(engine_fps, outs, strict=True)]
     growths = [_growth(o["probe"], hours) for o in outs]
     lags = [_p99_ms(o["probe"].lags) for o in outs]
+    idle = [_p99_ms(o["idle_lags"]) for o in outs]
     cycles_ok = [o["probe"].cycles.get("ok", 0) for o in outs]
     all_ok = all(set(o["probe"].cycles) == {"ok"} for o in outs)
     mismatched = []
@@ -359,7 +404,9 @@ def _results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: P
                f"engine.loop_monitor samples every {settings.engine.loop_lag_interval_seconds} s "
                f"of wall time while the replay runs ({lag_samples} samples); per-run p99 "
                f"{[round(x, 2) for x in lags]} ms, max "
-               f"{max(max(o['probe'].lags, default=0) for o in outs) * 1000:.1f} ms"),
+               f"{max(max(o['probe'].lags, default=0) for o in outs) * 1000:.1f} ms; an idle "
+               f"loop in a sibling process, sampled the same way during each run (the machine's "
+               f"own scheduling delay): p99 {[round(x, 2) for x in idle]} ms"),
         Result("soak.wall_time", round(med(o["wall"] for o in outs), 1), "s", "", None,
                f"{scope}, {last['frames']:,} frames of {len(settings.feed.symbols)} symbols "
                f"({source}); replay at {med(o['sim_s'] / o['replay_wall'] for o in outs):,.0f}x "
