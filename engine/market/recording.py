@@ -173,22 +173,40 @@ def read_frames(path: str | Path) -> Iterator[tuple[float, Record]]:
 
 
 def read_session(path: str | Path) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
-    """Return a recording's LLM records and its (time, cycle id) list, in file order."""
+    """Return a recording's LLM records and its (time, cycle id) list, in file order.
+
+    Market lines, by far the most, are never parsed: a megabyte block without an `"llm":` or
+    `"cycle":` key (which only appear unescaped at the top of their own lines) is skipped whole.
+    """
     llm: list[dict[str, Any]] = []
     cycles: list[tuple[float, str]] = []
     with _open(path, "rb") as fh:
-        for line in fh:
-            if b'"raw":' in line[:48] or b'"backfill":' in line[:48]:
-                continue  # market lines, by far the most: not parsed here
-            try:
-                rec = orjson.loads(line)
-                if "llm" in rec and isinstance(rec["llm"], dict):
-                    llm.append({**rec["llm"], "t": float(rec["t"])})
-                elif "cycle" in rec and isinstance(rec["cycle"], dict):
-                    cycles.append((float(rec["t"]), str(rec["cycle"]["cycle_id"])))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # iter_records counts and logs bad lines
+        tail = b""
+        while True:
+            chunk = fh.read(1 << 20)
+            buf = tail + chunk
+            cut = len(buf) if not chunk else buf.rfind(b"\n") + 1
+            block, tail = buf[:cut], buf[cut:]
+            if b'"llm":' in block or b'"cycle":' in block:
+                for line in block.splitlines():
+                    _session_line(line, llm, cycles)
+            if not chunk:
+                break
     return llm, cycles
+
+
+def _session_line(line: bytes, llm: list[dict[str, Any]],
+                  cycles: list[tuple[float, str]]) -> None:
+    if b'"llm":' not in line and b'"cycle":' not in line:
+        return
+    try:
+        rec = orjson.loads(line)
+        if isinstance(rec.get("llm"), dict):
+            llm.append({**rec["llm"], "t": float(rec["t"])})
+        elif isinstance(rec.get("cycle"), dict):
+            cycles.append((float(rec["t"]), str(rec["cycle"]["cycle_id"])))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return  # iter_records counts and logs bad lines
 
 
 class CycleIds:

@@ -123,3 +123,20 @@ async def test_an_unrecorded_prompt_holds_with_not_recorded(tmp_path):
     await s.aclose()
     assert not out.valid and out.error.startswith("not_recorded: no recorded answer for prompt")
     assert session.counts["not_recorded"] == 1
+
+
+def test_read_session_finds_every_llm_and_cycle_line_between_market_lines(tmp_path):
+    path = tmp_path / "big.jsonl.gz"
+    rec = FrameRecorder(path)
+    raw = '{"stream":"btcusdt@bookTicker","data":{"note":"\\"llm\\": not a key"}}' + "x" * 300
+    for i in range(12_000):  # several megabyte blocks of market lines
+        rec.write(raw, float(i))
+        if i % 997 == 0:
+            rec.write_record("cycle", {"cycle_id": f"c-{i}"}, float(i))
+            rec.write_record("llm", {"trader": "t1", "n": i}, float(i) + 0.5)
+    rec.close()
+    llm, cycles = read_session(path)
+    expected = [i for i in range(12_000) if i % 997 == 0]
+    assert [r["n"] for r in llm] == expected
+    assert [r["t"] for r in llm] == [i + 0.5 for i in expected]
+    assert cycles == [(float(i), f"c-{i}") for i in expected]
