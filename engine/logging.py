@@ -123,8 +123,11 @@ def _route_stdlib(shared: list[Any], renderer: list[Any], stream: TextIO, level:
         + [_stdlib_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
     ))
+    handler._arena = True  # type: ignore[attr-defined]  # ours: replaced on the next configure()
     root = logging.getLogger()
-    root.handlers = [handler]
+    for old in [h for h in root.handlers if getattr(h, "_arena", False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(max(level, logging.INFO))
 
 
