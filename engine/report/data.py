@@ -31,6 +31,7 @@ class RunRows:
     funding: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    cache_hits: list[dict[str, Any]] = field(default_factory=list)  # llm_cache_hits (0003)
 
 
 # The columns read per table (the big jsonb/text columns the report does not need are left out).
@@ -45,6 +46,7 @@ _COLUMNS = {
     "account_snapshots": ("id, trader, equity, drawdown_pct, return_pct, cause, "
                           "state->'capital' AS capital, state->'latency_cost' AS latency_cost, ts"),
     "rejections": "id, trader, rule, ts",
+    "llm_cache_hits": "id, trader, saved_usd, ts",
 }
 _JSON = {"summary", "decision", "capital", "latency_cost"}
 
@@ -86,7 +88,10 @@ async def load_run(conn: asyncpg.Connection, run: str = "latest") -> RunRows:
         out = RunRows(run=row, next_run_id=next_id)
         for table, attr in (("cycles", "cycles"), ("decisions", "decisions"), ("fills", "fills"),
                             ("positions", "positions"), ("funding", "funding"),
-                            ("account_snapshots", "snapshots"), ("rejections", "rejections")):
+                            ("account_snapshots", "snapshots"), ("rejections", "rejections"),
+                            ("llm_cache_hits", "cache_hits")):
+            if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+                continue  # a database from before that table's migration
             records = await conn.fetch(
                 f"SELECT {_COLUMNS[table]} FROM {table} "
                 "WHERE id >= $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id",

@@ -6,7 +6,8 @@ Definitions (the README's "Run reports" section states them too):
 - trades: positions closed completely; a win nets realized PnL - fees - the funding paid on that
   position > 0; biggest win / loss: the best / worst such net; holding time: close - open;
 - fees: sum of the fills' fees; funding: sum of the funding rows (> 0 paid);
-- LLM: tokens (input + output + cache read + cache write) and cost of the run's decisions;
+- LLM: tokens (input + output + cache read + cache write) and cost of the run's decisions; the
+  answers the LLM answer cache served (`llm_cache_hits`) and what they would have cost;
 - invalid % and hold % of the decisions (a hold: no action but `hold`, invalid answers included),
   cool-down %: the trader's turns skipped in cool-down (`cycles.summary.cooldown`) over all turns;
 - latency cost: growth of the account's `latency_cost` counter over the run.
@@ -46,6 +47,8 @@ class TraderFigures:
     decisions: int = 0
     tokens: int = 0
     llm_cost_usd: float = 0.0
+    cache_hits: int = 0  # answers served by the LLM answer cache
+    cache_saved_usd: float = 0.0  # what those answers would have cost
     invalid_pct: float | None = None
     hold_pct: float | None = None
     cooldown_pct: float | None = None
@@ -98,6 +101,10 @@ def compute(rows: RunRows) -> RunFigures:
         t.fees += f["fee"]
     for f in rows.funding:
         fig(f["trader"]).funding += f["amount"]
+    for h in rows.cache_hits:
+        t = fig(h["trader"])
+        t.cache_hits += 1
+        t.cache_saved_usd += h["saved_usd"]
     _decisions(rows, fig)
     rules: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows.rejections:

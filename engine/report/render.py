@@ -80,6 +80,7 @@ def tables(f: RunFigures) -> list[Table]:
         for t in ts)
     deciding = tuple(
         (t.trader, str(t.decisions), f"{t.tokens:,}", num(t.llm_cost_usd, ",.4f"),
+         str(t.cache_hits), num(t.cache_saved_usd, ",.4f"),
          num(t.invalid_pct, ".1f"), num(t.hold_pct, ".1f"), num(t.cooldown_pct, ".1f"),
          _rules(t))
         for t in ts)
@@ -99,10 +100,12 @@ def tables(f: RunFigures) -> list[Table]:
               "the funding paid on it. Funding > 0 paid. Latency cost > 0: USDT lost to price "
               "moves between the cycle's snapshot and the fill."),
         Table("Decisions",
-              ("trader", "decisions", "LLM tokens", "LLM $", "invalid %", "hold %",
+              ("trader", "decisions", "LLM tokens", "LLM $", "cache hits", "saved $",
+               "invalid %", "hold %",
                "cool-down %", "most refused by"), deciding,
               "Hold: an answer with no action but hold (invalid answers included). Cool-down: "
-              "turns skipped while the trader cooled down after repeated failures."),
+              "turns skipped while the trader cooled down after repeated failures. Cache hits: "
+              "answers served by the LLM answer cache; saved $: what they would have cost."),
     ]
 
 

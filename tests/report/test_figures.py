@@ -65,6 +65,8 @@ def rows() -> RunRows:
     r.cycles = [{"id": _id(), "cycle_id": f"c{i}", "status": "ok", "started_at": T0 + 300 * i,
                  "finished_at": T0 + 300 * i + 1, "summary": {"cooldown": ["a"] if i == 3 else []}}
                 for i in range(1, 4)]
+    r.cache_hits = [{"id": _id(), "trader": "a", "saved_usd": 0.012, "ts": T0 + 300},
+                    {"id": _id(), "trader": "a", "saved_usd": 0.008, "ts": T0 + 600}]
     r.rejections = [{"id": _id(), "trader": "a", "rule": rule, "ts": T0}
                     for rule in ("exposure_cap", "min_notional", "exposure_cap", "price_stale",
                                  "stop_too_close", "min_notional", "exposure_cap")]
@@ -87,6 +89,7 @@ def test_figures_follow_the_stated_definitions() -> None:
     assert a.hold_pct == pytest.approx(200 / 3)  # the hold and the invalid (empty) answer
     assert a.cooldown_pct == pytest.approx(25.0)  # 1 of 4 turns
     assert a.top_rules == [("exposure_cap", 3), ("min_notional", 2), ("price_stale", 1)]
+    assert a.cache_hits == 2 and a.cache_saved_usd == pytest.approx(0.02) and b.cache_hits == 0
     assert b.model == "rule-based" and b.hold_pct == 100.0 and b.trades == 0
     assert b.biggest_win is None and b.win_rate_pct is None
     assert f.duration_s == 901.0 and (f.cycles, f.cycles_ok) == (3, 3)
@@ -104,5 +107,6 @@ def test_intervals_and_both_renderings() -> None:
     md, page = markdown(f), html(f)
     assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 |" in md
     assert "exposure_cap x3, min_notional x2, price_stale x1" in md
+    assert "| a | 3 | 245 | 0.0200 | 2 | 0.0200 | 33.3 | 66.7 | 25.0 |" in md
     assert "**mode**: replay" in md and "**duration**: 0h15m01s" in md
     assert page.count("<polyline") == 2 and "<script" not in page
