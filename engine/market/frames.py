@@ -149,7 +149,7 @@ class _Stream:
     __slots__ = ("build", "count", "handler", "kind", "last", "shape", "symbol")
 
     def __init__(self, symbol: str, kind: str, shape: type,
-                 build: Callable[[Any, float], MarketEvent | None],
+                 build: Callable[[_Stream, Any, float], MarketEvent | str | None],
                  handler: Callable[[dict, float], MarketEvent]) -> None:
         self.symbol, self.kind, self.shape, self.build, self.handler = (
             symbol, kind, shape, build, handler)
@@ -162,7 +162,8 @@ class FrameParser:
 
     def __init__(self, symbols: tuple[str, ...], market: str, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        kinds: dict[str, tuple[str, type, Callable[[Any, float], MarketEvent | None],
+        kinds: dict[str, tuple[str, type, Callable[[_Stream, Any, float],
+                                                   MarketEvent | str | None],
                                Callable[[dict, float], MarketEvent]]] = {
             "bookTicker": ("BookTicker", BookFrame, _fast_book, self._book_ticker),
             "kline_1m": ("Kline", KlineFrame, _fast_kline, self._kline),
@@ -195,18 +196,11 @@ class FrameParser:
         if st is None:
             return "unknown_stream"
         data = frame.data
-        if type(data) is not st.shape or data.s != st.symbol:
-            return self._parse_general(raw, recv_time)
-        event = st.build(data, recv_time)
-        if event is None:
-            return self._parse_general(raw, recv_time)
-        order = data.E  # an int: checked by build
-        last = st.last
-        if last is not None and order < last:
-            return "time_backwards"
-        st.last = order
-        st.count += 1
-        return event
+        if type(data) is st.shape and data.s == st.symbol:
+            event = st.build(st, data, recv_time)
+            if event is not None:
+                return event
+        return self._parse_general(raw, recv_time)
 
     def _parse_general(self, raw: str | bytes, recv_time: float) -> MarketEvent | str:
         """Parse any frame field by field; return its event or the precise reason to drop it."""
@@ -294,38 +288,61 @@ class FrameParser:
 
 # ---------------------------------------------------------------- the fast path's checks
 # Each returns the event when the typed payload passes every check the general path makes (the
-# same values: ints divided by 1000 give the same floats as float(x) / 1000.0), else None.
+# same values: ints divided by 1000 give the same floats as float(x) / 1000.0) and updates the
+# stream's order key and count; "time_backwards" when its event time goes back; else None (the
+# general path decides).
 
 
-def _fast_book(d: BookFrame, recv: float) -> BookTicker | None:
+def _fast_book(st: _Stream, d: BookFrame, recv: float) -> MarketEvent | str | None:
     bid, ask, bid_qty, ask_qty, e, t = d.b, d.a, d.B, d.A, d.E, d.T
     if (0.0 < bid <= ask < _INF and 0.0 <= bid_qty < _INF and 0.0 <= ask_qty < _INF
             and type(e) is int and (t is None or type(t) is int)):
+        last = st.last
+        if last is not None and e < last:
+            return "time_backwards"
+        st.last = e
+        st.count += 1
         return BookTicker(d.s, bid, bid_qty, ask, ask_qty, (t or e) / 1000.0, recv)
     return None
 
 
-def _fast_kline(d: KlineFrame, recv: float) -> Kline | None:
+def _fast_kline(st: _Stream, d: KlineFrame, recv: float) -> MarketEvent | str | None:
     k = d.k
     o, h, lo, c, v, t, end, x, e = k.o, k.h, k.l, k.c, k.v, k.t, k.T, k.x, d.E
     if (0.0 < lo and h < _INF and lo <= o <= h and lo <= c <= h and 0.0 <= v < _INF
             and k.i == "1m" and type(t) is int and not t % 60_000 and type(end) is int
             and type(x) is bool and type(e) is int):
+        last = st.last
+        if last is not None and e < last:
+            return "time_backwards"
+        st.last = e
+        st.count += 1
         return Kline(d.s, "1m", t / 1000.0, end / 1000.0, o, h, lo, c, v, x, e / 1000.0, recv)
     return None
 
 
-def _fast_mark(d: MarkFrame, recv: float) -> MarkPrice | None:
+def _fast_mark(st: _Stream, d: MarkFrame, recv: float) -> MarketEvent | str | None:
     mark, index, rate, t, e = d.p, d.i, d.r, d.T, d.E
     if (0.0 < mark < _INF and 0.0 < index < _INF and -_INF < rate < _INF and type(t) is int
             and type(e) is int):
+        last = st.last
+        if last is not None and e < last:
+            return "time_backwards"
+        st.last = e
+        st.count += 1
         return MarkPrice(d.s, mark, index, rate, t / 1000.0, e / 1000.0, recv)
     return None
 
 
-def _fast_ticker(d: TickerFrame, recv: float) -> Ticker24h | None:
-    last, high, low, change, volume, quote, e = d.c, d.h, d.l, d.P, d.v, d.q, d.E
-    if (0.0 < last < _INF and 0.0 < high < _INF and 0.0 < low < _INF and -_INF < change < _INF
-            and 0.0 <= volume < _INF and 0.0 <= quote < _INF and type(e) is int):
-        return Ticker24h(d.s, last, change, high, low, volume, quote, e / 1000.0, recv)
+def _fast_ticker(st: _Stream, d: TickerFrame, recv: float) -> MarketEvent | str | None:
+    last_px, high, low, change, volume, quote, e = d.c, d.h, d.l, d.P, d.v, d.q, d.E
+    if (0.0 < last_px < _INF and 0.0 < high < _INF and 0.0 < low < _INF
+            and -_INF < change < _INF and 0.0 <= volume < _INF and 0.0 <= quote < _INF
+            and type(e) is int):
+        last = st.last
+        if last is not None and e < last:
+            return "time_backwards"
+        st.last = e
+        st.count += 1
+        return Ticker24h(d.s, last_px, change, high, low, volume, quote, e / 1000.0, recv)
     return None
