@@ -369,10 +369,11 @@ class Feed:
         return True
 
     async def _read(self, ws: ClientConnection) -> None:
-        clock = self.clock
+        handle, now = self.handle_frame, self.clock.time
         n = 0
         async for message in ws:
-            self.handle_frame(message, clock.time())
+            handle(message, now())
             n += 1
-            if n % YIELD_EVERY == 0:
+            if n == YIELD_EVERY:
+                n = 0
                 await asyncio.sleep(0)  # let subscribers run during a burst
