@@ -40,6 +40,9 @@ DECISION_COLUMNS = ("cycle_id, trader, provider, model, prompt_hash, raw_answer,
                     " cache_write_tokens, cost_usd, latency_ms, request_id, ts")
 FILL_COLUMNS = ("trader, symbol, side, qty, price, notional, fee, realized_pnl, reason, cycle_id,"
                 " ref_price, ts")
+SNAPSHOT_COLUMNS = ("trader, cash, margin, unrealized_pnl, equity, realized_pnl, fees, funding,"
+                    " peak_equity, drawdown_pct, return_pct, positions::text, state::text, cause,"
+                    " cycle_id, ts")
 KEYS = {"anthropic_api_key": "sk-ant-dummy", "openai_api_key": "sk-dummy",
         "deepseek_api_key": "sk-ds-dummy"}
 
@@ -204,6 +207,8 @@ async def test_a_recorded_session_replays_bit_for_bit_without_keys_or_network(tm
     fills = [await table(dsn, FILL_COLUMNS, "fills") for dsn in replays]
     assert fills[0] == fills[1] and len(fills[0]) >= 3
     assert await final_equity(replays[0]) == await final_equity(replays[1])
+    equity = [await table(dsn, SNAPSHOT_COLUMNS, "account_snapshots") for dsn in replays]
+    assert equity[0] == equity[1]  # every equity point, so every leaderboard, bit for bit
 
     # The same prompts (hashes) got the same answers, with their recorded latencies.
     def calls(rows: list[tuple]) -> list[tuple]:
