@@ -22,6 +22,7 @@ import orjson
 
 from engine.settings import Secrets, Settings, SettingsError
 
+KINDS = ("raw", "backfill", "llm", "cycle")  # engine.market.recording.KINDS (not imported: heavy)
 DB_CHECK_TIMEOUT_S = 3.0  # a DATABASE_URL that does not answer within this is unreachable
 
 
@@ -67,7 +68,7 @@ def check_replay(path: str) -> None:
     try:
         record = orjson.loads(first)
         float(record["t"])
-        if "raw" not in record and "backfill" not in record:
+        if not any(kind in record for kind in KINDS):
             raise KeyError("raw")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise UserError(f"--replay {path}: not a recording (the first line is not "

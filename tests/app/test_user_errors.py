@@ -119,3 +119,10 @@ def test_an_unreachable_database_url_is_one_line_without_its_password(tmp_path: 
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert err.startswith("error: DATABASE_URL is unreachable") and "unset it" in err
     assert "pw-NEVER-SHOWN-42" not in err and "Traceback" not in err
+
+
+def test_the_replay_check_knows_every_kind_of_recorded_line() -> None:
+    from engine.app import preflight
+    from engine.market import recording
+
+    assert preflight.KINDS == recording.KINDS
