@@ -353,7 +353,7 @@
     const name = state.selected;
     if (!name) return;
     try {
-      const r = await fetch(`/traders/${encodeURIComponent(name)}`, { cache: "no-store" });
+      const r = await fetch(`/traders/${encodeURIComponent(name)}`, { cache: "no-store", headers: authHeaders() });
       const body = await r.json();
       if (name !== state.selected) return;
       state.view = r.ok ? body : { name, status: "unknown", message: body.message || `HTTP ${r.status}` };
@@ -444,8 +444,25 @@
     $("updated").textContent = `status at ${new Date().toISOString().slice(11, 19)} UTC`;
   }
 
+  // The control token, asked for once when the API answers 401; kept for this tab only. It also
+  // goes in a same-site cookie so the event stream (which cannot send headers) may read.
+  function askToken() {
+    const token = window.prompt("Control token (ARENA_CONTROL_TOKEN):");
+    if (!token) return false;
+    sessionStorage.setItem("arena-token", token);
+    document.cookie = `arena_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+    return true;
+  }
+
+  function authHeaders() {
+    const token = sessionStorage.getItem("arena-token");
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
   async function getJSON(path) {
-    const r = await fetch(path, { cache: "no-store" });
+    const get = () => fetch(path, { cache: "no-store", headers: authHeaders() });
+    let r = await get();
+    if (r.status === 401 && askToken()) r = await get();
     if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
     return r.json();
   }
@@ -501,7 +518,8 @@
     },
   };
 
-  function connect() {
+  async function connect() {
+    await getJSON("/status").catch(() => {});  // asks for the token first when reads need it
     const source = new EventSource("/events");
     let first = true;
     source.onopen = () => {
@@ -535,17 +553,13 @@
   state.toast = toast;
 
   async function command(path) {
-    const send = () => {
-      const token = sessionStorage.getItem("arena-token");
-      const headers = { "Content-Type": "application/json" };
-      if (token) headers.Authorization = `Bearer ${token}`;
-      return fetch(path, { method: "POST", headers, body: "{}" });
-    };
+    // JSON content type: the API refuses POSTs without it (an HTML form cannot send it).
+    const send = () => fetch(path, {
+      method: "POST", body: "{}", headers: { "Content-Type": "application/json", ...authHeaders() },
+    });
     let r = await send();
     if (r.status === 401) {
-      const token = window.prompt("Control token (ARENA_CONTROL_TOKEN):");
-      if (!token) return;
-      sessionStorage.setItem("arena-token", token);
+      if (!askToken()) return;
       r = await send();
     }
     const body = await r.json().catch(() => ({}));
