@@ -34,6 +34,15 @@ def new_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+def seed_ids(after: uuid.UUID | None) -> None:
+    """Make every later `new_id()` sort after `after` (the newest id already persisted), so ids
+    keep their order across a restart whose wall clock stepped back."""
+    global _last_id
+    if after is not None:
+        with _id_lock:
+            _last_id = max(_last_id, after.int)
+
+
 def monotonic_after(last: int, value: int) -> int:
     """Return `value` if it sorts after `last`, else the next UUIDv7 after `last`."""
     if value > last:

@@ -52,12 +52,30 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     if fresh:
         log.info("arena.fresh", mode=mode, source=source,
                  detail="starting a new arena; history is kept")
+        await seed_from(db.dsn)
         return db, writer, RecoveredState(mode=mode, source=source)
     # Rows spilled during an outage before a crash are replayed first, or the accounts would
     # resume from before them.
     state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
                              source=source)
+    await seed_from(db.dsn)
     return db, writer, state
+
+
+async def seed_from(dsn: str) -> None:
+    """New ids sort after every persisted one, even if the wall clock went back since."""
+    import asyncpg
+
+    from engine.events import seed_ids
+    from engine.store.rows import TABLES
+
+    # No max(uuid) in Postgres: each table's newest id through its primary-key index.
+    newest = " UNION ALL ".join(f"(SELECT id FROM {t} ORDER BY id DESC LIMIT 1)" for t in TABLES)
+    conn = await asyncpg.connect(dsn)
+    try:
+        seed_ids(await conn.fetchval(f"SELECT id FROM ({newest}) AS n ORDER BY id DESC LIMIT 1"))
+    finally:
+        await conn.close()
 
 
 def build_llm_session(settings: Settings, options: Any, clock: Clock, recorder: Any,

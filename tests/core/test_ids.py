@@ -6,6 +6,7 @@ import itertools
 import time
 import uuid
 
+import pytest
 import uuid_utils
 
 from engine.events import monotonic_after, new_id
@@ -55,3 +56,18 @@ def test_the_guard_carries_into_the_next_millisecond_when_the_random_bits_run_ou
 def test_a_newer_id_passes_the_guard_unchanged() -> None:
     a, b = uuid_utils.uuid7().int, uuid_utils.uuid7().int
     assert monotonic_after(a, b) == b
+
+
+def test_after_seeding_with_a_newer_persisted_id_new_ids_sort_after_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import events
+    from engine.events import seed_ids
+
+    monkeypatch.setattr(events, "_last_id", events._last_id)  # restored after the test
+
+    future = uuid.UUID(int=uuid_utils.uuid7(nanoseconds=time.time_ns() + 3_600 * 10**9).int)
+    seed_ids(future)  # rows persisted by a run whose wall clock was an hour ahead
+    ident = new_id()
+    assert ident > future and ident.version == 7 and ident.int >> 80 == future.int >> 80
+    seed_ids(None)  # nothing persisted: no change
+    assert new_id() > ident
