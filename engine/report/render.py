@@ -132,7 +132,7 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1280p
        color: #222; padding: 0 1em; }
 table { border-collapse: collapse; margin: .5em 0 1em; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
-th { background: #f4f4f4; } td:nth-child(2), th:nth-child(2) { text-align: left; }
+th { background: #f4f4f4; } td.name { text-align: left; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
 dt { font-weight: 600; } dd { margin: 0; font-family: monospace; }
 p.note { color: #555; max-width: 60em; }
@@ -152,8 +152,11 @@ def html(f: RunFigures) -> str:
         parts.append(f'<h2>{escape(t.title)}</h2><table id="{t.title.lower()}"><thead><tr>')
         parts += [f"<th>{escape(h)}</th>" for h in t.headers]
         parts.append("</tr></thead><tbody>")
+        left = {i for i, h in enumerate(t.headers) if h in ("trader", "model", "most refused by")}
         for row in t.rows:
-            parts.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>")
+            parts.append("<tr>" + "".join(
+                f'<td class="name">{escape(c)}</td>' if i in left else f"<td>{escape(c)}</td>"
+                for i, c in enumerate(row)) + "</tr>")
         parts.append("</tbody></table>")
         if t.note:
             parts.append(f'<p class="note">{escape(t.note)}</p>')
