@@ -104,6 +104,25 @@ def resample(rows: list[Candle], seconds: int) -> list[Candle]:
     return out
 
 
+def _resample_rows(rows: np.ndarray, seconds: int) -> np.ndarray:
+    """`resample` on rows of (open_time, open, high, low, close, volume), with the same values
+    (volumes summed left to right, as resample does)."""
+    if not len(rows):
+        return rows[:0]
+    buckets = rows[:, 0] // seconds * seconds
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    out = np.empty((len(starts), 6), dtype=np.float64)
+    out[:, 0] = buckets[starts]
+    out[:, 1] = rows[starts, 1]
+    out[:, 2] = np.maximum.reduceat(rows[:, 2], starts)
+    out[:, 3] = np.minimum.reduceat(rows[:, 3], starts)
+    out[:, 4] = rows[ends - 1, 4]
+    volume = rows[:, 5].tolist()
+    out[:, 5] = [sum(volume[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    return out
+
+
 class CandleStore:
     """Closed 1m candles per symbol (at most `max_candles` newest), plus fetched higher-TF ones."""
 
@@ -264,12 +283,23 @@ class CandleStore:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:  # type: ignore[index]
             return hit[1]  # type: ignore[index]
+        # Straight from the rows, no Candle objects: the same values as candles() gives.
         s = self._series.get(symbol)
-        if timeframe == "1m" and s is not None:  # straight from the rows, no Candle objects
-            rows = s.data[:s.n][-limit:] if limit else s.data[:s.n]
-            cols = rows.T.copy()
-            out = OHLCV(*cols) if len(rows) else _to_ohlcv([])
-        else:
-            out = _to_ohlcv(self.candles(symbol, timeframe, limit))
+        rows = s.data[:s.n] if s is not None else np.empty((0, 6))
+        seconds = timeframe_seconds(timeframe)
+        if seconds != MINUTE:
+            rows = _resample_rows(rows, seconds)
+            fetched = self._higher.get((symbol, timeframe))
+            if fetched:
+                if s is not None and s.n:
+                    first_full = -(-int(s.data[0, 0]) // seconds) * seconds
+                    rows = rows[rows[:, 0] >= first_full]
+                start = rows[0, 0] if len(rows) else float("inf")
+                older = [fetched[k] for k in sorted(fetched) if k < start]
+                if older:
+                    rows = np.vstack([np.asarray(older, dtype=np.float64), rows])
+        if limit:
+            rows = rows[-limit:]
+        out = OHLCV(*rows.T.copy()) if len(rows) else _to_ohlcv([])
         self._cache[key] = (version, out)
         return out

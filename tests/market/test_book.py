@@ -199,3 +199,29 @@ def test_snapshot_of_a_symbol_never_seen_is_stale_with_no_prices() -> None:
     d = snap.to_dict()["symbols"]["BTCUSDT"]
     assert d["price"] is None and d["age"] is None and d["indicators"]["1m"]["close"] is None
     orjson.dumps(d)  # JSON-able
+
+
+def test_arrays_hold_exactly_what_candles_gives_for_every_timeframe_and_limit() -> None:
+    import random
+
+    import numpy as np
+
+    rng = random.Random(3)
+    store = CandleStore(3000)
+    first = 1_767_225_600 - 7 * 60
+    rows = []
+    for i in range(4000):
+        if rng.random() < 0.05:
+            continue  # holes
+        o, c = rng.uniform(90, 110), rng.uniform(90, 110)
+        rows.append(Candle(float(first + 60 * i), o, max(o, c) + rng.random(),
+                           min(o, c) - rng.random(), c, rng.uniform(0, 10)))
+    store.merge("BTCUSDT", rows)  # more than it keeps: the newest 3,000
+    fetched_start = first // 14_400 * 14_400
+    store.merge_higher("BTCUSDT", "4h", [Candle(float(fetched_start - 14_400 * k), 1.0, 2.0, 0.5,
+                                                1.5, 3.0) for k in range(5)])
+    for tf in ("1m", "15m", "1h", "4h", "1d"):
+        for limit in (None, 10, 500):
+            got = np.column_stack(store.arrays("BTCUSDT", tf, limit))
+            want = np.asarray(store.candles("BTCUSDT", tf, limit), dtype=np.float64)
+            assert got.shape == want.shape and (got == want).all(), (tf, limit)
