@@ -1,0 +1,105 @@
+"""A database whose latest snapshot its fills contradict: the restart rebuilds it and says so.
+
+The first `run.py` replays the sample with one rule-based trader and stops cleanly; then its last
+fill row is deleted (what an older engine could lose in a kill -9 while the snapshot after it was
+committed). The second start must log `recovery.reconciled` with the differences and list the
+trader under `reconciled` in `/status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.support.process import Engine, is_event
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "tests" / "data" / "sample.jsonl.gz"
+pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="needs the recorded sample")
+
+SETTINGS = """
+[database]
+spill_path = "{tmp}/spill.jsonl"
+embedded_dir = "{tmp}/pg"
+flush_ms = 50
+[control]
+enabled = {control}
+port = {port}
+[[traders]]
+name = "buy_and_hold"
+strategy = "buy_and_hold"
+starting_capital = 10000
+params = {{ symbol_weights = {{ BTCUSDT = 0.5, ETHUSDT = 0.5 }}, leverage = 1 }}
+[[jobs]]
+name = "trading_cycle"
+run = "trading_cycle"
+schedule = "interval"
+interval_seconds = 60
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start(dsn: str, tmp: Path, port: int, *args: str) -> Engine:
+    settings = tmp / f"settings-{port}.toml"
+    settings.write_text(SETTINGS.format(tmp=tmp, control="true" if port else "false",
+                                        port=port))
+    env = {**os.environ, "DATABASE_URL": dsn}
+    for key in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY",
+                "ARENA_CONTROL_TOKEN"):
+        env.pop(key, None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "run.py"), "--config", str(settings), "--replay", str(SAMPLE),
+        "--log-format", "json", *args, cwd=str(tmp), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    return Engine(proc)
+
+
+async def test_a_snapshot_its_fills_contradict_is_rebuilt_logged_and_shown_in_status(
+    database_url: str, tmp_path: Path
+) -> None:
+    first = await start(database_url, tmp_path, 0, "--fresh")
+    assert await first.exit_code(180) == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        lost = await conn.fetchrow(
+            "DELETE FROM fills WHERE id = (SELECT id FROM fills ORDER BY id DESC LIMIT 1) "
+            "RETURNING trader, symbol, fee")
+    finally:
+        await conn.close()
+    assert lost is not None and lost["trader"] == "buy_and_hold"
+
+    port = free_port()
+    second = await start(database_url, tmp_path, port, "--speed", "1")
+    try:
+        line = await second.wait_for(is_event("recovery.reconciled"), "reconciliation", 60)
+        assert line["trader"] == "buy_and_hold"
+        assert set(line["differences"]) >= {"fees", "positions"}
+        await second.wait_for(is_event("engine.ready"), "ready", 60)
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{port}/status") as resp:
+            assert resp.status == 200
+            status = await resp.json()
+        shown = status["reconciled"]["buy_and_hold"]
+        assert abs(shown["fees"]["snapshot"] - shown["fees"]["rows"] - lost["fee"]) < 1e-6
+        assert lost["symbol"] not in shown["positions"]["rows"]
+        assert lost["symbol"] in shown["positions"]["snapshot"]
+        assert status["arena"]["mode"] == "replay" and len(status["arena"]["source"]) == 64
+        second.signal(signal.SIGTERM)
+        assert await second.exit_code(60) == 0
+    finally:
+        if second.proc.returncode is None:
+            second.proc.kill()
+            await second.proc.wait()
