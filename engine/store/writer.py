@@ -48,7 +48,7 @@ _INTAKE_BATCH = 8192
 
 
 class Writer:
-    """Batches persisted events per table and writes them to Postgres."""
+    """Queues persisted events in publication order and writes them to Postgres in prefixes."""
 
     def __init__(self, bus: Bus, dsn: str, settings: DatabaseSettings, clock: Clock) -> None:
         self._dsn = dsn
