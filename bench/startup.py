@@ -305,7 +305,7 @@ async def _measure(trials: int) -> tuple[list[dict[str, dict[str, float]]], Loca
 def run(quick: bool = False) -> list[Result]:
     """Time cold and warm starts of run.py to engine.ready against a local Binance, each over
     the floor (the same imports plus the embedded Postgres start) measured in the same run."""
-    trials = 3
+    trials = 1 if quick else 3
     results, binance, n_modules = asyncio.run(_measure(trials))
     how = (f"median of {trials} trials after a warm-up; live feed from a local websockets "
            f"server on 127.0.0.1, embedded Postgres; {int(results[0]['cold']['traders'])} "
