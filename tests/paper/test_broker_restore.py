@@ -10,6 +10,7 @@ import pytest
 from engine.bus import Bus
 from engine.clock import SimClock
 from engine.decision import Action
+from engine.events import RunStarted, new_id
 from engine.paper.broker import PaperBroker
 from engine.settings import DatabaseSettings
 from engine.store.database import migrate
@@ -18,24 +19,21 @@ from engine.store.writer import Writer
 from tests.support.broker import FakeBook, broker_settings, mark_price, risk_settings
 
 
-async def persist(dsn: str, event: object, clock: SimClock, tmp: Path) -> None:
-    """Write `event` through the engine's own writer (its final flush on cancellation)."""
-    bus = Bus()
-    writer = Writer(bus, dsn, DatabaseSettings(spill_path=str(tmp / "spill.jsonl")), clock)
-    task = asyncio.create_task(writer.run())
-    bus.publish(event)
-    await clock.settle()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-
-
 async def test_restore_from_the_database_is_exact(database_url: str, clock: SimClock,
                                                   tmp_path: Path) -> None:
+    # Every event the broker publishes goes through the engine's own writer, after a RunStarted
+    # (recovery reads the latest arena and checks each account against its committed fills).
+    await migrate(database_url)
+    bus = Bus()
+    writer = Writer(bus, database_url, DatabaseSettings(spill_path=str(tmp_path / "spill.jsonl")),
+                    clock)
+    task = asyncio.create_task(writer.run())
+    bus.publish(RunStarted(run_id=new_id(), started_at=clock.time(), version="test",
+                           settings_hash="test", fresh=True, dry_run=False))
     book = FakeBook()
     book.set("BTCUSDT", 60_123.4, 60_123.5)
     book.set("ETHUSDT", 3_001.17, 3_001.19)
-    broker = PaperBroker(broker_settings(slippage_bps=1.3), risk_settings(), Bus(), clock, book,
+    broker = PaperBroker(broker_settings(slippage_bps=1.3), risk_settings(), bus, clock, book,
                          symbols=["BTCUSDT", "ETHUSDT"])
     broker.open_account("claude", 10_000.0)
     broker.execute("claude", [
@@ -50,8 +48,10 @@ async def test_restore_from_the_database_is_exact(database_url: str, clock: SimC
     broker.accounts["claude"].state.suspended_until = clock.time() + 600
     broker.publish_snapshots("cycle", "c1")
     snap = broker.snapshot("claude", "cycle", "c1")
-    await migrate(database_url)
-    await persist(database_url, snap, clock, tmp_path)
+    await clock.settle()
+    task.cancel()  # the writer's final flush
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
     state = await load_state(database_url)
     restored = PaperBroker(broker_settings(slippage_bps=1.3), risk_settings(), Bus(), clock,
