@@ -6,7 +6,9 @@ from __future__ import annotations
 from aioresponses import aioresponses
 
 from engine.clock import SimClock
+from engine.events import Kline
 from engine.market.binance import BinanceRest
+from engine.market.candles import CandleStore
 from engine.settings import FeedSettings
 from tests.support.feed import KLINES_URL, TIME_URL, klines_callback, time_callback
 
@@ -46,3 +48,17 @@ async def test_klines_without_closed_only_ask_no_server_time() -> None:
         rows = await rest.klines("BTCUSDT", limit=3, end=MINUTE_T)
         await rest.close()
     assert len(rows) == 3 and len(requests) == 1
+
+
+def _kline(open_time: float, closed: bool, recv: float) -> Kline:
+    return Kline("BTCUSDT", "1m", open_time, open_time + 59.999, 100.0, 101.0, 99.0, 100.5, 3.0,
+                 closed, recv, recv)
+
+
+def test_a_streamed_candle_is_closed_only_when_the_stream_says_x_true() -> None:
+    store = CandleStore(FeedSettings())
+    # received long after its close time by the local clock, but x = false: still forming
+    store.apply_kline(_kline(MINUTE_T, closed=False, recv=MINUTE_T + 3_600))
+    assert store.closed("BTCUSDT") == []
+    store.apply_kline(_kline(MINUTE_T, closed=True, recv=MINUTE_T + 3_600))
+    assert [c.open_time for c in store.closed("BTCUSDT")] == [MINUTE_T]
