@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from engine.paper.accounts import Account
+from engine.paper.broker import PaperBroker
 from engine.paper.leaderboard import BoardStats, board_stats, build_rows, render_table
 from engine.paper.stats import SECONDS_PER_YEAR, ReturnStats
 from engine.settings import LeaderboardSettings
+from tests.support.broker import FakeBook, broker_settings, risk_settings
 
 
 def test_sharpe_matches_the_textbook_formula_on_the_series() -> None:
@@ -187,9 +189,6 @@ def test_console_table_shows_cis_the_annualization_and_the_pairs() -> None:
 
 
 def test_the_series_is_bounded_and_survives_a_snapshot_restore(clock, bus) -> None:
-    from engine.paper.broker import PaperBroker
-    from tests.support.broker import FakeBook, broker_settings, risk_settings
-
     board = LeaderboardSettings(returns_kept=10)
     broker = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(),
                          board=board)
@@ -210,9 +209,6 @@ def test_the_series_is_bounded_and_survives_a_snapshot_restore(clock, bus) -> No
 
 
 async def test_the_cycle_computes_the_board_statistics_off_the_loop(clock, bus) -> None:
-    from engine.paper.broker import PaperBroker
-    from tests.support.broker import FakeBook, broker_settings, risk_settings
-
     broker = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(), board=BOARD)
     rng = np.random.default_rng(9)
     for name in ("a", "b"):
