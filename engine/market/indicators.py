@@ -11,6 +11,10 @@ Definitions (the textbook ones, also used by TA-Lib where noted):
 * ATR(n), Wilder: true range TR[0] = high-low, TR[i] = max(h-l, |h-c[i-1]|, |l-c[i-1]|); the first
   ATR (index n-1) is the mean of the first n TRs, then ATR = (ATR*(n-1) + TR)/n.
 * Bollinger(20, 2): middle = SMA20, bands = middle ± 2 population standard deviations.
+
+`summary` gives the newest value of each; `Running` keeps them running over a series fed
+candle by candle, to the same bits as the full-length functions (the snapshot extends it by the
+candles closed since the last cycle instead of recomputing).
 """
 
 from __future__ import annotations
@@ -147,7 +151,169 @@ EMA_PERIODS = (20, 50)  # the EMAs every snapshot carries, per timeframe
 
 
 def summary(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict[str, float | None]:
-    """Return the newest value of every standard indicator for one candle series."""
+    """Return the newest value of every standard indicator for one candle series.
+
+    The same numbers, bit for bit, as the newest values of the full-length functions above
+    (`summary_full`; `tests/market/test_indicators.py` holds them equal), through `Running`.
+    A series holding a NaN takes the full-length path.
+    """
+    h, lo, c = _as_array(high), _as_array(low), _as_array(close)
+    if np.isnan(c).any() or np.isnan(h).any() or np.isnan(lo).any():
+        return summary_full(h, lo, c)
+    running = Running()
+    running.extend(h.tolist(), lo.tolist(), c.tolist())
+    return running.values()
+
+
+_SEEDS = (12, 20, 26, 50)  # the EMA periods kept running: MACD's fast/slow and EMA_PERIODS
+_WARM = 50  # candles after which every recursion is seeded (EMA50; MACD signal at 34, RSI 15)
+
+
+class Running:
+    """Every indicator of `summary` kept running over a series, extended candle by candle.
+
+    Each recursion keeps its state (the EMAs, Wilder's averages, the MACD signal, the running
+    sum behind the SMA) and performs, per new candle, the same floating-point operations in the
+    same order as the full-length functions above, seeds included (numpy means of the first n
+    values), so `values()` after feeding a series equals `summary_full` of that series bit for
+    bit. Extending by k candles costs O(k), not O(length): a snapshot every 5 minutes adds 5.
+    """
+
+    __slots__ = ("atr", "closes", "count", "cums", "ema", "gain", "head", "line", "loss", "macd",
+                 "prev", "signal", "tr")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ema: dict[int, float] = {}
+        self.head: list[float] = []  # the first _WARM closes (the EMA seeds)
+        self.line: list[float] = []  # the first 9 MACD values (the signal's seed)
+        self.macd: float | None = None  # the newest MACD value
+        self.signal: float | None = None
+        self.gain = self.loss = 0.0  # RSI: the first 14 changes' sums, then Wilder's averages
+        self.tr: list[float] = []  # the first 14 true ranges (the ATR's seed)
+        self.atr: float | None = None
+        self.cums: list[float] = [0.0]  # the newest 21 running sums (np.cumsum from 0.0)
+        self.closes: list[float] = []  # the newest 20 closes
+        self.prev: float | None = None  # the previous close
+
+    def extend(self, high: list[float], low: list[float], close: list[float]) -> None:
+        """Feed the next candles (oldest first; no NaN)."""
+        i, size = 0, len(close)
+        while i < size and self.count < _WARM:  # seeds still forming: the general step
+            self._step(high[i], low[i], close[i])
+            i += 1
+        if i == size:
+            return
+        # Every recursion seeded: the same operations, on locals.
+        e12, e20, e26, e50 = (self.ema[n] for n in _SEEDS)
+        signal, gain, loss, atr, prev = self.signal, self.gain, self.loss, self.atr, self.prev
+        a12, a20, a26, a50 = (2.0 / (n + 1) for n in _SEEDS)
+        a9, a14 = 2.0 / 10, 1.0 / 14
+        cums, closes = self.cums, self.closes
+        total = cums[-1]
+        for h, lo, c in zip(high[i:], low[i:], close[i:], strict=True):
+            e12 = e12 + a12 * (c - e12)
+            e20 = e20 + a20 * (c - e20)
+            e26 = e26 + a26 * (c - e26)
+            e50 = e50 + a50 * (c - e50)
+            macd = e12 - e26
+            signal = signal + a9 * (macd - signal)  # type: ignore[operator]
+            tr = max(h - lo, max(abs(h - prev), abs(lo - prev)))  # type: ignore[operator]
+            atr = atr + a14 * (tr - atr)  # type: ignore[operator]
+            delta = c - prev  # type: ignore[operator]
+            gain = (gain * 13 + (delta if delta > 0 else 0.0)) / 14
+            loss = (loss * 13 + (-delta if delta < 0 else 0.0)) / 14
+            total = total + c
+            cums.append(total)
+            closes.append(c)
+            prev = c
+        del cums[:-21], closes[:-20]
+        self.ema.update(zip(_SEEDS, (e12, e20, e26, e50), strict=True))
+        self.macd = macd
+        self.signal, self.gain, self.loss, self.atr, self.prev = signal, gain, loss, atr, prev
+        self.count += size - i
+
+    def _step(self, h: float, lo: float, c: float) -> None:
+        """Feed one candle while some seed is still forming."""
+        ema, count, prev = self.ema, self.count, self.prev
+        self.head.append(c)
+        for n in _SEEDS:
+            if n in ema:
+                e = ema[n]
+                ema[n] = e + 2.0 / (n + 1) * (c - e)
+            elif count == n - 1:
+                ema[n] = float(np.mean(np.asarray(self.head[:n], dtype=np.float64)))
+        if count >= 25:
+            self._macd(ema[12] - ema[26])
+        if prev is None:
+            tr = h - lo
+        else:
+            tr = max(h - lo, max(abs(h - prev), abs(lo - prev)))
+            self._rsi(c - prev, count)
+        self._atr(tr, count)
+        self.cums.append(self.cums[-1] + c)
+        del self.cums[:-21]
+        self.closes.append(c)
+        del self.closes[:-20]
+        self.prev = c
+        self.count = count + 1
+
+    def _macd(self, value: float) -> None:
+        self.macd = value
+        if self.signal is not None:
+            self.signal = self.signal + 2.0 / 10 * (value - self.signal)
+        else:
+            self.line.append(value)
+            if len(self.line) == 9:
+                self.signal = float(np.mean(np.asarray(self.line, dtype=np.float64)))
+
+    def _rsi(self, delta: float, count: int) -> None:
+        gain = delta if delta > 0 else 0.0
+        loss = -delta if delta < 0 else 0.0
+        if count <= 14:  # changes 1..14: the seed sums (then means, at the 14th)
+            self.gain, self.loss = self.gain + gain, self.loss + loss
+            if count == 14:
+                self.gain, self.loss = self.gain / 14, self.loss / 14
+        else:
+            self.gain = (self.gain * 13 + gain) / 14
+            self.loss = (self.loss * 13 + loss) / 14
+
+    def _atr(self, tr: float, count: int) -> None:
+        if self.atr is not None:
+            self.atr = self.atr + 1.0 / 14 * (tr - self.atr)
+        else:
+            self.tr.append(tr)
+            if count == 13:
+                self.atr = float(np.mean(np.asarray(self.tr, dtype=np.float64)))
+
+    def values(self) -> dict[str, float | None]:
+        """Return the newest value of every indicator (None until enough candles)."""
+        count, ema = self.count, self.ema
+        mid = upper = lower = None
+        if count >= 20:
+            cums = self.cums
+            mid = (cums[-1] - cums[-21]) / 20
+            std = float(np.asarray(self.closes, dtype=np.float64).std())
+            upper, lower = mid + 2.0 * std, mid - 2.0 * std
+        line, signal = self.macd, self.signal
+        return {
+            "close": self.prev,
+            **{f"ema{n}": ema.get(n) for n in EMA_PERIODS},
+            "sma20": mid,
+            "rsi14": _rsi_value(self.gain, self.loss) if count > 14 else None,
+            "macd": line,
+            "macd_signal": signal,
+            "macd_hist": None if signal is None else line - signal,  # type: ignore[operator]
+            "atr14": self.atr,
+            "bb_upper": upper,
+            "bb_mid": mid,
+            "bb_lower": lower,
+        }
+
+
+def summary_full(high: np.ndarray, low: np.ndarray, close: np.ndarray
+                 ) -> dict[str, float | None]:
+    """Return `summary` from the full-length indicator arrays (the definition it must equal)."""
     line, sig, hist = macd(close)
     upper, mid, lower = bollinger(close)
     return {

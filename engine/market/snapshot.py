@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import structlog
 
 from engine.clock import Clock
@@ -101,28 +102,101 @@ class MarketSnapshot:
         return tuple(s for s in self.symbols if s not in self.stale)
 
 
-def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int
+def window_start(last_open: float, seconds: int, candles: int) -> float:
+    """Return the open time the indicators of a series whose newest closed candle opened at
+    `last_open` start from: the newest multiple of `candles` x `seconds` at least `candles`
+    candles back, so the window holds `candles` to 2 x `candles` - 1 candles and moves only
+    every `candles` candles (in between, each new candle extends the running recursions)."""
+    span = candles * seconds
+    return math.floor((last_open - (candles - 1) * seconds) / span) * span
+
+
+class _Window:
+    """One series' indicator window: the candles fed so far and the running indicators."""
+
+    __slots__ = ("close", "high", "low", "open_time", "running")
+
+    def __init__(self) -> None:
+        self.open_time = self.high = self.low = self.close = np.empty(0)
+        self.running = indicators.Running()
+
+    def holds_prefix_of(self, arrays: OHLCV) -> bool:
+        """Return True when `arrays` starts with exactly the candles fed so far."""
+        n = len(self.close)
+        return (len(arrays) >= n and np.array_equal(arrays.open_time[:n], self.open_time)
+                and np.array_equal(arrays.close[:n], self.close)
+                and np.array_equal(arrays.high[:n], self.high)
+                and np.array_equal(arrays.low[:n], self.low))
+
+    def feed(self, arrays: OHLCV) -> None:
+        """Feed the candles of `arrays` past those fed so far; keep a copy of what was fed."""
+        n = len(self.close)
+        self.running.extend(arrays.high[n:].tolist(), arrays.low[n:].tolist(),
+                            arrays.close[n:].tolist())
+        self.open_time, self.high = arrays.open_time.copy(), arrays.high.copy()
+        self.low, self.close = arrays.low.copy(), arrays.close.copy()
+
+
+class IndicatorCache:
+    """Running indicators per (symbol, timeframe), kept between snapshots.
+
+    A snapshot finds the window's candles (`window_start`) and, when they begin with the
+    candles already fed (compared value for value, so a backfilled hole or a changed bucket is
+    never missed), feeds only the new ones; otherwise it starts the window again. Either way the
+    values are those of the indicators computed afresh over the window (`summary`).
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[tuple[str, str], _Window] = {}
+
+    def values(self, key: tuple[str, str], arrays: OHLCV) -> dict[str, float | None]:
+        """Return the indicators of the window `arrays` (closed candles, oldest first)."""
+        if (np.isnan(arrays.close).any() or np.isnan(arrays.high).any()
+                or np.isnan(arrays.low).any()):
+            self._windows.pop(key, None)
+            return indicators.summary_full(arrays.high, arrays.low, arrays.close)
+        w = self._windows.get(key)
+        if w is None or not w.holds_prefix_of(arrays):
+            w = self._windows[key] = _Window()
+        if len(arrays) > len(w.close):
+            w.feed(arrays)
+        return w.running.values()
+
+
+def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: IndicatorCache
                 ) -> tuple[Mapping[str, float | None], tuple[float, ...]]:
     """Return `tf`'s indicators on closed candles only, with `closed_until` (newest close).
 
     The 1m series holds closed candles only; a higher-timeframe bucket the closed 1m candles do
-    not yet cover to its end is still forming and is left out (never shown as if final).
+    not yet cover to its end is still forming and is left out (never shown as if final). The
+    indicators are computed on the closed candles from `window_start` on (`limit` to
+    2 x `limit` - 1 of them; all of them when the series is shorter).
     """
-    arrays = candles.arrays(symbol, tf, limit)
+    arrays = candles.arrays(symbol, tf)
     seconds = timeframe_seconds(tf)
     last_1m = candles.last_closed_time(symbol)
     if (seconds != MINUTE and len(arrays) and last_1m is not None
             and arrays.open_time[-1] + seconds > last_1m + MINUTE):
         arrays = OHLCV(*(column[:-1] for column in arrays))  # the forming bucket
-    values = dict(indicators.summary(arrays.high, arrays.low, arrays.close))
+    if len(arrays):
+        first = int(np.searchsorted(arrays.open_time,
+                                    window_start(float(arrays.open_time[-1]), seconds, limit)))
+        window = OHLCV(*(column[first:] for column in arrays)) if first else arrays
+    else:
+        window = arrays
+    values = cache.values((symbol, tf), window)
     values["closed_until"] = float(arrays.open_time[-1]) + seconds if len(arrays) else None
     recent = tuple(float(x) for x in arrays.close[-RECENT_CLOSES:])
     return MappingProxyType(values), recent
 
 
 def take_snapshot(book: PriceBook, candles: CandleStore, settings: FeedSettings,
-                  now: float) -> MarketSnapshot:
-    """Take an immutable snapshot of every configured symbol at `now`."""
+                  now: float, cache: IndicatorCache | None = None) -> MarketSnapshot:
+    """Take an immutable snapshot of every configured symbol at `now`.
+
+    `cache` keeps the running indicators between snapshots (the cycle's step holds one);
+    without it they are computed afresh, to the same values."""
+    cache = cache if cache is not None else IndicatorCache()
     timeframes = ("1m", *(tf for tf in settings.timeframes if tf != "1m"))
     max_age = settings.max_price_age_seconds
     symbols: dict[str, SymbolSnapshot] = {}
@@ -136,7 +210,8 @@ def take_snapshot(book: PriceBook, candles: CandleStore, settings: FeedSettings,
         ind: dict[str, Mapping[str, float | None]] = {}
         recent: dict[str, tuple[float, ...]] = {}
         for tf in timeframes:
-            ind[tf], recent[tf] = _indicators(candles, symbol, tf, settings.indicator_candles)
+            ind[tf], recent[tf] = _indicators(candles, symbol, tf, settings.indicator_candles,
+                                              cache)
         symbols[symbol] = SymbolSnapshot(
             symbol=symbol,
             price=book.price(symbol),
@@ -170,9 +245,11 @@ class MarketSnapshotStep:
     def __init__(self, book: Any, candles: Any, feed_settings: Any, clock: Clock) -> None:
         self._take = take_snapshot
         self._book, self._candles, self._settings, self._clock = book, candles, feed_settings, clock
+        self._cache = IndicatorCache()
 
     async def __call__(self, ctx: CycleContext) -> None:
-        snap = self._take(self._book, self._candles, self._settings, self._clock.time())
+        snap = self._take(self._book, self._candles, self._settings, self._clock.time(),
+                          self._cache)
         ctx.snapshot = snap
         stale = list(snap.stale)
         fresh = [s for s in snap.symbols if s not in snap.stale]

@@ -186,3 +186,32 @@ def test_too_short_series_give_nan_and_summary_gives_none() -> None:
     assert s["close"] == 1.5
     assert s["ema20"] is None and s["rsi14"] is None and s["atr14"] is None
     assert ind.summary(np.array([]), np.array([]), np.array([]))["close"] is None
+
+
+# ---------------------------------------------------------------- running indicators
+
+
+def _random_series(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
+    close = np.cumprod(1 + rng.normal(0, 0.01, size)) * float(rng.choice([0.001, 1, 60_000]))
+    high = close * (1 + np.abs(rng.normal(0, 0.003, size)))
+    low = close * (1 - np.abs(rng.normal(0, 0.003, size)))
+    return high, low, close
+
+
+def test_summary_and_running_equal_the_full_length_functions_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for size in [*range(0, 60), 61, 120, 333, 700]:
+        high, low, close = _random_series(rng, size)
+        if size % 5 == 0 and size:
+            close = np.round(close, 2)  # flat stretches: RSI without losses, zero changes
+        full = ind.summary_full(high, low, close)
+        running = ind.Running()
+        i = 0
+        while i < size:  # fed in uneven pieces, as snapshots feed it
+            k = int(rng.integers(1, 40))
+            running.extend(high[i:i + k].tolist(), low[i:i + k].tolist(),
+                           close[i:i + k].tolist())
+            i += k
+        for got in (ind.summary(high, low, close), running.values()):
+            assert list(got) == list(full)
+            assert got == full, size  # == on floats: the same bits, not approximately
