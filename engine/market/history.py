@@ -15,7 +15,9 @@ reads (`engine.market.recording`):
   open → high → low → close for a falling one, each price with a spread of `backtest.spread_bps`
   around it (bid rounded down, ask up to the tick), so stops inside the minute trigger at its
   close; then `markPrice` with the mark-price kline's close (index = mark), the last funding rate
-  already settled and the next funding time;
+  already settled and the next funding time. The path's first three book frames form one `path`
+  item that the replay hands to the feed only while a position is open on the symbol (they can
+  trigger nothing else: the book after the minute is its close frame's, always replayed);
 * at each funding time F: a `markPrice` announcing the rate settled at F (event time just before
   F), then one moving to the next funding time, so the broker charges the real rate at its real
   time and no rate is seen before F;
@@ -23,6 +25,7 @@ reads (`engine.market.recording`):
 * before the window: the warm-up (`feed.backfill_candles` 1m candles, `feed.backfill_higher_candles`
   per higher timeframe) as backfill records, as a live start would fetch it.
 
+Everything published at one time is one `batch` line of the recording, in publication order.
 Nothing in the stream is published before its time, so at simulated time t the engine holds only
 what Binance had published by t. The 24 h ticker is not part of the history (those prompt fields
 are null in a backtest).
@@ -47,7 +50,7 @@ from engine.settings import Settings
 log = structlog.get_logger("feed")
 
 DAY = 86_400
-STREAM_VERSION = 2  # part of a stream file's name: bump when `stream()` changes what it makes
+STREAM_VERSION = 3  # part of a stream file's name: bump when `stream()` changes what it makes
 PAGE = 1500  # klines per request (futures maximum)
 FUNDING_PAGE = 1000
 
@@ -181,8 +184,9 @@ def _book_path(c: Candle) -> tuple[float, ...]:
 
 
 def stream(history: dict[str, SymbolHistory], settings: Settings, start: float,
-           end: float) -> Iterator[tuple[float, str | dict[str, Any]]]:
-    """Yield (publication time, frame text or backfill record) in time order for [start, end)."""
+           end: float) -> Iterator[tuple[float, Any]]:
+    """Yield (publication time, item) in time order for [start, end): the warm-up's backfill
+    records, then one list per publication time of what is published then, in order."""
     half = settings.backtest.spread_bps / 2 / 10_000
     warm_t = start - 0.001
     for symbol, h in history.items():
@@ -194,8 +198,12 @@ def stream(history: dict[str, SymbolHistory], settings: Settings, start: float,
     for n, (symbol, h) in enumerate(history.items()):
         events += _symbol_events(symbol, n, h, settings, start, end, half)
     events.sort(key=lambda e: (e[0], e[1]))
-    for t, _, _, item in events:
-        yield t, item
+    batch: list[str | dict[str, Any]] = []
+    for i, (t, _, _, item) in enumerate(events):  # one batch per publication time
+        batch.append(item)
+        if i + 1 == len(events) or events[i + 1][0] != t:
+            yield t, batch
+            batch = []
 
 
 def _symbol_events(symbol: str, n: int, h: SymbolHistory, settings: Settings, start: float,
@@ -234,14 +242,17 @@ def _symbol_events(symbol: str, n: int, h: SymbolHistory, settings: Settings, st
             "x": True}}
         out.append((close_t, n, "k", orjson.dumps({"stream": f"{lower}@kline_1m",
                                                     "data": kline}).decode()))
+        books = []
         for price in _book_path(c):
             seq += 1
             bid = max(tick, math.floor(price * (1 - half) / tick + 1e-9) * tick)
             ask = math.ceil(price * (1 + half) / tick - 1e-9) * tick
             book = {"e": "bookTicker", "u": seq, "E": e_ms, "T": e_ms, "s": symbol,
                     "b": _num(round(bid, 10)), "B": "1", "a": _num(round(ask, 10)), "A": "1"}
-            out.append((close_t, n, "b", orjson.dumps({"stream": f"{lower}@bookTicker",
-                                                        "data": book}).decode()))
+            books.append(orjson.dumps({"stream": f"{lower}@bookTicker", "data": book}).decode())
+        # The path inside the minute, replayed only while a position is open on the symbol.
+        out.append((close_t, n, "p", {"path": symbol, "frames": books[:-1]}))
+        out.append((close_t, n, "b", books[-1]))
         mark = h.marks.get(int(c.open_time), c.close)
         out.append((close_t, n, "m", _mark(lower, symbol, close_t, mark, rate, next_funding)))
     for tf in settings.feed.timeframes:  # each bucket once it has closed, from its minutes
@@ -260,15 +271,17 @@ def _mark(lower: str, symbol: str, t: float, mark: float, rate: float, next_time
     return orjson.dumps({"stream": f"{lower}@markPrice@1s", "data": data}).decode()
 
 
-def write_recording(path: str | Path, items: Iterator[tuple[float, str | dict[str, Any]]]) -> int:
-    """Write the stream in the recording format (`{"t", "raw"}` / `{"t", "backfill"}` lines)."""
+def write_recording(path: str | Path, items: Iterator[tuple[float, Any]]) -> int:
+    """Write the stream in the recording format (`{"t", "raw"}` / `{"t", "backfill"}` lines, and
+    `{"t", "batch"}` lines for the items published together, see `engine.market.recording`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     n = 0
     with gzip.open(tmp, "wb", compresslevel=1) as fh:
         for t, item in items:
-            key = "raw" if isinstance(item, str) else "backfill"
+            key = "raw" if isinstance(item, str) else "batch" if isinstance(item, list) \
+                else "backfill"
             fh.write(orjson.dumps({"t": t, key: item}))
             fh.write(b"\n")
             n += 1

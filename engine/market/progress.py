@@ -32,7 +32,8 @@ def count_frames(path: str | Path) -> tuple[int, float | None, float | None]:
     frames, first, last = 0, None, None
     with _open(path, "rb") as fh:
         for line in fh:
-            if b'"raw":' in line[:48] or b'"backfill":' in line[:48]:
+            if (b'"raw":' in line[:48] or b'"backfill":' in line[:48]
+                    or b'"batch":' in line[:48]):  # a batch counts as one (Replay.frames too)
                 frames += 1
                 last = line
                 if first is None:

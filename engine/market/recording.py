@@ -7,6 +7,11 @@ REST by a backfill are recorded as `{"t": ..., "backfill": {"symbol": "BTCUSDT",
 "1m", "candles": [[open_time_s, open, high, low, close, volume], ...]}}`, so a replay rebuilds
 exactly the candle series of the live run without calling REST.
 
+A backtest's stream (`engine.market.history`) puts everything published at one time on one
+`{"t": ..., "batch": [...]}` line, in order: a frame text, a backfill record, or a `{"path":
+"<symbol>", "frames": [...]}` item, frames the replay hands to the feed only while the engine
+wants them (a position open on that symbol: the book's path inside a minute).
+
 A whole-session recording (`--record` with LLM traders) also holds one `{"t": ..., "llm": {...}}`
 line per LLM call (trader, provider, model, params, prompt_hash, request, response, latency; see
 `engine.traders.session`) and one `{"t": ..., "cycle": {"cycle_id": ...}}` line per trading cycle,
@@ -142,7 +147,7 @@ class FrameRecorder:
 
 
 Record = str | dict[str, Any]  # a raw frame, or a backfill record
-KINDS = ("raw", "backfill", "llm", "cycle")  # the line kinds of a recording
+KINDS = ("raw", "backfill", "llm", "cycle", "batch")  # the line kinds of a recording
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[float, str, Any]]:
@@ -155,7 +160,8 @@ def iter_records(path: str | Path) -> Iterator[tuple[float, str, Any]]:
                 t = float(rec["t"])
                 kind = next(k for k in KINDS if k in rec)
                 item = rec[kind]
-                if not isinstance(item, str if kind == "raw" else dict):
+                if not isinstance(item, str if kind == "raw" else list if kind == "batch"
+                                  else dict):
                     raise TypeError(f"bad {kind} record")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration):
                 bad += 1

@@ -3,15 +3,19 @@
 Replay moves the `SimClock` to each frame's receive time before handing the frame to
 `Feed.handle_frame`, so timers (the 5-minute cycles) fire at the recorded times. At `speed=None`
 it runs as fast as the engine keeps up; at `speed=X` it waits in real time, X times faster than
-recorded. The file format is described in `engine.market.recording`. LLM and cycle lines only
-move the clock (the LLM session reads them on its own). When the file ends while a trader still
-waits for a recorded answer's latency on the simulated clock, time moves on to those answers.
+recorded. The file format is described in `engine.market.recording`; a batch line moves the
+clock once and hands its items over in order, its `path` items only when `path_wanted` says
+so. LLM and cycle lines only move the clock (the LLM session reads them on its own). When the
+file ends while a trader still waits for a recorded answer's latency on the simulated clock,
+time moves on to those answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -28,14 +32,19 @@ class Replay:
     """Feeds a recorded file through `feed.handle_frame`, driving the simulated clock."""
 
     def __init__(self, path: str | Path, feed: Feed, clock: SimClock, *,
-                 speed: float | None = None) -> None:
+                 speed: float | None = None,
+                 path_wanted: Callable[[str], bool] | None = None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive, or None for max speed")
         self.path = str(path)
         self.feed = feed
         self.clock = clock
         self.speed = speed
+        # A batch's `path` frames (a backtest's book inside a minute) go to the feed only when
+        # this says so for their symbol (the engine: a position is open on it); None: always.
+        self.path_wanted = path_wanted
         self.frames = 0
+        self.paths_skipped = 0
         self._wall = LiveClock()
 
     async def run(self) -> None:
@@ -56,6 +65,8 @@ class Replay:
                     feed.handle_frame(item, t)
                 elif kind == "backfill":
                     feed.replay_backfill(item, t)
+                elif kind == "batch":
+                    self._batch(item, t)
                 else:
                     continue  # an LLM or cycle line: its time only
                 self.frames += 1
@@ -68,4 +79,20 @@ class Replay:
         finally:
             feed.end_replay(self.frames)
         log.info("feed.replay_finished", path=self.path, frames=self.frames,
+                 paths_skipped=self.paths_skipped,
                  wall_s=round(self._wall.monotonic() - wall_start, 3))
+
+    def _batch(self, items: list[Any], t: float) -> None:
+        """Hand a batch line's items to the feed in order (one clock move for all of them)."""
+        handle, wanted = self.feed.handle_frame, self.path_wanted
+        for item in items:
+            if type(item) is str:
+                handle(item, t)
+            elif "path" in item:
+                if wanted is None or wanted(item["path"]):
+                    for frame in item["frames"]:
+                        handle(frame, t)
+                else:
+                    self.paths_skipped += 1
+            else:
+                self.feed.replay_backfill(item, t)

@@ -100,6 +100,11 @@ class MarketTriggers:
             if stop or take:
                 self._close_on_trigger(trader, p, px, "stop_loss" if stop else "take_profit")
 
+    def holds(self, symbol: str) -> bool:
+        """Return True while any position is open on `symbol` (its ticks can trigger)."""
+        w = self._watch.get(symbol)
+        return w is not None and bool(w.entries)
+
     def _has_mark(self, symbol: str) -> bool:
         q = self.book.quote(symbol)
         return q is not None and q.mark > 0

@@ -67,6 +67,16 @@ async def test_a_second_run_fetches_nothing(server, tmp_path):
     assert len(data["ETHUSDT"].candles) == 1440 + 60
 
 
+def flat(items):
+    """Yield (t, item) with each batch opened and its path items' frames in line."""
+    for t, item in items:
+        for x in item if isinstance(item, list) else [item]:
+            if isinstance(x, dict) and "path" in x:
+                yield from ((t, f) for f in x["frames"])
+            else:
+                yield t, x
+
+
 async def test_429_waits_retry_after_then_retries_and_the_weight_header_is_followed(
         server, tmp_path):
     server.fail_first, server.retry_after = 1, "1"
@@ -85,7 +95,7 @@ async def test_the_stream_publishes_candles_at_their_close_and_funding_at_its_ti
         server, tmp_path):
     s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
     _, data, _ = await load(s, START, START + DAY)
-    items = list(stream(data, s, START, START + DAY))
+    items = list(flat(stream(data, s, START, START + DAY)))
 
     times = [t for t, _ in items]
     assert times == sorted(times)
@@ -113,7 +123,7 @@ async def test_the_book_walks_each_minute_with_the_spread_setting(server, tmp_pa
     s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
     s = s.model_copy(update={"backtest": s.backtest.model_copy(update={"spread_bps": 10.0})})
     _, data, _ = await load(s, START, START + 120)
-    books = [orjson.loads(i)["data"] for _, i in stream(data, s, START, START + 120)
+    books = [orjson.loads(i)["data"] for _, i in flat(stream(data, s, START, START + 120))
              if isinstance(i, str) and "bookTicker" in i]
     first = data["BTCUSDT"].candles[60]
     assert len(books) == 8  # open, low/high, high/low, close: two minutes
@@ -126,6 +136,23 @@ async def test_the_next_funding_time_stays_on_schedule_after_the_last_known_rate
         server, tmp_path):
     s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
     _, data, _ = await load(s, START, START + DAY)
-    nexts = {orjson.loads(i)["data"]["T"] / 1000 for t, i in stream(data, s, START, START + DAY)
+    nexts = {orjson.loads(i)["data"]["T"] / 1000
+             for t, i in flat(stream(data, s, START, START + DAY))
              if isinstance(i, str) and "markPrice" in i and t > START + 16 * 3600}
     assert nexts == {START + DAY}  # 16:00 was the last rate fetched; 00:00 is next
+
+
+async def test_each_time_is_one_batch_and_the_path_inside_a_minute_is_one_optional_item(
+        server, tmp_path):
+    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT", "ETHUSDT"])
+    _, data, _ = await load(s, START, START + 120)
+    items = list(stream(data, s, START, START + 120))
+    batches = [(t, b) for t, b in items if isinstance(b, list)]
+    assert [t for t, _ in batches] == [START + 59.999, START + 119.999]  # one line per time
+    for _, batch in batches:
+        kinds = [("path" if "path" in x else "backfill") if isinstance(x, dict)
+                 else orjson.loads(x)["data"]["e"] for x in batch]
+        assert kinds == ["kline", "path", "bookTicker", "markPriceUpdate"] * 2
+        paths = [x for x in batch if isinstance(x, dict)]
+        assert [p["path"] for p in paths] == ["BTCUSDT", "ETHUSDT"]
+        assert all(len(p["frames"]) == 3 for p in paths)  # open, low/high, high/low
