@@ -272,7 +272,7 @@ class Engine:
                 self.options.replay,
                 self.feed,
                 self.clock,  # type: ignore[arg-type]
-                speed=self.options.speed, path_wanted=self.broker.holds,
+                speed=self.options.speed, path_wanted=self.broker.book_triggers,
             )
             from engine.market.progress import ReplayProgress
 

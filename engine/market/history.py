@@ -16,8 +16,9 @@ reads (`engine.market.recording`):
   around it (bid rounded down, ask up to the tick), so stops inside the minute trigger at its
   close; then `markPrice` with the mark-price kline's close (index = mark), the last funding rate
   already settled and the next funding time. The path's first three book frames form one `path`
-  item that the replay hands to the feed only while a position is open on the symbol (they can
-  trigger nothing else: the book after the minute is its close frame's, always replayed);
+  item that the replay hands to the feed only while a book tick can trigger something on the
+  symbol (a position with a stop-loss or take-profit: `PaperBroker.book_triggers`); they change
+  nothing else (the book after the minute is its close frame's, always replayed);
 * at each funding time F: a `markPrice` announcing the rate settled at F (event time just before
   F), then one moving to the next funding time, so the broker charges the real rate at its real
   time and no rate is seen before F;
@@ -250,7 +251,7 @@ def _symbol_events(symbol: str, n: int, h: SymbolHistory, settings: Settings, st
             book = {"e": "bookTicker", "u": seq, "E": e_ms, "T": e_ms, "s": symbol,
                     "b": _num(round(bid, 10)), "B": "1", "a": _num(round(ask, 10)), "A": "1"}
             books.append(orjson.dumps({"stream": f"{lower}@bookTicker", "data": book}).decode())
-        # The path inside the minute, replayed only while a position is open on the symbol.
+        # The path inside the minute, replayed only while a stop/take could trigger on it.
         out.append((close_t, n, "p", {"path": symbol, "frames": books[:-1]}))
         out.append((close_t, n, "b", books[-1]))
         mark = h.marks.get(int(c.open_time), c.close)

@@ -10,7 +10,7 @@ exactly the candle series of the live run without calling REST.
 A backtest's stream (`engine.market.history`) puts everything published at one time on one
 `{"t": ..., "batch": [...]}` line, in order: a frame text, a backfill record, or a `{"path":
 "<symbol>", "frames": [...]}` item, frames the replay hands to the feed only while the engine
-wants them (a position open on that symbol: the book's path inside a minute).
+wants them (the book's path inside a minute, while a stop or take could trigger on it).
 
 A whole-session recording (`--record` with LLM traders) also holds one `{"t": ..., "llm": {...}}`
 line per LLM call (trader, provider, model, params, prompt_hash, request, response, latency; see

@@ -41,7 +41,7 @@ class Replay:
         self.clock = clock
         self.speed = speed
         # A batch's `path` frames (a backtest's book inside a minute) go to the feed only when
-        # this says so for their symbol (the engine: a position is open on it); None: always.
+        # this says so for their symbol (the engine: a stop or take could trigger); None: always.
         self.path_wanted = path_wanted
         self.frames = 0
         self.paths_skipped = 0

@@ -100,10 +100,19 @@ class MarketTriggers:
             if stop or take:
                 self._close_on_trigger(trader, p, px, "stop_loss" if stop else "take_profit")
 
-    def holds(self, symbol: str) -> bool:
-        """Return True while any position is open on `symbol` (its ticks can trigger)."""
+    def book_triggers(self, symbol: str) -> bool:
+        """Return True while a BookTicker of `symbol` can trigger anything: a position on it with
+        a stop-loss or take-profit, or any position while no mark price was seen (liquidation
+        is then checked on the book's mid)."""
         w = self._watch.get(symbol)
-        return w is not None and bool(w.entries)
+        if w is None or not w.entries:
+            return False
+        if symbol not in self._marks:
+            return True
+        if w.dirty:
+            w.recompute()
+        return (w.long_sl > -_INF or w.long_tp < _INF or w.short_sl < _INF
+                or w.short_tp > -_INF)
 
     def _has_mark(self, symbol: str) -> bool:
         q = self.book.quote(symbol)
