@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
@@ -140,8 +140,8 @@ class Position:
         return mark <= lp if self.side == "long" else mark >= lp
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the complete state as JSON-able data."""
-        return asdict(self)
+        """Return the complete state as JSON-able data (plain values: asdict's, no deep copy)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Position:
