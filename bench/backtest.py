@@ -6,8 +6,13 @@
   day), against a history served on 127.0.0.1 by `engine.market.fakebinance`. The history is
   fetched and the stream written once before the timed run, as a second backtest of a window
   finds them cached. Target: >= 50,000 (a week in about 12 s).
-* `backtest.feed_only_sim_minutes_per_wall_minute`: the same stream through `Feed.handle_frame`
-  alone (no cycles, broker or writer), for information: the floor the engine adds its work to.
+* `backtest.sim_minutes_per_cpu_minute`: the same run over the main thread's CPU time (from
+  `/proc/self/task/<tid>/schedstat`), for information: on a shared machine the wall figure also
+  holds the time the thread waited for a core; the detail splits the wall time into on a core,
+  waiting for one, and idle.
+* `backtest.feed_only_sim_minutes_per_wall_minute`: the same stream through the replay and
+  `Feed.handle_frame` alone (no cycles, broker or writer; every path frame handed over), for
+  information: the floor the engine adds its work to.
 
 Run: `python -m bench.backtest [--quick]`.
 """
@@ -20,6 +25,7 @@ import queue
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from bench.common import Result, at_least, timer
@@ -117,25 +123,45 @@ def run(quick: bool = False) -> list[Result]:
                                      backtest.parser().parse_args(args), NOW)
             stream, _ = asyncio.run(backtest.prepare(settings, settings_start(args),
                                                      settings_start(args, "--to"), NOW))
+            cpu0, sched0 = time.process_time(), _schedstat()
             t0 = timer()
             code = backtest.main(args, now=NOW)
             wall = timer() - t0
+            cpu, sched = time.process_time() - cpu0, [b - a for a, b in zip(sched0, _schedstat(),
+                                                                             strict=True)]
             feed_rate = _feed_only(stream)  # sim s per wall s = sim min per wall min
     finally:
         stop.set()
         server.join(timeout=60)
     minutes = days * 1440
     rate = minutes / (wall / 60)
+    on_cpu, queued = sched
     return [
         Result("backtest.sim_minutes_per_wall_minute", round(rate), "sim min/min",
                f">= {TARGET:,}", code == 0 and at_least(rate, TARGET),
                f"{days} day(s) of 6 symbols, buy_and_hold + ema_cross, {minutes:,} simulated "
                f"minutes in {wall:.1f} s wall (whole command from the disk cache, writer and "
                f"report included; exit {code}); {os.cpu_count()} cores"),
+        Result("backtest.sim_minutes_per_cpu_minute", round(minutes / (on_cpu / 60)),
+               "sim min/min", "", None,
+               f"the same run over the main thread's CPU time ({on_cpu:.1f} s on a core, "
+               f"{queued:.1f} s runnable but waiting for one, {wall - on_cpu - queued:.1f} s "
+               f"idle: waiting on Postgres, threads, the report; process CPU {cpu:.1f} s): "
+               "what the run costs without the machine's other load"),
         Result("backtest.feed_only_sim_minutes_per_wall_minute", round(feed_rate),
                "sim min/min", "", None,
                "the same stream through Feed.handle_frame alone (no cycles, broker, writer)"),
     ]
+
+
+def _schedstat() -> tuple[float, float]:
+    """Return this thread's (seconds on a CPU, seconds runnable but waiting for one)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as fh:
+            on_cpu, waiting = fh.read().split()[:2]
+    except OSError:  # not Linux: CPU time only
+        return time.thread_time(), 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
 def settings_start(args: list[str], flag: str = "--from") -> float:

@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
                           backtest_source=source_hash(settings, args.start, args.end))
         engine = Engine(settings, secrets, options)
         code = await engine.run()
+        if getattr(engine, "broker", None) is not None:  # the CIs over the whole run
+            await engine.broker.refresh_board_stats()
         _llm_summary(engine)
         _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
         return code

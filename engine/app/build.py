@@ -144,7 +144,8 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
             DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills),
             RiskStep(broker, bus),
             ExecuteStep(broker),
-            PnLStep(broker, console=options.console),
+            PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles
+                    if getattr(options, "backtest_source", None) else 1),
             PersistStep(bus),
         ],
         clock,

@@ -79,15 +79,20 @@ class PnLStep:
 
     name = "pnl"
 
-    def __init__(self, broker: Any, *, console: bool = False) -> None:
+    def __init__(self, broker: Any, *, console: bool = False, board_every: int = 1) -> None:
         self._broker, self._console = broker, console
+        # The CIs and P(A beats B) (a bootstrap) are recomputed every `board_every` cycles; in
+        # between the leaderboard shows current points and the last CIs (backtests: 12).
+        self._board_every, self._cycles = board_every, 0
 
     async def __call__(self, ctx: CycleContext) -> None:
         broker = self._broker
         broker.mark_all()
         if not ctx.dry_run:
             broker.publish_snapshots("cycle", ctx.cycle_id)
-        await broker.refresh_board_stats()
+        if self._cycles % self._board_every == 0:
+            await broker.refresh_board_stats()
+        self._cycles += 1
         # In console mode the table is the leaderboard's only trace (no repr of its rows).
         board = broker.leaderboard(ctx.cycle_id, log_rows=not self._console)
         if self._console and board.rows:
