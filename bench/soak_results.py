@@ -1,0 +1,111 @@
+"""The soak's report: its rows from the runs of `bench.soak` (kept apart to stay short)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.common import Result, p99
+from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from bench.soak import Probe
+
+RSS_GROWTH_TARGET = 0.02
+RATIO_TARGET = 0.75
+LAG_P99_TARGET_MS = 5.0
+
+
+def _p99_ms(lags: list[float]) -> float:
+    return p99(lags) * 1000 if lags else float("nan")
+
+
+def _growth(probe: Probe, hours: int) -> float:
+    first, last = probe.rss.get(1), probe.rss.get(hours)
+    return (last - first) / first if first and last else float("nan")
+
+
+def results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: Path,
+             cached: bool, gen_s: float, quick: bool) -> list[Result]:
+    for out in outs:
+        if out["code"] != 0:
+            raise RuntimeError(f"engine exited with code {out['code']}")
+    med = statistics.median
+    scope = f"{hours} h market{' (--quick, not the 24 h soak)' if quick else ''}"
+    interval = next(j.interval_seconds for j in settings.jobs
+                    if j.run == "trading_cycle" and j.enabled)
+    expected = int(hours * 3600 // interval)
+    llm = {t.name for t in settings.traders if t.strategy == "llm" and t.enabled}
+    source = ("cached" if cached else f"generated in {gen_s:.0f} s") + f": {path.name}"
+    engine_fps = [o["frames"] / o["replay_wall"] for o in outs]
+    ratios = [e / o["feed_fps"] for e, o in zip(engine_fps, outs, strict=True)]
+    growths = [_growth(o["probe"], hours) for o in outs]
+    lags = [_p99_ms(o["probe"].lags) for o in outs]
+    idle = [_p99_ms(o["idle_lags"]) for o in outs]
+    cycles_ok = [o["probe"].cycles.get("ok", 0) for o in outs]
+    all_ok = all(set(o["probe"].cycles) == {"ok"} for o in outs)
+    mismatched = []
+    for i, o in enumerate(outs):
+        rows = o["probe"].rows
+        bad = {t: (rows.get(t, 0), n) for t, n in o["in_db"].items() if rows.get(t, 0) != n}
+        if bad:
+            mismatched.append((i, bad))
+    last = outs[-1]
+    probe: Probe = last["probe"]
+    w = last["writer"]
+    per_table = ", ".join(f"{t} {probe.rows.get(t, 0)}/{n}" for t, n in last["in_db"].items())
+    asked = sum(probe.llm_requests.values())
+    mid = median_index(growths)
+    rss = outs[mid]["probe"].rss
+    first, middle, end = rss.get(1), rss.get(hours // 2), rss.get(hours)
+    lag_samples = [len(o["probe"].lags) for o in outs]
+    return [
+        Result("soak.vs_feed_replay", round(med(ratios), 3), "x", f">= {RATIO_TARGET}",
+               med(ratios) >= RATIO_TARGET,
+               f"{scope}: whole engine {med(engine_fps):,.0f} frames/s over a feed-only replay "
+               f"of the same file at {med(o['feed_fps'] for o in outs):,.0f} frames/s; per-run "
+               f"ratios {[round(r, 3) for r in ratios]}"),
+        Result("soak.rss_growth_hour1_to_end", round(100 * med(growths), 2), "%",
+               f"<= {100 * RSS_GROWTH_TARGET:g}", med(growths) <= RSS_GROWTH_TARGET,
+               f"per run {[round(100 * g, 2) for g in growths]}; hourly (median run): "
+               + " ".join(f"{h}h={v:.1f}" for h, v in sorted(rss.items()))),
+        Result("soak.loop_lag_p99_ms", round(med(lags), 2), "ms", f"< {LAG_P99_TARGET_MS:g}",
+               med(lags) < LAG_P99_TARGET_MS,
+               f"engine.loop_monitor samples every {settings.engine.loop_lag_interval_seconds} s "
+               f"of wall time while the replay runs ({lag_samples} samples); per-run p99 "
+               f"{[round(x, 2) for x in lags]} ms, max "
+               f"{max(max(o['probe'].lags, default=0) for o in outs) * 1000:.1f} ms; an idle "
+               f"loop in a sibling process, sampled the same way during each run (the machine's "
+               f"own scheduling delay): p99 {[round(x, 2) for x in idle]} ms"),
+        Result("soak.wall_time", round(med(o["wall"] for o in outs), 1), "s", "", None,
+               f"{scope}, {last['frames']:,} frames of {len(settings.feed.symbols)} symbols "
+               f"({source}); replay at {med(o['sim_s'] / o['replay_wall'] for o in outs):,.0f}x "
+               f"real time; median of {len(outs)} runs, each with a fresh database"),
+        Result("soak.cycles_run", min(cycles_ok), "cycles", f"== {expected} every run",
+               all(c == expected for c in cycles_ok) and all_ok,
+               f"per run {cycles_ok}; last run by status {dict(probe.cycles)}; traders "
+               f"{last['traders']}; decisions {dict(probe.decisions)}, invalid "
+               f"{dict(probe.invalid) or 0}; LLM requests served by fixtures {asked} "
+               f"({dict(probe.llm_requests)}) for {len(llm)} LLM traders"),
+        Result("soak.rows_in_database", sum(last["in_db"].values()), "rows",
+               "== rows handed to writer, every run", not mismatched,
+               f"last run, handed/in db per table: {per_table}; the writer reports "
+               f"{w['written']} written, {w['duplicates_skipped']} duplicates, "
+               f"{w['spilled_rows']} spilled, {w['errors']} errors"
+               + (f"; MISMATCH {mismatched}" if mismatched else "")),
+        Result("soak.rss_hour1", round(first or float("nan"), 1), "MB", "", None,
+               f"after the first simulated hour (the median run; {outs[mid]['rss_start']:.1f} MB "
+               f"before the engine started)"),
+        Result("soak.rss_middle", round(middle or float("nan"), 1), "MB", "", None,
+               f"at simulated hour {hours // 2}"),
+        Result("soak.rss_end", round(end or float("nan"), 1), "MB", "", None,
+               f"when the replay of hour {hours} ends; {outs[mid]['rss_stopped']:.1f} MB after "
+               f"the engine stopped"),
+    ]
+
+
+def median_index(values: list[float]) -> int:
+    """Return the index of the median of `values` (the lower one for an even count)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    return order[(len(order) - 1) // 2]
