@@ -195,7 +195,7 @@ class Engine:
             if self.db is not None and self.settings.report.on_exit and self.run_id is not None:
                 from engine.report.files import report_on_exit
 
-                await report_on_exit(self.db.dsn, self.settings.report.dir, str(self.run_id),
+                await report_on_exit(self.db.dsn, self.settings, str(self.run_id),
                                      console=self.options.console)
             return code
         finally:

@@ -28,7 +28,7 @@ class Report:
     figures: RunFigures
 
 
-async def run_figures(dsn: str, run: str = "latest") -> RunFigures:
+async def run_figures(dsn: str, run: str = "latest", *, min_returns: int = 2) -> RunFigures:
     """Return the figures of one run (`latest`, or a run id or a unique prefix of one)."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -36,7 +36,7 @@ async def run_figures(dsn: str, run: str = "latest") -> RunFigures:
     finally:
         await conn.close()
     figures = compute(rows)
-    annotate(figures)
+    annotate(figures, min_returns=min_returns)
     return figures
 
 
@@ -56,9 +56,13 @@ def as_json(f: RunFigures) -> bytes:
                         default=str)
 
 
-async def write_report(dsn: str, out_dir: str | Path, run: str = "latest") -> Report:
-    """Write `<out_dir>/run-<start>-<id>.{md,html,json}` for the run and return them."""
-    figures = await run_figures(dsn, run)
+async def write_report(dsn: str, out_dir: str | Path, run: str = "latest", *,
+                       min_returns: int = 2) -> Report:
+    """Write `<out_dir>/run-<start>-<id>.{md,html,json}` for the run and return them.
+
+    `min_returns`: the fewest per-cycle returns for Sharpe, Sortino and CIs (leaderboard setting).
+    """
+    figures = await run_figures(dsn, run, min_returns=min_returns)
     return await asyncio.to_thread(save, figures, Path(out_dir))
 
 
@@ -88,8 +92,10 @@ def print_table(figures: RunFigures, *, file: Any = None) -> None:
     console.print(table)
 
 
-async def report_on_exit(dsn: str, out_dir: str | Path, run_id: str, *, console: bool) -> None:
+async def report_on_exit(dsn: str, settings: Any, run_id: str, *, console: bool) -> None:
     """Write the ending run's report, log `report.written` and print its table and paths.
+
+    `settings`: the engine's `Settings` (its `[report]` directory and `leaderboard.min_returns`).
 
     In console mode the table and the paths are printed on stdout; in JSON log mode the output
     keeps only JSON lines: the `report.written` line carries the paths. A failure is logged and
@@ -99,7 +105,8 @@ async def report_on_exit(dsn: str, out_dir: str | Path, run_id: str, *, console:
 
     log = structlog.get_logger("report")
     try:
-        report = await write_report(dsn, out_dir, run_id)
+        report = await write_report(dsn, settings.report.dir, run_id,
+                                    min_returns=settings.leaderboard.min_returns)
     except Exception as exc:
         log.error("report.failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return

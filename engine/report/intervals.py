@@ -38,14 +38,21 @@ def _moments(r: np.ndarray) -> tuple[float, float]:
     return float(np.mean(z ** 3)), float(np.mean(z ** 4))
 
 
-def annotate(figures: RunFigures) -> None:
-    """Fill each trader's `stats` with its Sharpe, Sortino, CIs and comparisons."""
+def annotate(figures: RunFigures, *, min_returns: int = 2) -> None:
+    """Fill each trader's `stats` with its Sharpe, Sortino, CIs and comparisons.
+
+    As on the leaderboard, a trader with fewer than `min_returns` per-cycle returns (the
+    `leaderboard.min_returns` setting) gets none of them: "-" in the report.
+    """
     traders = figures.traders
     per_period: dict[str, float] = {}
     for t in traders:
         r = _returns(t)
         ppy = t.periods_per_year or 0.0
         out: dict[str, Any] = {"n_returns": int(r.size)}
+        if r.size < min_returns:
+            t.stats = out
+            continue
         out["sharpe"] = stats.sharpe(r, ppy) if ppy else None
         out["sortino"] = stats.sortino(r, ppy) if ppy else None
         ci = stats.bootstrap_ci(r, stats.total_return, n_boot=N_BOOT, level=LEVEL)
@@ -59,6 +66,9 @@ def annotate(figures: RunFigures) -> None:
     for a, b in itertools.pairwise(traders):
         ra, rb = dict(a.cycle_returns), dict(b.cycle_returns)
         common = sorted(set(ra) & set(rb))
+        if len(common) < min_returns:
+            a.stats["p_beats_next"] = None
+            continue
         a.stats["p_beats_next"] = stats.prob_beats(
             [ra[k] for k in common], [rb[k] for k in common], n_boot=N_BOOT)
     if len(per_period) > 1:

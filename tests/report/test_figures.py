@@ -110,3 +110,12 @@ def test_intervals_and_both_renderings() -> None:
     assert "| a | 3 | 245 | 0.0200 | 2 | 0.0200 | 33.3 | 66.7 | 25.0 |" in md
     assert "**mode**: replay" in md and "**duration**: 0h15m01s" in md
     assert page.count("<polyline") == 2 and "<script" not in page
+
+
+def test_too_few_returns_give_no_sharpe_and_no_interval() -> None:
+    f = compute(rows())
+    annotate(f, min_returns=30)  # two returns per trader: below leaderboard.min_returns
+    a, b = f.traders
+    assert a.stats == {"n_returns": 2, "p_beats_next": None} and b.stats == {"n_returns": 2}
+    md = markdown(f)
+    assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 | - |" in md
