@@ -4,16 +4,21 @@ A candle is keyed by its open time (whole epoch seconds, a multiple of 60). Clos
 from live `kline_1m` frames (`closed=True`) or from the REST backfill; whichever arrives first
 for a minute is kept, so a merge never duplicates. `holes()` lists the minutes missing between
 the oldest kept candle and a given minute, which is exactly what a backfill must fetch.
-Higher timeframes are resampled from the 1m series; candles fetched for a higher timeframe fill
-in only the buckets older than the 1m series covers.
+Higher timeframes are the 1m series resampled, maintained incrementally (engine/market/
+buckets.py: each closed 1m candle updates the open bucket in place, a closed bucket is appended
+to that timeframe's buffer; `arrays()` copies, never resamples the whole history); candles
+fetched for a higher timeframe fill in only the buckets older than the 1m series covers.
 
-Each symbol's closed candles live in one numpy array of `max_candles` rows allocated (and
-written) when the symbol is first seen, oldest first: a closed candle is one row written, not a
-new object, so the store's memory is the same on the first day as on the fifth.
+Each symbol's closed candles live in one column-major numpy array of 2 x `max_candles` slots
+allocated (and written) when the symbol is first seen, the held ones `lo:hi`, oldest first: a
+closed candle is one column written, not a new object, and when the series is full the oldest
+one is dropped by moving `lo` (the held columns are moved back to the start only when `hi`
+reaches the end), so the store's memory is the same on the first day as on the fifth.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -21,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.events import Kline
+from engine.market.buckets import Buckets
 from engine.settings import FeedSettings
 
 MINUTE = 60
@@ -49,6 +55,7 @@ class OHLCV(NamedTuple):
         return len(self.close)
 
 
+@functools.lru_cache(maxsize=64)
 def timeframe_seconds(tf: str) -> int:
     """Return the length of a timeframe like "1m", "15m", "4h", "1d" in seconds."""
     m = re.fullmatch(r"(\d+)([mhd])", tf)
@@ -66,21 +73,46 @@ def _to_ohlcv(rows: list[Candle]) -> OHLCV:
 
 
 class _Series:
-    __slots__ = ("data", "forming", "n", "version")
+    __slots__ = ("aggs", "cap", "cols", "edits", "forming", "hi", "lo", "version")
 
     def __init__(self, capacity: int) -> None:
-        # Rows of (open_time, open, high, low, close, volume), sorted by open time; the first `n`
-        # are held. Filled with NaN now so every page is touched once, here.
-        self.data = np.full((capacity, 6), np.nan, dtype=np.float64)
-        self.n = 0
+        # Columns (open_time, open, high, low, close, volume) x 2 * capacity, sorted by open
+        # time; `lo:hi` (at most `capacity`) are held. Filled with NaN now so every page is
+        # touched once, here.
+        self.cap = capacity
+        self.cols = np.full((6, 2 * capacity), np.nan, dtype=np.float64)
+        self.lo = self.hi = 0
         self.forming: Candle | None = None
-        self.version = 0
+        self.version = 0  # changes with every change of the held candles
+        self.edits = 0  # counts the changes other than appending (and dropping the oldest)
+        self.aggs: dict[int, Buckets] = {}  # seconds -> that timeframe, kept up to date
+
+    @property
+    def n(self) -> int:
+        return self.hi - self.lo
+
+    def held(self) -> np.ndarray:
+        return self.cols[:, self.lo:self.hi]
 
     def keys(self) -> np.ndarray:
-        return self.data[:self.n, 0]
+        return self.cols[0, self.lo:self.hi]
 
     def rows(self) -> list[Candle]:
-        return [Candle(*r) for r in self.data[:self.n].tolist()]
+        return [Candle(*r) for r in self.held().T.tolist()]
+
+    def compact(self) -> None:
+        """Move the held columns back to the start of the buffer."""
+        n = self.hi - self.lo
+        self.cols[:, :n] = self.cols[:, self.lo:self.hi]
+        self.lo, self.hi = 0, n
+
+    def timeframe(self, seconds: int) -> Buckets:
+        """Return `seconds`' buckets, brought up to the held candles."""
+        agg = self.aggs.get(seconds)
+        if agg is None:
+            agg = self.aggs[seconds] = Buckets(seconds, self.cap)
+        agg.sync(self.held(), self.edits, self.version)
+        return agg
 
 
 def resample(rows: list[Candle], seconds: int) -> list[Candle]:
@@ -104,25 +136,6 @@ def resample(rows: list[Candle], seconds: int) -> list[Candle]:
     return out
 
 
-def _resample_rows(rows: np.ndarray, seconds: int) -> np.ndarray:
-    """`resample` on rows of (open_time, open, high, low, close, volume), with the same values
-    (volumes summed left to right, as resample does)."""
-    if not len(rows):
-        return rows[:0]
-    buckets = rows[:, 0] // seconds * seconds
-    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-    ends = np.r_[starts[1:], len(rows)]
-    out = np.empty((len(starts), 6), dtype=np.float64)
-    out[:, 0] = buckets[starts]
-    out[:, 1] = rows[starts, 1]
-    out[:, 2] = np.maximum.reduceat(rows[:, 2], starts)
-    out[:, 3] = np.minimum.reduceat(rows[:, 3], starts)
-    out[:, 4] = rows[ends - 1, 4]
-    volume = rows[:, 5].tolist()
-    out[:, 5] = [sum(volume[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-    return out
-
-
 class CandleStore:
     """Closed 1m candles per symbol (at most `max_candles` newest), plus fetched higher-TF ones."""
 
@@ -133,6 +146,8 @@ class CandleStore:
         self._series: dict[str, _Series] = {}
         self._higher: dict[tuple[str, str], dict[int, Candle]] = {}
         self._cache: dict[tuple[str, str, int], object] = {}
+        # (symbol, timeframe) -> the fetched candles as columns, oldest first (until a merge)
+        self._higher_cols: dict[tuple[str, str], np.ndarray] = {}
 
     def _get(self, symbol: str) -> _Series:
         s = self._series.get(symbol)
@@ -152,7 +167,7 @@ class CandleStore:
         if s.forming is not None and s.forming.open_time <= k.open_time:
             s.forming = None
         key = int(k.open_time)
-        hole = s.n > 0 and key > float(s.data[s.n - 1, 0]) + MINUTE
+        hole = s.hi > s.lo and key > float(s.cols[0, s.hi - 1]) + MINUTE
         self._insert(s, key, candle)
         return hole
 
@@ -170,36 +185,44 @@ class CandleStore:
     def _insert(self, s: _Series, key: int, candle: Candle) -> bool:
         if key % MINUTE:
             return False
-        data, n = s.data, s.n
+        cols, lo, hi = s.cols, s.lo, s.hi
         row = (float(key), candle[1], candle[2], candle[3], candle[4], candle[5])
-        if n == 0 or key > data[n - 1, 0]:  # the usual case: the newest minute
-            if n == len(data):
-                data[:-1] = data[1:]  # the oldest falls off
-                n -= 1
+        if hi == lo or key > cols[0, hi - 1]:  # the usual case: the newest minute
+            if hi == cols.shape[1]:
+                s.compact()
+                lo, hi = s.lo, s.hi
+            if hi - lo == s.cap:
+                s.lo = lo + 1  # the oldest falls off
                 s.version += 1
-            data[n] = row
-            s.n = n + 1
+            cols[:, hi] = row
+            s.hi = hi + 1
             s.version += 1
             return True
-        pos = int(np.searchsorted(data[:n, 0], key))
-        if pos < n and data[pos, 0] == key:
+        pos = lo + int(np.searchsorted(cols[0, lo:hi], key))
+        if pos < hi and cols[0, pos] == key:
             return False
-        if n == len(data):
-            if pos == 0:
+        s.edits += 1
+        if hi - lo == s.cap:
+            if pos == lo:
+                s.edits -= 1
                 return False  # older than everything kept in a full series
-            data[:pos - 1] = data[1:pos]  # drop the oldest, make room before `pos`
-            data[pos - 1] = row
+            cols[:, lo:pos - 1] = cols[:, lo + 1:pos]  # drop the oldest, make room before `pos`
+            cols[:, pos - 1] = row
             s.version += 2
             return True
-        data[pos + 1:n + 1] = data[pos:n]
-        data[pos] = row
-        s.n = n + 1
+        if hi == cols.shape[1]:
+            s.compact()
+            pos, hi = pos - lo, s.hi
+        cols[:, pos + 1:hi + 1] = cols[:, pos:hi]
+        cols[:, pos] = row
+        s.hi = hi + 1
         s.version += 1
         return True
 
     def merge_higher(self, symbol: str, timeframe: str, candles: Iterable[Candle]) -> None:
         """Keep candles fetched for a higher timeframe (used only where the 1m series has none)."""
         store = self._higher.setdefault((symbol, timeframe), {})
+        self._higher_cols.pop((symbol, timeframe), None)
         for c in candles:
             store[int(c.open_time)] = c
         self._get(symbol).version += 1
@@ -228,7 +251,7 @@ class CandleStore:
     def last_closed_time(self, symbol: str) -> float | None:
         """Return the open time of the newest closed candle, if any."""
         s = self._series.get(symbol)
-        return float(s.data[s.n - 1, 0]) if s and s.n else None
+        return float(s.cols[0, s.hi - 1]) if s and s.n else None
 
     def missing(self, symbol: str, first: float, last: float) -> list[tuple[float, float]]:
         """Return (first, last) open times of each run of minutes in [first, last] not held."""
@@ -255,7 +278,7 @@ class CandleStore:
         s = self._series.get(symbol)
         if not s or not s.n:
             return []
-        return self.missing(symbol, float(s.data[0, 0]), until)
+        return self.missing(symbol, float(s.cols[0, s.lo]), until)
 
     def candles(self, symbol: str, timeframe: str = "1m", limit: int | None = None) -> list[Candle]:
         """Return closed candles of `timeframe` (the newest higher-TF bucket may be partial)."""
@@ -276,6 +299,17 @@ class CandleStore:
             rows = rows[-limit:]
         return rows
 
+    def _fetched(self, symbol: str, timeframe: str) -> np.ndarray | None:
+        """Return the candles fetched for `timeframe` as columns, oldest first (None: none)."""
+        cols = self._higher_cols.get((symbol, timeframe))
+        if cols is None:
+            fetched = self._higher.get((symbol, timeframe))
+            if not fetched:
+                return None
+            rows = [fetched[k] for k in sorted(fetched)]
+            cols = self._higher_cols[symbol, timeframe] = np.asarray(rows, dtype=np.float64).T
+        return cols
+
     def arrays(self, symbol: str, timeframe: str = "1m", limit: int | None = None) -> OHLCV:
         """Return the candles of `timeframe` as numpy columns (cached until the series changes)."""
         key = (symbol, timeframe, limit or 0)
@@ -283,23 +317,27 @@ class CandleStore:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:  # type: ignore[index]
             return hit[1]  # type: ignore[index]
-        # Straight from the rows, no Candle objects: the same values as candles() gives.
+        # Straight from the columns, no Candle objects: the same values as candles() gives.
         s = self._series.get(symbol)
-        rows = s.data[:s.n] if s is not None else np.empty((0, 6))
         seconds = timeframe_seconds(timeframe)
-        if seconds != MINUTE:
-            rows = _resample_rows(rows, seconds)
-            fetched = self._higher.get((symbol, timeframe))
-            if fetched:
-                if s is not None and s.n:
-                    first_full = -(-int(s.data[0, 0]) // seconds) * seconds
-                    rows = rows[rows[:, 0] >= first_full]
-                start = rows[0, 0] if len(rows) else float("inf")
-                older = [fetched[k] for k in sorted(fetched) if k < start]
-                if older:
-                    rows = np.vstack([np.asarray(older, dtype=np.float64), rows])
+        if s is None:
+            cols = np.empty((6, 0), dtype=np.float64)
+        elif seconds == MINUTE:
+            held = s.held()  # the series' buffer changes: the caller gets its own copy
+            cols = (held[:, -limit:] if limit else held).copy()
+        else:
+            fetched = self._fetched(symbol, timeframe)
+            cols = s.timeframe(seconds).columns(None if fetched is None else limit)  # a new array
+            if fetched is not None:
+                if s.n:  # a bucket the 1m series covers only partly at its start: fetched whole
+                    first_full = -(-int(s.cols[0, s.lo]) // seconds) * seconds
+                    cols = cols[:, int(np.searchsorted(cols[0], first_full)):]
+                start = cols[0, 0] if cols.shape[1] else float("inf")
+                older = fetched[:, :int(np.searchsorted(fetched[0], start))]
+                if older.shape[1]:
+                    cols = np.hstack([older, cols])
         if limit:
-            rows = rows[-limit:]
-        out = OHLCV(*rows.T.copy()) if len(rows) else _to_ohlcv([])
+            cols = cols[:, -limit:]
+        out = OHLCV(*cols) if cols.shape[1] else _to_ohlcv([])
         self._cache[key] = (version, out)
         return out
