@@ -17,6 +17,7 @@ to right (the test in tests/market/test_buckets.py compares them on random serie
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -170,3 +171,45 @@ class Buckets:
             self.lo, self.hi = 0, n
         self.cols[:, self.hi:self.hi + m] = block
         self.hi += m
+
+
+class Fetched:
+    """Candles fetched for one higher timeframe (a REST backfill, a backtest stream's closed
+    buckets), by open time and as columns sorted by it: a candle newer than all held is one
+    column written; anything else (an older or a repeated open time) rebuilds the columns
+    once, on the next read."""
+
+    __slots__ = ("by_key", "cols", "last", "n", "stale")
+
+    def __init__(self) -> None:
+        self.by_key: dict[int, tuple[float, ...]] = {}  # int(open_time) -> the candle
+        self.cols = np.empty((6, 64), dtype=np.float64)
+        self.n = 0
+        self.last: int | None = None  # the newest key in `cols`
+        self.stale = False  # `cols` no longer matches `by_key`
+
+    def merge(self, candles: Iterable[tuple[float, ...]]) -> None:
+        """Keep `candles` (a later candle of an open time replaces an earlier one)."""
+        for c in candles:
+            key = int(c[0])
+            if not self.stale and (self.last is None or key > self.last):
+                if self.n == self.cols.shape[1]:
+                    grown = np.empty((6, 2 * self.n), dtype=np.float64)
+                    grown[:, :self.n] = self.cols
+                    self.cols = grown
+                self.cols[:, self.n] = c
+                self.n += 1
+                self.last = key
+            else:
+                self.stale = True
+            self.by_key[key] = c
+
+    def columns(self) -> np.ndarray:
+        """Return the held candles as columns, oldest first (a view: do not keep or write)."""
+        if self.stale:
+            rows = [self.by_key[k] for k in sorted(self.by_key)]
+            self.cols = np.asarray(rows, dtype=np.float64).T.copy()
+            self.n = len(rows)
+            self.last = max(self.by_key)
+            self.stale = False
+        return self.cols[:, :self.n]

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.events import Kline
-from engine.market.buckets import Buckets
+from engine.market.buckets import Buckets, Fetched
 from engine.settings import FeedSettings
 
 MINUTE = 60
@@ -144,10 +144,8 @@ class CandleStore:
             max_candles = max_candles.max_candles
         self.max_candles = max_candles
         self._series: dict[str, _Series] = {}
-        self._higher: dict[tuple[str, str], dict[int, Candle]] = {}
+        self._higher: dict[tuple[str, str], Fetched] = {}
         self._cache: dict[tuple[str, str, int], object] = {}
-        # (symbol, timeframe) -> the fetched candles as columns, oldest first (until a merge)
-        self._higher_cols: dict[tuple[str, str], np.ndarray] = {}
 
     def _get(self, symbol: str) -> _Series:
         s = self._series.get(symbol)
@@ -221,10 +219,10 @@ class CandleStore:
 
     def merge_higher(self, symbol: str, timeframe: str, candles: Iterable[Candle]) -> None:
         """Keep candles fetched for a higher timeframe (used only where the 1m series has none)."""
-        store = self._higher.setdefault((symbol, timeframe), {})
-        self._higher_cols.pop((symbol, timeframe), None)
-        for c in candles:
-            store[int(c.open_time)] = c
+        fetched = self._higher.get((symbol, timeframe))
+        if fetched is None:
+            fetched = self._higher[symbol, timeframe] = Fetched()
+        fetched.merge(candles)
         self._get(symbol).version += 1
 
     # ------------------------------------------------------------------ reading
@@ -286,7 +284,8 @@ class CandleStore:
         seconds = timeframe_seconds(timeframe)
         if seconds != MINUTE:
             built = resample(rows, seconds)
-            fetched = self._higher.get((symbol, timeframe))
+            held = self._higher.get((symbol, timeframe))
+            fetched = held.by_key if held is not None else None
             if fetched:
                 # A bucket the 1m series covers only partly at its start is better fetched whole.
                 first_full = -(-int(rows[0].open_time) // seconds) * seconds if rows else None
@@ -301,14 +300,8 @@ class CandleStore:
 
     def _fetched(self, symbol: str, timeframe: str) -> np.ndarray | None:
         """Return the candles fetched for `timeframe` as columns, oldest first (None: none)."""
-        cols = self._higher_cols.get((symbol, timeframe))
-        if cols is None:
-            fetched = self._higher.get((symbol, timeframe))
-            if not fetched:
-                return None
-            rows = [fetched[k] for k in sorted(fetched)]
-            cols = self._higher_cols[symbol, timeframe] = np.asarray(rows, dtype=np.float64).T
-        return cols
+        fetched = self._higher.get((symbol, timeframe))
+        return fetched.columns() if fetched is not None and fetched.by_key else None
 
     def arrays(self, symbol: str, timeframe: str = "1m", limit: int | None = None) -> OHLCV:
         """Return the candles of `timeframe` as numpy columns (cached until the series changes)."""

@@ -86,11 +86,18 @@ def test_a_full_series_drops_whole_buckets_and_recomputes_the_first_one() -> Non
 def test_fetched_higher_candles_still_fill_only_the_older_buckets() -> None:
     rng = random.Random(5)
     store = CandleStore(max_candles=200)
-    for m in range(130, 400):
+
+    def fetched(k: int, price: float = 1.0) -> Candle:
+        return Candle(float(T + 900 * k), price, price + 1, price - 0.5, price + 0.5, 3.0)
+
+    for m in range(130, 900):
         store.apply_kline(_kline(_candle(rng, m)))
         if m == 200:
-            store.merge_higher("BTCUSDT", "15m", [Candle(float(T + 900 * k), 1.0, 2.0, 0.5, 1.5,
-                                                         3.0) for k in range(-3, 40)])
+            store.merge_higher("BTCUSDT", "15m", [fetched(k) for k in range(-3, 10)])
+        elif m % 15 == 0 and m > 200:  # each closed bucket sent again (a backtest stream)
+            store.merge_higher("BTCUSDT", "15m", [fetched(m // 15 - 1, 2.0)])
+        elif m == 500:  # an older one, then one replaced: the columns are rebuilt
+            store.merge_higher("BTCUSDT", "15m", [fetched(-7), fetched(0, 5.0)])
         if m % 13 == 0:
             _check(store)
     _check(store)
