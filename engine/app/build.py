@@ -57,7 +57,7 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     # Rows spilled during an outage before a crash are replayed first, or the accounts would
     # resume from before them.
     state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
-                             source=source)
+                             source=source, returns_kept=settings.leaderboard.returns_kept)
     await seed_from(db.dsn)
     return db, writer, state
 

@@ -94,7 +94,8 @@ class PaperBroker(MarketTriggers, AccountViews):
                       realized_pnl=float(snapshot["realized_pnl"]), fees=float(snapshot["fees"]),
                       funding=float(snapshot["funding"]),
                       positions={p.symbol: p for p in positions})
-        acc.state.returns.trim(self.board_settings.returns_kept)
+        acc.state.returns.restore_series(snapshot.get("returns_series"),  # from cycle rows
+                                         self.board_settings.returns_kept)
         self.accounts[trader] = acc
         for p in positions:
             self._bracket(acc, p.symbol)  # the brackets in force now
@@ -326,8 +327,9 @@ class PaperBroker(MarketTriggers, AccountViews):
                         suspended_until=acc.state.suspended_until, stopped=acc.state.stopped)
         return self.snapshot(acc.trader, cause, cycle_id)
 
-    def snapshot(self, trader: str, cause: str, cycle_id: str | None) -> AccountSnapshot:
-        """Return `trader`'s whole account now: money, full positions, baselines and counters."""
+    def snapshot(self, trader: str, cause: str, cycle_id: str | None,
+                 ts: float | None = None) -> AccountSnapshot:
+        """Return `trader`'s whole account at `ts` (now): money, positions, baselines, counters."""
         acc = self._account(trader)
         marks = self._marks_for(acc)
         upnl = acc.unrealized(marks)
@@ -346,16 +348,16 @@ class PaperBroker(MarketTriggers, AccountViews):
             if st.peak_equity else 0.0,
             return_pct=(equity - acc.capital) / acc.capital * 100,
             positions=positions, state={"capital": acc.capital, **st.to_dict()},
-            cause=cause, cycle_id=cycle_id, ts=self.clock.time())
+            cause=cause, cycle_id=cycle_id, ts=self.clock.time() if ts is None else ts)
 
     def publish_snapshots(self, cause: str, cycle_id: str | None) -> None:
         """Publish every trader's AccountSnapshot (a cycle snapshot is a Sharpe series point)."""
         now = self.clock.time()
         for trader, acc in self.accounts.items():
             self._check_limits(trader, now, cycle_id)
-            if cause == "cycle":
-                acc.state.returns.add(acc.equity(self._marks_for(acc)), now)
-            self.bus.publish(self.snapshot(trader, cause, cycle_id))
+            if cause == "cycle":  # the same equity and time as the snapshot row: recovery
+                acc.state.returns.add(acc.equity(self._marks_for(acc)), now)  # rebuilds from it
+            self.bus.publish(self.snapshot(trader, cause, cycle_id, now))
 
 
 def _log_fill(fill: Fill, trader: str, reason: str, cycle_id: str | None) -> None:

@@ -7,8 +7,10 @@ sqrt(periods per year), a period being the observed mean time between cycle snap
 365 days (crypto trades around the clock). No risk-free rate is subtracted.
 
 `ReturnStats` keeps the running mean, variance (Welford) and downside sum over the whole history,
-plus the newest `window` (ts, return) pairs for the bootstrap; all of it lives in the account state
-and survives a restart. The pure functions below work on any return series (numpy).
+plus the newest `window` (ts, return) pairs for the bootstrap. The running figures live in the
+account state (every snapshot, a few hundred bytes); the series does not: it is derivable from the
+persisted cycle snapshots, and recovery rebuilds it with `ReturnStats.series_from_equity`.
+The pure functions below work on any return series (numpy).
 """
 
 from __future__ import annotations
@@ -287,17 +289,15 @@ class ReturnStats:
         return np.fromiter((r for _, r in self.recent), dtype=float, count=len(self.recent))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the statistics as JSON-able data (the series as first time + steps, returns)."""
-        times = [ts for ts, _ in self.recent]
-        steps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
+        """Return the running figures as JSON-able data (the series is left out: it is rebuilt
+        from the cycle snapshots, see `series_from_equity`)."""
         return {"n": self.n, "mean": self.mean, "m2": self.m2, "down2": self.down2,
                 "last_equity": self.last_equity, "last_ts": self.last_ts,
-                "dt_sum": self.dt_sum, "window": self.window,
-                "recent": {"t": times[:1] + steps, "r": [r for _, r in self.recent]}}
+                "dt_sum": self.dt_sum, "window": self.window}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReturnStats:
-        """Rebuild from `to_dict` output (older snapshots without a series start one)."""
+        """Rebuild from `to_dict` output; a series stored by older versions is read too."""
         keys = ("n", "mean", "m2", "down2", "last_equity", "last_ts", "dt_sum", "window")
         stats = cls(**{k: data[k] for k in keys if k in data})
         recent = data.get("recent") or {}
@@ -311,3 +311,27 @@ class ReturnStats:
             times.append(ts)
         stats.recent = deque(zip(times, map(float, recent.get("r") or ()), strict=False))
         return stats
+
+    @classmethod
+    def series_from_equity(cls, points: Iterable[tuple[float, float]],
+                           kept: int) -> list[tuple[float, float]]:
+        """Return the newest `kept` (ts, return) pairs that `add` makes of these (ts, equity)
+        points, oldest first.
+
+        `points` are an account's cycle snapshots in the order they were made. From its first
+        point on, the answer is the kept series of the account that made them; from a later point
+        on, all but possibly the first return (that point may have been a second snapshot of one
+        instant, which `add` skipped): ask for one more than needed and drop it.
+        """
+        stats = cls(window=kept)
+        for ts, equity in points:
+            stats.add(equity, ts)
+        return list(stats.recent)
+
+    def restore_series(self, series: Iterable[Sequence[float]] | None,
+                       window: int | None = None) -> None:
+        """Use `series` ((ts, return) pairs, oldest first) as the kept returns, when given, and
+        keep only the newest `window` of them (used from now on)."""
+        if series is not None:
+            self.recent = deque((float(ts), float(r)) for ts, r in series)
+        self.trim(window)

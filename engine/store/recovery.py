@@ -9,6 +9,11 @@ every run of that mode and source since the latest one stored with `fresh = true
 first one): `arena_runs(mode, source)` in migration 0002. Recovery reads only that arena's rows;
 within it, a trader's latest snapshot is the one with the greatest id. Each account is then
 checked against the arena's committed fills and funding (`engine.store.reconcile`).
+
+Snapshots carry the running return statistics but not the kept per-cycle return series: it is
+rebuilt from the arena's newest cycle snapshots of the trader (equity and time, in id order) by
+`ReturnStats.series_from_equity`, exactly as the account made it, and handed over as
+`returns_series`. A snapshot stored by an older version that still carries its series keeps it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncpg
 import orjson
 import structlog
 
+from engine.paper.stats import RETURNS_KEPT, ReturnStats
 from engine.store.reconcile import reconcile
 from engine.store.spill import replay_spill_file
 
@@ -41,7 +47,9 @@ class RecoveredState:
 
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # trader → the latest AccountSnapshot as a dict of its fields (positions a tuple of dicts,
-    # state a dict, ts epoch seconds, id a UUID); PaperBroker.restore(trader, snapshot) takes it
+    # state a dict, ts epoch seconds, id a UUID) plus `returns_series`, the kept (ts, return)
+    # pairs rebuilt from the cycle snapshots (None when the state carries its own);
+    # PaperBroker.restore(trader, snapshot) takes it
     runs: int = 0  # runs recorded before this start, all arenas
     arena_runs: int = 0  # runs recorded in the current arena
     arena_run_id: uuid.UUID | None = None  # RunStarted.run_id of the run that began the arena
@@ -61,21 +69,26 @@ class RecoveredState:
 
 
 async def load_state(dsn: str, *, spill_path: str | None = None, mode: str = "live",
-                     source: str | None = None) -> RecoveredState:
-    """Replay the spill file if given, then read the latest state of the arena (mode, source)."""
+                     source: str | None = None,
+                     returns_kept: int | None = None) -> RecoveredState:
+    """Replay the spill file if given, then read the latest state of the arena (mode, source).
+
+    `returns_kept` (leaderboard.returns_kept) is how many per-cycle returns to rebuild per
+    trader; by default the window its latest snapshot was made with.
+    """
     replayed = 0
     if spill_path is not None:
         replayed = await replay_spill_file(dsn, spill_path)
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await _read(conn, replayed, mode, source)
+            return await _read(conn, replayed, mode, source, returns_kept)
     finally:
         await conn.close()
 
 
-async def _read(conn: asyncpg.Connection, replayed: int, mode: str,
-                source: str | None) -> RecoveredState:
+async def _read(conn: asyncpg.Connection, replayed: int, mode: str, source: str | None,
+                returns_kept: int | None) -> RecoveredState:
     runs = await conn.fetchval("SELECT count(*) FROM runs")
     arena = await conn.fetch("SELECT run_id FROM arena_runs($1, $2) ORDER BY id", mode, source)
     rows = await conn.fetch(
@@ -91,6 +104,10 @@ async def _read(conn: asyncpg.Connection, replayed: int, mode: str,
     )
     accounts = {r["trader"]: _snapshot_dict(r) for r in rows}
     reconciled = await reconcile(conn, accounts, IN_ARENA, mode, source) if accounts else {}
+    for trader, snap in accounts.items():
+        returns = snap["state"].get("returns") or {}
+        snap["returns_series"] = None if "recent" in returns else await _returns_series(
+            conn, trader, mode, source, returns_kept or int(returns.get("window", RETURNS_KEPT)))
     state = RecoveredState(
         accounts=accounts,
         runs=runs,
@@ -115,3 +132,23 @@ def _snapshot_dict(record: asyncpg.Record) -> dict[str, Any]:
     snap["state"] = orjson.loads(snap["state"])
     snap["ts"] = snap["ts"].timestamp()
     return snap
+
+
+async def _returns_series(conn: asyncpg.Connection, trader: str, mode: str, source: str | None,
+                          kept: int) -> list[tuple[float, float]]:
+    """Rebuild `trader`'s newest `kept` per-cycle returns from the arena's cycle snapshots."""
+    limit = kept + 2  # one more return than kept: the first one of a partial history may be off
+    while True:
+        rows = await conn.fetch(
+            f"SELECT t.ts, t.equity FROM account_snapshots t JOIN arena_runs($1, $2) a "
+            f"ON {IN_ARENA} WHERE t.trader = $3 AND t.cause = 'cycle' "
+            "ORDER BY t.id DESC LIMIT $4",
+            mode, source, trader, limit,
+        )
+        points = [(r["ts"].timestamp(), r["equity"]) for r in reversed(rows)]
+        if len(rows) < limit:  # the arena's whole history of the trader
+            return ReturnStats.series_from_equity(points, kept)
+        series = ReturnStats.series_from_equity(points, kept + 1)
+        if len(series) > kept:
+            return series[1:]
+        limit *= 2  # second snapshots at one instant made fewer returns than rows: read further

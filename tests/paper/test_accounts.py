@@ -191,6 +191,8 @@ def test_state_round_trips_through_its_dict() -> None:
     acc.state.returns.add(10_100, 300)
     acc.remember_fill({"symbol": "BTCUSDT", "qty": 1.0})
     again = AccountState.from_dict(acc.state.to_dict())
+    assert list(again.returns.recent) == []  # the series is rebuilt from the cycle snapshots
+    again.returns.restore_series(acc.state.returns.recent)
     assert again == acc.state
     pos = Position("X", "short", 1.5, 10.0, 3, 5.0, 0.01, stop_loss=11.0, open_reason="why")
     assert Position.from_dict({**pos.to_dict(), "mark": 9.0}) == pos

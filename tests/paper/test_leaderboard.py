@@ -9,6 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
+from engine.events import AccountSnapshot
 from engine.paper.accounts import Account
 from engine.paper.broker import PaperBroker
 from engine.paper.leaderboard import BoardStats, board_stats, build_rows, render_table
@@ -188,8 +189,9 @@ def test_console_table_shows_cis_the_annualization_and_the_pairs() -> None:
     assert "omega > alpha: 1.00 (30 cycles)" in text
 
 
-def test_the_series_is_bounded_and_survives_a_snapshot_restore(clock, bus) -> None:
+def test_the_series_is_bounded_and_rebuilt_from_the_cycle_snapshots(clock, bus) -> None:
     board = LeaderboardSettings(returns_kept=10)
+    published = bus.subscribe("test", [AccountSnapshot])
     broker = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(),
                          board=board)
     broker.open_account("a", 10_000.0)
@@ -197,13 +199,17 @@ def test_the_series_is_bounded_and_survives_a_snapshot_restore(clock, bus) -> No
     for i in range(15):
         acc.cash += 10.0 * (-1) ** i
         broker.publish_snapshots("cycle", f"c{i}")
+        broker.publish_snapshots("timer", None)  # the minute snapshots carry no return
         clock.set_time(clock.time() + 300)
     assert len(acc.state.returns.recent) == 10 and acc.state.returns.n == 14
     snap = broker.snapshot("a", "timer", None)
+    assert "recent" not in snap.state["returns"]  # the series is not in the snapshot rows
+    points = [(s.ts, s.equity) for s in published.drain() if s.cause == "cycle"]
+    series = ReturnStats.series_from_equity(points, board.returns_kept)
     again = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(), board=board)
     again.restore("a", {"cash": snap.cash, "realized_pnl": snap.realized_pnl, "fees": snap.fees,
                         "funding": snap.funding, "positions": list(snap.positions),
-                        "state": snap.state})
+                        "state": snap.state, "returns_series": series})
     assert list(again.accounts["a"].state.returns.recent) == list(acc.state.returns.recent)
     assert again.accounts["a"].state.returns == acc.state.returns
 

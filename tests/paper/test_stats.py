@@ -119,15 +119,57 @@ def test_running_stats_agree_with_the_pure_functions_on_the_kept_series() -> Non
     assert list(stats.series()) == pytest.approx(list(returns[-4:]))  # only the window is kept
 
 
-def test_running_stats_survive_a_round_trip_with_their_series() -> None:
+def test_running_stats_survive_a_round_trip_without_their_series() -> None:
     stats = ReturnStats(window=10)
     for i, e in enumerate([100.0, 101.0, 99.0, 102.0]):
         stats.add(e, i * 60.0)
-    back = ReturnStats.from_dict(stats.to_dict())
-    assert back == stats and list(back.recent) == list(stats.recent)
+    data = stats.to_dict()
+    assert "recent" not in data  # the series is rebuilt from the cycle snapshots, not stored
+    back = ReturnStats.from_dict(data)
+    assert len(back.recent) == 0
+    back.restore_series(stats.recent)
+    assert back == stats
     old = ReturnStats.from_dict({"n": 3, "mean": 0.01, "m2": 0.001, "last_equity": 1.0,
                                  "last_ts": 5.0, "dt_sum": 15.0})
     assert old.n == 3 and len(old.recent) == 0  # a snapshot from before the series was kept
+
+
+def test_a_series_stored_by_an_older_version_is_still_read() -> None:
+    stored = {"n": 3, "mean": 0.0, "m2": 0.0, "down2": 0.0, "last_equity": 99.0,
+              "last_ts": 120.5, "dt_sum": 120.0, "window": 10,
+              "recent": {"t": [60.25, 30.0, 30.25], "r": [0.01, -0.02, 0.005]}}
+    assert list(ReturnStats.from_dict(stored).recent) == [
+        (60.25, 0.01), (90.25, -0.02), (120.5, 0.005)]
+    first = {**stored, "recent": [[60.25, 0.01], [90.25, -0.02]]}  # the very first layout
+    assert list(ReturnStats.from_dict(first).recent) == [(60.25, 0.01), (90.25, -0.02)]
+
+
+# (ts, equity) of cycle snapshots: a second snapshot at one instant (t=600) is not a new period,
+# an account at zero equity makes no return from it
+POINTS = [(0.0, 10_000.0), (300.0, 10_100.0), (600.0, 10_050.0), (600.0, 9_000.0),
+          (900.0, 10_200.0), (1_200.0, 0.0), (1_500.0, 500.0), (1_800.0, 520.0),
+          (2_100.0, 530.125), (2_400.0, 529.0)]
+
+
+def test_the_series_rebuilt_from_equity_points_is_the_one_add_kept() -> None:
+    for kept in (1, 3, 6, 100):
+        stats = ReturnStats(window=kept)
+        for ts, equity in POINTS:
+            stats.add(equity, ts)
+        assert ReturnStats.series_from_equity(POINTS, kept) == list(stats.recent)
+    assert [ts for ts, _ in ReturnStats.series_from_equity(POINTS, 100)] == [
+        300.0, 600.0, 900.0, 1_200.0, 1_800.0, 2_100.0, 2_400.0]
+
+
+def test_the_newest_points_give_the_newest_returns_but_for_the_first() -> None:
+    # from the second snapshot at t=600 on, five returns: the first (t=900 over the skipped
+    # 9,000 instead of 10,050) is off, the four after it are exact; recovery asks for one more
+    # than it keeps and drops it
+    partial = ReturnStats.series_from_equity(POINTS[3:], 5)
+    assert partial[0] == (900.0, pytest.approx(10_200 / 9_000 - 1, rel=1e-9))
+    assert ReturnStats.series_from_equity(POINTS, 100)[2] == (
+        900.0, pytest.approx(10_200 / 10_050 - 1, rel=1e-9))
+    assert partial[1:] == ReturnStats.series_from_equity(POINTS, 4)
 
 
 def test_the_counting_fast_path_draws_the_same_resamples_as_the_generic_one() -> None:

@@ -25,8 +25,10 @@ def snapshot(trader: str, equity: float, ts: float, **kw: Any) -> AccountSnapsho
                                fees=0.0)
 
 
-def as_dict(snap: AccountSnapshot) -> dict[str, object]:
-    return {f: getattr(snap, f) for f in AccountSnapshot.__dataclass_fields__}
+def as_dict(snap: AccountSnapshot, series: object = ()) -> dict[str, object]:
+    """The snapshot as recovery returns it, with the return series rebuilt from cycle rows."""
+    fields = {f: getattr(snap, f) for f in AccountSnapshot.__dataclass_fields__}
+    return {**fields, "returns_series": list(series)}
 
 
 async def test_an_empty_database_has_nothing_to_resume(database_url: str) -> None:
@@ -53,7 +55,8 @@ async def test_the_latest_snapshot_of_each_trader_is_returned_with_all_its_field
     state = await load_state(database_url)
 
     assert set(state.accounts) == {"claude", "gpt-4o"}
-    assert state.accounts["claude"] == as_dict(latest)
+    # claude's return series: its two cycle snapshots (10,000 then 10,050) make one return
+    assert state.accounts["claude"] == as_dict(latest, [(T0 + 300, 0.005)])
     assert state.accounts["gpt-4o"]["equity"] == 9_900.0
 
 
