@@ -31,6 +31,7 @@ RETURNS_KEPT = 4032  # two weeks of 5-minute cycles
 EULER_GAMMA = 0.5772156649015329
 _FLAT = 1e-12  # a standard deviation below this is no variance at all
 
+_PG_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z: timestamptz is microseconds since then
 Statistic = Callable[[np.ndarray], Any]
 
 
@@ -218,6 +219,16 @@ def deflated_sharpe(sharpe_hat: float, n_obs: int, n_trials: int, skew: float,
 # ---------------------------------------------------------------- per-account running series
 
 
+def instant(ts: float) -> float:
+    """Return `ts` to the millisecond as it reads back from a timestamptz column.
+
+    The column keeps whole microseconds (the writer rounds (ts - 2000-01-01) * 1e6); rounding
+    those, not the float, to the millisecond gives a series rebuilt from the rows the same times.
+    """
+    us = round((ts - _PG_EPOCH) * 1_000_000) + _PG_EPOCH * 1_000_000
+    return round(us / 1_000_000, 3)
+
+
 @dataclass(slots=True)
 class ReturnStats:
     """Running statistics of per-cycle equity returns, plus the newest `window` of them."""
@@ -244,9 +255,8 @@ class ReturnStats:
             self.m2 += delta * (r - self.mean)
             self.down2 += min(r, 0.0) ** 2
             self.dt_sum += ts - self.last_ts
-            # Kept at 10 significant digits on a millisecond time: compact in every snapshot,
-            # identical after a restart.
-            self.recent.append((round(ts, 3), float(f"{r:.10g}")))
+            # 10 significant digits on a millisecond time, as rebuilt from the stored rows
+            self.recent.append((instant(ts), float(f"{r:.10g}")))
             self.trim()
         self.last_equity = equity
         self.last_ts = ts

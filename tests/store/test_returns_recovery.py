@@ -8,6 +8,7 @@ after the restart must equal those before it.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,45 @@ async def test_snapshot_rows_do_not_grow_with_the_cycles(database_url: str, cloc
     assert {c: orjson.loads(s)["returns"]["n"] for c, s in states.items()} == {
         "cycle": 499, "timer": 498}  # 500 cycles: the last timer row came before the last one
     assert all(len(s) < 4096 for s in states.values())  # ~11.6 KB with the series inside
+
+
+def awkward_times(start: float, n: int) -> list[float]:
+    """Times about five minutes apart whose float and stored microseconds round to different
+    milliseconds (a live clock reads such a time about once in 2,000 cycles)."""
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    out, ts = [], start
+    while len(out) < n:
+        ts += 0.000_123_457
+        stored = (epoch + timedelta(microseconds=round((ts - 946_684_800) * 1e6))).timestamp()
+        if round(ts, 3) != round(stored, 3):
+            out.append(ts)
+            ts += 300.0
+    return out
+
+
+async def test_series_times_are_the_same_after_a_restart_at_any_clock_reading(
+        database_url: str, tmp_path: Path) -> None:
+    await migrate(database_url)
+    times = awkward_times(1_767_225_600.0, 30)
+    clock = SimClock(times[0] - 1)
+    book = FakeBook()
+    book.set("BTCUSDT", 60_000.0)
+    book.set("ETHUSDT", 3_000.0)
+    arena = Arena(database_url, clock, book, tmp_path / "spill.jsonl")
+    arena.start(fresh=True)
+    for t in TRADERS:
+        arena.broker.open_account(t, 10_000.0)
+    arena.broker.execute("claude", [Action(symbol="BTCUSDT", action="open_long",
+                                           size_usdt=4_000.0, leverage=5)], "c0", None)
+    for i, ts in enumerate(times):
+        clock.set_time(ts)
+        book.set("BTCUSDT", 60_000.0 + 37.5 * (i % 7), t=ts)
+        arena.broker.mark_all()
+        arena.broker.publish_snapshots("cycle", f"c{i}")
+    await arena.broker.refresh_board_stats()
+    before = board_view(arena.broker)
+    await arena.stop()
+
+    after = await restart(database_url, clock, book)
+    assert after.accounts["claude"].state.returns == arena.broker.accounts["claude"].state.returns
+    assert board_view(after) == before
