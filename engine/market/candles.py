@@ -5,8 +5,9 @@ from live `kline_1m` frames (`closed=True`) or from the REST backfill; whichever
 for a minute is kept, so a merge never duplicates. `holes()` lists the minutes missing between
 the oldest kept candle and a given minute, which is exactly what a backfill must fetch.
 Higher timeframes are the 1m series resampled, maintained incrementally (engine/market/
-buckets.py: each closed 1m candle updates the open bucket in place, a closed bucket is appended
-to that timeframe's buffer; `arrays()` copies, never resamples the whole history); candles
+buckets.py: at the next read, each 1m candle closed since the last one updates the open bucket
+in place and a bucket left behind is appended to that timeframe's buffer; `arrays()` copies,
+never resamples the whole history); candles
 fetched for a higher timeframe fill in only the buckets older than the 1m series covers.
 
 Each symbol's closed candles live in one column-major numpy array of 2 x `max_candles` slots
