@@ -54,8 +54,8 @@ def next_fire(job: JobSettings, after: float, started_at: float) -> float | None
     """Return the first fire time of `job` after `after`, or None when it never fires again."""
     if job.schedule == "interval":
         assert job.interval_seconds is not None
-        step = job.interval_seconds
-        return (math.floor(after / step) + 1) * step
+        step, offset = job.interval_seconds, job.delay_seconds  # offset: after each multiple
+        return (math.floor((after - offset) / step) + 1) * step + offset
     if job.schedule == "daily":
         assert job.daily_time is not None
         hh, mm = (int(x) for x in job.daily_time.split(":"))

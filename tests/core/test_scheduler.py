@@ -256,6 +256,14 @@ def test_next_fire_helpers() -> None:
     assert next_fire(job, ts("2026-01-01T00:15:00"), 0) == ts("2026-01-01T00:30:00")
 
 
+def test_an_interval_with_a_delay_fires_that_long_after_each_multiple() -> None:
+    job = interval_job(every=300).model_copy(update={"delay_seconds": 2.0})
+    assert first_fire(job, ts("2026-01-01T00:05:00")) == ts("2026-01-01T00:05:02")
+    assert first_fire(job, ts("2026-01-01T00:05:02")) == ts("2026-01-01T00:05:02")
+    assert next_fire(job, ts("2026-01-01T00:05:02"), 0) == ts("2026-01-01T00:10:02")
+    assert next_fire(job, ts("2026-01-01T00:09:59"), 0) == ts("2026-01-01T00:10:02")
+
+
 async def test_two_triggers_in_one_loop_turn_run_once_and_count_a_skip(bus: Bus) -> None:
     clock = SimClock(ts("2026-01-01T00:00:30"))
     body = Recorder(clock, takes=50)
