@@ -389,5 +389,7 @@ async def test_the_spill_files_fsync_runs_off_the_event_loop(
         watcher.cancel()
         await proxy.start()
     assert fsync_threads and loop_thread not in fsync_threads
-    assert sum(gaps) > 0.3 and max(gaps) < 0.2  # the loop kept turning through the fsync
+    # The loop kept turning through the 0.3 s fsync (the watcher stops right as the spill ends,
+    # so its gaps add up to about the fsync time, not more): many short turns, no long one.
+    assert sum(gaps) > 0.25 and len(gaps) > 20 and max(gaps) < 0.2
     assert await qtys(dsn) == [float(i) for i in range(150)]
