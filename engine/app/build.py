@@ -52,13 +52,13 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     if fresh:
         log.info("arena.fresh", mode=mode, source=source,
                  detail="starting a new arena; history is kept")
-        await seed_from(db.dsn)
-        return db, writer, RecoveredState(mode=mode, source=source)
-    # Rows spilled during an outage before a crash are replayed first, or the accounts would
-    # resume from before them.
-    state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
-                             source=source, returns_kept=settings.leaderboard.returns_kept)
-    await seed_from(db.dsn)
+        state = RecoveredState(mode=mode, source=source)
+    else:
+        # Rows spilled during an outage before a crash are replayed first, or the accounts
+        # would resume from before them.
+        state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
+                                 source=source, returns_kept=settings.leaderboard.returns_kept)
+    await seed_from(db.dsn)  # after the spill replay: its rows are persisted ids too
     return db, writer, state
 
 
