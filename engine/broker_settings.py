@@ -37,27 +37,27 @@ class SymbolFilter(Section):
     @field_validator("brackets")
     @classmethod
     def _ascending(cls, v: tuple[MarginBracket, ...]) -> tuple[MarginBracket, ...]:
-        caps = [b.notional_cap for b in v]
-        if caps != sorted(set(caps)):
-            raise ValueError("brackets must have strictly ascending notional_cap")
+        caps, rates = [b.notional_cap for b in v], [b.rate for b in v]
+        if caps != sorted(set(caps)) or rates != sorted(rates):
+            raise ValueError("brackets must have strictly ascending notional_cap and "
+                             "ascending rate")
         out, cum, prev = [], 0.0, None
         for b in v:
             if prev is not None:
                 cum += prev.notional_cap * (b.rate - prev.rate)
-            out.append(b if b.maint_amount is not None else b.model_copy(
-                update={"maint_amount": round(cum, 8)}))
-            cum = out[-1].maint_amount or 0.0
+            # Binance's amounts make maintenance margin continuous across tiers, which the
+            # liquidation price relies on; a mistyped one is refused.
+            if b.maint_amount is not None and abs(b.maint_amount - cum) > 0.01:
+                raise ValueError(f"maint_amount {b.maint_amount:g} of the tier up to "
+                                 f"{b.notional_cap:g} breaks Binance's formula ({cum:g})")
+            out.append(b.model_copy(update={"maint_amount": round(cum, 8)}))
             prev = b
         return tuple(out)
 
-    def maintenance(self, notional: float) -> tuple[float, float]:
-        """Return (maintenance margin rate, maintenance amount) of a position of `notional`."""
-        for b in self.brackets:
-            if notional <= b.notional_cap:
-                return b.rate, b.maint_amount or 0.0
-        if self.brackets:  # beyond the last published tier: its terms
-            return self.brackets[-1].rate, self.brackets[-1].maint_amount or 0.0
-        return self.maint_margin_rate, 0.0
+    def tiers(self) -> tuple[tuple[float, float], ...]:
+        """Return every tier's (rate, maintenance amount); one tier without brackets."""
+        return (tuple((b.rate, b.maint_amount or 0.0) for b in self.brackets)
+                or ((self.maint_margin_rate, 0.0),))
 
 
 class BrokerSettings(Section):

@@ -7,7 +7,8 @@ Binance USD-M formulas (isolated margin, one-way mode), with s = +1 long / -1 sh
 * taker fee        = qty * price * taker_fee       (paid from cash on every fill)
 * funding          = s * qty * mark * funding_rate (> 0 paid, < 0 received; from/to the margin)
 * liquidation price LP = (WB + cumB - s*qty*entry) / (qty*MMR - s*qty), WB the isolated
-  margin, MMR and cumB the rate and maintenance amount of the position's margin bracket.
+  margin, MMR and cumB the rate and maintenance amount of the margin tier the position's
+  notional (qty * LP) is in at that price.
 
 Money is kept at full float precision; amounts reconcile to the cent (tolerance 0.005 USDT).
 The ledger identity holds after every operation:
@@ -16,11 +17,8 @@ The ledger identity holds after every operation:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Literal
 
 from engine.paper.stats import ReturnStats
@@ -39,31 +37,6 @@ class AccountError(Exception):
 
 
 # ---------------------------------------------------------------- rounding and formulas
-
-
-@lru_cache(maxsize=256)
-def _decimals(step: float) -> int:
-    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
-    return max(0, -int(exponent))
-
-
-def floor_to_step(value: float, step: float) -> float:
-    """Round `value` down to a multiple of `step` (quantities: never more than asked)."""
-    n = math.floor(value / step + 1e-9)
-    return round(n * step, _decimals(step))
-
-
-def ceil_to_step(value: float, step: float) -> float:
-    """Round `value` up to a multiple of `step`."""
-    n = math.ceil(value / step - 1e-9)
-    return round(n * step, _decimals(step))
-
-
-def fill_price(raw: float, buy: bool, slippage_bps: float, tick: float) -> float:
-    """Return the fill price of a market order: `raw` moved against the taker, then to the tick."""
-    if buy:
-        return ceil_to_step(raw * (1 + slippage_bps / 10_000), tick)
-    return max(tick, floor_to_step(raw * (1 - slippage_bps / 10_000), tick))
 
 
 def sign_of(side: str) -> int:
@@ -110,6 +83,8 @@ class Position:
     funding: float = 0.0  # funding paid (> 0) or received (< 0) so far
     realized_pnl: float = 0.0  # from partial reduces so far
     liquidation_price: float = 0.0  # derived; refreshed whenever qty/entry/margin change
+    # The symbol's margin tiers as (rate, maint_amount), not persisted (the broker sets them).
+    tiers: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -119,10 +94,18 @@ class Position:
         return 1 if self.side == "long" else -1
 
     def refresh(self) -> None:
-        """Recompute the liquidation price from qty, entry and margin."""
-        self.liquidation_price = liquidation_price(
-            self.side, self.qty, self.entry_price, self.margin, self.maint_margin_rate,
-            self.maint_amount)
+        """Recompute the liquidation price (and its tier) from qty, entry and margin.
+
+        Binance takes the tier from the notional at the mark, so maintenance margin is the
+        convex max over tiers of qty*mark*rate - maint_amount, and the price where the margin
+        left meets it is the highest tier price for a long, the lowest for a short.
+        """
+        tiers = self.tiers or ((self.maint_margin_rate, self.maint_amount),)
+        prices = [(liquidation_price(self.side, self.qty, self.entry_price, self.margin, *tier),
+                   tier) for tier in tiers]
+        pick = max if self.side == "long" else min  # the first tier among equals
+        self.liquidation_price, (self.maint_margin_rate, self.maint_amount) = pick(
+            prices, key=lambda p: p[0])
 
     def unrealized(self, mark: float) -> float:
         """Return the unrealized PnL at `mark`."""
@@ -141,12 +124,12 @@ class Position:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the complete state as JSON-able data (plain values: asdict's, no deep copy)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tiers"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Position:
         """Rebuild a position from `to_dict` output (extra keys such as mark are ignored)."""
-        names = {f.name for f in fields(cls)} - {"liquidation_price"}
+        names = {f.name for f in fields(cls)} - {"liquidation_price", "tiers"}
         return cls(**{k: data[k] for k in names if k in data})
 
 

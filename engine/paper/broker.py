@@ -25,11 +25,12 @@ from engine.events import (
     PositionClosed,
     PositionOpened,
 )
-from engine.paper.accounts import Account, AccountError, AccountState, Fill, Position, fill_price
-from engine.paper.accounts import floor_to_step as _floor
+from engine.paper.accounts import Account, AccountError, AccountState, Fill, Position
 from engine.paper.funding import FundingHistory
 from engine.paper.leaderboard import BoardStats
 from engine.paper.risk import Prices, RiskManager
+from engine.paper.rounding import fill_price
+from engine.paper.rounding import floor_to_step as _floor
 from engine.paper.triggers import MarketTriggers, Watch
 from engine.paper.views import AccountViews
 from engine.settings import BrokerSettings, LeaderboardSettings, RiskSettings, SymbolFilter
@@ -242,10 +243,9 @@ class PaperBroker(MarketTriggers, AccountViews):
         return True
 
     def _bracket(self, acc: Account, symbol: str) -> None:
-        """Give the position the margin bracket of its notional at entry (Binance's tiers)."""
+        """Give the position its symbol's margin tiers (the one at its mark applies)."""
         if (pos := acc.positions.get(symbol)) is not None:
-            rate, amount = self.filter_for(symbol).maintenance(pos.qty * pos.entry_price)
-            pos.maint_margin_rate, pos.maint_amount = rate, amount
+            pos.tiers = self.filter_for(symbol).tiers()
             pos.refresh()
 
     def _check_fresh(self, q: Any, symbol: str, now: float) -> None:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.decision import ACTIONS, STOP_MOVES, Action
-from engine.paper.accounts import Account, fill_price, floor_to_step
+from engine.paper.accounts import Account
+from engine.paper.rounding import fill_price, floor_to_step
 from engine.settings import BrokerSettings, RiskSettings, SymbolFilter
 
 RULES: tuple[str, ...] = (

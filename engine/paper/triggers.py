@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from engine.events import BookTicker, FundingPaid, Kline, MarkPrice
-from engine.paper.accounts import Position, fill_price
+from engine.paper.accounts import Position
 from engine.paper.funding import settle_missed_funding
+from engine.paper.rounding import fill_price
 
 if TYPE_CHECKING:
     pass

@@ -17,12 +17,10 @@ from engine.paper.accounts import (
     AccountError,
     AccountState,
     Position,
-    ceil_to_step,
-    fill_price,
-    floor_to_step,
     liquidation_price,
     unrealized_pnl,
 )
+from engine.paper.rounding import ceil_to_step, fill_price, floor_to_step
 
 CENT = 0.005
 FEE = 0.0005
