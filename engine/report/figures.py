@@ -133,10 +133,12 @@ def _equity(rows: RunRows, fig: Any) -> None:
         t.max_drawdown_pct = max(s["drawdown_pct"] for s in snaps)
         t.latency_cost = (last["latency_cost"] or 0.0) - (first["latency_cost"] or 0.0)
         t.equity = sorted((s["ts"], s["equity"]) for s in snaps)
-        cyc: dict[float, float] = {}  # cycle time → equity (the last snapshot of that instant)
-        for s in sorted(snaps, key=lambda s: (s["ts"], s["id"])):
+        # cycle time → equity: the first snapshot of an instant, as ReturnStats.add keeps it
+        # (the leaderboard's figures), in the order the snapshots were made
+        cyc: dict[float, float] = {}
+        for s in snaps:
             if s["cause"] == "cycle":
-                cyc[s["ts"]] = s["equity"]
+                cyc.setdefault(s["ts"], s["equity"])
         points = sorted(cyc.items())
         t.cycle_returns = [(tb, b / a - 1) for (_, a), (tb, b)
                            in itertools.pairwise(points) if a > 0]

@@ -96,6 +96,19 @@ def test_figures_follow_the_stated_definitions() -> None:
     assert [r for _, r in a.cycle_returns] == pytest.approx([0.01, 10_200 / 10_100 - 1])
 
 
+def test_a_second_cycle_snapshot_of_one_instant_is_skipped_as_the_leaderboard_skips_it() -> None:
+    from engine.paper.stats import ReturnStats
+
+    r = rows()
+    r.snapshots.insert(3, snap("a", 10_150.0, T0 + 600))  # made after the first one of T0+600
+    a = next(t for t in compute(r).traders if t.trader == "a")
+    assert [x for _, x in a.cycle_returns] == pytest.approx([0.01, 10_200 / 10_100 - 1])
+    points = [(s["ts"], s["equity"]) for s in r.snapshots if s["trader"] == "a"
+              and s["cause"] == "cycle"]
+    board = ReturnStats.series_from_equity(points, kept=100)
+    assert [x for _, x in board] == pytest.approx([x for _, x in a.cycle_returns])
+
+
 def test_intervals_and_both_renderings() -> None:
     f = compute(rows())
     annotate(f)
