@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from engine.bus import Bus
-from engine.clock import Clock
+from engine.clock import Clock, LiveClock
 from engine.cycle import TradingCycle
 from engine.settings import Secrets, Settings
 
@@ -48,7 +48,10 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     if applied:
         log.info("store.migrated", versions=applied)
     # The writer subscribes at construction, before any producer exists: nothing is lost.
-    writer = Writer(bus, db.dsn, settings.database, clock)
+    # A backtest's writer runs on the wall clock, beside the replay (engine.store.writer).
+    backtest = mode == "backtest"
+    writer = Writer(bus, db.dsn, settings.database, LiveClock() if backtest else clock,
+                    asynchronous_commit=backtest)
     if fresh:
         log.info("arena.fresh", mode=mode, source=source,
                  detail="starting a new arena; history is kept")

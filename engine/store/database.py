@@ -153,8 +153,15 @@ def _decode_ts(value: tuple[int]) -> float:
     return value[0] / 1_000_000 + _PG_EPOCH
 
 
-async def prepare_connection(conn: asyncpg.Connection) -> None:
-    """Make a connection ready for `write_rows`: epoch-seconds timestamptz, staging tables."""
+async def prepare_connection(conn: asyncpg.Connection, *, synchronous_commit: bool = True) -> None:
+    """Make a connection ready for `write_rows`: epoch-seconds timestamptz, staging tables.
+
+    `synchronous_commit=False`: the session's commits return before their WAL is on disk (a
+    backtest's writer). After a crash Postgres replays WAL in commit order, so it keeps a prefix
+    of the commits: only the last few can be lost, never one without those before it.
+    """
+    if not synchronous_commit:
+        await conn.execute("SET synchronous_commit = off")
     # Rows carry epoch seconds; encoding them as Postgres microseconds directly is several times
     # cheaper than building a datetime per value.
     await conn.set_type_codec("timestamptz", schema="pg_catalog", encoder=_encode_ts,

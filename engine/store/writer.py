@@ -17,6 +17,13 @@ soon as Postgres answers again and at the next start; the spill file only ever h
 than those in memory, so the prefix property holds through outages too. On cancellation the
 writer flushes what it has, within `shutdown_flush_seconds`; what cannot be written goes to the
 spill file.
+
+On a simulated clock a flush holds time (`Clock.busy`), so a replay's rows are written at the
+simulated times they would be live. A backtest's writer is given the wall clock instead
+(`open_store`): nothing in the run reads its rows before the end, so its flushes run beside the
+replay rather than stopping it, `flush_ms` is wall time, and it commits asynchronously
+(`asynchronous_commit`: Postgres replays WAL in commit order after a crash, so what survives is
+still a prefix; only the last few commits can be lost, never one without those before it).
 """
 
 from __future__ import annotations
@@ -50,8 +57,10 @@ _INTAKE_BATCH = 8192
 class Writer:
     """Queues persisted events in publication order and writes them to Postgres in prefixes."""
 
-    def __init__(self, bus: Bus, dsn: str, settings: DatabaseSettings, clock: Clock) -> None:
+    def __init__(self, bus: Bus, dsn: str, settings: DatabaseSettings, clock: Clock, *,
+                 asynchronous_commit: bool = False) -> None:
         self._dsn = dsn
+        self._asynchronous_commit = asynchronous_commit
         self._settings = settings
         self._clock = clock
         self._sub = bus.subscribe("writer", ROW_OF.keys(), policy="block",
@@ -127,11 +136,17 @@ class Writer:
         while True:
             events = await self._sub.get_batch(_INTAKE_BATCH)
             self._accept(events)
-            self._wake.set()
 
     def _accept(self, events: list[object]) -> None:
+        before = self._queue.count
         self._queue.add(events, self._clock.time(), self._bad_event)
         metrics.WRITER_BACKLOG.set(self.backlog)
+        count = self._queue.count
+        # The flusher's deadline follows the oldest row: it needs waking only for a first row
+        # (a deadline to set), a full batch, or a queue over the spill limit in an outage.
+        if not before or count >= self._settings.batch_rows \
+                or count > self._settings.max_buffer_rows:
+            self._wake.set()
 
     def _bad_event(self, event: object, exc: Exception) -> None:
         self.bad_events += 1
@@ -240,7 +255,7 @@ class Writer:
         self._conn = None
         conn = await asyncpg.connect(self._dsn, timeout=self._settings.connect_timeout_seconds)
         try:
-            await prepare_connection(conn)
+            await prepare_connection(conn, synchronous_commit=not self._asynchronous_commit)
         except BaseException:
             conn.terminate()
             raise

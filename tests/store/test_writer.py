@@ -393,3 +393,39 @@ async def test_the_spill_files_fsync_runs_off_the_event_loop(
     # so its gaps add up to about the fsync time, not more): many short turns, no long one.
     assert sum(gaps) > 0.25 and len(gaps) > 20 and max(gaps) < 0.2
     assert await qtys(dsn) == [float(i) for i in range(150)]
+
+
+async def test_an_asynchronous_commit_writer_turns_synchronous_commit_off_for_its_session(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    settings = db_settings(tmp_path, batch_rows=5, flush_ms=60_000)
+    for asynchronous, expected in ((False, "on"), (True, "off")):
+        writer = Writer(Bus(), dsn, settings, clock, asynchronous_commit=asynchronous)
+        conn = await writer._connection()
+        assert await conn.fetchval("SHOW synchronous_commit") == expected
+        conn.terminate()
+    writer = Writer(bus, dsn, settings, clock, asynchronous_commit=True)
+    async with running(writer):
+        bus.publish_many(fill(i) for i in range(12))
+        await clock.settle()
+        assert await qtys(dsn) == [float(i) for i in range(12)]
+
+
+async def test_rows_trickling_in_are_flushed_at_a_full_batch_or_the_oldest_rows_deadline(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=10, flush_ms=250), clock)
+    async with running(writer):
+        bus.publish(fill(0))  # a first row sets the flusher's deadline
+        await clock.settle()
+        for i in range(1, 9):  # more rows, one publication each: the deadline stays
+            bus.publish(fill(i))
+            await clock.settle()
+        assert await count(dsn, "fills") == 0
+        bus.publish(fill(9))  # a full batch
+        await clock.settle()
+        assert await count(dsn, "fills") == 10
+        bus.publish(fill(10))
+        await clock.settle()
+        await clock.advance(0.25)  # the new oldest row's deadline
+        assert await qtys(dsn) == [float(i) for i in range(11)]
