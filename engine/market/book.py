@@ -99,7 +99,9 @@ class PriceBook:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    def _entry(self, symbol: str) -> _Entry:
+    def entry(self, symbol: str) -> _Entry:
+        """Return `symbol`'s mutable entry, made on first use and never replaced: the feed's
+        fast path (engine/market/hotpath.py) keeps it and writes an event's fields in place."""
         entry = self._entries.get(symbol)
         if entry is None:
             entry = self._entries[symbol] = _Entry()
@@ -109,7 +111,7 @@ class PriceBook:
         """Apply one validated market event."""
         e = self._entries.get(event.symbol)
         if e is None:
-            e = self._entry(event.symbol)
+            e = self.entry(event.symbol)
         kind = type(event)
         if kind is BookTicker:
             e.bid = event.bid  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ import math
 import random
 from typing import Any
 
+import msgspec
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, InvalidURI
@@ -24,7 +25,8 @@ from engine.events import FeedStatus, Kline
 from engine.market.binance import BinanceRest
 from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore
-from engine.market.frames import FrameParser, stream_names
+from engine.market.frames import FrameParser, frame_decoder, stream_names
+from engine.market.hotpath import Route, bind
 from engine.market.recording import FrameRecorder
 from engine.retry import Backoff
 from engine.settings import FeedSettings
@@ -52,10 +54,13 @@ class Feed:
         self.rest = rest
         self.url = settings.ws_url.rstrip("/") + "/stream?streams=" + "/".join(
             stream_names(settings.symbols, settings.market))
-        self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes)
+        self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes,
+                                   stream=Route)
+        self._routes = bind(self._parser, book, candles, bus.publish, self._kline_hole)
+        self._decode = frame_decoder().decode
+        self._max_bytes = settings.max_frame_bytes
         self._recorder = FrameRecorder(record_path) if record_path else None
         self._rng = rng or random.Random()
-        self._parse = self._parser.parse
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._ticks_flushed: dict[tuple[str, str], int] = {}
         self.mode = "live"
@@ -82,20 +87,32 @@ class Feed:
 
     def handle_frame(self, raw: str | bytes, recv_time: float) -> None:
         """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
-        self.frames += 1
+        frames = self.frames = self.frames + 1
+        if not frames & TICK_FLUSH_EVERY - 1:
+            self.flush_ticks()
         if self._recorder is not None:
             self._recorder.write(raw, recv_time)
-        event = self._parse(raw, recv_time)
-        kind = type(event)
-        if kind is str:
-            self._drop(event, raw, recv_time)  # type: ignore[arg-type]
+        if len(raw) <= self._max_bytes:
+            try:
+                frame = self._decode(raw)
+            except msgspec.DecodeError:  # also ValidationError: the general path decides
+                pass
+            else:
+                route = self._routes.get(frame.stream)
+                if route is not None and route.fast(route, frame.data, recv_time):
+                    return  # the fast path applied and published it (engine/market/hotpath.py)
+        event = self._parser.parse(raw, recv_time)
+        if type(event) is str:
+            self._drop(event, raw, recv_time)
             return
         self.book.apply(event)  # type: ignore[arg-type]
-        if kind is Kline and self.candles.apply_kline(event) and self.mode == "live":  # type: ignore[arg-type]
-            self._backfill_needed.set()  # a closed candle left a hole: fetch it
+        if type(event) is Kline and self.candles.apply_kline(event):  # type: ignore[arg-type]
+            self._kline_hole()
         self.bus.publish(event)
-        if not self.frames & TICK_FLUSH_EVERY - 1:
-            self.flush_ticks()
+
+    def _kline_hole(self) -> None:
+        if self.mode == "live":
+            self._backfill_needed.set()  # a closed candle left a hole: fetch it
 
     def flush_ticks(self) -> None:
         """Add the events parsed since the last flush to the tick counters (per batch of

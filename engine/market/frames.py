@@ -4,19 +4,22 @@ A frame is `{"stream": "<symbol>@<kind>", "data": {...}}` exactly as Binance sen
 no I/O, no clock. `FrameParser.parse` returns a market event, or a short reason string when the
 frame must be dropped; nothing raises for bad input.
 
-Two paths, one answer. The fast path decodes a frame in one call into typed msgspec structs (the
-shapes below, tagged by Binance's `"e"` field, numbers parsed from Binance's strings by msgspec)
-and accepts it only when every check passes. Anything else — a frame msgspec refuses, a spot
-frame without `"e"`, a string where an integer time belongs, a NaN, a crossed book — is handed to
-the general path (orjson into dicts, field by field), which finds the precise drop reason or, for
-the odd frame the fast path is too strict for, the event. So the fast path never decides a drop.
+Two paths, one answer. The feed's fast path (engine/market/hotpath.py) decodes a frame in one
+call into the typed msgspec structs below (tagged by Binance's `"e"` field, numbers parsed from
+Binance's strings by msgspec, which also checks every price, quantity and rate's range), and
+accepts it only when every remaining check passes. Anything else — a frame msgspec refuses, a
+spot frame without `"e"`, a string where an integer time belongs, a NaN, a crossed book, an
+event time going back — is handed to `FrameParser.parse`, the general path (orjson into dicts,
+field by field), which finds the precise drop reason or, for the odd frame the fast path is too
+strict for, the event. So the fast path never decides a drop.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -24,19 +27,25 @@ import orjson
 from engine.events import BookTicker, Kline, MarketEvent, MarkPrice, Ticker24h
 
 _INF = math.inf
+_MAX = sys.float_info.max
 # Integer fields (times, ids) accept a string too, so that a string is seen (and sent to the
 # general path, which refuses it as before) rather than silently converted by the lax decoder.
 _Int = int | str | None
+# Ranges msgspec checks while decoding (NaN fails every bound; `le=_MAX` refuses infinity), so
+# a value out of range fails the typed decode and goes to the general path, which names it.
+_Price = Annotated[float, msgspec.Meta(gt=0.0, le=_MAX)]
+_Qty = Annotated[float, msgspec.Meta(ge=0.0, le=_MAX)]
+_Finite = Annotated[float, msgspec.Meta(ge=-_MAX, le=_MAX)]
 
 
 class BookFrame(msgspec.Struct, tag_field="e", tag="bookTicker", gc=False):
     """`data` of a futures `<symbol>@bookTicker` frame."""
 
     s: str
-    b: float
-    B: float
-    a: float
-    A: float
+    b: _Price
+    B: _Qty
+    a: _Price
+    A: _Qty
     E: _Int = None
     T: _Int = None
 
@@ -46,12 +55,12 @@ class KlineBody(msgspec.Struct, gc=False):
 
     t: _Int
     T: _Int
-    i: str
-    o: float
-    h: float
-    l: float  # noqa: E741 - Binance's name
-    c: float
-    v: float
+    i: Literal["1m"]
+    o: _Price
+    h: _Price
+    l: _Price  # noqa: E741 - Binance's name
+    c: _Price
+    v: _Qty
     x: bool | int | str
 
 
@@ -68,9 +77,9 @@ class MarkFrame(msgspec.Struct, tag_field="e", tag="markPriceUpdate", gc=False):
 
     s: str
     E: _Int
-    p: float
-    i: float
-    r: float
+    p: _Price
+    i: _Price
+    r: _Finite
     T: _Int
 
 
@@ -79,12 +88,12 @@ class TickerFrame(msgspec.Struct, tag_field="e", tag="24hrTicker", gc=False):
 
     s: str
     E: _Int
-    c: float
-    h: float
-    l: float  # noqa: E741 - Binance's name
-    P: float
-    v: float
-    q: float
+    c: _Price
+    h: _Price
+    l: _Price  # noqa: E741 - Binance's name
+    P: _Finite
+    v: _Qty
+    q: _Qty
 
 
 class Frame(msgspec.Struct, gc=False):
@@ -143,39 +152,38 @@ def stream_names(symbols: tuple[str, ...], market: str) -> list[str]:
     return [f"{s.lower()}@{k}" for s in symbols for k in kinds]
 
 
-class _Stream:
-    """One configured stream: its symbol, payload shape, checks, newest order key and count."""
+class Stream:
+    """One configured stream: its symbol, payload shape and general-path handler, its newest
+    order key and its event count (both paths share the last two)."""
 
-    __slots__ = ("build", "count", "handler", "kind", "last", "shape", "symbol")
+    __slots__ = ("count", "handler", "kind", "last", "shape", "symbol")
 
     def __init__(self, symbol: str, kind: str, shape: type,
-                 build: Callable[[_Stream, Any, float], MarketEvent | str | None],
                  handler: Callable[[dict, float], MarketEvent]) -> None:
-        self.symbol, self.kind, self.shape, self.build, self.handler = (
-            symbol, kind, shape, build, handler)
+        self.symbol, self.kind, self.shape, self.handler = symbol, kind, shape, handler
         self.last: float | None = None  # newest order key (event time or update id)
         self.count = 0  # events returned
 
 
 class FrameParser:
-    """Turns raw frames into events for the configured streams; keeps per-stream event order."""
+    """Turns raw frames into events for the configured streams; keeps per-stream event order.
 
-    def __init__(self, symbols: tuple[str, ...], market: str, max_bytes: int) -> None:
+    `stream` is the class of the per-stream records (the fast path's `Route` adds its targets)."""
+
+    def __init__(self, symbols: tuple[str, ...], market: str, max_bytes: int,
+                 stream: type[Stream] = Stream) -> None:
         self.max_bytes = max_bytes
-        kinds: dict[str, tuple[str, type, Callable[[_Stream, Any, float],
-                                                   MarketEvent | str | None],
-                               Callable[[dict, float], MarketEvent]]] = {
-            "bookTicker": ("BookTicker", BookFrame, _fast_book, self._book_ticker),
-            "kline_1m": ("Kline", KlineFrame, _fast_kline, self._kline),
-            "markPrice@1s": ("MarkPrice", MarkFrame, _fast_mark, self._mark_price),
-            "markPrice": ("MarkPrice", MarkFrame, _fast_mark, self._mark_price),
-            "ticker": ("Ticker24h", TickerFrame, _fast_ticker, self._ticker),
+        kinds: dict[str, tuple[str, type, Callable[[dict, float], MarketEvent]]] = {
+            "bookTicker": ("BookTicker", BookFrame, self._book_ticker),
+            "kline_1m": ("Kline", KlineFrame, self._kline),
+            "markPrice@1s": ("MarkPrice", MarkFrame, self._mark_price),
+            "markPrice": ("MarkPrice", MarkFrame, self._mark_price),
+            "ticker": ("Ticker24h", TickerFrame, self._ticker),
         }
-        self.streams: dict[str, _Stream] = {}
+        self.streams: dict[str, Stream] = {}
         for name in stream_names(symbols, market):
             lower, kind = name.split("@", 1)
-            self.streams[name] = _Stream(lower.upper(), *kinds[kind])
-        self._decode = frame_decoder().decode
+            self.streams[name] = stream(lower.upper(), *kinds[kind])
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Return the events returned so far per (symbol, event type name)."""
@@ -185,25 +193,10 @@ class FrameParser:
         return out
 
     def parse(self, raw: str | bytes, recv_time: float) -> MarketEvent | str:
-        """Return the event of one frame, or the reason to drop it."""
+        """Return the event of one frame, or the reason to drop it (the general path: any
+        frame, field by field; the feed tries its typed fast path first)."""
         if len(raw) > self.max_bytes:
             return "oversized"
-        try:
-            frame = self._decode(raw)
-        except msgspec.DecodeError:  # also ValidationError: not one of the typed shapes
-            return self._parse_general(raw, recv_time)
-        st = self.streams.get(frame.stream)
-        if st is None:
-            return "unknown_stream"
-        data = frame.data
-        if type(data) is st.shape and data.s == st.symbol:
-            event = st.build(st, data, recv_time)
-            if event is not None:
-                return event
-        return self._parse_general(raw, recv_time)
-
-    def _parse_general(self, raw: str | bytes, recv_time: float) -> MarketEvent | str:
-        """Parse any frame field by field; return its event or the precise reason to drop it."""
         try:
             frame = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -284,65 +277,3 @@ class FrameParser:
         _quantities(volume, quote_volume)
         return Ticker24h(d["s"], last, change, high, low, volume, quote_volume,
                          float(d["E"]) / 1000.0, recv)
-
-
-# ---------------------------------------------------------------- the fast path's checks
-# Each returns the event when the typed payload passes every check the general path makes (the
-# same values: ints divided by 1000 give the same floats as float(x) / 1000.0) and updates the
-# stream's order key and count; "time_backwards" when its event time goes back; else None (the
-# general path decides).
-
-
-def _fast_book(st: _Stream, d: BookFrame, recv: float) -> MarketEvent | str | None:
-    bid, ask, bid_qty, ask_qty, e, t = d.b, d.a, d.B, d.A, d.E, d.T
-    if (0.0 < bid <= ask < _INF and 0.0 <= bid_qty < _INF and 0.0 <= ask_qty < _INF
-            and type(e) is int and (t is None or type(t) is int)):
-        last = st.last
-        if last is not None and e < last:
-            return "time_backwards"
-        st.last = e
-        st.count += 1
-        return BookTicker(d.s, bid, bid_qty, ask, ask_qty, (t or e) / 1000.0, recv)
-    return None
-
-
-def _fast_kline(st: _Stream, d: KlineFrame, recv: float) -> MarketEvent | str | None:
-    k = d.k
-    o, h, lo, c, v, t, end, x, e = k.o, k.h, k.l, k.c, k.v, k.t, k.T, k.x, d.E
-    if (0.0 < lo and h < _INF and lo <= o <= h and lo <= c <= h and 0.0 <= v < _INF
-            and k.i == "1m" and type(t) is int and not t % 60_000 and type(end) is int
-            and type(x) is bool and type(e) is int):
-        last = st.last
-        if last is not None and e < last:
-            return "time_backwards"
-        st.last = e
-        st.count += 1
-        return Kline(d.s, "1m", t / 1000.0, end / 1000.0, o, h, lo, c, v, x, e / 1000.0, recv)
-    return None
-
-
-def _fast_mark(st: _Stream, d: MarkFrame, recv: float) -> MarketEvent | str | None:
-    mark, index, rate, t, e = d.p, d.i, d.r, d.T, d.E
-    if (0.0 < mark < _INF and 0.0 < index < _INF and -_INF < rate < _INF and type(t) is int
-            and type(e) is int):
-        last = st.last
-        if last is not None and e < last:
-            return "time_backwards"
-        st.last = e
-        st.count += 1
-        return MarkPrice(d.s, mark, index, rate, t / 1000.0, e / 1000.0, recv)
-    return None
-
-
-def _fast_ticker(st: _Stream, d: TickerFrame, recv: float) -> MarketEvent | str | None:
-    last_px, high, low, change, volume, quote, e = d.c, d.h, d.l, d.P, d.v, d.q, d.E
-    if (0.0 < last_px < _INF and 0.0 < high < _INF and 0.0 < low < _INF
-            and -_INF < change < _INF and 0.0 <= volume < _INF and 0.0 <= quote < _INF
-            and type(e) is int):
-        last = st.last
-        if last is not None and e < last:
-            return "time_backwards"
-        st.last = e
-        st.count += 1
-        return Ticker24h(d.s, last_px, change, high, low, volume, quote, e / 1000.0, recv)
-    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from structlog.testing import capture_logs
 
@@ -12,7 +14,8 @@ from engine.events import BookTicker, Kline, MarkPrice, Ticker24h
 from engine.market.book import PriceBook
 from engine.market.candles import Candle, CandleStore
 from engine.market.feed import Feed
-from engine.market.frames import FrameParser, stream_names
+from engine.market.frames import FrameParser, frame_decoder, stream_names
+from engine.market.hotpath import Route, bind
 from engine.settings import FeedSettings
 from tests.support.feed import T0, book_ticker, frame, kline, mark_price, ticker
 
@@ -153,27 +156,65 @@ def test_parser_never_raises_on_arbitrary_input() -> None:
         assert isinstance(result, str), raw
 
 
-def _general(parser: FrameParser, raw: str) -> object:
-    return parser._parse_general(raw, T0)
+def _feed_answer(raw: str) -> object:
+    """The feed's answer for one frame (fast path first): its event, or its drop reason."""
+    feed = Feed(FeedSettings(symbols=("BTCUSDT",)), Bus(), SimClock(start=T0), PriceBook(),
+                CandleStore())
+    got = events(feed, raw)
+    return got[0] if got else next(iter(feed.dropped))
 
 
-@pytest.mark.parametrize("raw", [
+def _general_answer(raw: str) -> object:
+    return FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0 + 0.01)
+
+
+TYPICAL = [
     book_ticker("BTCUSDT", 100.4, 100.5, E),
     kline("BTCUSDT", Candle(T0 // 60 * 60, 100.0, 101.0, 99.0, 100.5, 12.5), E, closed=True),
     mark_price("BTCUSDT", 100.45, E, rate=-0.0002),
     ticker("BTCUSDT", 100.47, E, change_pct=-1.25),
+]
+
+
+@pytest.mark.parametrize("raw", TYPICAL)
+def test_binance_frames_take_the_fast_path_and_apply_what_the_general_path_would(
+        raw: str) -> None:
+    parser = FrameParser(("BTCUSDT",), "futures", 4096, stream=Route)
+    book, candles, published = PriceBook(), CandleStore(), []
+    routes = bind(parser, book, candles, published.append, lambda: None)
+    frame = frame_decoder().decode(raw)
+    route = routes[frame.stream]
+    assert route.fast(route, frame.data, T0) is True
+    general = FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0)
+    assert published == [general]
+    reference = PriceBook()
+    reference.apply(general)  # type: ignore[arg-type]
+    assert book.state() == reference.state()
+    assert route.count == 1 and route.last == E
+
+
+@pytest.mark.parametrize("raw", [
+    *TYPICAL,
     # Shapes the typed fast path leaves to the general path, which decides as it always did:
     book_ticker("BTCUSDT", 1.0, 1.1, E).replace(f'"E":{E}', f'"E":"{E}"'),  # E as a string
     book_ticker("BTCUSDT", 1.0, 1.1, E).replace('"b":"1.0"', '"b":"+1.0"'),  # float() takes it
     book_ticker("BTCUSDT", 1.0, 1.1, E).replace('"e":"bookTicker",', ""),  # no event type
+    book_ticker("BTCUSDT", 1.0, 1.1, E).replace('"b":"1.0"', '"b":"1e999"'),  # out of range
+    book_ticker("BTCUSDT", 1.0, 1.1, E).replace('"b":"1.0"', '"b":"0"'),
+    book_ticker("BTCUSDT", 1.0, 1.1, E, ask_qty="-0.5"),
+    book_ticker("BTCUSDT", 1.2, 1.1, E),  # crossed
     kline("BTCUSDT", Candle(T0 // 60 * 60, 1.0, 1.0, 1.0, 1.0, 1.0), E, False).replace(
         '"x":false', '"x":0'),  # closed flag not a bool
+    kline("BTCUSDT", Candle(T0 // 60 * 60, 1.0, 1.0, 1.0, 1.0, 1.0), E, False).replace(
+        '"i":"1m"', '"i":"5m"'),
+    kline("BTCUSDT", Candle(T0 // 60 * 60 + 1, 1.0, 1.0, 1.0, 1.0, 1.0), E, False),
     mark_price("BTCUSDT", 1.0, E).replace('"p":"1.0"', '"p":"inf"'),
+    mark_price("BTCUSDT", 1.0, E, rate=math.inf),
     ticker("BTCUSDT", 1.0, E).replace('"P":"1.5"', '"P":"nan"'),
+    ticker("BTCUSDT", 1.0, E).replace('"s":"BTCUSDT"', '"s":"ETHUSDT"'),
     frame("btcusdt@ticker", {"e": "kline", "E": E, "s": "BTCUSDT"}),  # payload of another kind
 ])
 def test_fast_path_and_general_path_give_the_same_answer(raw: str) -> None:
-    fast = FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0)
-    general = _general(FrameParser(("BTCUSDT",), "futures", 4096), raw)
+    fast, general = _feed_answer(raw), _general_answer(raw)
     assert fast == general
     assert type(fast) is type(general)
