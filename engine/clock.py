@@ -12,7 +12,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -46,6 +46,11 @@ class Clock(Protocol):
         """Mark work in progress: a simulated clock does not move time while any is running."""
         ...
 
+    def hold(self) -> Callable[[], None]:
+        """Hold a simulated clock from this call until the returned release is called (the first
+        call counts, later ones do nothing): `busy` for synchronous code, released anywhere."""
+        ...
+
 
 def to_datetime(ts: float) -> datetime:
     """Convert epoch seconds to an aware UTC datetime."""
@@ -75,6 +80,13 @@ class LiveClock:
     @contextlib.asynccontextmanager
     async def busy(self) -> AsyncIterator[None]:
         yield
+
+    def hold(self) -> Callable[[], None]:
+        return _no_release
+
+
+def _no_release() -> None:
+    pass
 
 
 class SimClock:
@@ -116,14 +128,31 @@ class SimClock:
 
     @contextlib.asynccontextmanager
     async def busy(self) -> AsyncIterator[None]:
-        self._busy += 1
-        self._idle.clear()
+        release = self.hold()
         try:
             yield
         finally:
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.set()
+            release()
+
+    def hold(self) -> Callable[[], None]:
+        """Hold time now, in this loop turn, until the returned function is called.
+
+        What will register a timer or run timed work one or more loop turns later (a job a fire
+        has just started, a scheduler about to arm) holds the clock synchronously, so no amount
+        of other work in between lets time pass what it is about to do.
+        """
+        self._busy += 1
+        self._idle.clear()
+        held = [True]
+
+        def release() -> None:
+            if held[0]:
+                held[0] = False
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+
+        return release
 
     @contextlib.asynccontextmanager
     async def released(self) -> AsyncIterator[None]:
@@ -147,6 +176,11 @@ class SimClock:
                 self._released_hold = False
                 self._busy += 1
                 self._idle.clear()
+
+    @property
+    def held(self) -> bool:
+        """Tell whether any work holds time (`busy`, `hold`) right now."""
+        return self._busy > 0
 
     @property
     def released_waiters(self) -> int:

@@ -10,10 +10,9 @@ through the same lock. Every execution (and every skipped fire) is published as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -135,9 +134,8 @@ class Job:
         return self.claimed or self.lock.locked()
 
 
-def select_jobs(
-    jobs: Iterable[JobSettings], include: set[str], exclude: set[str]
-) -> list[JobSettings]:
+def select_jobs(jobs: Iterable[JobSettings], include: set[str],
+                exclude: set[str]) -> list[JobSettings]:
     """Return the enabled jobs whose tags pass --include-tags / --exclude-tags."""
     out = []
     for job in jobs:
@@ -155,9 +153,8 @@ def select_jobs(
 class Scheduler:
     """Fires jobs on time; one long-running `run()`."""
 
-    def __init__(
-        self, jobs: Iterable[Job], clock: Clock, bus: Bus, *, hold_clock: bool = False
-    ) -> None:
+    def __init__(self, jobs: Iterable[Job], clock: Clock, bus: Bus, *,
+                 hold_clock: bool = False) -> None:
         self.jobs = {j.name: j for j in jobs}
         self._clock = clock
         self._bus = bus
@@ -166,6 +163,10 @@ class Scheduler:
         self._firing = True
         self._started_at: float | None = None
         self.paused = False
+        # Set once every job has registered its first fire; until then `run()` holds a replay's
+        # clock, so simulated time cannot pass a first fire the scheduler has yet to register.
+        self.armed, self._unarmed = asyncio.Event(), 0
+        self._release_arming: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -224,9 +225,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ firing
 
-    async def trigger(
-        self, name: str, *, trigger: str = "manual", wait: bool = True
-    ) -> tuple[bool, str, dict[str, Any]]:
+    async def trigger(self, name: str, *, trigger: str = "manual",
+                      wait: bool = True) -> tuple[bool, str, dict[str, Any]]:
         """Run `name` now through its lock: (started, reason it did not, summary)."""
         job = self.jobs.get(name)
         if job is None:
@@ -245,35 +245,29 @@ class Scheduler:
     def _skip(self, job: Job, trigger: str, reason: str) -> None:
         job.state.skips += 1
         now = self._clock.time()
-        log.warning(
-            "job.skipped", job=job.name, reason=reason, trigger=trigger, skips=job.state.skips
-        )
+        log.warning("job.skipped", job=job.name, reason=reason, trigger=trigger,
+                    skips=job.state.skips)
         metrics.JOB_RUNS.labels(job.name, "skipped").inc()
-        self._bus.publish(
-            JobRun(
-                job=job.name,
-                trigger=_trigger_kind(trigger),
-                started_at=now,
-                finished_at=now,
-                status="skipped",
-                error=reason,
-            )
-        )
+        self._bus.publish(JobRun(job=job.name, trigger=_trigger_kind(trigger), started_at=now,
+                                 finished_at=now, status="skipped", error=reason))
 
     def _start(self, job: Job, trigger: str) -> asyncio.Task[None]:
         job.claimed = True  # synchronously: the task takes the lock only when it first runs
+        # A replay's clock is held from this loop turn (not the task's first step) to the run's
+        # end: simulated time never moves between a fire and its run, whatever runs in between.
+        release = self._clock.hold() if self._hold_clock else None
         task = asyncio.create_task(self._execute(job, trigger), name=f"job:{job.name}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        # A done callback, not a `finally`: it also runs for a task cancelled before it started.
+        # Done callbacks, not a `finally`: they also run for a task cancelled before it started.
         task.add_done_callback(lambda _: setattr(job, "claimed", False))
+        if release is not None:
+            task.add_done_callback(lambda _: release())
         return task
 
     async def _execute(self, job: Job, trigger: str) -> None:
         async with job.lock:
-            hold = self._clock.busy() if self._hold_clock else contextlib.nullcontext()
-            async with hold:
-                await self._execute_locked(job, trigger)
+            await self._execute_locked(job, trigger)
 
     async def _execute_locked(self, job: Job, trigger: str) -> None:
         state = job.state
@@ -283,9 +277,8 @@ class Scheduler:
         status, error, result = "ok", None, None
         log.info("job.started", job=job.name, trigger=trigger)
         try:
-            result = await with_deadline(
-                self._clock, job.func(trigger), job.settings.timeout_seconds
-            )
+            result = await with_deadline(self._clock, job.func(trigger),
+                                         job.settings.timeout_seconds)
         except TimeoutError:
             status, error = "timeout", f"timed out after {job.settings.timeout_seconds:g} s"
         except asyncio.CancelledError:
@@ -309,52 +302,56 @@ class Scheduler:
                 state.last_error = error
                 state.last_result = {"status": status, "error": error}
             metrics.JOB_RUNS.labels(job.name, status).inc()
-            self._bus.publish(
-                JobRun(
-                    job=job.name,
-                    trigger=_trigger_kind(trigger),
-                    started_at=start,
-                    finished_at=end,
-                    status=status,
-                    error=error,
-                    summary=_jsonable(result),
-                )
-            )
+            self._bus.publish(JobRun(job=job.name, trigger=_trigger_kind(trigger),
+                                     started_at=start, finished_at=end, status=status,
+                                     error=error, summary=_jsonable(result)))
             level = "info" if status == "ok" else "error"
-            getattr(log, level)(
-                "job.finished",
-                job=job.name,
-                status=status,
-                duration_s=state.last_duration,
-                error=error,
-            )
+            getattr(log, level)("job.finished", job=job.name, status=status,
+                                duration_s=state.last_duration, error=error)
+
+    async def start(self, spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+        """Start `run()` through `spawn` (e.g. a task group's `create_task`); return once every
+        job has registered its first fire, a replay's clock held from this call until then."""
+        release = self._clock.hold() if self._hold_clock else None
+        try:
+            spawn(self.run())
+            await self.armed.wait()
+        finally:
+            if release is not None:
+                release()
 
     async def run(self) -> None:
         """Fire every job on its schedule until cancelled."""
         self._started_at = self._clock.time()
+        self._unarmed = len(self.jobs)
+        if self._hold_clock and self._unarmed:
+            self._release_arming = self._clock.hold()
+        if not self._unarmed:
+            self.armed.set()
         try:
             async with asyncio.TaskGroup() as tg:
                 for job in self.jobs.values():
                     tg.create_task(self._loop(job), name=f"schedule:{job.name}")
-            await (
-                asyncio.get_running_loop().create_future()
-            )  # nothing left to fire: idle until cancelled
+            await asyncio.get_running_loop().create_future()  # nothing left: idle until cancelled
         finally:
             self._firing = False
+            if self._release_arming is not None:  # stopped before every job was armed
+                self._release_arming()
+                self._release_arming = None
 
     async def _loop(self, job: Job) -> None:
         assert self._started_at is not None
         due = first_fire(job.settings, self._clock.time())
         job.state.next_run = due
+        self._armed_one()  # the sleep below registers `due` in this same loop turn
         while due is not None:
             await self._clock.sleep_until(due)
             now = self._clock.time()
             missed = self._missed_fires(job.settings, due, now)
             if missed:
                 job.state.coalesced += missed
-                log.warning(
-                    "job.coalesced", job=job.name, missed=missed, late_s=round(now - due, 3)
-                )
+                log.warning("job.coalesced", job=job.name, missed=missed,
+                            late_s=round(now - due, 3))
             if not self._firing:
                 return
             if self.paused:
@@ -365,6 +362,14 @@ class Scheduler:
                 self._start(job, "once" if job.settings.schedule == "once" else "schedule")
             due = next_fire(job.settings, now, self._started_at)
             job.state.next_run = due
+
+    def _armed_one(self) -> None:
+        self._unarmed -= 1
+        if self._unarmed == 0:
+            self.armed.set()
+            if self._release_arming is not None:
+                self._release_arming()
+                self._release_arming = None
 
     @staticmethod
     def _missed_fires(job: JobSettings, due: float, now: float) -> int:

@@ -87,6 +87,7 @@ class Engine:
 
             # Simulated time starts at the recording's first frame and follows its frames.
             self.clock = SimClock(first_frame_time(options.replay))
+        self._startup_hold = self.clock.hold()  # a replay's time waits for the warm-up (`_ready`)
         self.state = "starting"
         self.cycle_job_name = "trading_cycle"
         self.once_result: dict[str, Any] | None = None
@@ -214,18 +215,10 @@ class Engine:
                                               final=partial(last_flush, self.writer))
             writer_task = asyncio.create_task(self.tasks["writer"].run(), name="writer")
         if not self.dry_run:
-            self.bus.publish(
-                RunStarted(
-                    run_id=(run_id := new_id()),
-                    started_at=self.clock.time(),
-                    version=__version__,
-                    settings_hash=self.settings.digest(),
-                    fresh=self.options.fresh,
-                    dry_run=self.dry_run,
-                    mode=self.run_mode,
-                    source=self.run_source,
-                )
-            )
+            self.bus.publish(RunStarted(
+                run_id=(run_id := new_id()), started_at=self.clock.time(), version=__version__,
+                settings_hash=self.settings.digest(), fresh=self.options.fresh,
+                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source))
             self.broker.publish_snapshots("start", None)
             self.run_id = run_id
         code = 0
@@ -290,7 +283,8 @@ class Engine:
     async def _lifecycle(self, tg: asyncio.TaskGroup) -> None:
         await self._ready()
         # Jobs start firing only once prices are in, so the first cycle has a market to see.
-        tg.create_task(fatal("scheduler", self.scheduler.run(), self.crashes), name="scheduler")
+        await self.scheduler.start(lambda run: tg.create_task(fatal("scheduler", run, self.crashes),
+                                                              name="scheduler"))
         if self.options.once and self.state == "running":
             await self._wait_prices()
             started, reason, summary = await self.scheduler.trigger(self.cycle_job_name)
@@ -311,8 +305,12 @@ class Engine:
         return stale
 
     async def _ready(self) -> None:
-        """Warm the LLM clients up (in a thread), wait for every symbol's price, then say so."""
-        await warm_up(self.strategies)
+        """Warm the LLM clients up (in a thread; a replay's clock held meanwhile, so the replay
+        never races ahead of the start-up), wait for every symbol's price, then say so."""
+        try:
+            await warm_up(self.strategies)
+        finally:
+            self._startup_hold()
         stale = await self._wait_prices()
         if self._stop.is_set():
             return  # stopped before it was ready: never say ready after stopping
