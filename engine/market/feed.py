@@ -13,10 +13,9 @@ import math
 import random
 from typing import Any
 
-import msgspec
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus, InvalidURI
 
 from engine import metrics
 from engine.bus import Bus
@@ -25,8 +24,8 @@ from engine.events import FeedStatus, Kline
 from engine.market.binance import BinanceRest
 from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore
-from engine.market.frames import FrameParser, frame_decoder, stream_names
-from engine.market.hotpath import Route, bind
+from engine.market.frames import FrameParser, stream_names
+from engine.market.hotpath import FrameHandler, Route, bind, frame_handler
 from engine.market.recording import FrameRecorder
 from engine.retry import Backoff
 from engine.settings import FeedSettings
@@ -56,10 +55,13 @@ class Feed:
             stream_names(settings.symbols, settings.market))
         self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes,
                                    stream=Route)
-        self._routes = bind(self._parser, book, candles, bus.publish, self._kline_hole)
-        self._decode = frame_decoder().decode
-        self._max_bytes = settings.max_frame_bytes
         self._recorder = FrameRecorder(record_path) if record_path else None
+        routes = bind(self._parser, book, candles, bus.publish, self._kline_hole)
+        # Every frame, live or replayed: `handle_frame(raw, recv_time)` parses one raw frame and
+        # applies it to the book, the candles and the bus (or drops it); engine/market/hotpath.py.
+        self.handle_frame: FrameHandler = frame_handler(
+            self, routes, settings.max_frame_bytes, self._recorder, self._handle_general,
+            TICK_FLUSH_EVERY)
         self._rng = rng or random.Random()
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._ticks_flushed: dict[tuple[str, str], int] = {}
@@ -85,22 +87,8 @@ class Feed:
 
     # ------------------------------------------------------------------ the hot path
 
-    def handle_frame(self, raw: str | bytes, recv_time: float) -> None:
-        """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
-        frames = self.frames = self.frames + 1
-        if not frames & TICK_FLUSH_EVERY - 1:
-            self.flush_ticks()
-        if self._recorder is not None:
-            self._recorder.write(raw, recv_time)
-        if len(raw) <= self._max_bytes:
-            try:
-                frame = self._decode(raw)
-            except msgspec.DecodeError:  # also ValidationError: the general path decides
-                pass
-            else:
-                route = self._routes.get(frame.stream)
-                if route is not None and route.fast(route, frame.data, recv_time):
-                    return  # the fast path applied and published it (engine/market/hotpath.py)
+    def _handle_general(self, raw: str | bytes, recv_time: float) -> None:
+        """Apply a frame the fast path left to the general parser (or drop it)."""
         event = self._parser.parse(raw, recv_time)
         if type(event) is str:
             self._drop(event, raw, recv_time)
@@ -133,7 +121,7 @@ class Feed:
         logged_at, suppressed = self._drop_logged.get(reason, (-math.inf, 0))
         if now - logged_at >= DROP_LOG_EVERY_S:
             log.warning("feed.frame_dropped", reason=reason, suppressed=suppressed,
-                        total=self.dropped[reason], sample=str(raw[:120]))
+                        total=self.dropped[reason], sample=_text(raw[:120]))
             self._drop_logged[reason] = (now, 0)
         else:
             self._drop_logged[reason] = (logged_at, suppressed + 1)
@@ -386,11 +374,21 @@ class Feed:
         return True
 
     async def _read(self, ws: ClientConnection) -> None:
-        handle, now = self.handle_frame, self.clock.time
+        # recv(decode=False): the frame's bytes, decoded by msgspec with no str made in between
+        # (a text frame that is not UTF-8 is then dropped as not_json); a normal close ends the
+        # loop, as `async for message in ws` would.
+        handle, now, recv = self.handle_frame, self.clock.time, ws.recv
         n = 0
-        async for message in ws:
-            handle(message, now())
-            n += 1
-            if n == YIELD_EVERY:
-                n = 0
-                await asyncio.sleep(0)  # let subscribers run during a burst
+        try:
+            while True:
+                handle(await recv(False), now())
+                n += 1
+                if n == YIELD_EVERY:
+                    n = 0
+                    await asyncio.sleep(0)  # let subscribers run during a burst
+        except ConnectionClosedOK:
+            return
+
+
+def _text(raw: str | bytes) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")

@@ -14,8 +14,8 @@ from engine.events import BookTicker, Kline, MarkPrice, Ticker24h
 from engine.market.book import PriceBook
 from engine.market.candles import Candle, CandleStore
 from engine.market.feed import Feed
-from engine.market.frames import FrameParser, frame_decoder, stream_names
-from engine.market.hotpath import Route, bind
+from engine.market.frames import FrameParser, stream_names
+from engine.market.hotpath import Route, bind, frame_handler
 from engine.settings import FeedSettings
 from tests.support.feed import T0, book_ticker, frame, kline, mark_price, ticker
 
@@ -28,7 +28,7 @@ def feed() -> Feed:
     return Feed(s, Bus(), SimClock(start=T0), PriceBook(), CandleStore())
 
 
-def events(feed: Feed, *raws: str) -> list[object]:
+def events(feed: Feed, *raws: str | bytes) -> list[object]:
     sub = feed.bus.subscribe("t", [BookTicker, Kline, MarkPrice, Ticker24h])
     for raw in raws:
         feed.handle_frame(raw, T0 + 0.01)
@@ -134,6 +134,16 @@ def test_drops_are_logged_at_most_once_per_reason_per_interval() -> None:
     assert feed.status()["dropped"] == {"not_json": 51}
 
 
+def test_frames_read_as_bytes_are_handled_and_a_dropped_ones_sample_is_logged_as_text() -> None:
+    feed = Feed(FeedSettings(symbols=("BTCUSDT",)), Bus(), SimClock(start=T0), PriceBook(),
+                CandleStore())
+    with capture_logs() as logs:
+        got = events(feed, book_ticker("BTCUSDT", 1.0, 1.1, E).encode(), b"garbage \xff")
+    assert got == [BookTicker("BTCUSDT", 1.0, 1.5, 1.1, 2.0, (E - 1) / 1000, T0 + 0.01)]
+    assert [(d["reason"], d["sample"]) for d in logs if d["event"] == "feed.frame_dropped"] == [
+        ("not_json", "garbage \ufffd")]
+
+
 def test_status_reports_connection_drops_and_price_age(feed: Feed) -> None:
     events(feed, book_ticker("BTCUSDT", 1.0, 1.1, E), "nope")
     st = feed.status()
@@ -176,21 +186,41 @@ TYPICAL = [
 ]
 
 
+class _Counted:
+    frames = 0
+
+    def flush_ticks(self) -> None:
+        pass
+
+
 @pytest.mark.parametrize("raw", TYPICAL)
 def test_binance_frames_take_the_fast_path_and_apply_what_the_general_path_would(
         raw: str) -> None:
     parser = FrameParser(("BTCUSDT",), "futures", 4096, stream=Route)
-    book, candles, published = PriceBook(), CandleStore(), []
+    book, candles, published, left = PriceBook(), CandleStore(), [], []
     routes = bind(parser, book, candles, published.append, lambda: None)
-    frame = frame_decoder().decode(raw)
-    route = routes[frame.stream]
-    assert route.fast(route, frame.data, T0) is True
+    handle = frame_handler(_Counted(), routes, 4096, None, lambda r, t: left.append(r), 1024)
+    handle(raw, T0)
+    assert left == []  # never handed to the general path
     general = FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0)
     assert published == [general]
     reference = PriceBook()
     reference.apply(general)  # type: ignore[arg-type]
     assert book.state() == reference.state()
-    assert route.count == 1 and route.last == E
+    assert [(r.count, r.last) for r in routes.values() if r.count] == [(1, E)]
+
+
+def test_a_payload_on_another_kinds_stream_or_symbol_is_left_to_the_general_path() -> None:
+    parser = FrameParser(("BTCUSDT", "ETHUSDT"), "futures", 4096, stream=Route)
+    published: list[object] = []
+    left: list[str | bytes] = []
+    routes = bind(parser, PriceBook(), CandleStore(), published.append, lambda: None)
+    handle = frame_handler(_Counted(), routes, 4096, None, lambda r, t: left.append(r), 1024)
+    on_kline_stream = book_ticker("BTCUSDT", 1.0, 1.1, E).replace("@bookTicker", "@kline_1m")
+    on_eth_stream = book_ticker("BTCUSDT", 1.0, 1.1, E).replace("btcusdt@", "ethusdt@")
+    for raw in (on_kline_stream, on_eth_stream):
+        handle(raw, T0)
+    assert published == [] and left == [on_kline_stream, on_eth_stream]
 
 
 @pytest.mark.parametrize("raw", [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aioresponses import aioresponses
+from structlog.testing import capture_logs
 
 from engine.bus import Bus
 from engine.clock import SimClock
@@ -19,6 +20,7 @@ from engine.market.recording import first_frame_time
 from engine.market.replay import Replay
 from engine.settings import FeedSettings
 from tests.support.feed import (
+    CLOSE,
     DROP,
     KLINES_URL,
     T0,
@@ -183,6 +185,26 @@ async def test_bad_frames_over_the_socket_are_dropped_by_reason_and_never_reach_
     }
     q = h.book.quote("BTCUSDT")
     assert q is not None and (q.bid, q.ask) == (100.0, 100.1)
+
+
+async def test_a_normal_close_by_the_server_is_a_drop_and_the_feed_reconnects() -> None:
+    clock = SimClock(start=T0)
+    async with FakeBinance() as server:
+        h = Harness(settings(server.url, backfill_candles=0), clock)
+        with aioresponses(passthrough=["http://127.0.0.1"]), capture_logs() as logs:
+            h.start()
+            e = int(T0 * 1000)
+            server.send(book_ticker("BTCUSDT", 100.0, 100.1, e), CLOSE)
+            await eventually(lambda: server.connections == 2, "reconnected")
+            server.send(book_ticker("BTCUSDT", 100.2, 100.3, e + 1))
+            await eventually(lambda: h.feed.frames == 2, "frames on both connections")
+            await h.stop()
+    status = h.feed.status()
+    assert status["reconnects"] == 1 and status["dropped"] == {}
+    assert [e["reason"] for e in logs if e["event"] == "feed.disconnected"] == [
+        "ConnectionError('server closed the connection')"]
+    q = h.book.quote("BTCUSDT")
+    assert q is not None and (q.bid, q.ask) == (100.2, 100.3)
 
 
 async def test_back_off_waits_on_the_clock_and_grows_while_the_server_refuses() -> None:

@@ -113,6 +113,7 @@ def klines_callback(requests: list[dict[str, str]], now: Callable[[], float]
 
 
 DROP = object()  # abort the TCP connection (no close frame)
+CLOSE = object()  # close the connection normally (close frame 1000)
 
 
 class FakeBinance:
@@ -163,6 +164,9 @@ class FakeBinance:
                 item = get.result()
                 if item is DROP:
                     ws.transport.abort()
+                    return
+                if item is CLOSE:
+                    await ws.close()
                     return
                 await ws.send(item)  # type: ignore[arg-type]
         finally:
