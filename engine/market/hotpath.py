@@ -94,9 +94,13 @@ def frame_handler(counted: Counted, routes: dict[str, Route], max_bytes: int, re
             else:
                 st = get(frame.stream)
                 d = frame.data
-                if st is not None and type(d) is st.shape and d.s == st.symbol:
-                    if type(d) is BookFrame:
-                        bid, ask, e, t = d.b, d.a, d.E, d.T
+                kind = type(d)
+                if st is not None and kind is st.shape and d.s == st.symbol:
+                    if kind is BookFrame:
+                        bid = d.b  # one name at a time: a 4-name unpacking builds a tuple
+                        ask = d.a
+                        e = d.E
+                        t = d.T
                         if bid <= ask and type(e) is int and (t is None or type(t) is int):
                             last = st.last
                             if last is None or e >= last:
@@ -123,7 +127,14 @@ def frame_handler(counted: Counted, routes: dict[str, Route], max_bytes: int, re
 
 def _kline(st: Route, d: KlineFrame, recv: float) -> bool:
     k = d.k
-    o, h, lo, c, t, end, x, e = k.o, k.h, k.l, k.c, k.t, k.T, k.x, d.E
+    o = k.o
+    h = k.h
+    lo = k.l
+    c = k.c
+    t = k.t
+    end = k.T
+    x = k.x
+    e = d.E
     if (lo <= o <= h and lo <= c <= h and type(t) is int and not t % 60_000
             and type(end) is int and type(x) is bool and type(e) is int):
         last = st.last
