@@ -114,36 +114,46 @@ def window_start(last_open: float, seconds: int, candles: int) -> float:
 class _Window:
     """One series' indicator window: the candles fed so far and the running indicators."""
 
-    __slots__ = ("close", "high", "low", "open_time", "running")
+    __slots__ = ("fed", "n", "running", "values")
 
     def __init__(self) -> None:
-        self.open_time = self.high = self.low = self.close = np.empty(0)
+        self.n = 0
+        self.fed = (b"", b"", b"", b"")  # the fed columns' bytes: open time, high, low, close
         self.running = indicators.Running()
+        self.values: dict[str, float | None] | None = None  # those of the candles fed so far
 
     def holds_prefix_of(self, arrays: OHLCV) -> bool:
-        """Return True when `arrays` starts with exactly the candles fed so far."""
-        n = len(self.close)
-        return (len(arrays) >= n and np.array_equal(arrays.open_time[:n], self.open_time)
-                and np.array_equal(arrays.close[:n], self.close)
-                and np.array_equal(arrays.high[:n], self.high)
-                and np.array_equal(arrays.low[:n], self.low))
+        """Return True when `arrays` starts with exactly the candles fed so far (bit for bit)."""
+        n, fed = self.n, self.fed
+        return (len(arrays) >= n and arrays.close[:n].tobytes() == fed[3]
+                and arrays.open_time[:n].tobytes() == fed[0]
+                and arrays.high[:n].tobytes() == fed[1] and arrays.low[:n].tobytes() == fed[2])
 
     def feed(self, arrays: OHLCV) -> None:
         """Feed the candles of `arrays` past those fed so far; keep a copy of what was fed."""
-        n = len(self.close)
+        n = self.n
         self.running.extend(arrays.high[n:].tolist(), arrays.low[n:].tolist(),
                             arrays.close[n:].tolist())
-        self.open_time, self.high = arrays.open_time.copy(), arrays.high.copy()
-        self.low, self.close = arrays.low.copy(), arrays.close.copy()
+        self.n = len(arrays)
+        self.fed = (arrays.open_time.tobytes(), arrays.high.tobytes(), arrays.low.tobytes(),
+                    arrays.close.tobytes())
+        self.values = None
+
+
+def _has_nan(arrays: OHLCV, start: int = 0) -> bool:
+    return bool(np.isnan(arrays.close[start:]).any() or np.isnan(arrays.high[start:]).any()
+                or np.isnan(arrays.low[start:]).any())
 
 
 class IndicatorCache:
     """Running indicators per (symbol, timeframe), kept between snapshots.
 
     A snapshot finds the window's candles (`window_start`) and, when they begin with the
-    candles already fed (compared value for value, so a backfilled hole or a changed bucket is
-    never missed), feeds only the new ones; otherwise it starts the window again. Either way the
-    values are those of the indicators computed afresh over the window (`summary`).
+    candles already fed (compared bit for bit, so a backfilled hole or a changed bucket is
+    never missed), feeds only the new ones (none: the values already read are returned again);
+    otherwise it starts the window again. Either way the values are those of the indicators
+    computed afresh over the window (`summary`). A window holding a NaN is computed afresh
+    (`summary_full`); the candles fed so far never hold one, so only new ones are checked.
     """
 
     def __init__(self) -> None:
@@ -151,16 +161,17 @@ class IndicatorCache:
 
     def values(self, key: tuple[str, str], arrays: OHLCV) -> dict[str, float | None]:
         """Return the indicators of the window `arrays` (closed candles, oldest first)."""
-        if (np.isnan(arrays.close).any() or np.isnan(arrays.high).any()
-                or np.isnan(arrays.low).any()):
-            self._windows.pop(key, None)
-            return indicators.summary_full(arrays.high, arrays.low, arrays.close)
         w = self._windows.get(key)
         if w is None or not w.holds_prefix_of(arrays):
             w = self._windows[key] = _Window()
-        if len(arrays) > len(w.close):
+        if _has_nan(arrays, w.n):
+            self._windows.pop(key, None)
+            return indicators.summary_full(arrays.high, arrays.low, arrays.close)
+        if len(arrays) > w.n:
             w.feed(arrays)
-        return w.running.values()
+        if w.values is None:
+            w.values = w.running.values()
+        return dict(w.values)
 
 
 def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: IndicatorCache
