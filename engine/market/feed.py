@@ -34,7 +34,6 @@ log = structlog.get_logger("feed")
 
 DROP_LOG_EVERY_S = 10.0  # at most one log line per drop reason this often
 YIELD_EVERY = 64  # frames read between two yields to the loop
-TICK_FLUSH_EVERY = 1024  # frames between two updates of the tick counters (a power of 2)
 OFFLINE_HINT_AFTER_S = 60.0  # failing to connect this long logs how to run offline, once
 OFFLINE_HINT = "python run.py --replay tests/data/sample.jsonl.gz"
 
@@ -56,12 +55,12 @@ class Feed:
         self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes,
                                    stream=Route)
         self._recorder = FrameRecorder(record_path) if record_path else None
-        routes = bind(self._parser, book, candles, bus.publish, self._kline_hole)
+        routes = bind(self._parser, book, candles, bus.publish, self._kline_hole,
+                      self.flush_ticks)
         # Every frame, live or replayed: `handle_frame(raw, recv_time)` parses one raw frame and
         # applies it to the book, the candles and the bus (or drops it); engine/market/hotpath.py.
         self.handle_frame: FrameHandler = frame_handler(
-            self, routes, settings.max_frame_bytes, self._recorder, self._handle_general,
-            TICK_FLUSH_EVERY)
+            routes, settings.max_frame_bytes, self._recorder, self._handle_general)
         self._rng = rng or random.Random()
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._ticks_flushed: dict[tuple[str, str], int] = {}
@@ -73,7 +72,6 @@ class Feed:
         self.last_error: str | None = None
         self._failing_since: float | None = None
         self._hinted = False
-        self.frames = 0
         self.dropped: dict[str, int] = {}
         self._drop_logged: dict[str, tuple[float, int]] = {}
         self._backfill_needed = asyncio.Event()
@@ -102,9 +100,16 @@ class Feed:
         if self.mode == "live":
             self._backfill_needed.set()  # a closed candle left a hole: fetch it
 
+    @property
+    def frames(self) -> int:
+        """Return the frames handled so far: each became one event of a stream, or one drop."""
+        return (sum(st.count for st in self._parser.streams.values())
+                + sum(self.dropped.values()))
+
     def flush_ticks(self) -> None:
-        """Add the events parsed since the last flush to the tick counters (per batch of
-        TICK_FLUSH_EVERY frames, at status and at the end of a replay; not per frame)."""
+        """Add the events parsed since the last flush to the tick counters (each time one
+        stream's count reaches a multiple of TICK_FLUSH_EVERY, at status and at the end of a
+        replay; not per frame)."""
         for key, n in self._parser.counts().items():
             done = self._ticks_flushed.get(key, 0)
             if n > done:

@@ -17,7 +17,6 @@ one function per other kind, instead of parse → apply → publish calls with a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 import msgspec
 
@@ -35,6 +34,10 @@ from engine.market.frames import (
 )
 
 FrameHandler = Callable[[str | bytes, float], None]
+# Events of one stream between two flushes of the tick counters (a power of 2): the stream's
+# count is the only per-frame counter (an int past 256 is a new object at every increment).
+TICK_FLUSH_EVERY = 1024
+_FLUSH_MASK = TICK_FLUSH_EVERY - 1
 
 
 class Route(Stream):
@@ -42,7 +45,7 @@ class Route(Stream):
     event, so a symbol never seen has no entry), the candles, the bus; `fast` is its function
     (None for the book ticker, inlined in the handler)."""
 
-    __slots__ = ("book", "candles", "entry", "fast", "on_hole", "publish")
+    __slots__ = ("book", "candles", "entry", "fast", "flush", "on_hole", "publish")
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -50,40 +53,32 @@ class Route(Stream):
         self.entry = None
 
 
-class Counted(Protocol):
-    """What the handler counts on: the feed's frame count and its tick-counter flush."""
-
-    frames: int
-
-    def flush_ticks(self) -> None: ...
-
-
 def bind(parser: FrameParser, book: PriceBook, candles: CandleStore,
-         publish: Callable[[MarketEvent], None], on_hole: Callable[[], None]) -> dict[str, Route]:
+         publish: Callable[[MarketEvent], None], on_hole: Callable[[], None],
+         flush: Callable[[], None]) -> dict[str, Route]:
     """Point every stream of `parser` (made with `stream=Route`) at its targets; return them by
-    stream name. `on_hole` is called when a closed kline leaves a hole in the candles."""
+    stream name. `on_hole` is called when a closed kline leaves a hole in the candles, `flush`
+    (the tick counters) each time a stream's count of events reaches a multiple of
+    TICK_FLUSH_EVERY."""
     routes: dict[str, Route] = {}
     for name, st in parser.streams.items():
         assert isinstance(st, Route), "the parser must be made with stream=Route"
-        st.book, st.candles, st.publish, st.on_hole = book, candles, publish, on_hole
+        st.book, st.candles, st.publish, st.on_hole, st.flush = (
+            book, candles, publish, on_hole, flush)
         routes[name] = st
     return routes
 
 
-def frame_handler(counted: Counted, routes: dict[str, Route], max_bytes: int, recorder: object,
-                  general: FrameHandler, flush_every: int) -> FrameHandler:
-    """Return the per-frame function: count the frame on `counted` (flushing its tick counters
-    every `flush_every` frames, a power of 2), record it (`recorder.write`, unless None), then
+def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
+                  general: FrameHandler) -> FrameHandler:
+    """Return the per-frame function: record the frame (`recorder.write`, unless None), then
     the fast path, else `general(raw, recv_time)`."""
-    decode, get, mask = frame_decoder().decode, routes.get, flush_every - 1
+    decode, get = frame_decoder().decode, routes.get
     record = getattr(recorder, "write", None)
     decode_error = msgspec.DecodeError
 
     def handle_frame(raw: str | bytes, recv_time: float) -> None:
         """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
-        frames = counted.frames = counted.frames + 1
-        if not frames & mask:
-            counted.flush_ticks()
         if record is not None:
             record(raw, recv_time)
         if len(raw) <= max_bytes:
@@ -105,7 +100,7 @@ def frame_handler(counted: Counted, routes: dict[str, Route], max_bytes: int, re
                             last = st.last
                             if last is None or e >= last:
                                 st.last = e
-                                st.count += 1
+                                count = st.count = st.count + 1
                                 event_time = (t or e) / 1000.0
                                 entry = st.entry
                                 if entry is None:
@@ -117,6 +112,8 @@ def frame_handler(counted: Counted, routes: dict[str, Route], max_bytes: int, re
                                     entry.exchange_time = event_time
                                 st.publish(BookTicker(st.symbol, bid, d.B, ask, d.A, event_time,
                                                       recv_time))
+                                if not count & _FLUSH_MASK:
+                                    st.flush()
                                 return
                     elif st.fast(st, d, recv_time):  # type: ignore[misc]
                         return
@@ -141,7 +138,7 @@ def _kline(st: Route, d: KlineFrame, recv: float) -> bool:
         if last is not None and e < last:
             return False
         st.last = e
-        st.count += 1
+        count = st.count = st.count + 1
         event = Kline(st.symbol, "1m", t / 1000.0, end / 1000.0, o, h, lo, c, k.v, x, e / 1000.0,
                       recv)
         entry = st.entry
@@ -154,6 +151,8 @@ def _kline(st: Route, d: KlineFrame, recv: float) -> bool:
         if st.candles.apply_kline(event):
             st.on_hole()
         st.publish(event)
+        if not count & _FLUSH_MASK:
+            st.flush()
         return True
     return False
 
@@ -165,7 +164,7 @@ def _mark(st: Route, d: MarkFrame, recv: float) -> bool:
         if last is not None and e < last:
             return False
         st.last = e
-        st.count += 1
+        count = st.count = st.count + 1
         event = MarkPrice(st.symbol, d.p, d.i, d.r, t / 1000.0, e / 1000.0, recv)
         entry = st.entry
         if entry is None:
@@ -178,6 +177,8 @@ def _mark(st: Route, d: MarkFrame, recv: float) -> bool:
             entry.updated = recv
             entry.exchange_time = event.event_time
         st.publish(event)
+        if not count & _FLUSH_MASK:
+            st.flush()
         return True
     return False
 
@@ -189,7 +190,7 @@ def _ticker(st: Route, d: TickerFrame, recv: float) -> bool:
         if last is not None and e < last:
             return False
         st.last = e
-        st.count += 1
+        count = st.count = st.count + 1
         event = Ticker24h(st.symbol, d.c, d.P, d.h, d.l, d.v, d.q, e / 1000.0, recv)
         entry = st.entry
         if entry is None:
@@ -204,6 +205,8 @@ def _ticker(st: Route, d: TickerFrame, recv: float) -> bool:
             entry.updated = recv
             entry.exchange_time = event.event_time
         st.publish(event)
+        if not count & _FLUSH_MASK:
+            st.flush()
         return True
     return False
 

@@ -15,7 +15,7 @@ from engine.market.book import PriceBook
 from engine.market.candles import Candle, CandleStore
 from engine.market.feed import Feed
 from engine.market.frames import FrameParser, stream_names
-from engine.market.hotpath import Route, bind, frame_handler
+from engine.market.hotpath import TICK_FLUSH_EVERY, Route, bind, frame_handler
 from engine.settings import FeedSettings
 from tests.support.feed import T0, book_ticker, frame, kline, mark_price, ticker
 
@@ -144,6 +144,20 @@ def test_frames_read_as_bytes_are_handled_and_a_dropped_ones_sample_is_logged_as
         ("not_json", "garbage \ufffd")]
 
 
+def test_tick_counters_are_flushed_each_time_a_streams_events_reach_a_multiple_of_1024() -> None:
+    feed = Feed(FeedSettings(symbols=("BTCUSDT",)), Bus(), SimClock(start=T0), PriceBook(),
+                CandleStore())
+    ticks = metrics.TICKS.labels(symbol="BTCUSDT", kind="BookTicker")
+    before = ticks._value.get()
+    for i in range(TICK_FLUSH_EVERY - 1):
+        feed.handle_frame(book_ticker("BTCUSDT", 1.0, 1.1, E + i), T0)
+    feed.handle_frame("garbage", T0)  # a drop counts as a frame, not as a tick
+    assert ticks._value.get() == before
+    feed.handle_frame(book_ticker("BTCUSDT", 1.0, 1.1, E + TICK_FLUSH_EVERY), T0)
+    assert ticks._value.get() == before + TICK_FLUSH_EVERY
+    assert feed.frames == TICK_FLUSH_EVERY + 1
+
+
 def test_status_reports_connection_drops_and_price_age(feed: Feed) -> None:
     events(feed, book_ticker("BTCUSDT", 1.0, 1.1, E), "nope")
     st = feed.status()
@@ -186,20 +200,13 @@ TYPICAL = [
 ]
 
 
-class _Counted:
-    frames = 0
-
-    def flush_ticks(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("raw", TYPICAL)
 def test_binance_frames_take_the_fast_path_and_apply_what_the_general_path_would(
         raw: str) -> None:
     parser = FrameParser(("BTCUSDT",), "futures", 4096, stream=Route)
     book, candles, published, left = PriceBook(), CandleStore(), [], []
-    routes = bind(parser, book, candles, published.append, lambda: None)
-    handle = frame_handler(_Counted(), routes, 4096, None, lambda r, t: left.append(r), 1024)
+    routes = bind(parser, book, candles, published.append, lambda: None, lambda: None)
+    handle = frame_handler(routes, 4096, None, lambda r, t: left.append(r))
     handle(raw, T0)
     assert left == []  # never handed to the general path
     general = FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0)
@@ -214,8 +221,9 @@ def test_a_payload_on_another_kinds_stream_or_symbol_is_left_to_the_general_path
     parser = FrameParser(("BTCUSDT", "ETHUSDT"), "futures", 4096, stream=Route)
     published: list[object] = []
     left: list[str | bytes] = []
-    routes = bind(parser, PriceBook(), CandleStore(), published.append, lambda: None)
-    handle = frame_handler(_Counted(), routes, 4096, None, lambda r, t: left.append(r), 1024)
+    routes = bind(parser, PriceBook(), CandleStore(), published.append, lambda: None,
+                  lambda: None)
+    handle = frame_handler(routes, 4096, None, lambda r, t: left.append(r))
     on_kline_stream = book_ticker("BTCUSDT", 1.0, 1.1, E).replace("@bookTicker", "@kline_1m")
     on_eth_stream = book_ticker("BTCUSDT", 1.0, 1.1, E).replace("btcusdt@", "ethusdt@")
     for raw in (on_kline_stream, on_eth_stream):
