@@ -73,9 +73,9 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                   general: FrameHandler) -> FrameHandler:
     """Return the per-frame function: record the frame (`recorder.write`, unless None), then
     the fast path, else `general(raw, recv_time)`."""
-    decode, get = frame_decoder().decode, routes.get
+    decode = frame_decoder().decode
     record = getattr(recorder, "write", None)
-    decode_error = msgspec.DecodeError
+    not_fast = (msgspec.DecodeError, KeyError)  # DecodeError includes ValidationError
 
     def handle_frame(raw: str | bytes, recv_time: float) -> None:
         """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
@@ -84,13 +84,13 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
         if len(raw) <= max_bytes:
             try:
                 frame = decode(raw)
-            except decode_error:  # also ValidationError: the general path decides
+                st = routes[frame.stream]
+            except not_fast:  # not one of the typed shapes, or an unknown stream
                 pass
             else:
-                st = get(frame.stream)
                 d = frame.data
                 kind = type(d)
-                if st is not None and kind is st.shape and d.s == st.symbol:
+                if kind is st.shape and d.s == st.symbol:
                     if kind is BookFrame:
                         bid = d.b  # one name at a time: a 4-name unpacking builds a tuple
                         ask = d.a
