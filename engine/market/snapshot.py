@@ -141,6 +141,8 @@ class _Window:
 
 
 def _has_nan(arrays: OHLCV, start: int = 0) -> bool:
+    if start >= len(arrays):
+        return False
     return bool(np.isnan(arrays.close[start:]).any() or np.isnan(arrays.high[start:]).any()
                 or np.isnan(arrays.low[start:]).any())
 
@@ -185,19 +187,23 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
     """
     arrays = candles.arrays(symbol, tf)
     seconds = timeframe_seconds(tf)
-    last_1m = candles.last_closed_time(symbol)
-    if (seconds != MINUTE and len(arrays) and last_1m is not None
-            and arrays.open_time[-1] + seconds > last_1m + MINUTE):
-        arrays = OHLCV(*(column[:-1] for column in arrays))  # the forming bucket
-    if len(arrays):
-        first = int(np.searchsorted(arrays.open_time,
-                                    window_start(float(arrays.open_time[-1]), seconds, limit)))
-        window = OHLCV(*(column[first:] for column in arrays)) if first else arrays
+    end = len(arrays)
+    if seconds != MINUTE and end:
+        last_1m = candles.last_closed_time(symbol)
+        if last_1m is not None and arrays.open_time[-1] + seconds > last_1m + MINUTE:
+            end -= 1  # the forming bucket
+    if end:
+        newest = float(arrays.open_time[end - 1])
+        first = int(np.searchsorted(arrays.open_time[:end],
+                                    window_start(newest, seconds, limit)))
+        window = arrays if not first and end == len(arrays) else OHLCV(
+            *(column[first:end] for column in arrays))
+        values = cache.values((symbol, tf), window)
+        values["closed_until"] = newest + seconds
     else:
-        window = arrays
-    values = cache.values((symbol, tf), window)
-    values["closed_until"] = float(arrays.open_time[-1]) + seconds if len(arrays) else None
-    recent = tuple(float(x) for x in arrays.close[-RECENT_CLOSES:])
+        values = cache.values((symbol, tf), OHLCV(*(column[:0] for column in arrays)))
+        values["closed_until"] = None
+    recent = tuple(arrays.close[max(0, end - RECENT_CLOSES):end].tolist())
     return MappingProxyType(values), recent
 
 
