@@ -19,12 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any, Literal
 
 from engine.paper.stats import ReturnStats
 
 SideName = Literal["long", "short"]
 RECENT_FILLS_KEPT = 20
+
+
+@cache
+def _names(cls: type) -> tuple[str, ...]:
+    """Return a dataclass's field names in order (`fields()` is slow on every snapshot)."""
+    return tuple(f.name for f in fields(cls))
 
 
 class AccountError(Exception):
@@ -124,7 +131,7 @@ class Position:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the complete state as JSON-able data (plain values: asdict's, no deep copy)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tiers"}
+        return {n: getattr(self, n) for n in _names(type(self)) if n != "tiers"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Position:
@@ -199,7 +206,7 @@ class AccountState:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the state as JSON-able data."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {n: getattr(self, n) for n in _names(type(self))}
         data["funding_settled"] = dict(self.funding_settled)
         data["returns"] = self.returns.to_dict()
         data["recent_fills"] = [dict(f) for f in self.recent_fills]
