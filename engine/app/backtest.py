@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
                           backtest_source=source_hash(settings, args.start, args.end))
         engine = Engine(settings, secrets, options)
         code = await engine.run()
-        if getattr(engine, "broker", None) is not None:  # the CIs over the whole run
+        # The CIs over the whole run, shown for variants only (the report has its own).
+        if _variants(settings) and getattr(engine, "broker", None) is not None:
             await engine.broker.refresh_board_stats()
         _llm_summary(engine)
         _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
@@ -225,12 +226,17 @@ def _llm_summary(engine: Any) -> None:
           f"{s['not_recorded']} not recorded (held)", flush=True)
 
 
-def _warn_variants(settings: Settings, board: Any = None) -> None:
-    """Show the variants side by side (CIs, P(A beats B)) and the correction applied."""
+def _variants(settings: Settings) -> dict[tuple[str, str], list[str]]:
+    """Return the traders sharing a model (or rule), by (provider, model), when more than one."""
     groups: dict[tuple[str, str], list[str]] = {}
     for t in settings.traders:
         groups.setdefault((t.provider or "rule", t.model or t.strategy), []).append(t.name)
-    variants = {k: v for k, v in groups.items() if len(v) > 1}
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def _warn_variants(settings: Settings, board: Any = None) -> None:
+    """Show the variants side by side (CIs, P(A beats B)) and the correction applied."""
+    variants = _variants(settings)
     per = dict(getattr(board, "per_trader", None) or {})
     pairs = {(p["a"], p["b"]): p for p in getattr(board, "pairwise", None) or ()}
     for (provider, model), names in sorted(variants.items()):
