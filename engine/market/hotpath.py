@@ -1,7 +1,7 @@
 """The feed's fast path: a typed frame straight to the price book, the candles and the bus.
 
 `frame_handler` returns `Feed.handle_frame`: it decodes a frame into the typed structs of
-engine/market/frames.py (msgspec has then checked every field's type and range), looks its
+engine/market/frames.py (msgspec has then checked its shape and every number's range), looks its
 stream up (one dict lookup that yields the stream's symbol, order key, count and targets),
 makes the remaining checks, builds the event, writes it into the symbol's price-book entry in
 place (what `PriceBook.apply` does), updates the candles for a kline and publishes it. Whenever
@@ -10,8 +10,8 @@ string where an integer time belongs, a crossed book or candle, an event time go
 changes nothing and hands the frame to `general`, which drops it with its reason, or takes it.
 
 This runs for every frame, hundreds of thousands a second in a replay, so it is one closure
-(names in cells, not attribute chains) with the book ticker (three frames in four) inlined and
-one function per other kind, instead of parse → apply → publish calls with a type dispatch each.
+(names in cells, not attribute chains) with a block per frame kind, instead of parse → apply →
+publish calls with a type dispatch in each: a Python call costs about as much as a block.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from engine.market.frames import (
     KlineFrame,
     MarkFrame,
     Stream,
-    TickerFrame,
     frame_decoder,
 )
 
@@ -42,14 +41,12 @@ _FLUSH_MASK = TICK_FLUSH_EVERY - 1
 
 class Route(Stream):
     """A stream with where its events go: the book (its symbol's entry, fetched on the first
-    event, so a symbol never seen has no entry), the candles, the bus; `fast` is its function
-    (None for the book ticker, inlined in the handler)."""
+    event, so a symbol never seen has no entry), the candles, the bus, the tick flush."""
 
-    __slots__ = ("book", "candles", "entry", "fast", "flush", "on_hole", "publish")
+    __slots__ = ("book", "candles", "entry", "flush", "on_hole", "publish")
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
-        self.fast: Callable[[Route, object, float], bool] | None = _FAST.get(self.shape)
         self.entry = None
 
 
@@ -91,8 +88,11 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                 d = frame.data
                 kind = type(d)
                 if kind is st.shape and d.s == st.symbol:
+                    # One block per kind, each: the checks msgspec cannot make, the stream's
+                    # order key, the event, the book entry (as PriceBook.apply), the bus. Names
+                    # are read one at a time: unpacking four or more builds a tuple.
                     if kind is BookFrame:
-                        bid = d.b  # one name at a time: a 4-name unpacking builds a tuple
+                        bid = d.b
                         ask = d.a
                         e = d.E
                         t = d.T
@@ -115,101 +115,91 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                 if not count & _FLUSH_MASK:
                                     st.flush()
                                 return
-                    elif st.fast(st, d, recv_time):  # type: ignore[misc]
-                        return
+                    elif kind is KlineFrame:
+                        k = d.k
+                        o = k.o
+                        h = k.h
+                        lo = k.l
+                        c = k.c
+                        t = k.t
+                        end = k.T
+                        x = k.x
+                        e = d.E
+                        if (lo <= o <= h and lo <= c <= h and type(t) is int and not t % 60_000
+                                and type(end) is int and type(x) is bool and type(e) is int):
+                            last = st.last
+                            if last is None or e >= last:
+                                st.last = e
+                                count = st.count = st.count + 1
+                                event_time = e / 1000.0
+                                entry = st.entry
+                                if entry is None:
+                                    entry = st.entry = st.book.entry(st.symbol)
+                                entry.last = c
+                                if recv_time >= entry.updated:
+                                    entry.updated = recv_time
+                                    entry.exchange_time = event_time
+                                kline = Kline(st.symbol, "1m", t / 1000.0, end / 1000.0, o, h, lo,
+                                              c, k.v, x, event_time, recv_time)
+                                if st.candles.apply_kline(kline):
+                                    st.on_hole()
+                                st.publish(kline)
+                                if not count & _FLUSH_MASK:
+                                    st.flush()
+                                return
+                    elif kind is MarkFrame:
+                        t = d.T
+                        e = d.E
+                        if type(t) is int and type(e) is int:
+                            last = st.last
+                            if last is None or e >= last:
+                                st.last = e
+                                count = st.count = st.count + 1
+                                mark = d.p
+                                index = d.i
+                                rate = d.r
+                                funding_time = t / 1000.0
+                                event_time = e / 1000.0
+                                entry = st.entry
+                                if entry is None:
+                                    entry = st.entry = st.book.entry(st.symbol)
+                                entry.mark = mark
+                                entry.index = index
+                                entry.funding_rate = rate
+                                entry.next_funding_time = funding_time
+                                if recv_time >= entry.updated:
+                                    entry.updated = recv_time
+                                    entry.exchange_time = event_time
+                                st.publish(MarkPrice(st.symbol, mark, index, rate, funding_time,
+                                                     event_time, recv_time))
+                                if not count & _FLUSH_MASK:
+                                    st.flush()
+                                return
+                    else:  # TickerFrame
+                        e = d.E
+                        if type(e) is int:
+                            last = st.last
+                            if last is None or e >= last:
+                                st.last = e
+                                count = st.count = st.count + 1
+                                ticker = Ticker24h(st.symbol, d.c, d.P, d.h, d.l, d.v, d.q,
+                                                   e / 1000.0, recv_time)
+                                entry = st.entry
+                                if entry is None:
+                                    entry = st.entry = st.book.entry(st.symbol)
+                                entry.last = ticker.last
+                                entry.change_pct = ticker.change_pct
+                                entry.high_24h = ticker.high
+                                entry.low_24h = ticker.low
+                                entry.volume_24h = ticker.volume
+                                entry.quote_volume_24h = ticker.quote_volume
+                                if recv_time >= entry.updated:
+                                    entry.updated = recv_time
+                                    entry.exchange_time = ticker.event_time
+                                st.publish(ticker)
+                                if not count & _FLUSH_MASK:
+                                    st.flush()
+                                return
         general(raw, recv_time)
 
     return handle_frame
-
-
-def _kline(st: Route, d: KlineFrame, recv: float) -> bool:
-    k = d.k
-    o = k.o
-    h = k.h
-    lo = k.l
-    c = k.c
-    t = k.t
-    end = k.T
-    x = k.x
-    e = d.E
-    if (lo <= o <= h and lo <= c <= h and type(t) is int and not t % 60_000
-            and type(end) is int and type(x) is bool and type(e) is int):
-        last = st.last
-        if last is not None and e < last:
-            return False
-        st.last = e
-        count = st.count = st.count + 1
-        event = Kline(st.symbol, "1m", t / 1000.0, end / 1000.0, o, h, lo, c, k.v, x, e / 1000.0,
-                      recv)
-        entry = st.entry
-        if entry is None:
-            entry = st.entry = st.book.entry(st.symbol)
-        entry.last = c
-        if recv >= entry.updated:
-            entry.updated = recv
-            entry.exchange_time = event.event_time
-        if st.candles.apply_kline(event):
-            st.on_hole()
-        st.publish(event)
-        if not count & _FLUSH_MASK:
-            st.flush()
-        return True
-    return False
-
-
-def _mark(st: Route, d: MarkFrame, recv: float) -> bool:
-    t, e = d.T, d.E
-    if type(t) is int and type(e) is int:
-        last = st.last
-        if last is not None and e < last:
-            return False
-        st.last = e
-        count = st.count = st.count + 1
-        event = MarkPrice(st.symbol, d.p, d.i, d.r, t / 1000.0, e / 1000.0, recv)
-        entry = st.entry
-        if entry is None:
-            entry = st.entry = st.book.entry(st.symbol)
-        entry.mark = event.mark
-        entry.index = event.index
-        entry.funding_rate = event.funding_rate
-        entry.next_funding_time = event.next_funding_time
-        if recv >= entry.updated:
-            entry.updated = recv
-            entry.exchange_time = event.event_time
-        st.publish(event)
-        if not count & _FLUSH_MASK:
-            st.flush()
-        return True
-    return False
-
-
-def _ticker(st: Route, d: TickerFrame, recv: float) -> bool:
-    e = d.E
-    if type(e) is int:
-        last = st.last
-        if last is not None and e < last:
-            return False
-        st.last = e
-        count = st.count = st.count + 1
-        event = Ticker24h(st.symbol, d.c, d.P, d.h, d.l, d.v, d.q, e / 1000.0, recv)
-        entry = st.entry
-        if entry is None:
-            entry = st.entry = st.book.entry(st.symbol)
-        entry.last = event.last
-        entry.change_pct = event.change_pct
-        entry.high_24h = event.high
-        entry.low_24h = event.low
-        entry.volume_24h = event.volume
-        entry.quote_volume_24h = event.quote_volume
-        if recv >= entry.updated:
-            entry.updated = recv
-            entry.exchange_time = event.event_time
-        st.publish(event)
-        if not count & _FLUSH_MASK:
-            st.flush()
-        return True
-    return False
-
-
-_FAST: dict[type, Callable[..., bool]] = {KlineFrame: _kline, MarkFrame: _mark,
-                                          TickerFrame: _ticker}
