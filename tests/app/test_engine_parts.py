@@ -39,3 +39,25 @@ def test_status_says_connecting_while_starting_without_the_live_feed() -> None:
     assert target._state(feed) == "connecting"
     engine.state = "running"
     assert target._state(feed) == "running"
+
+
+async def test_a_backtests_writer_runs_on_the_wall_clock_and_commits_asynchronously(
+        database_url: str, tmp_path) -> None:
+    from engine.app.build import open_store
+    from engine.bus import Bus
+    from engine.clock import LiveClock, SimClock
+    from engine.settings import DatabaseSettings
+
+    settings = Settings(database=DatabaseSettings(spill_path=str(tmp_path / "spill.jsonl")))
+    secrets = Secrets.from_env({"DATABASE_URL": database_url})
+    clock = SimClock()
+    for mode, wall, commit in (("backtest", True, "off"), ("replay", False, "on")):
+        _, writer, _ = await open_store(settings, secrets, Bus(), clock, fresh=True, mode=mode,
+                                        source="s")
+        # a backtest's flushes never hold simulated time: nothing reads its rows before the end
+        assert isinstance(writer._clock, LiveClock) is wall and (writer._clock is clock) is not wall
+        conn = await writer._connection()
+        try:
+            assert await conn.fetchval("SHOW synchronous_commit") == commit
+        finally:
+            conn.terminate()
