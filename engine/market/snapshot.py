@@ -185,7 +185,8 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
     indicators are computed on the closed candles from `window_start` on (`limit` to
     2 x `limit` - 1 of them; all of them when the series is shorter).
     """
-    arrays = candles.arrays(symbol, tf)
+    # The newest 2 x limit candles hold the window (2 x limit - 1 at most) and a forming bucket.
+    arrays = candles.arrays(symbol, tf, 2 * limit)
     seconds = timeframe_seconds(tf)
     end = len(arrays)
     if seconds != MINUTE and end:
