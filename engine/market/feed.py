@@ -25,7 +25,7 @@ from engine.market.binance import BinanceRest
 from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore
 from engine.market.frames import FrameParser, stream_names
-from engine.market.hotpath import FrameHandler, Route, bind, frame_handler
+from engine.market.hotpath import FrameHandler, Route, frame_handler
 from engine.market.recording import FrameRecorder
 from engine.retry import Backoff
 from engine.settings import FeedSettings
@@ -55,12 +55,12 @@ class Feed:
         self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes,
                                    stream=Route)
         self._recorder = FrameRecorder(record_path) if record_path else None
-        routes = bind(self._parser, book, candles, bus.publish, self._kline_hole,
-                      self.flush_ticks)
         # Every frame, live or replayed: `handle_frame(raw, recv_time)` parses one raw frame and
         # applies it to the book, the candles and the bus (or drops it); engine/market/hotpath.py.
         self.handle_frame: FrameHandler = frame_handler(
-            routes, settings.max_frame_bytes, self._recorder, self._handle_general)
+            self._parser, book=book, candles=candles, publish=bus.publish,
+            on_hole=self._kline_hole, flush=self.flush_ticks, general=self._handle_general,
+            record=self._recorder.write if self._recorder is not None else None)
         self._rng = rng or random.Random()
         self._tick_counters: dict[tuple[str, str], Any] = {}
         self._ticks_flushed: dict[tuple[str, str], int] = {}

@@ -40,44 +40,34 @@ _FLUSH_MASK = TICK_FLUSH_EVERY - 1
 
 
 class Route(Stream):
-    """A stream with where its events go: the book (its symbol's entry, fetched on the first
-    event, so a symbol never seen has no entry), the candles, the bus, the tick flush."""
+    """A stream and its symbol's price-book entry (fetched on the first event, so a symbol
+    never seen has no entry)."""
 
-    __slots__ = ("book", "candles", "entry", "flush", "on_hole", "publish")
+    __slots__ = ("entry",)
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self.entry = None
 
 
-def bind(parser: FrameParser, book: PriceBook, candles: CandleStore,
-         publish: Callable[[MarketEvent], None], on_hole: Callable[[], None],
-         flush: Callable[[], None]) -> dict[str, Route]:
-    """Point every stream of `parser` (made with `stream=Route`) at its targets; return them by
-    stream name. `on_hole` is called when a closed kline leaves a hole in the candles, `flush`
-    (the tick counters) each time a stream's count of events reaches a multiple of
-    TICK_FLUSH_EVERY."""
+def frame_handler(parser: FrameParser, *, book: PriceBook, candles: CandleStore,
+                  publish: Callable[[MarketEvent], None], on_hole: Callable[[], None],
+                  flush: Callable[[], None], general: FrameHandler,
+                  record: FrameHandler | None = None) -> FrameHandler:
+    """Return the per-frame function over `parser`'s streams (made with `stream=Route`): the
+    fast path, else `general(raw, recv_time)`; `record(raw, recv_time)` first when given.
+    `on_hole` is called when a closed kline leaves a hole in the candles, `flush` (the tick
+    counters) each time a stream's count of events reaches a multiple of TICK_FLUSH_EVERY."""
     routes: dict[str, Route] = {}
     for name, st in parser.streams.items():
         assert isinstance(st, Route), "the parser must be made with stream=Route"
-        st.book, st.candles, st.publish, st.on_hole, st.flush = (
-            book, candles, publish, on_hole, flush)
         routes[name] = st
-    return routes
-
-
-def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
-                  general: FrameHandler) -> FrameHandler:
-    """Return the per-frame function: record the frame (`recorder.write`, unless None), then
-    the fast path, else `general(raw, recv_time)`."""
-    decode = frame_decoder().decode
-    record = getattr(recorder, "write", None)
+    decode, max_bytes = frame_decoder().decode, parser.max_bytes
+    apply_kline, new_entry = candles.apply_kline, book.entry
     not_fast = (msgspec.DecodeError, KeyError)  # DecodeError includes ValidationError
 
     def handle_frame(raw: str | bytes, recv_time: float) -> None:
         """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
-        if record is not None:
-            record(raw, recv_time)
         if len(raw) <= max_bytes:
             try:
                 frame = decode(raw)
@@ -104,16 +94,16 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                 event_time = (t or e) / 1000.0
                                 entry = st.entry
                                 if entry is None:
-                                    entry = st.entry = st.book.entry(st.symbol)
+                                    entry = st.entry = new_entry(st.symbol)
                                 entry.bid = bid
                                 entry.ask = ask
                                 if recv_time >= entry.updated:
                                     entry.updated = recv_time
                                     entry.exchange_time = event_time
-                                st.publish(BookTicker(st.symbol, bid, d.B, ask, d.A, event_time,
+                                publish(BookTicker(st.symbol, bid, d.B, ask, d.A, event_time,
                                                       recv_time))
                                 if not count & _FLUSH_MASK:
-                                    st.flush()
+                                    flush()
                                 return
                     elif kind is KlineFrame:
                         k = d.k
@@ -134,18 +124,18 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                 event_time = e / 1000.0
                                 entry = st.entry
                                 if entry is None:
-                                    entry = st.entry = st.book.entry(st.symbol)
+                                    entry = st.entry = new_entry(st.symbol)
                                 entry.last = c
                                 if recv_time >= entry.updated:
                                     entry.updated = recv_time
                                     entry.exchange_time = event_time
                                 kline = Kline(st.symbol, "1m", t / 1000.0, end / 1000.0, o, h, lo,
                                               c, k.v, x, event_time, recv_time)
-                                if st.candles.apply_kline(kline):
-                                    st.on_hole()
-                                st.publish(kline)
+                                if apply_kline(kline):
+                                    on_hole()
+                                publish(kline)
                                 if not count & _FLUSH_MASK:
-                                    st.flush()
+                                    flush()
                                 return
                     elif kind is MarkFrame:
                         t = d.T
@@ -162,7 +152,7 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                 event_time = e / 1000.0
                                 entry = st.entry
                                 if entry is None:
-                                    entry = st.entry = st.book.entry(st.symbol)
+                                    entry = st.entry = new_entry(st.symbol)
                                 entry.mark = mark
                                 entry.index = index
                                 entry.funding_rate = rate
@@ -170,10 +160,10 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                 if recv_time >= entry.updated:
                                     entry.updated = recv_time
                                     entry.exchange_time = event_time
-                                st.publish(MarkPrice(st.symbol, mark, index, rate, funding_time,
+                                publish(MarkPrice(st.symbol, mark, index, rate, funding_time,
                                                      event_time, recv_time))
                                 if not count & _FLUSH_MASK:
-                                    st.flush()
+                                    flush()
                                 return
                     else:  # TickerFrame
                         e = d.E
@@ -186,7 +176,7 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                                    e / 1000.0, recv_time)
                                 entry = st.entry
                                 if entry is None:
-                                    entry = st.entry = st.book.entry(st.symbol)
+                                    entry = st.entry = new_entry(st.symbol)
                                 entry.last = ticker.last
                                 entry.change_pct = ticker.change_pct
                                 entry.high_24h = ticker.high
@@ -196,10 +186,18 @@ def frame_handler(routes: dict[str, Route], max_bytes: int, recorder: object,
                                 if recv_time >= entry.updated:
                                     entry.updated = recv_time
                                     entry.exchange_time = ticker.event_time
-                                st.publish(ticker)
+                                publish(ticker)
                                 if not count & _FLUSH_MASK:
-                                    st.flush()
+                                    flush()
                                 return
         general(raw, recv_time)
 
-    return handle_frame
+    if record is None:
+        return handle_frame
+
+    def handle_recorded_frame(raw: str | bytes, recv_time: float) -> None:
+        """Record one raw frame, then handle it."""
+        record(raw, recv_time)
+        handle_frame(raw, recv_time)
+
+    return handle_recorded_frame

@@ -15,7 +15,7 @@ from engine.market.book import PriceBook
 from engine.market.candles import Candle, CandleStore
 from engine.market.feed import Feed
 from engine.market.frames import FrameParser, stream_names
-from engine.market.hotpath import TICK_FLUSH_EVERY, Route, bind, frame_handler
+from engine.market.hotpath import TICK_FLUSH_EVERY, Route, frame_handler
 from engine.settings import FeedSettings
 from tests.support.feed import T0, book_ticker, frame, kline, mark_price, ticker
 
@@ -205,8 +205,9 @@ def test_binance_frames_take_the_fast_path_and_apply_what_the_general_path_would
         raw: str) -> None:
     parser = FrameParser(("BTCUSDT",), "futures", 4096, stream=Route)
     book, candles, published, left = PriceBook(), CandleStore(), [], []
-    routes = bind(parser, book, candles, published.append, lambda: None, lambda: None)
-    handle = frame_handler(routes, 4096, None, lambda r, t: left.append(r))
+    handle = frame_handler(parser, book=book, candles=candles, publish=published.append,
+                           on_hole=lambda: None, flush=lambda: None,
+                           general=lambda r, t: left.append(r))
     handle(raw, T0)
     assert left == []  # never handed to the general path
     general = FrameParser(("BTCUSDT",), "futures", 4096).parse(raw, T0)
@@ -214,16 +215,16 @@ def test_binance_frames_take_the_fast_path_and_apply_what_the_general_path_would
     reference = PriceBook()
     reference.apply(general)  # type: ignore[arg-type]
     assert book.state() == reference.state()
-    assert [(r.count, r.last) for r in routes.values() if r.count] == [(1, E)]
+    assert [(st.count, st.last) for st in parser.streams.values() if st.count] == [(1, E)]
 
 
 def test_a_payload_on_another_kinds_stream_or_symbol_is_left_to_the_general_path() -> None:
     parser = FrameParser(("BTCUSDT", "ETHUSDT"), "futures", 4096, stream=Route)
     published: list[object] = []
     left: list[str | bytes] = []
-    routes = bind(parser, PriceBook(), CandleStore(), published.append, lambda: None,
-                  lambda: None)
-    handle = frame_handler(routes, 4096, None, lambda r, t: left.append(r))
+    handle = frame_handler(parser, book=PriceBook(), candles=CandleStore(),
+                           publish=published.append, on_hole=lambda: None, flush=lambda: None,
+                           general=lambda r, t: left.append(r))
     on_kline_stream = book_ticker("BTCUSDT", 1.0, 1.1, E).replace("@bookTicker", "@kline_1m")
     on_eth_stream = book_ticker("BTCUSDT", 1.0, 1.1, E).replace("btcusdt@", "ethusdt@")
     for raw in (on_kline_stream, on_eth_stream):
