@@ -84,7 +84,7 @@ class Buckets:
             self._rebuild(minutes)  # a hole filled, or nothing folded so far is held any more
         else:
             if minutes[0, n - 1] > self.upto:
-                self._fold(minutes[:, int(np.searchsorted(minutes[0], self.upto, "right")):])
+                self._fold(minutes[:, int(minutes[0].searchsorted(self.upto, "right")):])
             if minutes[0, 0] != self.first:
                 self._front(minutes)
         self.synced, self.edits = version, edits
@@ -114,7 +114,7 @@ class Buckets:
         seconds = self.seconds
         cur = self.cur
         if cur is not None:  # the first new minutes may still belong to the newest bucket
-            same = int(np.searchsorted(new[0], cur[0] + seconds))
+            same = int(new[0].searchsorted(cur[0] + seconds))
             for _, _, h, lo, c, v in new[:, :same].T.tolist():
                 cur[2], cur[3], cur[4] = _max(cur[2], h), _min(cur[3], lo), c
                 cur[5] += v
@@ -144,8 +144,8 @@ class Buckets:
         recompute the first bucket from the minutes still held."""
         seconds = self.seconds
         first = float(minutes[0, 0] // seconds * seconds)
-        self.lo += int(np.searchsorted(self.cols[0, self.lo:self.hi], first))
-        end = int(np.searchsorted(minutes[0], first + seconds))
+        self.lo += int(self.cols[0, self.lo:self.hi].searchsorted(first))
+        end = int(minutes[0].searchsorted(first + seconds))
         part = minutes[:, :end]
         row = [first, float(part[1, 0]), float(part[2].max()), float(part[3].min()),
                float(part[4, end - 1]), sum(part[5].tolist())]

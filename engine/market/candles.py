@@ -197,7 +197,7 @@ class CandleStore:
             s.hi = hi + 1
             s.version += 1
             return True
-        pos = lo + int(np.searchsorted(cols[0, lo:hi], key))
+        pos = lo + int(cols[0, lo:hi].searchsorted(key))
         if pos < hi and cols[0, pos] == key:
             return False
         s.edits += 1
@@ -325,11 +325,11 @@ class CandleStore:
             if fetched is not None:
                 if s.n:  # a bucket the 1m series covers only partly at its start: fetched whole
                     first_full = -(-int(s.cols[0, s.lo]) // seconds) * seconds
-                    cols = cols[:, int(np.searchsorted(cols[0], first_full)):]
+                    cols = cols[:, int(cols[0].searchsorted(first_full)):]
                 start = cols[0, 0] if cols.shape[1] else float("inf")
-                older = fetched[:, :int(np.searchsorted(fetched[0], start))]
+                older = fetched[:, :int(fetched[0].searchsorted(start))]
                 if older.shape[1]:
-                    cols = np.hstack([older, cols])
+                    cols = np.concatenate((older, cols), axis=1)
         if limit:
             cols = cols[:, -limit:]
         out = OHLCV(*cols) if cols.shape[1] else _to_ohlcv([])

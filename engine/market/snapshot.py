@@ -195,8 +195,7 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
             end -= 1  # the forming bucket
     if end:
         newest = float(arrays.open_time[end - 1])
-        first = int(np.searchsorted(arrays.open_time[:end],
-                                    window_start(newest, seconds, limit)))
+        first = int(arrays.open_time[:end].searchsorted(window_start(newest, seconds, limit)))
         window = arrays if not first and end == len(arrays) else OHLCV(
             *(column[first:end] for column in arrays))
         values = cache.values((symbol, tf), window)
