@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -103,9 +103,18 @@ class Frame(msgspec.Struct, gc=False):
     data: BookFrame | KlineFrame | MarkFrame | TickerFrame
 
 
-def frame_decoder() -> msgspec.json.Decoder[Frame]:
-    """Return the typed decoder of the fast path (numbers from strings: `strict=False`)."""
-    return msgspec.json.Decoder(Frame, strict=False)
+def frame_decoder(streams: Collection[str] = ()) -> msgspec.json.Decoder[Frame]:
+    """Return the typed decoder of the fast path (numbers from strings: `strict=False`). With
+    `streams`, `stream` must be one of them (a `Literal`: any other fails the decode), and it
+    comes back as the string msgspec keeps for that value, whose hash is already computed, so
+    looking the stream up costs no hashing."""
+    if not streams:
+        return msgspec.json.Decoder(Frame, strict=False)
+    configured = msgspec.defstruct(
+        "Frame", [("stream", Literal[tuple(streams)]),  # type: ignore[valid-type]
+                  ("data", BookFrame | KlineFrame | MarkFrame | TickerFrame)], gc=False)
+    return msgspec.json.Decoder(configured, strict=False)  # type: ignore[return-value]
+
 
 class BadFrame(Exception):
     """Raised inside the parser for a frame to drop; carries the reason."""

@@ -62,19 +62,19 @@ def frame_handler(parser: FrameParser, *, book: PriceBook, candles: CandleStore,
     for name, st in parser.streams.items():
         assert isinstance(st, Route), "the parser must be made with stream=Route"
         routes[name] = st
-    decode, max_bytes = frame_decoder().decode, parser.max_bytes
+    decode, max_bytes = frame_decoder(tuple(routes)).decode, parser.max_bytes
     apply_kline, new_entry = candles.apply_kline, book.entry
-    not_fast = (msgspec.DecodeError, KeyError)  # DecodeError includes ValidationError
+    not_fast = msgspec.DecodeError  # includes ValidationError (an unknown stream is one)
 
     def handle_frame(raw: str | bytes, recv_time: float) -> None:
         """Parse one raw frame and apply it to the book, the candles and the bus (or drop it)."""
         if len(raw) <= max_bytes:
             try:
                 frame = decode(raw)
-                st = routes[frame.stream]
             except not_fast:  # not one of the typed shapes, or an unknown stream
                 pass
             else:
+                st = routes[frame.stream]
                 d = frame.data
                 kind = type(d)
                 if kind is st.shape and d.s == st.symbol:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -14,7 +15,7 @@ from engine.events import BookTicker, Kline, MarkPrice, Ticker24h
 from engine.market.book import PriceBook
 from engine.market.candles import Candle, CandleStore
 from engine.market.feed import Feed
-from engine.market.frames import FrameParser, stream_names
+from engine.market.frames import FrameParser, frame_decoder, stream_names
 from engine.market.hotpath import TICK_FLUSH_EVERY, Route, frame_handler
 from engine.settings import FeedSettings
 from tests.support.feed import T0, book_ticker, frame, kline, mark_price, ticker
@@ -216,6 +217,17 @@ def test_binance_frames_take_the_fast_path_and_apply_what_the_general_path_would
     reference.apply(general)  # type: ignore[arg-type]
     assert book.state() == reference.state()
     assert [(st.count, st.last) for st in parser.streams.values() if st.count] == [(1, E)]
+
+
+def test_the_feeds_decoder_takes_only_its_streams() -> None:
+    names = stream_names(("BTCUSDT",), "futures")
+    decode = frame_decoder(names).decode
+    frame = decode(book_ticker("BTCUSDT", 1.0, 1.1, E))
+    assert frame.stream == names[0]
+    with pytest.raises(msgspec.ValidationError):
+        decode(book_ticker("ETHUSDT", 1.0, 1.1, E))
+    assert frame_decoder().decode(book_ticker("ETHUSDT", 1.0, 1.1, E)).stream == (
+        "ethusdt@bookTicker")
 
 
 def test_a_payload_on_another_kinds_stream_or_symbol_is_left_to_the_general_path() -> None:
