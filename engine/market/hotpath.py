@@ -77,16 +77,18 @@ def frame_handler(parser: FrameParser, *, book: PriceBook, candles: CandleStore,
                 st = routes[frame.stream]
                 d = frame.data
                 kind = type(d)
-                if kind is st.shape and d.s == st.symbol:
-                    # One block per kind, each: the checks msgspec cannot make, the stream's
-                    # order key, the event, the book entry (as PriceBook.apply), the bus. Names
-                    # are read one at a time: unpacking four or more builds a tuple.
+                if kind is st.shape:
+                    # One block per kind, each: the checks msgspec cannot make (the symbol
+                    # here, so that `d.s` reads one struct type and stays specialised), the
+                    # stream's order key, the event, the book entry (as PriceBook.apply), the
+                    # bus. Names are read one at a time: unpacking four or more builds a tuple.
                     if kind is BookFrame:
                         bid = d.b
                         ask = d.a
                         e = d.E
                         t = d.T
-                        if bid <= ask and type(e) is int and (t is None or type(t) is int):
+                        if (d.s == st.symbol and bid <= ask and type(e) is int
+                                and (t is None or type(t) is int)):
                             last = st.last
                             if last is None or e >= last:
                                 st.last = e
@@ -115,8 +117,9 @@ def frame_handler(parser: FrameParser, *, book: PriceBook, candles: CandleStore,
                         end = k.T
                         x = k.x
                         e = d.E
-                        if (lo <= o <= h and lo <= c <= h and type(t) is int and not t % 60_000
-                                and type(end) is int and type(x) is bool and type(e) is int):
+                        if (d.s == st.symbol and lo <= o <= h and lo <= c <= h and type(t) is int
+                                and not t % 60_000 and type(end) is int and type(x) is bool
+                                and type(e) is int):
                             last = st.last
                             if last is None or e >= last:
                                 st.last = e
@@ -140,7 +143,7 @@ def frame_handler(parser: FrameParser, *, book: PriceBook, candles: CandleStore,
                     elif kind is MarkFrame:
                         t = d.T
                         e = d.E
-                        if type(t) is int and type(e) is int:
+                        if d.s == st.symbol and type(t) is int and type(e) is int:
                             last = st.last
                             if last is None or e >= last:
                                 st.last = e
@@ -167,7 +170,7 @@ def frame_handler(parser: FrameParser, *, book: PriceBook, candles: CandleStore,
                                 return
                     else:  # TickerFrame
                         e = d.E
-                        if type(e) is int:
+                        if d.s == st.symbol and type(e) is int:
                             last = st.last
                             if last is None or e >= last:
                                 st.last = e
