@@ -9,13 +9,19 @@ Each subscriber has its own queue, a capacity and a declared policy for when it 
 
 Publishing is a plain function call: the price path does one dict lookup and a deque append per
 subscriber, and is never held up by a slow subscriber that may drop.
+
+A subscriber with a `handler` (the broker's trigger watch) has no task to wake: its queued events
+are handed to the handler, in order, by `Bus.flush()`, which the loop runs once in the turn after
+the first of them was queued, unless someone flushes sooner (the replay, after each record, so a
+record's events are handled at its time). A subscriber task woken by a publish counts in
+`Bus.wakeups`, which tells the replay when a loop turn is owed before it moves time on.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Literal
 
 import structlog
@@ -36,15 +42,18 @@ class Subscription:
         "capacity",
         "delivered",
         "dropped",
+        "handler",
         "name",
+        "pending",
         "policy",
         "types",
     )
 
-    def __init__(
-        self, bus: Bus, name: str, types: tuple[type, ...], capacity: int, policy: Policy
-    ) -> None:
+    def __init__(self, bus: Bus, name: str, types: tuple[type, ...], capacity: int,
+                 policy: Policy, handler: Callable[[list[object]], None] | None = None) -> None:
         self._bus = bus
+        self.handler = handler
+        self.pending = False  # queued on the bus for its handler
         self.name = name
         self.types = types
         self.capacity = capacity
@@ -72,9 +81,14 @@ class Subscription:
                 self.backpressure += 1
         queue.append(event)
         self.delivered += 1
+        if self.handler is not None:
+            if not self.pending:
+                self._bus._defer(self)
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+            self._bus.wakeups += 1
 
     async def _wait(self) -> None:
         while not self._queue:
@@ -132,6 +146,9 @@ class Bus:
         self._subs: list[Subscription] = []
         self._routes: dict[type, tuple[Subscription, ...]] = {}
         self._capacity_waiters: list[asyncio.Future[None]] = []
+        self._pending: deque[Subscription] = deque()  # handler subscriptions with events queued
+        self._flush_scheduled = False
+        self.wakeups = 0  # subscriber tasks woken by a publish, ever
 
     def subscribe(
         self,
@@ -140,9 +157,11 @@ class Bus:
         *,
         capacity: int = 10_000,
         policy: Policy = "drop_oldest",
+        handler: Callable[[list[object]], None] | None = None,
     ) -> Subscription:
-        """Subscribe `name` to events of the given types (exact types, not subclasses)."""
-        sub = Subscription(self, name, tuple(types), capacity, policy)
+        """Subscribe `name` to events of the given types (exact types, not subclasses); with a
+        `handler`, events go to it at the next `flush()` instead of waiting to be read."""
+        sub = Subscription(self, name, tuple(types), capacity, policy, handler)
         self._subs.append(sub)
         self._routes.clear()
         return sub
@@ -171,6 +190,36 @@ class Bus:
         for event in events:
             self.publish(event)
 
+    def flush(self) -> None:
+        """Hand every event queued for a handler to it now, in order (what handlers publish
+        meanwhile included)."""
+        pending = self._pending
+        while pending:
+            sub = pending.popleft()
+            sub.pending = False
+            events = sub.drain()
+            if events and sub.handler is not None:
+                try:
+                    sub.handler(events)
+                except Exception:  # a failing handler must not stop the others
+                    log.exception("bus.handler_failed", subscriber=sub.name)
+
+    def _defer(self, sub: Subscription) -> None:
+        sub.pending = True
+        self._pending.append(sub)
+        if not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: nothing to wait for
+                self.flush()
+                return
+            self._flush_scheduled = True
+            loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
     async def wait_for_capacity(self) -> None:
         """Wait until no lossless ("block") subscriber is over its capacity."""
         while any(s.policy == "block" and s.over_capacity for s in self._subs):
@@ -187,6 +236,7 @@ class Bus:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+                self.wakeups += 1
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Return per-subscriber queue length, deliveries, drops and back-pressure counts."""

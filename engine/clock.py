@@ -201,6 +201,17 @@ class SimClock:
             for _ in range(rounds):
                 await asyncio.sleep(0)
 
+    def jump_to(self, when: float) -> bool:
+        """Move time to `when` in this loop turn when no sleeper is due by then and nothing
+        holds time; else return False, time unchanged (`advance_to` it: the replay's per-frame
+        fast path, which has no loop turn to spare)."""
+        sleepers = self._sleepers
+        if self._busy or (sleepers and sleepers[0][0] <= when):
+            return False
+        if when > self._now:
+            self._now = when
+        return True
+
     async def advance_to(self, when: float) -> None:
         """Move time forward to `when`, waking every sleeper due on the way, in order."""
         await asyncio.sleep(0)  # let just-started tasks register their sleeps first

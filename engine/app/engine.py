@@ -87,7 +87,7 @@ class Engine:
 
             # Simulated time starts at the recording's first frame and follows its frames.
             self.clock = SimClock(first_frame_time(options.replay))
-        self._startup_hold = self.clock.hold()  # a replay's time waits for the warm-up (`_ready`)
+        self._warmed = asyncio.Event()  # a replay starts once the LLM clients are warm (`_ready`)
         self.state = "starting"
         self.cycle_job_name = "trading_cycle"
         self.once_result: dict[str, Any] | None = None
@@ -270,6 +270,7 @@ class Engine:
             from engine.market.progress import ReplayProgress
 
             self.progress = ReplayProgress(replay)  # /status shows it too
+            await self._warmed.wait()  # no simulated time passes while the warm-up thread works
             async with self.progress.shown(bar=self.options.console and sys.stdout.isatty()):
                 await replay.run()
             log.info("replay.finished", path=self.options.replay)
@@ -305,12 +306,12 @@ class Engine:
         return stale
 
     async def _ready(self) -> None:
-        """Warm the LLM clients up (in a thread; a replay's clock held meanwhile, so the replay
-        never races ahead of the start-up), wait for every symbol's price, then say so."""
+        """Warm the LLM clients up (in a thread; a replay starts only then, so it never races
+        ahead of the start-up), wait for every symbol's price, then say so."""
         try:
             await warm_up(self.strategies)
         finally:
-            self._startup_hold()
+            self._warmed.set()
         stale = await self._wait_prices()
         if self._stop.is_set():
             return  # stopped before it was ready: never say ready after stopping

@@ -49,10 +49,11 @@ class Replay:
 
     async def run(self) -> None:
         """Replay every frame of the file in order, then return."""
-        feed, clock = self.feed, self.clock
+        feed, clock, bus = self.feed, self.clock, self.feed.bus
         feed.start_replay(self.path)
         wall_start = self._wall.monotonic()
         first: float | None = None
+        woken = bus.wakeups
         try:
             for t, kind, item in iter_records(self.path):
                 if first is None:
@@ -60,7 +61,11 @@ class Replay:
                 if self.speed is not None:
                     await self._wall.sleep(wall_start + (t - first) / self.speed
                                            - self._wall.monotonic())
-                await clock.advance_to(t)
+                if bus.wakeups != woken:  # the last record woke a subscriber: it runs at its time
+                    await asyncio.sleep(0)
+                    woken = bus.wakeups
+                if not clock.jump_to(t):  # a timer due on the way, or work holding time
+                    await clock.advance_to(t)
                 if kind == "raw":
                     feed.handle_frame(item, t)
                 elif kind == "backfill":
@@ -69,9 +74,10 @@ class Replay:
                     self._batch(item, t)
                 else:
                     continue  # an LLM or cycle line: its time only
+                bus.flush()  # the bus handlers (the broker's trigger watch) at this record's time
                 self.frames += 1
                 if self.frames % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let subscribers keep up
+                    await asyncio.sleep(0)  # let the rest of the loop (wall-time work) run
             await clock.settle()
             # Answers whose latency ends past the last line: let simulated time reach them.
             while clock.released_waiters and (due := clock.next_wakeup()) is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from engine.events import BookTicker, FundingPaid, Kline, MarkPrice
+from engine.events import BookTicker, FundingPaid, MarkPrice
 from engine.paper.accounts import Position
 from engine.paper.funding import settle_missed_funding
 from engine.paper.rounding import fill_price
@@ -186,12 +186,15 @@ class MarketTriggers:
     # ------------------------------------------------------------ the service
 
     async def run(self) -> None:
-        """Watch every market event for triggers and publish timer snapshots, until cancelled."""
-        sub = self.bus.subscribe("broker", (BookTicker, MarkPrice, Kline), capacity=100_000,
-                                 policy="block")
+        """Watch every market event for triggers and publish timer snapshots, until cancelled.
+
+        The watch is a bus handler, not a task: the bus hands it what was published at its next
+        flush (the loop's next turn; a replay's, right after each record), so a tick costs no
+        task wake-up and a replay needs no loop turn per frame for it."""
+        sub = self.bus.subscribe("broker", (BookTicker, MarkPrice), capacity=100_000,
+                                 policy="block", handler=self._on_events)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._consume(sub), name="broker.triggers")
                 tg.create_task(self._timer(), name="broker.snapshots")
                 if self.funding_history is not None:
                     tg.create_task(settle_missed_funding(self, self.funding_history,
@@ -200,14 +203,13 @@ class MarketTriggers:
         finally:
             sub.close()
 
-    async def _consume(self, sub: Any) -> None:
-        while True:
-            for event in await sub.get_batch(1000):
-                try:
-                    self.on_market(event)
-                except Exception:  # one bad event must not stop the trigger watch
-                    self.market_errors += 1
-                    log.exception("broker.market_event_failed", kind=type(event).__name__)
+    def _on_events(self, events: list[object]) -> None:
+        for event in events:
+            try:
+                self.on_market(event)
+            except Exception:  # one bad event must not stop the trigger watch
+                self.market_errors += 1
+                log.exception("broker.market_event_failed", kind=type(event).__name__)
 
     async def _timer(self) -> None:
         due = self.clock.time() + self.snapshot_interval

@@ -76,3 +76,50 @@ async def test_get_batch_waits_for_the_first_event(bus: Bus) -> None:
     bus.publish(tick(1))
     bus.publish(tick(2))
     assert [e.event_time for e in await task] == [1.0, 2.0]
+
+
+async def test_a_handler_gets_its_events_in_order_at_the_next_flush_without_a_task(
+        bus: Bus) -> None:
+    got: list[list[object]] = []
+    bus.subscribe("watch", [BookTicker], handler=got.append)
+    bus.publish(tick(1))
+    bus.publish(tick(2))
+    assert got == []  # nothing is handled inside publish
+    bus.flush()
+    assert got == [[tick(1), tick(2)]]
+    bus.flush()  # nothing queued: nothing handed over
+    bus.publish(tick(3))
+    await asyncio.sleep(0)  # unflushed, the loop's next turn hands it over
+    assert got == [[tick(1), tick(2)], [tick(3)]]
+    assert bus.wakeups == 0  # no task was woken for any of it
+
+
+async def test_a_failing_handler_does_not_stop_the_others_and_what_handlers_publish_follows(
+        bus: Bus) -> None:
+    seen: list[object] = []
+
+    def broken(events: list[object]) -> None:
+        raise RuntimeError("boom")
+
+    def relay(events: list[object]) -> None:  # publishes in turn, to another handler
+        bus.publish_many(JobRun("j", "manual", e.recv_time, e.recv_time, "ok")  # type: ignore[attr-defined]
+                         for e in events)
+
+    bus.subscribe("broken", [BookTicker], handler=broken)
+    bus.subscribe("relay", [BookTicker], handler=relay)
+    bus.subscribe("jobs", [JobRun], handler=seen.extend)
+    bus.publish(tick(5))
+    bus.flush()
+    assert [e.started_at for e in seen] == [5.0]  # type: ignore[attr-defined]
+
+
+async def test_wakeups_count_subscriber_tasks_a_publish_woke(bus: Bus) -> None:
+    sub = bus.subscribe("reader", [BookTicker])
+    reader = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)  # the reader waits
+    bus.publish(tick(1))
+    bus.publish(tick(2))  # already woken: not counted twice
+    assert bus.wakeups == 1
+    assert await reader == tick(1)
+    bus.publish(tick(3))  # nobody waiting: nothing woken
+    assert bus.wakeups == 1

@@ -103,3 +103,18 @@ async def test_a_scheduler_stopped_before_it_armed_releases_its_hold(bus: Bus) -
     assert clock.held and not sched.armed.is_set()
     await stop(task)
     assert not clock.held
+
+
+async def test_jump_to_moves_time_only_when_nothing_is_due_and_nothing_holds_it() -> None:
+    clock = SimClock(T0)
+    assert clock.jump_to(T0 + 1) and clock.time() == T0 + 1
+    sleeper = asyncio.create_task(clock.sleep_until(T0 + 5))
+    await asyncio.sleep(0)
+    assert clock.jump_to(T0 + 4.9) and clock.time() == T0 + 4.9
+    assert not clock.jump_to(T0 + 5) and clock.time() == T0 + 4.9  # a sleeper is due: advance_to
+    await clock.advance_to(T0 + 5)
+    await sleeper
+    release = clock.hold()
+    assert not clock.jump_to(T0 + 6) and clock.time() == T0 + 5  # held
+    release()
+    assert clock.jump_to(T0 + 6)

@@ -156,3 +156,46 @@ def test_marketgen_cli_writes_a_replayable_file(tmp_path: Path) -> None:
     items = list(read_frames(out))
     assert isinstance(items[0][1], dict) and items[0][1]["interval"] == "1m"
     assert sum(isinstance(item, str) for _, item in items) > 20
+
+
+
+def _ticks_file(tmp_path: Path) -> Path:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join(
+        orjson.dumps({"t": T0 + i / 10, "raw": book_ticker("BTCUSDT", 1.0 + i, 1.1 + i,
+                                                            E + i * 100)}) + b"\n"
+        for i in range(40)))
+    return path
+
+
+EXPECTED = [(T0 + i / 10, 1.0 + i) for i in range(40)]
+
+
+async def test_a_bus_handler_sees_each_record_before_time_moves_on(tmp_path: Path) -> None:
+    """The replay takes no loop turn per frame; it flushes the bus's handlers (the broker's
+    trigger watch) after each record instead."""
+    clock = SimClock(start=T0)
+    feed = make_feed(clock, symbols=("BTCUSDT",))
+    handled: list[tuple[float, float]] = []
+    feed.bus.subscribe("watch", [BookTicker], handler=lambda events: handled.extend(
+        (clock.time(), e.bid) for e in events))  # type: ignore[attr-defined]
+    await Replay(_ticks_file(tmp_path), feed, clock).run()
+    assert handled == EXPECTED
+
+
+async def test_a_subscriber_task_a_record_woke_runs_at_that_records_time(tmp_path: Path) -> None:
+    clock = SimClock(start=T0)
+    feed = make_feed(clock, symbols=("BTCUSDT",))
+    sub = feed.bus.subscribe("reader", [BookTicker])
+    read: list[tuple[float, float]] = []
+
+    async def reader() -> None:
+        while True:
+            for e in await sub.get_batch(100):
+                read.append((clock.time(), e.bid))  # type: ignore[attr-defined]
+
+    task = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    await Replay(_ticks_file(tmp_path), feed, clock).run()
+    task.cancel()
+    assert read == EXPECTED
