@@ -16,6 +16,7 @@ strict for, the event. So the fast path never decides a drop.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable, Collection
@@ -110,10 +111,16 @@ def frame_decoder(streams: Collection[str] = ()) -> msgspec.json.Decoder[Frame]:
     looking the stream up costs no hashing."""
     if not streams:
         return msgspec.json.Decoder(Frame, strict=False)
-    configured = msgspec.defstruct(
-        "Frame", [("stream", Literal[tuple(streams)]),  # type: ignore[valid-type]
+    return msgspec.json.Decoder(_configured_frame(tuple(streams)), strict=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _configured_frame(streams: tuple[str, ...]) -> type[Frame]:
+    # One type per set of streams, shared by every feed (and floor) configured alike, so the
+    # fast path's attribute reads on it stay specialised to one type.
+    return msgspec.defstruct(  # type: ignore[return-value]
+        "Frame", [("stream", Literal[streams]),  # type: ignore[valid-type]
                   ("data", BookFrame | KlineFrame | MarkFrame | TickerFrame)], gc=False)
-    return msgspec.json.Decoder(configured, strict=False)  # type: ignore[return-value]
 
 
 class BadFrame(Exception):
