@@ -179,9 +179,10 @@ class Fetched:
     column written; anything else (an older or a repeated open time) rebuilds the columns
     once, on the next read."""
 
-    __slots__ = ("by_key", "cols", "last", "n", "stale")
+    __slots__ = ("by_key", "changes", "cols", "last", "n", "stale")
 
     def __init__(self) -> None:
+        self.changes = 0  # counts the merges
         self.by_key: dict[int, tuple[float, ...]] = {}  # int(open_time) -> the candle
         self.cols = np.empty((6, 64), dtype=np.float64)
         self.n = 0
@@ -190,6 +191,7 @@ class Fetched:
 
     def merge(self, candles: Iterable[tuple[float, ...]]) -> None:
         """Keep `candles` (a later candle of an open time replaces an earlier one)."""
+        self.changes += 1
         for c in candles:
             key = int(c[0])
             if not self.stale and (self.last is None or key > self.last):

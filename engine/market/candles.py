@@ -247,6 +247,27 @@ class CandleStore:
         s = self._series.get(symbol)
         return s.forming if s else None
 
+    def closed_key(self, symbol: str, timeframe: str) -> tuple[float, ...] | None:
+        """Return a key that stays the same while `timeframe`'s closed candles (as `arrays` has
+        them, without a bucket the 1m candles do not yet cover to its end) stay the same.
+
+        Held 1m candles never change value: they are appended, dropped from the front or, a
+        hole filled, inserted (counted in `edits`). So the closed buckets change only with an
+        edit, a fetched candle, a new newest bucket, the newest one completed, or (the buckets
+        the 1m series covers only partly at its start are taken fetched) the first full bucket
+        moving; without fetched candles, the first 1m candle moving. None: no candles.
+        """
+        s = self._series.get(symbol)
+        if s is None or not s.n:
+            return None
+        seconds = timeframe_seconds(timeframe)
+        first, last = float(s.cols[0, s.lo]), float(s.cols[0, s.hi - 1])
+        fetched = self._higher.get((symbol, timeframe))
+        newest = last // seconds * seconds
+        return (float(s.edits), float(fetched.changes) if fetched is not None else -1.0,
+                -(-first // seconds) * seconds if fetched is not None else first,
+                newest, float(newest + seconds <= last + MINUTE))
+
     def last_closed_time(self, symbol: str) -> float | None:
         """Return the open time of the newest closed candle, if any."""
         s = self._series.get(symbol)

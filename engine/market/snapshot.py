@@ -160,6 +160,8 @@ class IndicatorCache:
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], _Window] = {}
+        # (symbol, higher timeframe) -> (CandleStore.closed_key, indicators, recent closes)
+        self.closed: dict[tuple[str, str], tuple[Any, Any, tuple[float, ...]]] = {}
 
     def values(self, key: tuple[str, str], arrays: OHLCV) -> dict[str, float | None]:
         """Return the indicators of the window `arrays` (closed candles, oldest first)."""
@@ -185,9 +187,14 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
     indicators are computed on the closed candles from `window_start` on (`limit` to
     2 x `limit` - 1 of them; all of them when the series is shorter).
     """
+    seconds = timeframe_seconds(tf)
+    key = candles.closed_key(symbol, tf) if seconds != MINUTE else None
+    if key is not None:
+        hit = cache.closed.get((symbol, tf))
+        if hit is not None and hit[0] == key:  # the same closed buckets: the same values
+            return hit[1], hit[2]
     # The newest 2 x limit candles hold the window (2 x limit - 1 at most) and a forming bucket.
     arrays = candles.arrays(symbol, tf, 2 * limit)
-    seconds = timeframe_seconds(tf)
     end = len(arrays)
     if seconds != MINUTE and end:
         last_1m = candles.last_closed_time(symbol)
@@ -204,7 +211,10 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
         values = cache.values((symbol, tf), OHLCV(*(column[:0] for column in arrays)))
         values["closed_until"] = None
     recent = tuple(arrays.close[max(0, end - RECENT_CLOSES):end].tolist())
-    return MappingProxyType(values), recent
+    proxy = MappingProxyType(values)
+    if key is not None:
+        cache.closed[symbol, tf] = (key, proxy, recent)
+    return proxy, recent
 
 
 def take_snapshot(book: PriceBook, candles: CandleStore, settings: FeedSettings,

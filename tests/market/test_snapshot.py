@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from engine.events import BookTicker
 from engine.market import indicators as ind
 from engine.market.book import PriceBook
@@ -72,3 +74,57 @@ def test_the_indicator_cache_restarts_on_a_changed_candle_and_takes_a_nan_window
     check(nan, 160)
     check(changed, 170)  # the NaN replaced: running again, equal to afresh
     check(changed, 171)
+
+
+@pytest.mark.parametrize("fetched", [True, False])
+def test_higher_timeframes_kept_between_snapshots_equal_those_computed_afresh(
+        fetched: bool) -> None:
+    """A full 1m series (its oldest minutes dropping), holes backfilled, with or without fetched
+    15m/4h candles arriving as their buckets close (a little off the 1m candles' resample, as an
+    exchange's may be) and now and then an older one corrected, snapshots at every minute: kept
+    and afresh are equal."""
+    import random
+
+    from engine.market.candles import Candle
+    from engine.market.candles import resample as exact
+    from engine.market.snapshot import IndicatorCache
+
+    def resample(candles: list[Candle], seconds: int) -> list[Candle]:
+        return [c._replace(close=c.close * (1 + 1e-6)) for c in exact(candles, seconds)]
+
+    rng = random.Random(11)
+    settings = FeedSettings(symbols=("BTCUSDT",), timeframes=("15m", "4h"),
+                            indicator_candles=60, max_candles=300)
+    book, store, cache = PriceBook(), CandleStore(settings), IndicatorCache()
+    price = 100.0
+    rows = []
+    for i in range(-2400, 1500):
+        price *= 1 + rng.gauss(0, 0.002)
+        rows.append(Candle(T + 60 * i, price, price * 1.001, price * 0.999, price,
+                           rng.random()))
+    for tf, seconds in (("15m", 900), ("4h", 14_400)) if fetched else ():  # fetched history
+        store.merge_higher("BTCUSDT", tf, [c for c in resample(rows[:2400], seconds)
+                                           if c.open_time + seconds <= T])
+    store.merge("BTCUSDT", rows[2100:2400])
+    skipped: list[Candle] = []
+    for k, row in enumerate(rows[2400:]):
+        if rng.random() < 0.02:
+            skipped.append(row)  # a hole, filled a few minutes later
+        else:
+            store.merge("BTCUSDT", [row])
+        if skipped and rng.random() < 0.08:
+            store.merge("BTCUSDT", [skipped.pop(0)])
+        if fetched and rng.random() < 0.01:  # an older fetched 15m candle corrected
+            old = T + 900 * rng.randrange(-100, 0)
+            store.merge_higher("BTCUSDT", "15m", [Candle(old, price, price * 1.01, price * 0.99,
+                                                         price * (1 + rng.gauss(0, 0.01)), 1.0)])
+        minute = row.open_time + 60
+        for tf, seconds in (("15m", 900), ("4h", 14_400)) if fetched else ():
+            if minute % seconds == 0:  # the closed bucket, as a backtest stream sends it
+                store.merge_higher("BTCUSDT", tf, resample(rows[2400 + k + 1 - seconds // 60:
+                                                                 2400 + k + 1], seconds))
+        book.apply(BookTicker("BTCUSDT", price, 1.0, price, 1.0, T, recv_time=minute))
+        kept = take_snapshot(book, store, settings, now=minute + 1, cache=cache)
+        afresh = take_snapshot(book, store, settings, now=minute + 1)
+        assert kept.to_dict() == afresh.to_dict(), k
+    assert cache.closed  # the higher timeframes were kept between snapshots
