@@ -159,7 +159,7 @@ class BacktestSettings(Section):  # `run.py backtest`: engine/market/history.py,
     max_days: Annotated[float, Field(gt=0, le=366)] = 31.0  # longest window accepted
     spread_bps: Annotated[float, Field(ge=0, le=1000)] = 2.0  # book spread around each 1m price
     max_candles: Annotated[int, Field(ge=300)] = 1000  # 1m candles kept in memory (speed)
-    board_every_cycles: Annotated[int, Field(ge=1)] = 12  # leaderboard CIs: every N cycles, end
+    board_every_cycles: Annotated[int, Field(ge=1)] = 288  # shown CIs: every N cycles (a day)
 
 
 class LLMCacheSettings(Section):  # the LLM answer cache (engine/traders/cache.py): when used

@@ -141,6 +141,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         else:
             broker.open_account(trader.name, trader.starting_capital)
     decisions = DecisionStep(strategies, s.llm, clock, bus)
+    in_backtest = bool(getattr(options, "backtest_source", None))
     cycle = TradingCycle(
         [
             MarketSnapshotStep(book, candles, s.feed, clock),
@@ -148,7 +149,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
             RiskStep(broker, bus),
             ExecuteStep(broker),
             PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles
-                    if getattr(options, "backtest_source", None) else 1),
+                    if in_backtest else 1, board_in_background=in_backtest),
             PersistStep(bus),
         ],
         clock,

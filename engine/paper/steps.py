@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -79,11 +80,17 @@ class PnLStep:
 
     name = "pnl"
 
-    def __init__(self, broker: Any, *, console: bool = False, board_every: int = 1) -> None:
+    def __init__(self, broker: Any, *, console: bool = False, board_every: int = 1,
+                 board_in_background: bool = False) -> None:
         self._broker, self._console = broker, console
         # The CIs and P(A beats B) (a bootstrap) are recomputed every `board_every` cycles; in
         # between the leaderboard shows current points and the last CIs (backtests: 12).
         self._board_every, self._cycles = board_every, 0
+        # A backtest does not wait for them: they are shown, never stored, so the replay goes on
+        # while a worker thread resamples, and a refresh still running when the next one is due
+        # is not doubled (the table then shows the CIs of the last one finished).
+        self._background = board_in_background
+        self._refresh: asyncio.Task[Any] | None = None
 
     async def __call__(self, ctx: CycleContext) -> None:
         broker = self._broker
@@ -91,10 +98,20 @@ class PnLStep:
         if not ctx.dry_run:
             broker.publish_snapshots("cycle", ctx.cycle_id)
         if self._cycles % self._board_every == 0:
-            await broker.refresh_board_stats()
+            if not self._background:
+                await broker.refresh_board_stats()
+            elif self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(broker.refresh_board_stats())
+                self._refresh.add_done_callback(_log_failure)
         self._cycles += 1
         # In console mode the table is the leaderboard's only trace (no repr of its rows).
         board = broker.leaderboard(ctx.cycle_id, log_rows=not self._console)
         if self._console and board.rows:
             print(render_table(board.rows, info=board.stats, pairwise=board.pairwise),
                   flush=True)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Log a background leaderboard refresh that failed (the next one is tried as usual)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("leaderboard.refresh_failed", error=repr(exc))
