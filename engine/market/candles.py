@@ -83,7 +83,7 @@ class _Series:
         self.cap = capacity
         self.cols = np.full((6, 2 * capacity), np.nan, dtype=np.float64)
         self.lo = self.hi = 0
-        self.forming: Candle | None = None
+        self.forming: Kline | None = None  # the latest update of the candle still open
         self.version = 0  # changes with every change of the held candles
         self.edits = 0  # counts the changes other than appending (and dropping the oldest)
         self.aggs: dict[int, Buckets] = {}  # seconds -> that timeframe, kept up to date
@@ -159,15 +159,14 @@ class CandleStore:
     def apply_kline(self, k: Kline) -> bool:
         """Apply a live 1m kline update; return True when a closed candle left a hole before it."""
         s = self._get(k.symbol)
-        candle = Candle(k.open_time, k.open, k.high, k.low, k.close, k.volume)
         if not k.closed:
-            s.forming = candle
+            s.forming = k  # the Candle is built only when forming() is read
             return False
         if s.forming is not None and s.forming.open_time <= k.open_time:
             s.forming = None
         key = int(k.open_time)
         hole = s.hi > s.lo and key > float(s.cols[0, s.hi - 1]) + MINUTE
-        self._insert(s, key, candle)
+        self._insert(s, key, (k.open_time, k.open, k.high, k.low, k.close, k.volume))
         return hole
 
     def merge(self, symbol: str, candles: Iterable[Candle]) -> int:
@@ -181,7 +180,7 @@ class CandleStore:
                 added += 1
         return added
 
-    def _insert(self, s: _Series, key: int, candle: Candle) -> bool:
+    def _insert(self, s: _Series, key: int, candle: Candle | tuple[float, ...]) -> bool:
         if key % MINUTE:
             return False
         cols, lo, hi = s.cols, s.lo, s.hi
@@ -244,8 +243,22 @@ class CandleStore:
 
     def forming(self, symbol: str) -> Candle | None:
         """Return the latest update of the candle still open, if any."""
+        k = s.forming if (s := self._series.get(symbol)) is not None else None
+        return None if k is None else Candle(k.open_time, k.open, k.high, k.low, k.close,
+                                             k.volume)
+
+    def minutes(self, symbol: str) -> tuple[np.ndarray, int] | None:
+        """Return `symbol`'s held 1m candles as a read-only view of the store's columns (open
+        time, open, high, low, close, volume; oldest first; valid until the next write, no
+        copy) and the count of changes other than appending or dropping the oldest (None: no
+        candles). While that count stays the same, the candles held from any given one on are
+        the same ones, bit for bit, each new one appended after them."""
         s = self._series.get(symbol)
-        return s.forming if s else None
+        if s is None or not s.n:
+            return None
+        view = s.held()
+        view.flags.writeable = False
+        return view, s.edits
 
     def closed_key(self, symbol: str, timeframe: str) -> tuple[float, ...] | None:
         """Return a key that stays the same while `timeframe`'s closed candles (as `arrays` has
@@ -253,9 +266,11 @@ class CandleStore:
 
         Held 1m candles never change value: they are appended, dropped from the front or, a
         hole filled, inserted (counted in `edits`). So the closed buckets change only with an
-        edit, a fetched candle, a new newest bucket, the newest one completed, or (the buckets
-        the 1m series covers only partly at its start are taken fetched) the first full bucket
-        moving; without fetched candles, the first 1m candle moving. None: no candles.
+        edit, a fetched candle, a newer closed bucket (the newest one completed, or a newer one
+        begun after it was left incomplete; a bucket begun after the newest one completed
+        changes nothing), or (the buckets the 1m series covers only partly at its start are
+        taken fetched) the first full bucket moving; without fetched candles, the first 1m
+        candle moving. None: no candles.
         """
         s = self._series.get(symbol)
         if s is None or not s.n:
@@ -264,9 +279,9 @@ class CandleStore:
         first, last = float(s.cols[0, s.lo]), float(s.cols[0, s.hi - 1])
         fetched = self._higher.get((symbol, timeframe))
         newest = last // seconds * seconds
+        closed = newest if newest + seconds <= last + MINUTE else newest - seconds
         return (float(s.edits), float(fetched.changes) if fetched is not None else -1.0,
-                -(-first // seconds) * seconds if fetched is not None else first,
-                newest, float(newest + seconds <= last + MINUTE))
+                -(-first // seconds) * seconds if fetched is not None else first, closed)
 
     def last_closed_time(self, symbol: str) -> float | None:
         """Return the open time of the newest closed candle, if any."""

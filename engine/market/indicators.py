@@ -293,7 +293,7 @@ class Running:
         if count >= 20:
             cums = self.cums
             mid = (cums[-1] - cums[-21]) / 20
-            std = float(np.asarray(self.closes, dtype=np.float64).std())
+            std = _std(self.closes)
             upper, lower = mid + 2.0 * std, mid - 2.0 * std
         line, signal = self.macd, self.signal
         return {
@@ -309,6 +309,37 @@ class Running:
             "bb_mid": mid,
             "bb_lower": lower,
         }
+
+
+def _sum(xs: list[float]) -> float:
+    """Return `np.add.reduce` of 8 to 128 float64 values, bit for bit: numpy's pairwise sum
+    (eight running sums, combined pairwise, then the rest in order) added to 0.0."""
+    r0, r1, r2, r3, r4, r5, r6, r7 = xs[:8]
+    n = len(xs)
+    end = n - n % 8
+    for i in range(8, end, 8):
+        r0 += xs[i]
+        r1 += xs[i + 1]
+        r2 += xs[i + 2]
+        r3 += xs[i + 3]
+        r4 += xs[i + 4]
+        r5 += xs[i + 5]
+        r6 += xs[i + 6]
+        r7 += xs[i + 7]
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for x in xs[end:]:
+        total += x
+    return 0.0 + total
+
+
+def _std(xs: list[float]) -> float:
+    """Return `float(np.asarray(xs).std())` bit for bit, without an array for a handful of
+    values: the same mean, deviations, squares and sums (`_sum`), in the same order."""
+    n = len(xs)
+    if not 8 <= n <= 128:
+        return float(np.asarray(xs, dtype=np.float64).std())
+    mean = _sum(xs) / n
+    return math.sqrt(_sum([(x - mean) * (x - mean) for x in xs]) / n)
 
 
 def summary_full(high: np.ndarray, low: np.ndarray, close: np.ndarray

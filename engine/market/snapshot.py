@@ -114,9 +114,10 @@ def window_start(last_open: float, seconds: int, candles: int) -> float:
 class _Window:
     """One series' indicator window: the candles fed so far and the running indicators."""
 
-    __slots__ = ("fed", "n", "running", "values")
+    __slots__ = ("fed", "n", "running", "token", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, token: tuple[int, float] | None = None) -> None:
+        self.token = token  # a 1m window: (CandleStore edits, its first candle's open time)
         self.n = 0
         self.fed = (b"", b"", b"", b"")  # the fed columns' bytes: open time, high, low, close
         self.running = indicators.Running()
@@ -160,6 +161,7 @@ class IndicatorCache:
 
     def __init__(self) -> None:
         self._windows: dict[tuple[str, str], _Window] = {}
+        self.minutes: dict[str, _Window] = {}  # symbol -> its 1m window (`_minute_indicators`)
         # (symbol, higher timeframe) -> (CandleStore.closed_key, indicators, recent closes)
         self.closed: dict[tuple[str, str], tuple[Any, Any, tuple[float, ...]]] = {}
 
@@ -178,6 +180,43 @@ class IndicatorCache:
         return dict(w.values)
 
 
+def _minute_indicators(candles: CandleStore, symbol: str, limit: int, cache: IndicatorCache
+                       ) -> tuple[Mapping[str, float | None], tuple[float, ...]] | None:
+    """Return the 1m indicators as `_indicators` does, straight from the store's columns (None:
+    no candles).
+
+    The window is the candles from `window_start` on; while the store counts no edit and the
+    window's first candle stays the same, the candles fed so far are still its start, bit for
+    bit (held 1m candles are only appended or dropped from the front otherwise), so only the
+    new ones are fed: no copy of the window, no comparison of it. Else the window starts again.
+    """
+    held = candles.minutes(symbol)
+    if held is None:
+        return None
+    cols, edits = held
+    newest = float(cols[0, -1])
+    first = int(cols[0].searchsorted(window_start(newest, MINUTE, limit)))
+    size = cols.shape[1] - first
+    token = (edits, float(cols[0, first]))
+    w = cache.minutes.get(symbol)
+    if w is None or w.token != token or w.n > size:
+        w = cache.minutes[symbol] = _Window(token)
+    if size > w.n:
+        new = cols[2:5, first + w.n:]  # high, low, close
+        if np.isnan(new).any():  # a NaN among the new candles: the window afresh
+            del cache.minutes[symbol]
+            values = indicators.summary_full(cols[2, first:], cols[3, first:], cols[4, first:])
+            values["closed_until"] = newest + MINUTE
+            return MappingProxyType(values), tuple(cols[4, -RECENT_CLOSES:].tolist())
+        w.running.extend(*new.tolist())
+        w.n, w.values = size, None
+    if w.values is None:
+        w.values = w.running.values()
+    values = dict(w.values)
+    values["closed_until"] = newest + MINUTE
+    return MappingProxyType(values), tuple(cols[4, -RECENT_CLOSES:].tolist())
+
+
 def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: IndicatorCache
                 ) -> tuple[Mapping[str, float | None], tuple[float, ...]]:
     """Return `tf`'s indicators on closed candles only, with `closed_until` (newest close).
@@ -188,6 +227,8 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
     2 x `limit` - 1 of them; all of them when the series is shorter).
     """
     seconds = timeframe_seconds(tf)
+    if seconds == MINUTE and (got := _minute_indicators(candles, symbol, limit, cache)):
+        return got
     key = candles.closed_key(symbol, tf) if seconds != MINUTE else None
     if key is not None:
         hit = cache.closed.get((symbol, tf))

@@ -215,3 +215,17 @@ def test_summary_and_running_equal_the_full_length_functions_bit_for_bit() -> No
         for got in (ind.summary(high, low, close), running.values()):
             assert list(got) == list(full)
             assert got == full, size  # == on floats: the same bits, not approximately
+
+
+def test_the_running_bollinger_std_equals_numpys_bit_for_bit() -> None:
+    """`Running` takes the standard deviation of its 20 closes without numpy: the same mean,
+    deviations and pairwise sums, so the same float as `np.std`, over prices of every scale
+    and spread (and the lengths around numpy's blocks of eight)."""
+    rng = random.Random(17)
+    for _ in range(20_000):
+        n = rng.choice((8, 9, 15, 16, 17, 20, 20, 20, 23, 64, 127, 128))
+        base = 10 ** rng.uniform(-5, 6)
+        xs = [base * (1 + rng.gauss(0, 10 ** rng.uniform(-7, 0))) for _ in range(n)]
+        assert ind._std(xs) == float(np.asarray(xs, dtype=np.float64).std())
+    assert ind._std([1.0, 2.0, 4.0]) == float(np.std([1.0, 2.0, 4.0]))  # outside: numpy's own
+    assert ind._std([5.0] * 20) == 0.0

@@ -128,3 +128,52 @@ def test_higher_timeframes_kept_between_snapshots_equal_those_computed_afresh(
         afresh = take_snapshot(book, store, settings, now=minute + 1)
         assert kept.to_dict() == afresh.to_dict(), k
     assert cache.closed  # the higher timeframes were kept between snapshots
+
+
+def test_the_1m_indicators_kept_from_the_store_columns_equal_the_window_afresh() -> None:
+    """1m candles appended, a full series dropping its oldest inside the window, holes filled
+    later (an edit: the window starts again), a NaN close (the window afresh while it holds it):
+    at every minute the kept values equal those of the window computed afresh, and between
+    edits only the new candles are fed."""
+    import random
+
+    import numpy as np
+
+    from engine.market.candles import Candle
+    from engine.market.snapshot import RECENT_CLOSES, IndicatorCache, window_start
+
+    rng = random.Random(5)
+    settings = FeedSettings(symbols=("BTCUSDT",), timeframes=("15m",), indicator_candles=60,
+                            max_candles=100)
+    book, store, cache = PriceBook(), CandleStore(settings), IndicatorCache()
+    price, skipped, fed = 100.0, [], []
+    for i in range(400):
+        price *= 1 + rng.gauss(0, 0.003)
+        row = Candle(T + 60 * i, price, price * 1.002, price * 0.998,
+                     math.nan if i == 230 else price, 1.0)
+        if 20 < i < 380 and rng.random() < 0.03:
+            skipped.append(row)  # a hole, filled a few minutes later
+        else:
+            store.merge("BTCUSDT", [row])
+        if skipped and rng.random() < 0.1:
+            store.merge("BTCUSDT", [skipped.pop(0)])
+        before = cache.minutes.get("BTCUSDT")
+        n_before, edits = (before.n if before else 0), store.minutes("BTCUSDT")[1]
+        book.apply(BookTicker("BTCUSDT", price, 1.0, price, 1.0, T, recv_time=T + 60 * i + 60))
+        snap = take_snapshot(book, store, settings, now=T + 60 * i + 61, cache=cache)
+        arrays = store.arrays("BTCUSDT")
+        newest = float(arrays.open_time[-1])
+        first = int(arrays.open_time.searchsorted(window_start(newest, 60, 60)))
+        h, lo, c = arrays.high[first:], arrays.low[first:], arrays.close[first:]
+        expected = (ind.summary_full if np.isnan(c).any() else ind.summary)(h, lo, c)
+        expected["closed_until"] = newest + 60
+        got = snap.symbols["BTCUSDT"]
+        assert _same(dict(got.indicators["1m"]), expected), i
+        assert np.array_equal(got.recent_closes["1m"], arrays.close[-RECENT_CLOSES:],
+                              equal_nan=True)
+        after = cache.minutes.get("BTCUSDT")
+        if after is not None and after is before:  # kept: fed only the new candles
+            fed.append(after.n - n_before)
+            assert after.token == (edits, float(arrays.open_time[first]))
+    assert len(fed) > 250 and set(fed) <= {0, 1}
+    assert "BTCUSDT" in cache.minutes  # the NaN left the window: running again
