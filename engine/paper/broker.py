@@ -311,9 +311,12 @@ class PaperBroker(MarketTriggers, AccountViews):
             w.entries[trader] = pos
         w.dirty = True
 
-    def _check_limits(self, trader: str, now: float, cycle_id: str | None) -> None:
+    def _check_limits(self, trader: str, now: float, cycle_id: str | None,
+                      equity: float | None = None) -> None:
         acc = self._account(trader)
-        change = self.risk.update_limits(acc, acc.equity(self._marks_for(acc)), now)
+        if equity is None:
+            equity = acc.equity(self._marks_for(acc))
+        change = self.risk.update_limits(acc, equity, now)
         if change is not None:
             log.warning("broker.limits", trader=trader, change=change,
                         suspended_until=acc.state.suspended_until, stopped=acc.state.stopped)
@@ -327,38 +330,18 @@ class PaperBroker(MarketTriggers, AccountViews):
                         suspended_until=acc.state.suspended_until, stopped=acc.state.stopped)
         return self.snapshot(acc.trader, cause, cycle_id)
 
-    def snapshot(self, trader: str, cause: str, cycle_id: str | None,
-                 ts: float | None = None) -> AccountSnapshot:
-        """Return `trader`'s whole account at `ts` (now): money, positions, baselines, counters."""
-        acc = self._account(trader)
-        marks = self._marks_for(acc)
-        upnl = acc.unrealized(marks)
-        equity = acc.cash + acc.margin() + upnl
-        acc.observe_equity(equity)
-        st = acc.state
-        metrics.EQUITY.labels(trader).set(equity)
-        positions = tuple(
-            {**p.to_dict(), "mark": marks[s], "unrealized_pnl": p.unrealized(marks[s])}
-            for s, p in acc.positions.items())
-        return AccountSnapshot(
-            trader=trader, cash=acc.cash, margin=acc.margin(), unrealized_pnl=upnl, equity=equity,
-            realized_pnl=acc.realized_pnl, fees=acc.fees, funding=acc.funding,
-            peak_equity=st.peak_equity,
-            drawdown_pct=(st.peak_equity - equity) / st.peak_equity * 100
-            if st.peak_equity else 0.0,
-            return_pct=(equity - acc.capital) / acc.capital * 100,
-            positions=positions, state={"capital": acc.capital, **st.to_dict()},
-            cause=cause, cycle_id=cycle_id, ts=self.clock.time() if ts is None else ts)
-
     def publish_snapshots(self, cause: str, cycle_id: str | None) -> None:
-        """Publish every trader's AccountSnapshot (a cycle snapshot is a Sharpe series point)."""
+        """Publish every trader's AccountSnapshot (a cycle snapshot is a Sharpe series point).
+
+        Each account's marks and equity are taken once: the limits, the return and the row."""
         now = self.clock.time()
         for trader, acc in self.accounts.items():
-            self._check_limits(trader, now, cycle_id)
+            marks = self._marks_for(acc)
+            equity = acc.equity(marks)
+            self._check_limits(trader, now, cycle_id, equity)
             if cause == "cycle":  # the same equity and time as the snapshot row: recovery
-                acc.state.returns.add(acc.equity(self._marks_for(acc)), now)  # rebuilds from it
-            self.bus.publish(self.snapshot(trader, cause, cycle_id, now))
-
+                acc.state.returns.add(equity, now)  # rebuilds from it
+            self.bus.publish(self._snapshot(acc, marks, cause, cycle_id, now))
 
 def _log_fill(fill: Fill, trader: str, reason: str, cycle_id: str | None) -> None:
     """Log one line per fill, and one per position it opened or closed (with its PnL)."""

@@ -1,6 +1,7 @@
 """What the traders, the page and the leaderboard see of the paper accounts (read-only views).
 
-`AccountViews` is mixed into `PaperBroker`: it reads the broker's accounts and marks.
+`AccountViews` is mixed into `PaperBroker`: it reads the broker's accounts and marks. The
+whole-account `snapshot` (the AccountSnapshot row) also tracks the account's peak equity.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from typing import Any
 
 import structlog
 
-from engine.events import Leaderboard
+from engine import metrics
+from engine.events import AccountSnapshot, Leaderboard
+from engine.paper.accounts import Account
 from engine.paper.leaderboard import BoardStats, board_stats, build_rows
 
 log = structlog.get_logger("broker")
@@ -41,6 +44,37 @@ class AccountViews:
             "open_positions": len(acc.positions), "trades": st.trades, "wins": st.wins,
             "suspended_until": st.suspended_until, "stopped": st.stopped,
         }
+
+    def snapshot(self, trader: str, cause: str, cycle_id: str | None,
+                 ts: float | None = None) -> AccountSnapshot:
+        """Return `trader`'s whole account at `ts` (now): money, positions, baselines, counters."""
+        acc = self._account(trader)
+        return self._snapshot(acc, self._marks_for(acc), cause, cycle_id,
+                              self.clock.time() if ts is None else ts)
+
+    def _snapshot(self, acc: Account, marks: dict[str, float], cause: str,
+                  cycle_id: str | None, ts: float) -> AccountSnapshot:
+        pnl = {s: p.unrealized(marks[s]) for s, p in acc.positions.items()}
+        upnl = sum(pnl.values())  # as Account.unrealized: the same terms in the same order
+        margin = acc.margin()
+        equity = acc.cash + margin + upnl
+        acc.observe_equity(equity)
+        st = acc.state
+        metrics.EQUITY.labels(acc.trader).set(equity)
+        positions = []
+        for s, p in acc.positions.items():
+            d = p.to_dict()
+            d["mark"], d["unrealized_pnl"] = marks[s], pnl[s]
+            positions.append(d)
+        return AccountSnapshot(
+            trader=acc.trader, cash=acc.cash, margin=margin, unrealized_pnl=upnl, equity=equity,
+            realized_pnl=acc.realized_pnl, fees=acc.fees, funding=acc.funding,
+            peak_equity=st.peak_equity,
+            drawdown_pct=(st.peak_equity - equity) / st.peak_equity * 100
+            if st.peak_equity else 0.0,
+            return_pct=(equity - acc.capital) / acc.capital * 100,
+            positions=tuple(positions), state={"capital": acc.capital, **st.to_dict()},
+            cause=cause, cycle_id=cycle_id, ts=ts)
 
     def positions_view(self, trader: str) -> tuple[dict[str, Any], ...]:
         """Return each open position as the trader's prompt shows it."""
