@@ -50,7 +50,7 @@ class Subscription:
     )
 
     def __init__(self, bus: Bus, name: str, types: tuple[type, ...], capacity: int,
-                 policy: Policy, handler: Callable[[list[object]], None] | None = None) -> None:
+                 policy: Policy, handler: Callable[[deque[object]], None] | None = None) -> None:
         self._bus = bus
         self.handler = handler
         self.pending = False  # queued on the bus for its handler
@@ -157,7 +157,7 @@ class Bus:
         *,
         capacity: int = 10_000,
         policy: Policy = "drop_oldest",
-        handler: Callable[[list[object]], None] | None = None,
+        handler: Callable[[deque[object]], None] | None = None,
     ) -> Subscription:
         """Subscribe `name` to events of the given types (exact types, not subclasses); with a
         `handler`, events go to it at the next `flush()` instead of waiting to be read."""
@@ -197,8 +197,13 @@ class Bus:
         while pending:
             sub = pending.popleft()
             sub.pending = False
-            events = sub.drain()
-            if events and sub.handler is not None:
+            events = sub._queue
+            if not events:
+                continue
+            sub._queue = deque()  # handed over whole: no copy
+            if self._capacity_waiters:
+                self._notify_capacity()
+            if sub.handler is not None:
                 try:
                     sub.handler(events)
                 except Exception:  # a failing handler must not stop the others

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -203,10 +204,15 @@ class MarketTriggers:
         finally:
             sub.close()
 
-    def _on_events(self, events: list[object]) -> None:
+    def _on_events(self, events: Iterable[object]) -> None:
+        on_book, on_mark = self._on_book, self._on_mark  # `on_market`, once per batch
         for event in events:
             try:
-                self.on_market(event)
+                kind = type(event)
+                if kind is BookTicker:
+                    on_book(event)  # type: ignore[arg-type]
+                elif kind is MarkPrice:
+                    on_mark(event)  # type: ignore[arg-type]
             except Exception:  # one bad event must not stop the trigger watch
                 self.market_errors += 1
                 log.exception("broker.market_event_failed", kind=type(event).__name__)

@@ -81,7 +81,7 @@ async def test_get_batch_waits_for_the_first_event(bus: Bus) -> None:
 async def test_a_handler_gets_its_events_in_order_at_the_next_flush_without_a_task(
         bus: Bus) -> None:
     got: list[list[object]] = []
-    bus.subscribe("watch", [BookTicker], handler=got.append)
+    bus.subscribe("watch", [BookTicker], handler=lambda events: got.append(list(events)))
     bus.publish(tick(1))
     bus.publish(tick(2))
     assert got == []  # nothing is handled inside publish
