@@ -37,7 +37,10 @@ def dumps(value: Any) -> str | None:
     """Return `value` as JSON text for a jsonb column (None stays SQL NULL)."""
     if value is None:
         return None
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:  # the usual case, every key a str: the same text, without the option's cost
+        return orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError:  # e.g. a key that is not a str: written as one
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _ms(start: float, end: float) -> float:
