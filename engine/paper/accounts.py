@@ -209,7 +209,7 @@ class AccountState:
         data = {n: getattr(self, n) for n in _names(type(self))}
         data["funding_settled"] = dict(self.funding_settled)
         data["returns"] = self.returns.to_dict()
-        data["recent_fills"] = [dict(f) for f in self.recent_fills]
+        data["recent_fills"] = list(self.recent_fills)  # a kept fill is never changed: shared
         return data
 
     @classmethod

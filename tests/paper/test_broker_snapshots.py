@@ -56,3 +56,23 @@ def test_a_limit_tripped_by_the_timer_publishes_the_risk_snapshot_first(clock: S
     assert [r.cause for r in rows] == ["risk", "timer"]
     assert rows[0].equity == rows[1].equity == pytest.approx(10_000 - 1_200, abs=20)
     assert rows[1].state["suspended_until"] is not None
+
+
+def test_a_snapshots_recent_fills_stay_those_of_its_instant(clock: SimClock, bus: Bus) -> None:
+    """The state's recent fills are a list of their own (the kept fill dicts, never changed,
+    are shared): fills after the snapshot, rolling the 20 kept, leave it as it was."""
+    import copy
+
+    w = World(clock, bus)
+    for _ in range(3):
+        w.do(long("BTCUSDT", 1_000))
+    before = w.broker.snapshot("a", "timer", None)
+    kept = copy.deepcopy(before.state["recent_fills"])
+    assert len(kept) == 3 and kept == w.broker.accounts["a"].state.recent_fills
+    for _ in range(25):
+        w.do(long("ETHUSDT", 1_000))
+    assert before.state["recent_fills"] == kept
+    after = w.broker.snapshot("a", "timer", None)
+    assert len(after.state["recent_fills"]) == 20
+    assert after.state["recent_fills"] == w.broker.accounts["a"].state.recent_fills
+    assert after.state["recent_fills"] is not w.broker.accounts["a"].state.recent_fills
