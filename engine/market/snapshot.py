@@ -157,6 +157,8 @@ class IndicatorCache:
     otherwise it starts the window again. Either way the values are those of the indicators
     computed afresh over the window (`summary`). A window holding a NaN is computed afresh
     (`summary_full`); the candles fed so far never hold one, so only new ones are checked.
+    The 1m windows (`minutes`) are read from the store's columns and kept by its edit count
+    instead (`_minute_indicators`).
     """
 
     def __init__(self) -> None:
