@@ -121,8 +121,11 @@ class Subscription:
     def drain(self, limit: int | None = None) -> list[object]:
         """Return up to `limit` (default: all) queued events without waiting."""
         queue = self._queue
-        n = len(queue) if limit is None else min(limit, len(queue))
-        batch = [queue.popleft() for _ in range(n)]
+        if limit is None or limit >= len(queue):
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(limit)]
         if batch:
             self._bus._notify_capacity()
         return batch
