@@ -23,6 +23,7 @@ from engine.paper.stats import (
     bootstrap_ci,
     deflated_sharpe,
     prob_beats,
+    release_resamples,
     sharpe_statistic,
     total_return,
 )
@@ -138,6 +139,15 @@ def board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
                 periods_per_year: Mapping[str, float | None],
                 settings: LeaderboardSettings) -> BoardStats:
     """Return CIs per trader and P(A beats B) per pair from each trader's (ts, return) series."""
+    try:
+        return _board_stats(series, periods_per_year, settings)
+    finally:
+        release_resamples()  # the next refresh has a longer series: nothing to share with it
+
+
+def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
+                 periods_per_year: Mapping[str, float | None],
+                 settings: LeaderboardSettings) -> BoardStats:
     n_boot, level, min_n = settings.bootstrap_samples, settings.ci_level, settings.min_returns
     per: dict[str, dict[str, Any]] = {}
     moments: dict[str, tuple[int, tuple[float, float, float]]] = {}

@@ -125,13 +125,19 @@ def _counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     Cached: every series of one length shares them, and a statistic that is a sum over draws
     becomes one matrix product instead of a gather of n_boot x n values. One entry: the traders
     of one refresh share a length, which grows by one each cycle, so older entries are never
-    asked again (four held ~9 MB of stale matrices after a simulated day, 16 MB each at 2,016).
+    asked again (four held ~9 MB of stale matrices after a simulated day, 16 MB each at 2,016);
+    `release_resamples` drops it when a refresh is done.
     """
     rows = np.arange(n_boot, dtype=np.int64)[:, None] * n
     flat = (_resample(n, n_boot, seed) + rows).ravel()
     counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
     counts.flags.writeable = False
     return counts
+
+
+def release_resamples() -> None:
+    """Free the cached count matrix (up to 16 MB) until the next bootstrap needs one."""
+    _counts.cache_clear()
 
 
 def _apply(statistic: Statistic, samples: np.ndarray) -> np.ndarray:

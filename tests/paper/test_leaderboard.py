@@ -119,6 +119,16 @@ def test_sharpe_and_sortino_show_only_from_the_minimum_number_of_returns() -> No
     assert render_table(tuple(rows.values())).count(" - ") >= 2
 
 
+def test_a_refresh_keeps_no_resample_matrix_once_done() -> None:
+    from engine.paper.stats import _counts
+
+    rng = np.random.default_rng(5)
+    accounts = [account_with_returns(n, list(rng.normal(0.0, 0.004, 300))) for n in "ab"]
+    first = stats_of(accounts)
+    assert _counts.cache_info().currsize == 0  # up to 16 MB each, never asked for again
+    assert stats_of(accounts) == first  # and the figures are the same when drawn again
+
+
 def test_board_stats_give_cis_that_cover_the_point_estimates() -> None:
     rng = np.random.default_rng(11)
     acc = account_with_returns("a", list(rng.normal(0.001, 0.004, 200)))
