@@ -21,12 +21,8 @@ from typing import Any
 import structlog
 
 from engine import __version__, metrics
-from engine.app.build import (
-    build_alerts,
-    build_components,
-    load_exchange_filters,
-    open_store,
-)
+from engine.app.build import build_alerts, build_components, load_exchange_filters, open_store
+from engine.app.memory import pin_malloc_threshold
 from engine.app.observe import engine_view
 from engine.app.supervise import Supervised, fatal, last_flush
 from engine.app.target import ControlTarget
@@ -186,6 +182,7 @@ class Engine:
 
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
+        pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
         recovered = await self._open_store()
         try:

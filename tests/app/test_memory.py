@@ -1,0 +1,49 @@
+"""glibc's mmap threshold is pinned, so large freed blocks do not move later ones onto the heap."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import ctypes, ctypes.util, sys
+import numpy as np
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                              "usmblks", "fsmblks", "uordblks", "fordblks",
+                                              "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "pin":
+    from engine.app.memory import pin_malloc_threshold
+    assert pin_malloc_threshold()
+big = np.ones(500_000)  # 4 MB: a mapped block
+del big  # freed: glibc raises its threshold to 4 MB, unless pinned
+before = libc.mallinfo2().hblks
+kept = np.ones(125_000)  # 1 MB: mapped only below the threshold
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+def mapped_blocks_after_a_large_free(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_a_large_block_stays_mapped_after_a_larger_one_was_freed() -> None:
+    assert mapped_blocks_after_a_large_free("free") == 0  # glibc's own adjustment: heap
+    assert mapped_blocks_after_a_large_free("pin") == 1  # pinned: mapped, returned on free
+
+
+def test_elsewhere_the_allocator_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.app import memory
+
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert memory.pin_malloc_threshold() is False
