@@ -41,8 +41,11 @@ async def run_figures(dsn: str, run: str = "latest", *, min_returns: int = 2) ->
 
 
 def _stem(f: RunFigures) -> str:
+    """Name a run's files by its start and its id's first 13 characters: a UUIDv7's whole
+    millisecond timestamp, so two runs of one window (the same simulated start) do not share a
+    name, and still a prefix `run.py report --run` takes."""
     started = datetime.fromtimestamp(f.started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"run-{started}-{str(f.run['run_id'])[:8]}"
+    return f"run-{started}-{str(f.run['run_id'])[:13]}"
 
 
 def as_json(f: RunFigures) -> bytes:

@@ -132,3 +132,16 @@ def test_too_few_returns_give_no_sharpe_and_no_interval() -> None:
     assert a.stats == {"n_returns": 2, "p_beats_next": None} and b.stats == {"n_returns": 2}
     md = markdown(f)
     assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 | - |" in md
+
+
+def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> None:
+    from engine.report.files import save
+
+    paths = []
+    for ms in (1_790_000_000_000, 1_790_000_030_000):  # 30 s apart: ids share 8 digits
+        t = f"{ms:012x}"  # a UUIDv7 starts with its 48-bit millisecond timestamp
+        r = rows()
+        r.run["run_id"] = uuid.UUID(f"{t[:8]}-{t[8:]}-7000-8000-000000000000")
+        paths.append(save(compute(r), tmp_path).markdown)
+    assert paths[0] != paths[1] and len(list(tmp_path.iterdir())) == 6  # md, html, json each
+    assert paths[0].name.startswith("run-20260101T000000Z-")
