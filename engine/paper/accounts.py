@@ -274,8 +274,11 @@ class Account:
     def open(self, symbol: str, side: SideName, qty: float, price: float, *, leverage: int,
              fee_rate: float, mmr: float, now: float, stop_loss: float | None = None,
              take_profit: float | None = None, reason: str = "",
-             cycle_id: str | None = None) -> Fill:
-        """Open a position, or add to the one on the same side (average entry, same leverage)."""
+             cycle_id: str | None = None, tiers: tuple[tuple[float, float], ...] = ()) -> Fill:
+        """Open a position, or add to the one on the same side (average entry, same leverage).
+
+        `tiers`: the symbol's margin tiers as (rate, maint_amount), when it has more than `mmr`.
+        """
         pos = self.positions.get(symbol)
         if pos is not None and pos.side != side:
             raise AccountError("flip_first", f"{symbol} holds a {pos.side}; close it first")
@@ -295,7 +298,7 @@ class Account:
             pos = Position(symbol=symbol, side=side, qty=qty, entry_price=price, leverage=lev,
                            margin=margin, maint_margin_rate=mmr, stop_loss=stop_loss,
                            take_profit=take_profit, open_reason=reason, opened_at=now,
-                           cycle_id=cycle_id, fees=fee)
+                           cycle_id=cycle_id, fees=fee, tiers=tiers)
             self.positions[symbol] = pos
             opened = pos
         else:

@@ -220,7 +220,6 @@ class PaperBroker(MarketTriggers, AccountViews):
                 if qty <= 0:
                     raise AccountError("min_notional", f"{a.size_usdt} USDT is under one step")
             fill = acc.close(symbol, qty, price, fee_rate=fee_rate)
-            self._bracket(acc, symbol)
             reason = "decision" if a.action == "close" else "flip"
             events += self._fill_events(acc, fill, reason, cycle_id,
                                         _ref_price(snapshot, symbol, buy), raw, now)
@@ -236,14 +235,15 @@ class PaperBroker(MarketTriggers, AccountViews):
                                f"minimum of {f.min_notional} USDT at fill time")
         fill = acc.open(symbol, side, qty, price, leverage=a.leverage or 1, fee_rate=fee_rate,
                         mmr=f.maint_margin_rate, now=now, stop_loss=a.stop_loss,
-                        take_profit=a.take_profit, reason=a.reason, cycle_id=cycle_id)
-        self._bracket(acc, symbol)
+                        take_profit=a.take_profit, reason=a.reason, cycle_id=cycle_id,
+                        tiers=f.tiers())
         events += self._fill_events(acc, fill, "decision", cycle_id,
                                     _ref_price(snapshot, symbol, buy), raw, now)
         return True
 
     def _bracket(self, acc: Account, symbol: str) -> None:
-        """Give the position its symbol's margin tiers (the one at its mark applies)."""
+        """Give a restored position its symbol's margin tiers (the one at its mark applies);
+        an opened one gets them from `Account.open`, and keeps them through every change."""
         if (pos := acc.positions.get(symbol)) is not None:
             pos.tiers = self.filter_for(symbol).tiers()
             pos.refresh()
