@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -24,9 +24,6 @@ from engine.events import BookTicker, FundingPaid, MarkPrice
 from engine.paper.accounts import Position
 from engine.paper.funding import settle_missed_funding
 from engine.paper.rounding import fill_price
-
-if TYPE_CHECKING:
-    pass
 
 log = structlog.get_logger("broker")
 _INF = math.inf
