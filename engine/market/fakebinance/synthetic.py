@@ -68,7 +68,7 @@ def funding_rate(symbol: str, t: int) -> float:
 
 def funding_row(symbol: str, t: int, rate: float, mark: float) -> dict[str, Any]:
     """Return one `/fapi/v1/fundingRate` row: time as an integer, rate and mark as strings."""
-    return {"symbol": symbol, "fundingTime": t * 1000, "fundingRate": f"{rate:.8f}",
+    return {"symbol": symbol, "fundingRate": f"{rate:.8f}", "fundingTime": t * 1000,
             "markPrice": f"{mark:.8f}"}
 
 
