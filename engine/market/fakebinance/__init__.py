@@ -4,7 +4,7 @@
 engine uses, in Binance's shapes (synthetic.py: a seeded price path, written by hand from the
 documented shapes and checked against them in tests/market/test_fakebinance_shapes.py), and
 injects the faults of `Faults` (faults.py) on demand. Run it alone with
-`python -m engine.market.fakebinance`.
+`python -m engine.market.fakebinance [rest_port [ws_port]]`.
 """
 
 from engine.market.fakebinance.faults import Faults as Faults

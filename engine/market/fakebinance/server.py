@@ -101,8 +101,8 @@ class FakeBinance:
 
     # ------------------------------------------------------------ life cycle
 
-    async def start(self) -> None:
-        """Start serving REST and websocket on free ports of 127.0.0.1."""
+    async def start(self, rest_port: int = 0, ws_port: int = 0) -> None:
+        """Start serving REST and websocket on 127.0.0.1 (a port of 0: a free one)."""
         app = web.Application()
         app.router.add_get("/fapi/v1/klines", self._klines)
         app.router.add_get("/fapi/v1/markPriceKlines", self._klines)
@@ -112,9 +112,10 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/time", self._time)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, "127.0.0.1", rest_port).start()
         self.rest_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self._ws = await serve(self._stream, "127.0.0.1", 0, process_request=self._handshake)
+        self._ws = await serve(self._stream, "127.0.0.1", ws_port,
+                               process_request=self._handshake)
         self.ws_url = f"ws://127.0.0.1:{self._ws.sockets[0].getsockname()[1]}"
 
     async def stop(self) -> None:
