@@ -162,6 +162,7 @@ class RunStarted:
     id: uuid.UUID = field(default_factory=new_id)
     mode: str = "live"  # live | replay | backtest: arenas of different modes are kept apart
     source: str | None = None  # replay: sha256 of the file; backtest: hash of the window
+    arena_id: uuid.UUID | None = None  # run_id of the run that began the arena (None: this one)
 
 
 @dataclass(frozen=True, slots=True)

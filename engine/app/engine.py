@@ -103,6 +103,13 @@ class Engine:
         )
         return dict(self.recovery.accounts)
 
+    def _arena_id(self) -> Any:
+        """Return the run_id of the run that began the resumed arena (None: this run begins one)."""
+        recovery = getattr(self, "recovery", None)
+        if self.options.fresh or recovery is None:
+            return None
+        return recovery.arena_run_id
+
     def _build(self, recovered: dict[str, Any]) -> None:
         parts = build_components(
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
@@ -196,9 +203,13 @@ class Engine:
             self.bus.publish(RunStarted(
                 run_id=(run_id := new_id()), started_at=self.clock.time(), version=__version__,
                 settings_hash=self.settings.digest(), fresh=self.options.fresh,
-                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source))
+                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source,
+                arena_id=self._arena_id()))
             self.broker.publish_snapshots("start", None)
             self.run_id = run_id
+            cache = getattr(getattr(self, "llm_session", None), "cache", None)
+            if cache is not None:  # its hit rows name the run too
+                cache.run_id, cache.arena_id = run_id, self._arena_id() or run_id
         code = 0
         try:
             async with asyncio.TaskGroup() as tg:

@@ -1,7 +1,7 @@
 """A run's rows, read from Postgres.
 
-Events carry no run id: the rows of a run are those whose UUIDv7 `id` is at least the run's
-`runs.id` and below the next run's `runs.id` (ids are ordered by the wall time they were made at).
+Every row names the run that made it (`run_id`, migration 0007), so a run's rows are found even
+while other runs write to the same database.
 """
 
 from __future__ import annotations
@@ -93,8 +93,7 @@ async def load_run(conn: asyncpg.Connection, run: str = "latest") -> RunRows:
             if await conn.fetchval("SELECT to_regclass($1)", table) is None:
                 continue  # a database from before that table's migration
             records = await conn.fetch(
-                f"SELECT {_COLUMNS[table]} FROM {table} "
-                "WHERE id >= $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id",
-                row["id"], next_id)
+                f"SELECT {_COLUMNS[table]} FROM {table} WHERE run_id = $1 ORDER BY id",
+                row["run_id"])
             setattr(out, attr, [_plain(r) for r in records])
     return out

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
-from engine.store.rows import TABLES, Row, to_row
+from engine.store.rows import TABLES, Row, RunStamp
 
 CHANGE_TABLES = frozenset({"fills", "positions", "funding"})
 MAX_EXTEND = 4096  # how far past a full flush to look for a change's snapshot
@@ -31,6 +31,7 @@ class RowQueue:
         self._order: deque[str] = deque()  # the table of each queued row, oldest first
         self._arrivals: deque[list[Any]] = deque()  # [rows, engine time] per add, oldest first
         self._retried = 0  # rows at the front already tried once (they may have committed)
+        self._to_row = RunStamp()  # each row stamped with its run and arena (migration 0007)
 
     @property
     def count(self) -> int:
@@ -41,7 +42,7 @@ class RowQueue:
             bad: Callable[[object, Exception], None]) -> int:
         """Queue the rows of `events` (arrived at `now`); `bad` gets each unconvertible event."""
         before = len(self._order)
-        rows, order = self._rows, self._order.append
+        rows, order, to_row = self._rows, self._order.append, self._to_row
         for event in events:
             try:
                 table, row = to_row(event)

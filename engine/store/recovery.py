@@ -2,12 +2,11 @@
 
 Arenas are kept apart by mode and source: every run records its `mode` (live | replay |
 backtest) and `source` (a replay file's sha256, a backtest window's hash, NULL live). A row
-belongs to the run whose RunStarted id is the greatest id below its own (ids are UUIDv7, ordered
-by the wall time they were made at, so the attribution holds whatever the engine clock read and
-rows replayed late from the spill file stay with their run). The arena of a mode and source is
-every run of that mode and source since the latest one stored with `fresh = true` (or since the
-first one): `arena_runs(mode, source)` in migration 0002. Recovery reads only that arena's rows;
-within it, a trader's latest snapshot is the one with the greatest id. Each account is then
+names the run that made it and that run's arena (`run_id`, `arena_id`: migration 0007, stamped by
+the writer, so rows replayed late from the spill file stay with their run and runs writing to one
+database at once stay apart). The arena of a mode and source is the arena of the latest run of
+that mode and source: `arena_runs(mode, source)` in migration 0007. Recovery reads only that
+arena's rows; within it, a trader's latest snapshot is the one with the greatest id. Each account is then
 checked against the arena's committed fills and funding (`engine.store.reconcile`).
 
 Snapshots carry the running return statistics but not the kept per-cycle return series: it is
@@ -37,8 +36,8 @@ _SNAPSHOT_FIELDS = (
     "peak_equity", "drawdown_pct", "return_pct", "positions", "state", "cause", "cycle_id", "ts",
     "id",
 )
-# Rows of table `t` that belong to the arena's runs `a`.
-IN_ARENA = "t.id > a.id AND (a.next_id IS NULL OR t.id < a.next_id)"
+# Rows of table `t` that belong to the arena's runs `a` (every row names its run: migration 0007).
+IN_ARENA = "t.run_id = a.run_id"
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,8 +60,14 @@ class Table:
         return f"_stage_{self.name}"
 
 
+# Every row ends with the run and arena it belongs to (migration 0007): the runs row with its
+# arena, the others with both. `to_row` appends them; `RunStamp` knows them from the stream.
+_RUN_COLUMNS = "run_id:uuid arena_id:uuid"
+
+
 def _table(name: str, spec: str) -> Table:
     cols, kinds = [], []
+    spec += " arena_id:uuid" if name == "runs" else " " + _RUN_COLUMNS
     for item in spec.split():
         col, _, kind = item.partition(":")
         cols.append(col)
@@ -161,10 +167,35 @@ ROW_OF: dict[type, tuple[str, Callable[[Any], Row]]] = {
 """Persisted event type → (table, function making its row)."""
 
 
-def to_row(event: object) -> tuple[str, Row]:
-    """Return the table and row of a persisted event."""
+def to_row(event: object, run_id: uuid.UUID | None = None,
+           arena_id: uuid.UUID | None = None) -> tuple[str, Row]:
+    """Return the table and row of a persisted event, stamped with its run and arena."""
     table, make = ROW_OF[type(event)]
-    return table, make(event)
+    if table == "runs":  # None: the database resolves it (migration 0007's trigger)
+        return table, (*make(event), event.arena_id)  # type: ignore[attr-defined]
+    return table, (*make(event), run_id, arena_id)
+
+
+class RunStamp:
+    """Convert events to rows stamped with the run of the latest RunStarted converted before.
+
+    The writer's stream begins with its run's RunStarted, so each row gets the run that made it,
+    whatever other runs write to the same database at the same time.
+    """
+
+    __slots__ = ("arena_id", "run_id")
+
+    def __init__(self, run_id: uuid.UUID | None = None,
+                 arena_id: uuid.UUID | None = None) -> None:
+        self.run_id = run_id
+        self.arena_id = arena_id
+
+    def __call__(self, event: object) -> tuple[str, Row]:
+        """Return the table and stamped row of `event`."""
+        if type(event) is RunStarted:
+            self.run_id = event.run_id
+            self.arena_id = event.arena_id or event.run_id
+        return to_row(event, self.run_id, self.arena_id)
 
 
 def row_to_json(table: str, row: Row) -> bytes:
@@ -182,6 +213,9 @@ def row_from_json(line: bytes | str) -> tuple[str, Row]:
         raise ValueError(f"bad spill line: {exc}") from None
     if table.name == "runs" and isinstance(values, list) and len(values) == 7:
         values = [*values, "live", None]  # spilled before runs had mode and source (0002)
+    if isinstance(values, list) and len(values) in (len(table.columns) - 1,
+                                                     len(table.columns) - 2):
+        values = values + [None] * (len(table.columns) - len(values))  # spilled before 0007
     if not isinstance(values, list) or len(values) != len(table.columns):
         raise ValueError(f"bad spill line: {table.name} row has the wrong number of columns")
     row = []

@@ -43,6 +43,8 @@ class LLMCache:
         self.misses = 0
         self.stored = 0
         self.errors = 0
+        self.run_id: Any = None  # the run and arena each hit row names (migration 0007)
+        self.arena_id: Any = None
 
     async def _conn_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -93,9 +95,10 @@ class LLMCache:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO llm_cache_hits (id, key, trader, provider, model, prompt_hash,"
-                    " saved_usd, ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    " saved_usd, ts, run_id, arena_id)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     new_id(), key, trader, record["provider"], record["model"],
-                    record["prompt_hash"], saved_usd, _ts(ts))
+                    record["prompt_hash"], saved_usd, _ts(ts), self.run_id, self.arena_id)
                 await conn.execute(
                     "UPDATE llm_cache SET hits = hits + 1, saved_usd = saved_usd + $2,"
                     " last_hit_at = now() WHERE key = $1", key, saved_usd)

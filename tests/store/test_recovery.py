@@ -11,7 +11,7 @@ import asyncpg
 from engine.events import AccountSnapshot
 from engine.store.database import migrate
 from engine.store.recovery import load_state
-from engine.store.rows import row_from_json, row_to_json, to_row
+from engine.store.rows import RunStamp, row_from_json, row_to_json, to_row
 from engine.store.spill import SpillFile
 from tests.support.store import cycle, file_lines, fill, persist, run_started
 from tests.support.store import snapshot as any_snapshot
@@ -106,12 +106,14 @@ async def test_the_spill_file_is_replayed_before_the_state_is_read(
     database_url: str, tmp_path: Path
 ) -> None:
     await migrate(database_url)
-    await persist(database_url, run_started(fresh=False))
+    run = run_started(fresh=False)
+    await persist(database_url, run)
     written = snapshot("claude", 10_000.0, T0)
     await persist(database_url, written)
     spill = SpillFile(tmp_path / "spill.jsonl")
     newest = snapshot("claude", 10_500.0, T0 + 60)
-    spill.append([to_row(written), to_row(newest)])
+    stamp = RunStamp(run.run_id, run.run_id)  # the writer's rows name their run (0007)
+    spill.append([stamp(written), stamp(newest)])
 
     state = await load_state(database_url, spill_path=str(spill.path))
 
@@ -150,9 +152,17 @@ async def test_arenas_of_different_modes_and_sources_are_kept_apart(database_url
 
 def test_a_runs_row_spilled_before_migration_0002_is_a_live_run() -> None:
     row = to_row(run_started(fresh=False))[1]
-    assert len(row) == 9
+    assert len(row) == 10  # with its arena (0007)
     table, old = row_from_json(row_to_json("runs", row[:7]))  # a spill line of the old shape
-    assert (table, old[:7], old[7:]) == ("runs", row[:7], ("live", None))
+    assert (table, old[:7], old[7:]) == ("runs", row[:7], ("live", None, None))
+
+
+def test_a_row_spilled_before_migration_0007_names_no_run() -> None:
+    run = run_started(fresh=True)
+    row = RunStamp(run.run_id, run.run_id)(snapshot("claude", 10_000.0, T0))[1]
+    table, old = row_from_json(row_to_json("account_snapshots", row[:-2]))
+    assert (table, old[:-2], old[-2:]) == ("account_snapshots", row[:-2], (None, None))
+    assert row[-2:] == (run.run_id, run.run_id)
 
 
 async def test_a_snapshot_its_committed_fills_contradict_is_rebuilt_from_them(

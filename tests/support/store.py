@@ -14,7 +14,7 @@ import asyncpg
 from engine.events import AccountSnapshot, CycleFinished, OrderFilled, RunStarted, new_id
 from engine.settings import DatabaseSettings
 from engine.store.database import migrate, prepare_connection
-from engine.store.rows import to_row, write_rows
+from engine.store.rows import RunStamp, write_rows
 from engine.store.writer import Writer
 
 
@@ -79,13 +79,21 @@ def append_bytes(path: str | Path, data: bytes) -> None:
 async def persist(dsn: str, *events: object) -> int:
     """Write events as the writer would, in one staged transaction; return how many were new."""
     batches: dict[str, list[tuple[object, ...]]] = {}
-    for e in events:
-        table, row = to_row(e)
-        batches.setdefault(table, []).append(row)
     conn = await asyncpg.connect(dsn)
     try:
         await prepare_connection(conn)
-        return await write_rows(conn, batches)
+        # As the writer does, each row names the latest run (written first, so the database
+        # has resolved its arena).
+        runs = [stamp_row for e in events if isinstance(e, RunStarted)
+                for stamp_row in [RunStamp()(e)[1]]]
+        new = await write_rows(conn, {"runs": runs}) if runs else 0
+        latest = await conn.fetchrow("SELECT run_id, arena_id FROM runs ORDER BY id DESC LIMIT 1")
+        stamp = RunStamp(*(latest or (None, None)))
+        for e in events:
+            if not isinstance(e, RunStarted):
+                table, row = stamp(e)
+                batches.setdefault(table, []).append(row)
+        return new + await write_rows(conn, batches)
     finally:
         await conn.close()
 
