@@ -112,9 +112,16 @@ def _backtest(argv: list[str]) -> int:
     return backtest_main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from engine.app.sweep import main as sweep_main
+
+    return sweep_main(argv)
+
+
 # `python run.py <name> ...` runs a subcommand; anything else runs the engine.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "backtest": _backtest,
+    "sweep": _sweep,
     "report": _report,
     "db": _db,
 }

@@ -88,6 +88,9 @@ def db_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
     p.add_argument("--query", metavar="SQL", help="run this SQL and print the result as a table")
     p.add_argument("--no-psql", action="store_true", help="do not open psql even if installed")
+    p.add_argument("--prune", nargs="+", metavar="RUN_ID",
+                   help="delete these runs' rows from every table (and their sweep files); "
+                   "see also `run.py sweep FILE --prune`")
     return p
 
 
@@ -132,6 +135,8 @@ def db_main(argv: list[str]) -> int:
     async def main() -> int:
         db = await _open(settings, secrets)
         try:
+            if args.prune:
+                return await _prune(db.dsn, args.prune)
             if args.query is not None:
                 try:
                     rows = await query(db.dsn, args.query)
@@ -145,6 +150,29 @@ def db_main(argv: list[str]) -> int:
             await db.close()
 
     return asyncio.run(main())
+
+
+async def _prune(dsn: str, runs: list[str]) -> int:
+    """Delete the rows (and sweep files) of the runs named by run_id; exit 2 on a bad id."""
+    import uuid
+
+    import asyncpg
+
+    from engine.app.sweep_store import prune
+
+    try:
+        ids = [uuid.UUID(r) for r in runs]
+    except ValueError:
+        print(f"db error: --prune takes whole run ids (SELECT run_id FROM runs), not {runs}",
+              file=sys.stderr)
+        return 2
+    conn = await asyncpg.connect(dsn)
+    try:
+        gone, rows = await prune(conn, run_ids=ids)
+    finally:
+        await conn.close()
+    print(f"db: pruned {gone} run(s), {rows} row(s)", flush=True)
+    return 0
 
 
 def shown_url(dsn: str, *, embedded: bool) -> str:

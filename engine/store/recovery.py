@@ -6,8 +6,8 @@ names the run that made it and that run's arena (`run_id`, `arena_id`: migration
 the writer, so rows replayed late from the spill file stay with their run and runs writing to one
 database at once stay apart). The arena of a mode and source is the arena of the latest run of
 that mode and source: `arena_runs(mode, source)` in migration 0007. Recovery reads only that
-arena's rows; within it, a trader's latest snapshot is the one with the greatest id. Each account is then
-checked against the arena's committed fills and funding (`engine.store.reconcile`).
+arena's rows; within it, a trader's latest snapshot is the one with the greatest id. Each account
+is then checked against the arena's committed fills and funding (`engine.store.reconcile`).
 
 Snapshots carry the running return statistics but not the kept per-cycle return series: it is
 rebuilt from the arena's newest cycle snapshots of the trader (equity and time, in id order) by
