@@ -163,6 +163,12 @@ class LLMCacheSettings(Section):  # the LLM answer cache (engine/traders/cache.p
     replay: bool = True  # replays and backtests (answers from --live-llm calls are kept)
 
 
+class RateLimitSettings(Section):  # one provider's rate budget, shared by every run (sweeps)
+    requests_per_minute: Annotated[float, Field(gt=0)] = 50.0
+    tokens_per_minute: Annotated[float, Field(gt=0)] = 40_000.0
+    slow_down_seconds: Annotated[float, Field(gt=0)] = 30.0  # after a 429, for every run
+
+
 class TraderSettings(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     strategy: str  # "llm" or a rule-based strategy name in strategies/
@@ -272,6 +278,7 @@ class Settings(Section):
     leaderboard: LeaderboardSettings = LeaderboardSettings()
     llm: LLMSettings = LLMSettings()
     llm_cache: LLMCacheSettings = LLMCacheSettings()
+    rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)  # engine.traders.budget
     backtest: BacktestSettings = BacktestSettings()
     traders: tuple[TraderSettings, ...] = ()
     database: DatabaseSettings = DatabaseSettings()

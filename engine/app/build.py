@@ -112,6 +112,10 @@ def build_llm_session(settings: Settings, options: Options, clock: Clock,
         session = LLMSession(clock, tape=Tape(records) if replay else None, recorder=recorder,
                              cache=cache, prices=settings.llm.prices,
                              keep_unrecorded=options.in_backtest)
+        if dsn and settings.rate_limits:  # one budget per provider, shared through Postgres
+            from engine.traders.budget import RateBudget
+
+            session.budget = RateBudget(dsn, settings.rate_limits, LiveClock())
         if replay:
             log.info("llm.session_loaded", path=replay, llm_records=len(records),
                      cycles=len(cycles or ()), cache=cache is not None,

@@ -57,9 +57,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
         return int(exc.code or 0)
     arena_logging.configure("warning", "console", stream=sys.stderr)  # the runs log to run.log
     if args.demo:
-        from engine.app.sweep_demo import run_demo
+        from engine.app.sweep_demo import DEMO_DIR
 
-        return asyncio.run(run_demo(args, stdin or sys.stdin))
+        return asyncio.run(run_demo(args, stdin or sys.stdin, DEMO_DIR))
     if not args.file:
         print("sweep error: give a sweep file (or --demo)", file=sys.stderr)
         return 2
@@ -107,6 +107,22 @@ async def run_sweep(sweep: Sweep, args: argparse.Namespace, stdin: TextIO,
         return 1 if failed else 0
     finally:
         await db.close()
+
+
+async def run_demo(args: argparse.Namespace, stdin: TextIO, directory: Path,
+                   env: dict[str, str] | None = None) -> int:
+    """Serve the fake Binance, write the demo's files into `directory` and run its sweep."""
+    from engine.app.sweep_demo import write_demo
+    from engine.market.fakebinance import FakeBinance
+
+    fake = FakeBinance()
+    await fake.start()
+    try:
+        sweep = load_sweep(write_demo(directory, fake.rest_url))
+        print(f"sweep demo: fake Binance at {fake.rest_url}; files under {directory}", flush=True)
+        return await run_sweep(sweep, args, stdin, env)
+    finally:
+        await fake.stop()
 
 
 def sweep_dir(sweep: Sweep) -> Path:

@@ -8,9 +8,7 @@ and nothing runs: `sweep: 0 of 4 runs to run`.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import TextIO
 
 DEMO_DIR = Path("data/sweep-demo")
 
@@ -75,20 +73,3 @@ def write_demo(directory: Path, url: str) -> Path:
     path = directory / "demo.toml"
     path.write_text(SWEEP, encoding="utf-8")
     return path
-
-
-async def run_demo(args: argparse.Namespace, stdin: TextIO, directory: Path = DEMO_DIR,
-                   env: dict[str, str] | None = None) -> int:
-    """Serve the fake Binance, write the demo's files and run its sweep."""
-    from engine.app.sweep import run_sweep
-    from engine.app.sweep_plan import load_sweep
-    from engine.market.fakebinance import FakeBinance
-
-    fake = FakeBinance()
-    await fake.start()
-    try:
-        sweep = load_sweep(write_demo(directory, fake.rest_url))
-        print(f"sweep demo: fake Binance at {fake.rest_url}; files under {directory}", flush=True)
-        return await run_sweep(sweep, args, stdin, env)
-    finally:
-        await fake.stop()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from engine.clock import SimClock
+from engine.traders.budget import call_tokens
 from engine.traders.providers import LLMAnswer, LLMError, cost_usd
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class LLMSession:
         self.counts = {"live": 0, "replay": 0, "cache": 0, "not_recorded": 0}
         self.spent_usd = 0.0
         self.saved_usd = 0.0
+        self.budget: Any = None  # a RateBudget shared by every run (engine.traders.budget)
         self._busy_calls = 0  # calls not yet waiting for their latency (simulated clock)
         self._all_waiting = asyncio.Event()
         self._all_waiting.set()
@@ -140,6 +142,8 @@ class LLMSession:
     async def _ask(self, client: LLMClient, params: dict[str, Any], args: tuple,
                    token: list[bool]) -> LLMAnswer:
         prompt, model, temperature, max_tokens, deadline = args
+        if self.budget is not None:  # before the call's own latency starts
+            await self.budget.take(client.provider, call_tokens(prompt, max_tokens))
         asked_at = self.clock.time()
         started = time.perf_counter()
         client.begin_capture()
@@ -164,6 +168,8 @@ class LLMSession:
         record = self._record(client, model, params, prompt.hash, asked_at, started, error=error)
         latency_ms = record["latency_ms"]
         self.counts["live"] += 1
+        if self.budget is not None and (record.get("response") or {}).get("status") == 429:
+            await self.budget.slow_down(client.provider)
         if answer is not None:
             cost = cost_usd(self.prices.get(model), answer.usage)
             self.spent_usd += cost
@@ -273,3 +279,5 @@ class LLMSession:
         log.info("llm.session_summary", **self.summary())
         if self.cache is not None:
             await self.cache.aclose()
+        if self.budget is not None:
+            await self.budget.aclose()

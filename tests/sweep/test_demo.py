@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from engine.app.commands import db_main
-from engine.app.sweep_demo import run_demo
+from engine.app.sweep import run_demo
 from tests.support.store import fetch
 
 
