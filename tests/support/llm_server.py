@@ -38,6 +38,7 @@ class LLMServer:
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay  # seconds each LLM answer takes (the API's latency)
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.refuse = 0  # the next Anthropic requests answered 429 (rate limited)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -69,6 +70,10 @@ class LLMServer:
     async def _anthropic(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(("anthropic", body))
+        if self.refuse > 0:
+            self.refuse -= 1
+            return web.json_response({"type": "error", "error": {
+                "type": "rate_limit_error", "message": "rate limited"}}, status=429)
         await asyncio.sleep(self.delay)
         out = copy.deepcopy(load_fixture("anthropic/tool_call")["response"]["body"])
         out["id"] = f"msg_local_{len(self.requests):04d}"

@@ -102,3 +102,37 @@ async def test_a_provider_without_a_budget_never_waits(db: str) -> None:
     budget = RateBudget(db, {}, FakeWallClock())
     assert await budget.take("anthropic", 1e9) == 0.0
     assert await fetch(db, "SELECT * FROM rate_buckets") == []
+
+
+async def test_a_429_from_the_api_slows_the_other_runs_through_the_session(db: str) -> None:
+    from engine.clock import LiveClock
+    from engine.traders.fixtures import context, llm_settings, trader
+    from engine.traders.providers import make_client
+    from engine.traders.session import LLMSession, Tape
+    from strategies.llm import LLMStrategy
+    from tests.support.llm_server import LLMServer
+
+    clock = FakeWallClock()
+    limits = {"anthropic": Limits()}
+    async with LLMServer(delay=0.0) as llm:
+        llm.refuse = 1
+        session = LLMSession(LiveClock(), tape=Tape([]))
+        session.budget = RateBudget(db, limits, clock)
+        settings = llm_settings(max_retries=0)
+        ps = settings.providers["anthropic"].model_copy(update={"base_url": llm.url})
+        client = make_client("anthropic", ps, "sk-dummy", LiveClock(), session=session,
+                             trader="claude")
+        strategy = LLMStrategy(trader("claude", "anthropic", "claude-sonnet-4-6"), client,
+                               LiveClock(), settings, deadline_seconds=30)
+        other = RateBudget(db, limits, clock)  # another run of the sweep
+        try:
+            await strategy.decide(context("claude", cycle_id="c-1"))
+            waited = await other.take("anthropic", 1)
+        finally:
+            await strategy.aclose()
+            await session.aclose()
+            await other.aclose()
+    assert len(llm.requests) == 1  # the 429 was the answer
+    assert waited == pytest.approx(30.0)
+    rows = await fetch(db, "SELECT penalties FROM rate_buckets WHERE provider = 'anthropic'")
+    assert rows[0]["penalties"] == 1
