@@ -212,6 +212,10 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
         results = await asyncio.gather(*(one(r) for r in todo))
     finally:
         await conn.close()
+        if args.ray:
+            from engine.app.sweep_ray import shutdown
+
+            shutdown()
     return sum(1 for ok in results if not ok)
 
 
