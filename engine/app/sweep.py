@@ -6,9 +6,9 @@ and the allocator are process-wide), in a fresh arena, all in one Postgres: `DAT
 set, else the embedded server of the sweep's settings, whose URL the workers are given. The
 workers share the LLM answer cache (`llm_cache`) and one rate budget per provider
 (`rate_buckets`, engine.traders.budget). Runs go `concurrency` at a time on this machine (0: one
-per core), or as Ray tasks with `--ray auto|ADDRESS` (engine.app.sweep_ray). Each finished run is
-recorded in `sweep_runs` by its key: a sweep run again runs only the keys not done, and says so
-(`sweep: 0 of 4 runs to run`). At the end the sweep report is written (engine.report.sweep).
+per core), or as Ray tasks with `--ray auto|local|ADDRESS` (engine.app.sweep_ray). Each finished
+run is recorded in `sweep_runs` by its key: a sweep run again runs only the keys not done, and
+says so (`sweep: 0 of 4 runs to run`). At the end the sweep report is written (engine.report.sweep).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask before spending")
     p.add_argument("--concurrency", type=int, metavar="N",
                    help="runs at once on this machine (default: the file's, else the cores)")
-    p.add_argument("--ray", metavar="auto|ADDRESS",
-                   help="run each backtest as a Ray task (needs the arena[ray] extra)")
+    p.add_argument("--ray", metavar="auto|local|ADDRESS",
+                   help="run each backtest as a Ray task: join the running cluster (auto), start "
+                   "Ray on this machine (local) or connect to ADDRESS (needs arena[ray])")
     p.add_argument("--prune", action="store_true",
                    help="first remove the rows and files of this sweep's runs the file no "
                    "longer names (and of failed or interrupted ones)")
