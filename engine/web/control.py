@@ -369,7 +369,7 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     kinds = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
              413: "payload_too_large"}
     if exc.status == 404:
-        message = "no such endpoint; see GET / and the README for the API"
+        message = "no such endpoint; see GET / and docs/control-api.md for the API"
     elif exc.status == 405:
         allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
         message = f"method not allowed; use {allowed}"
