@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.app import backtest, cli, commands
+from engine.app import backtest, cli, commands, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -26,7 +26,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND = re.compile(r"(?:^|[\s;&|(`])(?:\S*/)?python3?\s+(run\.py|-m\s+[\w.]+)(?=[\s`]|$)(.*)")
 SHELL_OPERATORS = {"&", "&&", "|", "||", ";", "<", "2>", "2>&1"}
 SUBPARSERS = {"backtest": backtest.parser, "report": commands.report_parser,
-              "db": commands.db_parser}
+              "db": commands.db_parser, "sweep": sweep.parser}
 
 
 def documented_commands() -> Iterator[tuple[str, str]]:
