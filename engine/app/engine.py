@@ -201,7 +201,8 @@ class Engine:
             writer_task = asyncio.create_task(self.tasks["writer"].run(), name="writer")
         if not self.dry_run:
             self.bus.publish(RunStarted(
-                run_id=(run_id := new_id()), started_at=self.clock.time(), version=__version__,
+                run_id=(run_id := self.options.run_id or new_id()),
+                started_at=self.clock.time(), version=__version__,
                 settings_hash=self.settings.digest(), fresh=self.options.fresh,
                 dry_run=self.dry_run, mode=self.run_mode, source=self.run_source,
                 arena_id=self._arena_id()))

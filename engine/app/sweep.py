@@ -18,6 +18,7 @@ import asyncio
 import os
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -172,6 +173,7 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
 
     from engine.app import sweep_store
     from engine.app.backtest import BadInput
+    from engine.events import new_id
 
     try:
         await _prefetch(sweep, todo)
@@ -197,16 +199,17 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
         async with gate:
             run_dir = (sweep_dir(sweep) / "runs" / run.key).resolve()
             run_dir.mkdir(parents=True, exist_ok=True)
+            run_id = new_id()
             async with lock:
-                await sweep_store.mark_running(conn, sweep.name, run, run_dir)
-            spec = _write_spec(run, run_dir, sweep.live_llm)
+                await sweep_store.mark_running(conn, sweep.name, run, run_dir, run_id)
+            spec = _write_spec(run, run_dir, sweep.live_llm, run_id)
             started = time.perf_counter()
             code = await launch(run, spec, str(run_dir))
             result = _read_result(run_dir)
             code = int(result.get("code", code)) if code == 0 else code
             async with lock:
-                await sweep_store.mark_finished(conn, run.key, code, result.get("run_id"))
-            progress.finished(run, code, time.perf_counter() - started, result.get("run_id"))
+                await sweep_store.mark_finished(conn, run.key, code)
+            progress.finished(run, code, time.perf_counter() - started, str(run_id))
             return code == 0
 
     try:
@@ -220,7 +223,7 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
     return sum(1 for ok in results if not ok)
 
 
-def _write_spec(run: RunSpec, run_dir: Path, live_llm: bool) -> Path:
+def _write_spec(run: RunSpec, run_dir: Path, live_llm: bool, run_id: uuid.UUID) -> Path:
     raw = dict(run.raw)
     raw["database"] = {**raw.get("database", {}), "spill_path": str(run_dir / "spill.jsonl")}
     raw["report"] = {**raw.get("report", {}), "dir": str(run_dir), "on_exit": True}
@@ -230,7 +233,8 @@ def _write_spec(run: RunSpec, run_dir: Path, live_llm: bool) -> Path:
     result.unlink(missing_ok=True)
     path.write_bytes(orjson.dumps({"settings": raw, "start": run.window.start,
                                    "end": run.window.end, "live_llm": live_llm,
-                                   "result": str(result), "key": run.key}))
+                                   "result": str(result), "key": run.key,
+                                   "run_id": str(run_id)}))
     return path
 
 

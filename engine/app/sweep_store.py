@@ -1,9 +1,10 @@
 """A sweep's bookkeeping in Postgres (`sweep_runs`, migration 0007) and pruning runs' rows.
 
-A run is `running` while its process runs, then `done` or `failed`. A sweep started again runs
-every key that is not `done` (a `running` row is one an interrupted sweep left: it starts
-again, its old rows removed first). Pruning deletes a run's rows from every table that names a
-run (0007), its `runs` row, its `sweep_runs` row and its directory of files.
+A run is `running` while its process runs, then `done` or `failed`; its run_id is chosen and
+recorded before it starts. A sweep started again runs every key that is not `done` (a `running`
+row is one an interrupted sweep left): the rows of the earlier attempt are removed first.
+Pruning deletes a run's rows from every table that names a run (0007), its `runs` row, its
+`sweep_runs` row and its directory of files.
 """
 
 from __future__ import annotations
@@ -35,27 +36,27 @@ async def sweep_rows(conn: asyncpg.Connection, sweep: str) -> list[dict[str, Any
         sweep)]
 
 
-async def mark_running(conn: asyncpg.Connection, sweep: str, run: RunSpec, run_dir: Path) -> None:
-    """Record that a run starts (dropping what an interrupted attempt of it left)."""
+async def mark_running(conn: asyncpg.Connection, sweep: str, run: RunSpec, run_dir: Path,
+                       run_id: uuid.UUID) -> None:
+    """Record that a run starts as `run_id` (dropping what an earlier attempt of it left)."""
     old = await conn.fetchval("SELECT run_id FROM sweep_runs WHERE key = $1", run.key)
     if old is not None:
         await delete_runs(conn, [old])
     await conn.execute(
         "INSERT INTO sweep_runs (key, sweep, variant, window_start, window_end, replicate, status,"
-        " run_dir) VALUES ($1, $2, $3, to_timestamp($4), to_timestamp($5), $6, 'running', $7) "
-        "ON CONFLICT (key) DO UPDATE SET status = 'running', run_id = NULL, exit_code = NULL, "
+        " run_dir, run_id) VALUES ($1, $2, $3, to_timestamp($4), to_timestamp($5), $6, "
+        "'running', $7, $8) "
+        "ON CONFLICT (key) DO UPDATE SET status = 'running', run_id = $8, exit_code = NULL, "
         "started_at = now(), finished_at = NULL, sweep = $2, run_dir = $7",
         run.key, sweep, run.variant, run.window.start, run.window.end, run.replicate,
-        str(run_dir))
+        str(run_dir), run_id)
 
 
-async def mark_finished(conn: asyncpg.Connection, key: str, code: int,
-                        run_id: str | None) -> None:
+async def mark_finished(conn: asyncpg.Connection, key: str, code: int) -> None:
     """Record a run's end: done when it exited 0, failed otherwise."""
     await conn.execute(
-        "UPDATE sweep_runs SET status = $2, exit_code = $3, run_id = $4, finished_at = now() "
-        "WHERE key = $1", key, "done" if code == 0 else "failed", code,
-        uuid.UUID(run_id) if run_id else None)
+        "UPDATE sweep_runs SET status = $2, exit_code = $3, finished_at = now() WHERE key = $1",
+        key, "done" if code == 0 else "failed", code)
 
 
 async def delete_runs(conn: asyncpg.Connection, run_ids: list[uuid.UUID]) -> int:

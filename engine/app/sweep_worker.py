@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         options = Options(replay=str(path), speed=None, fresh=True,
                           live_llm=bool(spec.get("live_llm")),
+                          run_id=uuid.UUID(spec["run_id"]) if spec.get("run_id") else None,
                           backtest_source=source_hash(settings, spec["start"], spec["end"]))
         engine = Engine(settings, secrets, options)
         code = await engine.run()

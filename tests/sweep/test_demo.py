@@ -102,3 +102,25 @@ async def test_db_prune_removes_a_runs_rows_and_files(
         assert left[0]["n"] == 0, table
     assert not await asyncio.to_thread(Path(victim["run_dir"]).exists)
     assert len(await fetch(database_url, "SELECT 1 FROM runs")) == 3
+
+
+async def test_an_interrupted_run_starts_again_without_the_rows_of_its_first_attempt(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await run_demo(_args(), io.StringIO(), tmp_path, _env(database_url)) == 0
+    first = (await fetch(database_url, "SELECT key, run_id FROM sweep_runs LIMIT 1"))[0]
+    await fetch(database_url, "UPDATE sweep_runs SET status = 'running', finished_at = NULL "
+                              "WHERE key = $1", first["key"])  # as a killed sweep leaves it
+    capsys.readouterr()
+
+    assert await run_demo(_args(), io.StringIO(), tmp_path, _env(database_url)) == 0
+
+    assert "sweep: 1 of 4 runs to run" in capsys.readouterr().out
+    again = (await fetch(database_url, "SELECT run_id, status FROM sweep_runs WHERE key = $1",
+                         first["key"]))[0]
+    assert again["status"] == "done" and again["run_id"] != first["run_id"]
+    runs = {r["run_id"] for r in await fetch(database_url, "SELECT run_id FROM runs")}
+    assert len(runs) == 4 and first["run_id"] not in runs
+    left = await fetch(database_url, "SELECT count(*) AS n FROM account_snapshots "
+                                     "WHERE run_id = $1", first["run_id"])
+    assert left[0]["n"] == 0
