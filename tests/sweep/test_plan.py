@@ -132,3 +132,21 @@ def test_p_a_beats_b_is_the_share_of_windows_a_won_with_ties_counting_half() -> 
     assert report.beats == {"a": {"b": 0.625}, "b": {"a": 0.375}}
     assert report.pooled["a"] == {"mean": 1.25, "min": -1.0, "max": 3.0, "windows": 4.0}
     assert (report.cost_usd, report.saved_usd) == (4.0, 2.0)
+
+
+def test_run_py_sweep_refuses_a_missing_file_in_one_line_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import structlog
+
+    from engine.app.cli import main
+
+    saved = structlog.get_config()
+    try:
+        assert main(["sweep", str(tmp_path / "none.toml")]) == 2
+        assert main(["sweep"]) == 2
+    finally:
+        structlog.configure(**saved)
+    assert capsys.readouterr().err.splitlines() == [
+        f"sweep error: {tmp_path / 'none.toml'}: sweep file not found",
+        "sweep error: give a sweep file (or --demo)"]
