@@ -208,7 +208,7 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
             result = _read_result(run_dir)
             code = int(result.get("code", code)) if code == 0 else code
             async with lock:
-                await sweep_store.mark_finished(conn, run.key, code)
+                await sweep_store.mark_finished(conn, sweep.name, run.key, code)
             progress.finished(run, code, time.perf_counter() - started, str(run_id))
             return code == 0
 

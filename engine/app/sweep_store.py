@@ -39,24 +39,25 @@ async def sweep_rows(conn: asyncpg.Connection, sweep: str) -> list[dict[str, Any
 async def mark_running(conn: asyncpg.Connection, sweep: str, run: RunSpec, run_dir: Path,
                        run_id: uuid.UUID) -> None:
     """Record that a run starts as `run_id` (dropping what an earlier attempt of it left)."""
-    old = await conn.fetchval("SELECT run_id FROM sweep_runs WHERE key = $1", run.key)
+    old = await conn.fetchval("SELECT run_id FROM sweep_runs WHERE sweep = $1 AND key = $2",
+                              sweep, run.key)
     if old is not None:
         await delete_runs(conn, [old])
     await conn.execute(
         "INSERT INTO sweep_runs (key, sweep, variant, window_start, window_end, replicate, status,"
         " run_dir, run_id) VALUES ($1, $2, $3, to_timestamp($4), to_timestamp($5), $6, "
         "'running', $7, $8) "
-        "ON CONFLICT (key) DO UPDATE SET status = 'running', run_id = $8, exit_code = NULL, "
-        "started_at = now(), finished_at = NULL, sweep = $2, run_dir = $7",
+        "ON CONFLICT (sweep, key) DO UPDATE SET status = 'running', run_id = $8, "
+        "exit_code = NULL, started_at = now(), finished_at = NULL, run_dir = $7",
         run.key, sweep, run.variant, run.window.start, run.window.end, run.replicate,
         str(run_dir), run_id)
 
 
-async def mark_finished(conn: asyncpg.Connection, key: str, code: int) -> None:
+async def mark_finished(conn: asyncpg.Connection, sweep: str, key: str, code: int) -> None:
     """Record a run's end: done when it exited 0, failed otherwise."""
     await conn.execute(
-        "UPDATE sweep_runs SET status = $2, exit_code = $3, finished_at = now() WHERE key = $1",
-        key, "done" if code == 0 else "failed", code)
+        "UPDATE sweep_runs SET status = $3, exit_code = $4, finished_at = now() "
+        "WHERE sweep = $1 AND key = $2", sweep, key, "done" if code == 0 else "failed", code)
 
 
 async def delete_runs(conn: asyncpg.Connection, run_ids: list[uuid.UUID]) -> int:
@@ -82,17 +83,18 @@ async def prune(conn: asyncpg.Connection, *, sweep: str | None = None,
     """
     if sweep is not None:
         rows = await conn.fetch(
-            "SELECT key, run_id, run_dir FROM sweep_runs WHERE sweep = $1 AND "
+            "SELECT sweep, key, run_id, run_dir FROM sweep_runs WHERE sweep = $1 AND "
             "(NOT (key = ANY($2::text[])) OR status <> 'done')", sweep, sorted(keep or ()))
     else:
-        rows = await conn.fetch("SELECT key, run_id, run_dir FROM sweep_runs "
+        rows = await conn.fetch("SELECT sweep, key, run_id, run_dir FROM sweep_runs "
                                 "WHERE run_id = ANY($1::uuid[])", run_ids or [])
     ids = [r["run_id"] for r in rows if r["run_id"] is not None]
     if sweep is None:
         ids = sorted(set(ids) | set(run_ids or []))
     removed = await delete_runs(conn, ids)
-    await conn.execute("DELETE FROM sweep_runs WHERE key = ANY($1::text[])",
-                       [r["key"] for r in rows])
+    await conn.execute("DELETE FROM sweep_runs WHERE (sweep, key) IN "
+                       "(SELECT * FROM unnest($1::text[], $2::text[]))",
+                       [r["sweep"] for r in rows], [r["key"] for r in rows])
     for r in rows:
         shutil.rmtree(r["run_dir"], ignore_errors=True)
     return max(len(ids), len(rows)), removed

@@ -62,8 +62,8 @@ $$;
 -- variant, replicate and settings, so a finished run is never run again and an edited sweep file
 -- runs only what it changed. status: running | done | failed. `run_id` names the backtest's run.
 CREATE TABLE sweep_runs (
-    key           text PRIMARY KEY,
     sweep         text NOT NULL,
+    key           text NOT NULL,
     variant       text NOT NULL,
     window_start  timestamptz NOT NULL,
     window_end    timestamptz NOT NULL,
@@ -73,9 +73,10 @@ CREATE TABLE sweep_runs (
     exit_code     integer,
     run_dir       text NOT NULL,          -- the run's settings, log and report files
     started_at    timestamptz NOT NULL DEFAULT now(),
-    finished_at   timestamptz
+    finished_at   timestamptz,
+    PRIMARY KEY (sweep, key)
 );
-CREATE INDEX sweep_runs_sweep ON sweep_runs (sweep, key);
+CREATE INDEX sweep_runs_run_id ON sweep_runs (run_id);
 
 -- One token bucket per LLM provider, shared by every run writing to this database (taken with
 -- SELECT ... FOR UPDATE): requests and tokens refill per minute; a 429 pushes `slow_until` back
