@@ -14,9 +14,10 @@ alert bodies, control-API answers and `run.py db --query` output.
    characters), a Google API key (`AIza` + 35), an AWS access key id (`AKIA`/`ASIA` + 16), a
    Telegram bot token (`<digits>:<30+ key characters>`), the password of a URL
    (`scheme://user:***@host`), the value after `api_key=`, `x-api-key:`, `token=`, `secret=`,
-   `password=` and the like, and any run of 32 or more ASCII letters and digits that mixes
-   lower case, upper case and digits (random keys without a prefix; hex digests, UUIDs and ids
-   like `chatcmpl-...` or `req_...` stay readable).
+   `password=` and the like (8 or more characters with a digit, or 16 or more: a word such as
+   "invalid x-api-key: Incorrect ..." stays), and any run of 32 or more ASCII letters and
+   digits that mixes lower case, upper case and digits (random keys without a prefix; hex
+   digests, UUIDs and ids like `chatcmpl-...` or `req_...` stay readable).
 
 Secrets shorter than 4 characters are not registered (they would blank common words).
 """
@@ -65,7 +66,7 @@ RULES = (
           ("://",), keep=True),
     _Rule(re.compile(r"(?P<keep>\b(?i:api[_\-]?key|x-api-key|access[_\-]?token|auth[_\-]?token"
                      r"|token|client[_\-]?secret|secret|password|passwd)[\"']?\s*[:=]\s*[\"']?)"
-                     r"[^\s\"',;&]{8,}"),
+                     r"(?:(?=[^\s\"',;&]*[0-9])[^\s\"',;&]{8,}|[^\s\"',;&]{16,})"),
           ("key", "token", "secret", "passw"), keep=True),
     _Rule(re.compile(rf"\b(?:{_PREFIXES}){_KEY}{{16,}}"),
           ("sk-", "gsk_", "xai-", "hf_", "pplx-", "r8_", "fw_", "nvapi-", "ghp_", "gho_",

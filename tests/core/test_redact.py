@@ -49,7 +49,8 @@ def test_a_key_shaped_token_is_redacted_without_being_registered(name: str) -> N
     ("postgresql://arena:pg%40ss-word@db:5432/arena", "postgresql://arena:***@db:5432/arena"),
     ("api_key=abcd1234efgh&x=1", "api_key=***&x=1"),
     ('{"x-api-key": "short-but-8+"}', '{"x-api-key": "***"}'),
-    ("token: zzzzzzzzzz password=secretvalue", "token: *** password=***"),
+    ("token: zzzz9zzzzz password=secretvalue-long", "token: *** password=***"),
+    ("invalid x-api-key: Incorrect key", "invalid x-api-key: Incorrect key"),
     ("https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage",
      "https://api.telegram.org/bot***/sendMessage"),
 ])
