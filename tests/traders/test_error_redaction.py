@@ -4,7 +4,7 @@ decision, its event and row, the fixture recording and the session record never 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aioresponses import aioresponses
@@ -20,6 +20,7 @@ from strategies.llm import LLMStrategy
 KEYS = {"anthropic": "sk-ant-api03-EchoedBack0123456789abcdefXYZ",
         "openai": "sk-proj-EchoedBack0123456789abcdefXYZ",
         "deepseek": "sk-EchoedBack0123456789abcdef0123"}
+Provider = Literal["anthropic", "openai", "deepseek"]
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o", "deepseek": "deepseek-chat"}
 URLS = {"anthropic": "https://api.anthropic.com/v1/messages",
         "openai": "https://api.openai.com/v1/chat/completions",
@@ -42,7 +43,7 @@ def _unregistered() -> None:
 
 @pytest.mark.parametrize("provider", sorted(KEYS))
 async def test_an_echoed_key_reaches_no_decision_recording_or_session_record(
-        provider: str, tmp_path: Path) -> None:
+        provider: Provider, tmp_path: Path) -> None:
     clock = LiveClock()
     settings = llm_settings(max_retries=0)
     recorder = FixtureRecorder(tmp_path / "fixtures", "t", provider, clock)
