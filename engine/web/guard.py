@@ -14,7 +14,11 @@ aiohttp middleware, refuses with `403 {"error": "forbidden", ...}`:
 Then the token: with `ARENA_CONTROL_TOKEN` set, a POST needs `Authorization: Bearer <token>`; with
 `control.protect_reads`, so does every read but `/`, `/static/...` and `/health` (the token may
 also come as the `arena_token` cookie, which the live page sets for its event stream). A missing
-or wrong token answers 401. A POST body must arrive within `control.body_timeout_seconds` (408).
+or wrong token answers 401. A POST body must arrive within `control.body_timeout_seconds` (408);
+one larger than `control.max_body_bytes` answers 413 naming the limit (exactly that many bytes is
+accepted), and a gzip or deflate body is inflated here, never past that limit (413 beyond it).
+A connection whose request line and headers are not complete within
+`control.header_timeout_seconds` is answered 408 and closed.
 
 Every answer carries `X-Content-Type-Options: nosniff`, `Content-Security-Policy: default-src
 'self'; frame-ancestors 'none'; ...` and `Referrer-Policy: no-referrer`, errors from the HTTP
