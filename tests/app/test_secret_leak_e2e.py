@@ -29,8 +29,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from engine.market.fakebinance import FakeBinance
 from tests.app.test_engine_process import PRICES, _with_password
-from tests.support.feed import FakeBinance, book_ticker, mark_price
+from tests.support.feed import book_ticker, mark_price
 from tests.support.process import Engine, is_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ shutdown_grace_seconds = 5
 [feed]
 symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 futures_ws_url = "{ws}"
-futures_rest_url = "{http}"
+futures_rest_url = "{rest}"
 backfill_candles = 0
 backfill_higher_candles = 0
 [llm]
@@ -95,7 +96,7 @@ def leaks(text: str) -> list[str]:
 
 
 class Services:
-    """Binance (websocket + REST), the three LLM APIs answering 401, and the webhook receiver."""
+    """The fake Binance, the three LLM APIs answering 401, and the webhook receiver."""
 
     def __init__(self, binance: FakeBinance) -> None:
         self.binance = binance
@@ -128,16 +129,10 @@ class Services:
         self.alert_arrived.set()
         return web.json_response({"ok": True})
 
-    async def klines(self, _: web.Request) -> web.Response:
-        return web.json_response([])
-
-    async def server_time(self, _: web.Request) -> web.Response:
-        return web.json_response({"serverTime": int(time.time() * 1000)})
-
 
 @pytest.fixture
 async def services() -> AsyncIterator[Services]:
-    async with FakeBinance() as binance:
+    async with FakeBinance(symbols=PRICES, candles=None) as binance:  # no candle history
         svc = Services(binance)
         app = web.Application()
         app.router.add_post("/v1/messages", svc.anthropic)
@@ -145,8 +140,6 @@ async def services() -> AsyncIterator[Services]:
         app.router.add_post("/chat/completions", svc.openai_like)
         app.router.add_post("/hook/{name}", svc.hook)
         app.router.add_post("/bot{token}/sendMessage", svc.hook)
-        app.router.add_get("/fapi/v1/klines", svc.klines)
-        app.router.add_get("/fapi/v1/time", svc.server_time)
         runner = web.AppRunner(app, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -187,7 +180,8 @@ def write_settings(svc: Services, tmp: Path, port: int) -> Path:
                       f'model = "{m}"\n' for name, (p, m) in TRADERS.items())
     path = tmp / "settings.toml"
     path.write_text(SETTINGS.format(
-        ws=svc.binance.url, http=svc.http, tmp=tmp, port=port, hooks=hooks, traders=traders,
+        ws=svc.binance.ws_url, rest=svc.binance.rest_url, http=svc.http, tmp=tmp, port=port,
+        hooks=hooks, traders=traders,
         daily=time.strftime("%H:%M", time.gmtime(time.time() + 12 * 3600))))
     return path
 
