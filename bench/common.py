@@ -19,6 +19,9 @@ class Result:
     target: str  # human text, e.g. ">= 100000"
     met: bool | None  # None when there is no target
     detail: str = ""
+    # How much the figure measured (rows written, frames delivered, positions open, requests
+    # answered): 0 means the benchmark measured nothing, and the runner fails the row.
+    workload: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

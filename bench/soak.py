@@ -6,12 +6,13 @@ engine/traders/fixtures through aioresponses; the baselines run for real) → wr
 Measured, each the median of 3 runs (a fresh database each):
 * `soak.vs_feed_replay`: frames/s of the replay through the whole engine (from the replay's first
   frame to its last) over frames/s of a feed-only replay of the same file (`Replay` → `Feed` →
-  price book, candles and bus, no subscriber) run right after it in the same process: >= 0.75;
+  price book, candles and bus, no subscriber) run right after it in the same process: >= 0.60;
 * `soak.rss_growth_hour1_to_end`: resident memory from simulated hour 1 to the end of the
-  replay: <= 2 %;
-* `soak.loop_lag_p99_ms`: the 99th percentile of the engine's own loop-lag samples
-  (`engine.loop_monitor`, the `arena_loop_lag_seconds` histogram; every sample is also kept
-  here) while the replay runs: < 5 ms;
+  replay, the worst of the runs: <= 2 %;
+* `soak.loop_lag_p99_over_floor_ms`: the 99th percentile of the engine's own loop-lag samples
+  (`engine.loop_monitor`, on `time.perf_counter`; every sample is also kept here) while the
+  replay runs, minus the same percentile of an idle loop sampled the same way in a sibling
+  process during the same run: <= 2 ms;
 * cycles run (all 288 `ok`), rows the writer was handed per table against `select count(*)`
   afterwards (must be equal), wall time.
 
@@ -314,22 +315,23 @@ async def feed_only(path: Path, settings: Settings) -> tuple[float, int]:
     return replay.frames / (timer() - t0), replay.frames
 
 
-def run(quick: bool = False) -> list[Result]:
-    """Replay a generated day (2 h with --quick) through the whole engine and through the feed
-    alone, 3 times each; check cycles, rows, memory, loop lag and the ratio of the two."""
+def run(quick: bool = False, tiny: bool = False) -> list[Result]:
+    """Replay a generated day (2 h with --quick, 1 h once with `tiny`) through the whole engine
+    and through the feed alone, 3 times each; check cycles, rows, memory, loop lag and the ratio
+    of the two."""
     import uvloop
 
     from engine.logging import configure
 
     configure(level="warning", fmt="json", stream=sys.stderr)
-    hours = 2 if quick else 24
+    hours = 1 if tiny else 2 if quick else 24
     outs = []
     with tempfile.TemporaryDirectory(prefix="arena-bench-soak-") as workdir:
         settings = soak_settings(Path(workdir))
         t0 = timer()
         path, cached = market_file(tuple(settings.feed.symbols), hours)
         gen_s = timer() - t0
-        for i in range(RUNS):
+        for i in range(1 if tiny else RUNS):
             run_settings = soak_settings(Path(workdir) / f"run{i}")
             idle = IdleLoopFloor(settings.engine.loop_lag_interval_seconds)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
