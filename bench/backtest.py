@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import Result, at_least, timer
+from bench.common import Result, at_least, schedstat, timer
 from bench.writer import _scratch_database
 
 RATIO_TARGET = 0.08  # the whole backtest over the feed-only replay of its stream
@@ -147,12 +147,12 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
             timed = []  # (wall, process CPU, (on a core, waiting for one), exit code) per run
             feed_rates = []  # the feed-only replay right after each timed run
             for _ in range(1 if quick or tiny else 3):
-                cpu0, sched0 = time.process_time(), _schedstat()
+                cpu0, sched0 = time.process_time(), schedstat()
                 t0 = timer()
                 code = backtest.main(args, now=NOW)
                 wall = timer() - t0
                 timed.append((wall, time.process_time() - cpu0,
-                              tuple(b - a for a, b in zip(sched0, _schedstat(), strict=True)),
+                              tuple(b - a for a, b in zip(sched0, schedstat(), strict=True)),
                               code))
                 feed_rate, frames = _feed_only(stream)  # sim s per wall s = sim min per wall min
                 feed_rates.append(feed_rate)
@@ -192,16 +192,6 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
                "the same stream through Feed.handle_frame alone (no cycles, broker, writer), "
                "on uvloop; the median of the runs after each backtest", workload=frames),
     ]
-
-
-def _schedstat() -> tuple[float, float]:
-    """Return this thread's (seconds on a CPU, seconds runnable but waiting for one)."""
-    try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as fh:
-            on_cpu, waiting = fh.read().split()[:2]
-    except OSError:  # not Linux: CPU time only
-        return time.thread_time(), 0.0
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
 def settings_start(args: list[str], flag: str = "--from") -> float:

@@ -43,7 +43,7 @@ import orjson
 from aiohttp import ClientSession
 from aioresponses import aioresponses
 
-from bench.common import Result, timer
+from bench.common import Result, schedstat, timer
 from bench.soak_results import results as _results
 from bench.writer import _scratch_database
 from engine.events import CycleFinished, DecisionMade, FeedStatus
@@ -136,6 +136,8 @@ class Probe:
         self.rss: dict[int, float] = {}
         self.replay_start_wall: float | None = None
         self.replay_done_wall: float | None = None
+        # The loop thread's (seconds on a core, seconds waiting for one) at the start and the end.
+        self.replay_sched: list[tuple[float, float]] = []
         self.lags: list[float] = []  # loop-lag samples (seconds) while the replay runs
 
     def _take(self, event: object) -> None:
@@ -190,10 +192,12 @@ class Probe:
             assert isinstance(event, FeedStatus)
             if event.state == "connected" and event.detail == "replay":
                 self.replay_start_wall = timer()
+                self.replay_sched.append(schedstat())
             if event.state == "disconnected" and "replay finished" in event.detail:
                 self._served()
                 self.rss[self.hours] = rss_mb()
                 self.replay_done_wall = timer()
+                self.replay_sched.append(schedstat())
                 return
 
 
@@ -252,7 +256,11 @@ async def _soak(path: Path, settings: Settings, hours: int) -> dict[str, Any]:
             probe._served()
         in_db = await _count_in_database(dsn)
     replay_wall = (probe.replay_done_wall or timer()) - (probe.replay_start_wall or t0)
-    return {"code": code, "wall": wall, "replay_wall": replay_wall,
+    sched = probe.replay_sched
+    on_cpu, queued = ((sched[1][0] - sched[0][0], sched[1][1] - sched[0][1]) if len(sched) == 2
+                      else (float("nan"), float("nan")))
+    return {"code": code, "wall": wall, "replay_wall": replay_wall, "replay_cpu": on_cpu,
+            "replay_queued": queued,
             "probe": probe, "in_db": in_db, "rss_start": rss_start, "rss_stopped": rss_mb(),
             "frames": engine.feed.frames, "sim_s": engine.clock.time() - start,
             "writer": engine.writer.status(), "traders": sorted(engine.strategies)}
@@ -297,8 +305,9 @@ class IdleLoopFloor:
         return lags
 
 
-async def feed_only(path: Path, settings: Settings) -> tuple[float, int]:
-    """Replay `path` through the feed alone (book, candles, bus); return (frames/s, frames)."""
+async def feed_only(path: Path, settings: Settings) -> tuple[float, int, float]:
+    """Replay `path` through the feed alone (book, candles, bus); return (frames/s, frames,
+    frames per second of the loop thread's CPU time)."""
     from engine.bus import Bus
     from engine.clock import SimClock
     from engine.market.book import PriceBook
@@ -310,9 +319,10 @@ async def feed_only(path: Path, settings: Settings) -> tuple[float, int]:
     clock = SimClock(start=first_frame_time(path) or 0.0)
     feed = Feed(settings.feed, Bus(), clock, PriceBook(), CandleStore(settings.feed.max_candles))
     replay = Replay(path, feed, clock)
-    t0 = timer()
+    t0, cpu0 = timer(), schedstat()[0]
     await replay.run()
-    return replay.frames / (timer() - t0), replay.frames
+    cpu = schedstat()[0] - cpu0
+    return replay.frames / (timer() - t0), replay.frames, replay.frames / cpu
 
 
 def run(quick: bool = False, tiny: bool = False) -> list[Result]:
@@ -340,7 +350,8 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
                 finally:
                     out_idle = idle.stop()
                 out["idle_lags"] = out_idle
-                out["feed_fps"], out["feed_frames"] = runner.run(feed_only(path, settings))
+                out["feed_fps"], out["feed_frames"], out["feed_cpu_fps"] = runner.run(
+                    feed_only(path, settings))
             outs.append(out)
     return _results(outs, settings, hours, path, cached, gen_s, quick)
 
