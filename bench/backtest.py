@@ -42,7 +42,7 @@ START = "2026-10-01T00:00"
 NOW = 1_793_491_200.0  # 2026-11-01: the window lies in the past
 
 
-def _serve(ready: queue.Queue, stop: threading.Event) -> None:
+def _serve(ready: queue.Queue[tuple[str, str]], stop: threading.Event) -> None:
     from engine.market.fakebinance import FakeBinance
 
     async def main() -> None:
@@ -126,11 +126,12 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
     import structlog
 
     from engine.app import backtest
+    from engine.settings import load_settings
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     days = 0.25 if tiny else 1 if quick else 7
     end = "2026-10-01T06:00" if tiny else f"2026-10-0{1 + int(days)}T00:00"
-    ready: queue.Queue = queue.Queue()
+    ready: queue.Queue[tuple[str, str]] = queue.Queue()
     stop = threading.Event()
     server = threading.Thread(target=_serve, args=(ready, stop), daemon=True)
     server.start()
@@ -140,7 +141,7 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
             config = _config(Path(tmp), url)
             os.environ["DATABASE_URL"] = dsn
             args = ["--config", str(config), "--from", START, "--to", end]
-            settings = backtest.plan(backtest.load_settings(str(config)),
+            settings = backtest.plan(load_settings(str(config)),
                                      backtest.parser().parse_args(args), NOW)
             stream, _ = asyncio.run(backtest.prepare(settings, settings_start(args),
                                                      settings_start(args, "--to"), NOW))

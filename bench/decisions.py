@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -40,6 +41,7 @@ from engine.traders.fixtures import (
 )
 from engine.traders.prompt import build_prompt
 from engine.traders.providers import make_client
+from strategies.base import Strategy
 from strategies.llm import LLMStrategy
 
 PLAN = (("claude", "anthropic", "claude-sonnet-4-6", "anthropic/tool_call", 0.5),
@@ -100,9 +102,10 @@ def _step(plan: tuple[tuple[str, str, str, str, float], ...],
     and kept across rounds as the engine keeps them across cycles."""
     clock = LiveClock()
     settings = _settings({p[1]: servers[p[1]].url for p in plan})
-    strategies = {}
+    strategies: dict[str, Strategy] = {}
     for name, provider, model, _, _ in plan:
-        client = make_client(provider, settings.providers[provider], "sk-bench", clock)
+        client = make_client(provider, settings.providers[provider],  # type: ignore[index]
+                             "sk-bench", clock)
         strategies[name] = LLMStrategy(trader(name, provider, model), client, clock, settings,
                                        deadline_seconds=30)
     return DecisionStep(strategies, settings, clock, Bus())
@@ -113,7 +116,7 @@ async def _decide(step: DecisionStep, sequential: bool = False) -> float:
     contexts = {n: context(n) for n in step.strategies}
     start = timer()
     if sequential:
-        outcomes = {}
+        outcomes: dict[str, Any] = {}
         for name, ctx in contexts.items():
             outcomes |= await step.decide_all({name: ctx})
     else:

@@ -66,7 +66,7 @@ def _frames(seconds: float) -> list[tuple[float, str]]:
 def _settings(frames: list[tuple[float, str]], **kw: object) -> FeedSettings:
     names = {raw[11:raw.index('"', 11)] for _, raw in frames[:2000]}  # {"stream":"<name>"
     symbols = tuple(sorted({n.split("@")[0].upper() for n in names}))
-    return FeedSettings(symbols=symbols, **kw)  # type: ignore[arg-type]
+    return FeedSettings(symbols=symbols, **kw)  # type: ignore[arg-type,unused-ignore]
 
 
 def _feed(settings: FeedSettings) -> tuple[Feed, Bus]:

@@ -164,7 +164,7 @@ class Probe:
         # Count the requests, then reset that bookkeeping (and re-register the fixtures), so the
         # mock's own memory (~2 MB per simulated hour) does not show up as the engine's growth.
         for (_, url), calls in self._mocked.requests.items():
-            self.llm_requests[url.host] += len(calls)
+            self.llm_requests[url.host or ""] += len(calls)
         self._mocked.requests.clear()
         self._mocked.clear()
         serve_fixtures(self._mocked)
@@ -276,7 +276,7 @@ def _idle_loop_lags(interval: float, conn: Any) -> None:
     async def main() -> list[float]:
         lags: list[float] = []
         monitor = LoopMonitor(interval=interval, warn_after=1e9)
-        monitor.observe = lags.append  # type: ignore[method-assign]
+        monitor.observe = lags.append  # type: ignore[method-assign,assignment]
         task = asyncio.create_task(monitor.run())
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, conn.recv)  # the stop message

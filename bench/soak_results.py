@@ -35,7 +35,7 @@ def results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: Pa
     med = statistics.median
     scope = f"{hours} h market{' (--quick, not the 24 h soak)' if quick else ''}"
     interval = next(j.interval_seconds for j in settings.jobs
-                    if j.run == "trading_cycle" and j.enabled)
+                    if j.run == "trading_cycle" and j.enabled and j.interval_seconds)
     expected = int(hours * 3600 // interval)
     llm = {t.name for t in settings.traders if t.strategy == "llm" and t.enabled}
     source = ("cached" if cached else f"generated in {gen_s:.0f} s") + f": {path.name}"

@@ -75,7 +75,8 @@ def _start_embedded(started: dict[str, Any]) -> Any:
     import pgserver
 
     tmp = tempfile.mkdtemp(prefix="arena-bench-pg-")
-    server = started["server"] = pgserver.get_server(tmp, cleanup_mode="delete")
+    server = started["server"] = pgserver.get_server(  # type: ignore[attr-defined]
+        tmp, cleanup_mode="delete")
     return server
 
 
@@ -100,7 +101,7 @@ async def _scratch_database() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
     finally:
-        if started.pop("server", None) is not None:
+        if started.pop("server", None) is not None and server is not None:
             await asyncio.to_thread(server.cleanup)
 
 
