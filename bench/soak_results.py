@@ -1,17 +1,31 @@
-"""The soak's report: its rows from the runs of `bench.soak` (kept apart to stay short)."""
+"""The soak's report: its rows from what the runs of `bench.soak` measured.
+
+Measuring (`bench.soak`) and reporting (here) are apart; this module reads each run's probe
+through `Probe`, the readings it needs, and never imports `bench.soak` (no import cycle).
+"""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bench.common import Result, p99
 from engine.settings import Settings
 
-if TYPE_CHECKING:
-    from bench.soak import Probe
+
+class Probe(Protocol):
+    """What one soak run measured (`bench.soak.Probe`)."""
+
+    rows: Counter[str]  # rows handed to the writer, per table
+    cycles: Counter[str]  # cycles by status
+    invalid: Counter[str]
+    decisions: Counter[str]
+    llm_requests: Counter[str]
+    rss: dict[int, float]  # RSS (MB) at each sim-time hour
+    lags: list[float]  # loop-lag samples (seconds) while the replay ran
 
 RSS_GROWTH_TARGET = 0.02
 RATIO_TARGET = 0.60
