@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MODULES = ("feed", "triggers", "decisions", "writer", "startup", "soak", "backtest")
-# Seconds a module may take before it is stopped and reported as an error (quick: a fifth).
+# Seconds a module may take before it is stopped and reported as an error (quick, tiny: a fifth).
 TIME_LIMIT_S = {"feed": 180, "triggers": 180, "decisions": 180, "writer": 180, "startup": 600,
                 "soak": 1800, "backtest": 1500}
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def _checked(row: dict[str, Any]) -> dict[str, Any]:
 def run_module(name: str, quick: bool,
                tiny: bool = False) -> tuple[list[dict[str, Any]], float]:
     """Run one benchmark module in a child process; return its rows (or one error row)."""
-    limit = TIME_LIMIT_S.get(name, 120) // (10 if tiny else 5 if quick else 1)
+    limit = TIME_LIMIT_S.get(name, 120) // (5 if quick or tiny else 1)
     env = dict(os.environ)
     if env.get("DATABASE_URL") and not env.get("TEST_DATABASE_URL"):
         env["TEST_DATABASE_URL"] = env["DATABASE_URL"]  # the modules make scratch databases there
