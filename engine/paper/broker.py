@@ -1,7 +1,8 @@
 """The paper broker: the thin shell around accounts and risk that uses the bus, clock and book.
 
-Market orders fill at the book's ask (buys) or bid (sells) moved `slippage_bps` against the
-taker, quantity rounded down to the step size and price to the tick (against the taker).
+Market orders fill at the book's ask (buys) or bid (sells) moved `slippage_bps` plus the size's
+market impact (`BrokerSettings.slippage_for`) against the taker, quantity rounded down to the
+step size and price to the tick (against the taker).
 Stop-loss, take-profit, liquidation and funding on live prices are in `engine.paper.triggers`.
 """
 
@@ -197,7 +198,7 @@ class PaperBroker(MarketTriggers, AccountViews):
         if q is None or not (q.bid > 0 and q.ask > 0):
             raise AccountError("price_stale", f"no bid/ask for {symbol} at fill time")
         f = self.filter_for(symbol)
-        fee_rate, slip = self.settings.taker_fee, self.settings.slippage_bps
+        fee_rate, slip_for = self.settings.taker_fee, self.settings.slippage_for
         pos = acc.positions.get(symbol)
         if a.action in ("hold", "adjust", "close") and pos is None:
             raise AccountError("no_position", f"no open position on {symbol}")
@@ -213,7 +214,7 @@ class PaperBroker(MarketTriggers, AccountViews):
         if pos is not None and (a.action == "close" or pos.side != _side(a.action)):
             buy = pos.side == "short"
             raw = q.ask if buy else q.bid
-            price = fill_price(raw, buy, slip, f.tick_size)
+            price = fill_price(raw, buy, slip_for(pos.qty * raw), f.tick_size)
             qty = None
             if a.action == "close" and a.size_usdt is not None:
                 qty = _floor(a.size_usdt / price, f.step_size)
@@ -228,7 +229,7 @@ class PaperBroker(MarketTriggers, AccountViews):
         side = _side(a.action)
         buy = side == "long"
         raw = q.ask if buy else q.bid
-        price = fill_price(raw, buy, slip, f.tick_size)
+        price = fill_price(raw, buy, slip_for(a.size_usdt or 0.0), f.tick_size)
         qty = _floor((a.size_usdt or 0.0) / price, f.step_size)
         if a.size_usdt is None or qty <= 0 or qty * price < f.min_notional:
             raise AccountError("min_notional", f"{qty * price:.2f} USDT is below the {symbol} "

@@ -130,6 +130,7 @@ def trading_terms(broker: BrokerSettings, filter_for: Callable[[str], Any],
         filters[s] = {"min_notional": f.min_notional, "step_size": f.step_size,
                       "tick_size": f.tick_size}
     return {"taker_fee": broker.taker_fee, "slippage_bps": broker.slippage_bps,
+            "impact_bps": broker.impact_bps, "impact_notional": broker.impact_notional,
             "funding_interval_hours": funding_interval_hours, "filters": filters}
 
 
@@ -175,6 +176,9 @@ def rules_text(symbols: Iterable[str], risk: RiskSettings,
             "- Market orders fill at the ask (buys) or bid (sells) moved"
             f" {plain(terms['slippage_bps'])} basis points against you, price rounded to the tick"
             " against you.",
+            *([f"- Larger orders slip more: plus {plain(terms['impact_bps'])} basis points x"
+               f" sqrt(notional / {plain(terms['impact_notional'])} USDT)."]
+              if terms.get("impact_bps") else []),
             f"- Funding is settled every {plain(terms['funding_interval_hours'])} h at the"
             " next_funding_time shown per symbol: a long pays funding_rate_pct % of its notional"
             " when it is > 0 (a short receives it), and the reverse when it is < 0.",
