@@ -30,6 +30,8 @@ class Components:
     decisions: Any
     cycle: TradingCycle
     llm_session: Any = None  # engine.traders.session.LLMSession: record, replay, cache
+    # A session replay's recorded cycles, (start, trigger): fired at those instants
+    cycle_starts: tuple[tuple[float, str], ...] = ()
 
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
@@ -82,15 +84,18 @@ async def seed_from(dsn: str) -> None:
 
 
 def build_llm_session(settings: Settings, options: Any, clock: Clock, recorder: Any,
-                      dsn: str | None) -> tuple[Any, Any]:
+                      dsn: str | None, timing: Any = None) -> tuple[Any, Any]:
     """Return the LLM session (None when nothing is recorded, replayed or cached) and the cycle
     ids: a replay's LLM answers and cycle ids come from its file, `--record` writes both."""
-    from engine.market.recording import CycleIds, read_session
+    from engine.market.recording import CycleIds, read_timing
     from engine.traders.cache import LLMCache
     from engine.traders.session import LLMSession, Tape
 
     replay = getattr(options, "replay", None)
-    records, cycles = read_session(replay) if replay else ([], None)
+    if replay and timing is None:
+        timing = read_timing(replay)
+    records = timing.llm if replay else []
+    cycles = [(t, c) for t, c, _ in timing.cycles] if replay else None
     use_cache = settings.llm_cache.replay if replay else settings.llm_cache.live
     cache = LLMCache(dsn) if dsn and use_cache else None
     session = None
@@ -128,7 +133,12 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
                          board=s.leaderboard, funding_history=_funding_history(s, options, clock))
-    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
+    from engine.market.pacing import Pacer
+    from engine.market.recording import read_timing
+
+    timing = read_timing(options.replay) if options.replay else None
+    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn, timing)
+    pacer = Pacer(clock, recorder=feed.recorder, recorded=timing.pace if timing else None)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
         live_calls=not options.replay or bool(getattr(options, "live_llm", False)))
@@ -156,8 +166,11 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         bus,
         dry_run=dry_run,
         cycle_ids=cycle_ids,
+        pace=pacer,
     )
-    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session)
+    starts = tuple((t, trigger) for t, _, trigger in timing.cycles) if timing else ()
+    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session,
+                      starts)
 
 
 def build_alerts(engine: Any) -> Any:

@@ -30,11 +30,13 @@ from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
 from engine.events import AccountSnapshot, RunStarted, new_id
 from engine.loop_monitor import LoopMonitor
+from engine.market.pacing import RecordedCycles
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
 from engine.traders.warmup import warm_up
 
 log = structlog.get_logger("app")
+_NEVER: dict[str, Any] = {"schedule": "once", "delay_seconds": 10 * 365 * 86_400}  # by hand only
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ class Engine:
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies
         self.decisions, self.cycle = parts.decisions, parts.cycle
+        self.cycle_starts = parts.cycle_starts
         self.scheduler = Scheduler(
             self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
         )
@@ -148,19 +151,16 @@ class Engine:
         chosen = select_jobs(self.settings.jobs, set(opts.include_tags), set(opts.exclude_tags))
         if opts.once:
             chosen = []  # --once runs one cycle by hand and nothing on a schedule
+        if self.cycle_starts:  # a session replay fires its recorded cycles, none on schedule
+            chosen = [c.model_copy(update=_NEVER) if c.run == "trading_cycle" else c
+                      for c in chosen]
         jobs = [Job(j, bodies[j.run]) for j in chosen]
         cycle_jobs = [j for j in jobs if j.settings.run == "trading_cycle"]
         if cycle_jobs:
             self.cycle_job_name = cycle_jobs[0].name
-        else:
-            # No scheduled cycle (tags or --once): keep one that only manual triggers fire.
-            manual = JobSettings(
-                name="trading_cycle",
-                run="trading_cycle",
-                schedule="once",
-                delay_seconds=10 * 365 * 86_400,
-                timeout_seconds=240,
-            )
+        else:  # no scheduled cycle (tags, --once, a session replay): one fired by hand only
+            manual = JobSettings(name="trading_cycle", run="trading_cycle", timeout_seconds=240,
+                                 **_NEVER)
             jobs.append(Job(manual, self.cycle))
         log.info("jobs.selected", jobs=[j.name for j in jobs])
         return jobs
@@ -227,6 +227,10 @@ class Engine:
                     tg.create_task(fatal(name, aw, self.crashes), name=name)
                 if self.alerts is not None:
                     tg.create_task(fatal("alerts", self.alerts.run(), self.crashes), name="alerts")
+                if self.cycle_starts:  # a session replay: each recorded cycle at its instant
+                    cycles = RecordedCycles(self.cycle_starts, self.clock, partial(
+                        self.scheduler.trigger, self.cycle_job_name, wait=False))
+                    tg.create_task(fatal("recorded_cycles", cycles.run(), self.crashes))
                 if self.settings.control.enabled and not self.options.once:
                     from engine.web.control import ControlServer
 
