@@ -23,6 +23,7 @@ from engine.broker_settings import (  # noqa: F401 - re-exported: engine.setting
     MarginBracket,
     SymbolFilter,
 )
+from engine.model_settings import TrainingCutoff
 from engine.output_settings import AlertSettings, ReportSettings
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
@@ -125,13 +126,12 @@ class ProviderSettings(Section):
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
 
 
-class ModelPrice(Section):
-    """USD per million tokens."""
-
+class ModelPrice(Section):  # USD per million tokens; the model's training-data cutoff
     input: Annotated[float, Field(ge=0)]
     output: Annotated[float, Field(ge=0)]
     cache_read: Annotated[float, Field(ge=0)] = 0.0
     cache_write: Annotated[float, Field(ge=0)] = 0.0
+    training_cutoff: TrainingCutoff = None  # "YYYY-MM-DD"; "unknown" or absent: not known
 
 
 class LLMSettings(Section):

@@ -7,7 +7,8 @@ hash of the window, the symbols, the settings and the traders' prompt templates.
 call the real APIs only with `--live-llm` (after a cost estimate and a question, `--yes` skips
 it); otherwise they answer from the LLM answer cache or hold with `not_recorded`. Bad input (a
 window in the future, `--to` not after `--from`, a window over `backtest.max_days`, an unknown
-symbol or trader) prints one line on stderr and exits 2.
+symbol or trader, a window an LLM trader's model may remember without `--allow-contamination`:
+`engine.app.exposure`) prints one line on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--live-llm", action="store_true",
                    help="let LLM traders call the real APIs (needs their keys; costs money)")
     p.add_argument("--yes", action="store_true", help="do not ask before spending")
+    p.add_argument("--allow-contamination", action="store_true",
+                   help="run LLM traders on a window their model may remember (before or on its "
+                        "training cutoff, or with the cutoff unknown); the report labels them")
     p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "console"])
@@ -86,7 +90,14 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
                                              "max_candles": settings.backtest.max_candles})
     except ValueError as exc:
         raise BadInput(f"bad --symbols: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
-    return settings.model_copy(update={"feed": feed, "traders": traders})
+    out = settings.model_copy(update={"feed": feed, "traders": traders})
+    if not getattr(args, "allow_contamination", False):
+        from engine.app.exposure import refusal
+
+        line = refusal(out, start, end)  # before anything is fetched
+        if line is not None:
+            raise BadInput(line)
+    return out
 
 
 def source_hash(settings: Settings, start: float, end: float) -> str:
@@ -194,15 +205,21 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         if not confirm(rows, live=args.live_llm, assume_yes=args.yes, stdin=stdin or sys.stdin):
             print("backtest: cancelled, nothing was spent", flush=True)
             return 1
+        from engine.app.exposure import labels, summary_line
+
+        marks = labels(settings, args.start, args.end, blind=False)
         options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
                           console=arena_logging.console_mode(),
-                          backtest_source=source_hash(settings, args.start, args.end))
+                          backtest_source=source_hash(settings, args.start, args.end),
+                          labels=marks or None)
         engine = Engine(settings, secrets, options)
         code = await engine.run()
         # The CIs over the whole run, shown for variants only (the report has its own).
         if _variants(settings) and getattr(engine, "broker", None) is not None:
             await engine.broker.refresh_board_stats()
         _llm_summary(engine)
+        if marks:
+            print(f"backtest: memory exposure: {summary_line(marks)}", flush=True)
         _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
         return code
 

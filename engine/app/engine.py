@@ -30,13 +30,12 @@ from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
 from engine.events import AccountSnapshot, RunStarted, new_id
 from engine.loop_monitor import LoopMonitor
-from engine.market.pacing import RecordedCycles
+from engine.market.pacing import BY_HAND, RecordedCycles
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
 from engine.traders.warmup import warm_up
 
 log = structlog.get_logger("app")
-_NEVER: dict[str, Any] = {"schedule": "once", "delay_seconds": 10 * 365 * 86_400}  # by hand only
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,7 @@ class Options:
     console: bool = False
     no_alerts: bool = False  # --no-alerts
     backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
+    labels: dict[str, Any] | None = None  # run.py backtest: per trader exposure (runs.labels)
 
 
 def _file_sha256(path: str) -> str:
@@ -129,11 +129,10 @@ class Engine:
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
             dry_run=self.dry_run, dsn=self.db.dsn if self.db is not None else None,
         )
-        self.llm_session = parts.llm_session
+        self.llm_session, self.cycle_starts = parts.llm_session, parts.cycle_starts
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies
         self.decisions, self.cycle = parts.decisions, parts.cycle
-        self.cycle_starts = parts.cycle_starts
         self.scheduler = Scheduler(
             self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
         )
@@ -152,7 +151,7 @@ class Engine:
         if opts.once:
             chosen = []  # --once runs one cycle by hand and nothing on a schedule
         if self.cycle_starts:  # a session replay fires its recorded cycles, none on schedule
-            chosen = [c.model_copy(update=_NEVER) if c.run == "trading_cycle" else c
+            chosen = [c.model_copy(update=BY_HAND) if c.run == "trading_cycle" else c
                       for c in chosen]
         jobs = [Job(j, bodies[j.run]) for j in chosen]
         cycle_jobs = [j for j in jobs if j.settings.run == "trading_cycle"]
@@ -160,7 +159,7 @@ class Engine:
             self.cycle_job_name = cycle_jobs[0].name
         else:  # no scheduled cycle (tags, --once, a session replay): one fired by hand only
             manual = JobSettings(name="trading_cycle", run="trading_cycle", timeout_seconds=240,
-                                 **_NEVER)
+                                 **BY_HAND)
             jobs.append(Job(manual, self.cycle))
         log.info("jobs.selected", jobs=[j.name for j in jobs])
         return jobs
@@ -215,7 +214,8 @@ class Engine:
             self.bus.publish(RunStarted(
                 run_id=(run_id := new_id()), started_at=self.clock.time(), version=__version__,
                 settings_hash=self.settings.digest(), fresh=self.options.fresh,
-                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source))
+                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source,
+                labels=self.options.labels))
             self.broker.publish_snapshots("start", None)
             self.run_id = run_id
         code = 0

@@ -23,6 +23,9 @@ from engine.clock import Clock, SimClock
 
 log = structlog.get_logger("replay")
 
+# A job's settings fired by hand only (a session replay's cycle job: RecordedCycles fires it)
+BY_HAND: dict[str, Any] = {"schedule": "once", "delay_seconds": 10 * 365 * 86_400.0}
+
 
 class Pacer:
     """Records (live) or replays (on a simulated clock) the instants a cycle reads the market."""
