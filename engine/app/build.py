@@ -151,11 +151,12 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         else:
             broker.open_account(trader.name, trader.starting_capital)
     decisions = DecisionStep(strategies, s.llm, clock, bus)
-    in_backtest = bool(getattr(options, "backtest_source", None))
+    in_backtest = bool(getattr(options, "backtest_source", None))  # (its funding: last settled)
     cycle = TradingCycle(
         [
             MarketSnapshotStep(book, candles, s.feed, clock),
-            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills),
+            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills,
+                       funding_settled=in_backtest),
             RiskStep(broker, bus),
             ExecuteStep(broker),
             PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles

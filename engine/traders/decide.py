@@ -216,9 +216,13 @@ class DecideStep:
         risk_settings: Any,
         *,
         recent_fills: int = 10,
+        funding_settled: bool = False,
     ) -> None:
         self._decisions, self._broker, self._risk = decisions, broker, risk_settings
         self._recent_fills = recent_fills
+        # A backtest's funding rate is the last settled one (history has no estimate of the
+        # next): the prompt says so.
+        self._funding_settled = funding_settled
         self._last: CycleContext | None = None  # the previous cycle, for its refusals
 
     def _refusals(self) -> dict[str, list[dict[str, Any]]]:
@@ -241,6 +245,8 @@ class DecideStep:
         symbols = tuple(getattr(ctx.snapshot, "symbols", None) or ())
         terms = trading_terms(broker.settings, broker.filter_for, symbols,
                               self._decisions.settings.funding_interval_hours)
+        if self._funding_settled:
+            terms["funding_rate"] = "last_settled"
         for trader in self._decisions.strategies:
             if trader not in broker.accounts:
                 continue

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from engine.broker_settings import BrokerSettings
 from engine.bus import Bus
 from engine.clock import SimClock
 from engine.decision import Action
@@ -15,7 +16,6 @@ from engine.events import OrderFilled
 from engine.market.candles import Candle
 from engine.market.history import _book_path
 from engine.paper.broker import PaperBroker
-from engine.broker_settings import BrokerSettings
 from tests.support.broker import FakeBook, book_ticker, broker_settings, risk_settings, snapshot_of
 
 
