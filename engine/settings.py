@@ -178,9 +178,9 @@ class TraderSettings(Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
     enabled: bool = True
     params: dict[str, Any] = Field(default_factory=dict)
-    # LLM traders: a system-prompt template file (default engine/traders/templates/default.txt);
-    # it must keep the {actions}, {rules} and {answer} placeholders. Hashed into every prompt.
+    # LLM traders: a system-prompt template file keeping {actions}, {rules}, {answer} (hashed in)
     prompt_template: str | None = None
+    blind: bool = False  # LLM traders: no dates, real symbols or price levels (docs/backtests.md)
 
     @model_validator(mode="after")
     def _llm_needs_provider(self) -> TraderSettings:

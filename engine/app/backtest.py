@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--live-llm", action="store_true",
                    help="let LLM traders call the real APIs (needs their keys; costs money)")
     p.add_argument("--yes", action="store_true", help="do not ask before spending")
+    p.add_argument("--blind", action="store_true",
+                   help="LLM traders see no dates, clock times, real symbols or price levels")
+    p.add_argument("--blind-and-plain", action="store_true",
+                   help="run each LLM trader twice on the same window, plain and blind (X and "
+                        "X-blind); the report shows the difference")
     p.add_argument("--allow-contamination", action="store_true",
                    help="run LLM traders on a window their model may remember (before or on its "
                         "training cutoff, or with the cutoff unknown); the report labels them")
@@ -91,6 +96,10 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
     except ValueError as exc:
         raise BadInput(f"bad --symbols: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     out = settings.model_copy(update={"feed": feed, "traders": traders})
+    if getattr(args, "blind", False) or getattr(args, "blind_and_plain", False):
+        from engine.app.exposure import with_blind
+
+        out = with_blind(out, both=args.blind_and_plain)
     if not getattr(args, "allow_contamination", False):
         from engine.app.exposure import refusal
 
@@ -207,7 +216,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
             return 1
         from engine.app.exposure import labels, summary_line
 
-        marks = labels(settings, args.start, args.end, blind=False)
+        marks = labels(settings, args.start, args.end)
         options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
                           console=arena_logging.console_mode(),
                           backtest_source=source_hash(settings, args.start, args.end),
@@ -220,6 +229,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         _llm_summary(engine)
         if marks:
             print(f"backtest: memory exposure: {summary_line(marks)}", flush=True)
+        _blind_vs_plain(engine, marks)
         _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
         return code
 
@@ -241,6 +251,21 @@ def _llm_summary(engine: Any) -> None:
     print(f"backtest: LLM calls: {s['live']} live (spent {s['spent_usd']:.4f} USD), "
           f"{s['cache']} from the cache (saved {s['saved_usd']:.4f} USD), "
           f"{s['not_recorded']} not recorded (held)", flush=True)
+
+
+def _blind_vs_plain(engine: Any, marks: dict[str, Any]) -> None:
+    """Say, for each blind twin, its return against its plain twin's (what memory may add)."""
+    broker = getattr(engine, "broker", None)
+    if broker is None:
+        return
+    for name, m in marks.items():
+        plain = m.get("plain")
+        if plain is None or plain not in broker.accounts or name not in broker.accounts:
+            continue
+        ret = {t: broker.account_view(t)["return_pct"] for t in (plain, name)}
+        print(f"backtest: blind vs plain: {plain} {ret[plain]:+.3f} %, {name} {ret[name]:+.3f} "
+              f"%: plain - blind = {ret[plain] - ret[name]:+.3f} pp (what memory may add)",
+              flush=True)
 
 
 def _variants(settings: Settings) -> dict[tuple[str, str], list[str]]:

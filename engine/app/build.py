@@ -112,7 +112,7 @@ def build_llm_session(settings: Settings, options: Any, clock: Clock, recorder: 
 
 def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bus, clock: Clock,
                      recovered: dict[str, Any], *, dry_run: bool,
-                     dsn: str | None = None) -> Components:
+                     dsn: str | None = None, on_fatal: Any = None) -> Components:
     """Build the feed, the broker with its accounts, the traders and the cycle."""
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
@@ -156,7 +156,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         [
             MarketSnapshotStep(book, candles, s.feed, clock),
             DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills,
-                       funding_settled=in_backtest),
+                       funding_settled=in_backtest, blind=build_blind(s, options, on_fatal)),
             RiskStep(broker, bus),
             ExecuteStep(broker),
             PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles
@@ -172,6 +172,20 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
     starts = tuple((t, trigger) for t, _, trigger in timing.cycles) if timing else ()
     return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session,
                       starts)
+
+
+def build_blind(settings: Settings, options: Any, on_fatal: Any) -> Any:
+    """Return the run's Blind when a trader is blind (its seed: the backtest's source, else the
+    settings' digest, so a replay or a re-run shows the same blind prompts), else None."""
+    if not any(t.blind and t.strategy == "llm" for t in settings.traders):
+        return None
+    import hashlib
+
+    from engine.traders.blind import Blind
+
+    source = getattr(options, "backtest_source", None) or settings.digest()
+    seed = int(hashlib.sha256(f"blind:{source}".encode()).hexdigest()[:15], 16)
+    return Blind(settings.feed.symbols, seed, on_leak=on_fatal)
 
 
 def build_alerts(engine: Any) -> Any:

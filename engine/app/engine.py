@@ -128,7 +128,7 @@ class Engine:
         parts = build_components(
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
             dry_run=self.dry_run, dsn=self.db.dsn if self.db is not None else None,
-        )
+            on_fatal=self._fatal)
         self.llm_session, self.cycle_starts = parts.llm_session, parts.cycle_starts
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies

@@ -45,21 +45,41 @@ def model_cutoff(settings: Settings, trader: TraderSettings) -> date | None:
     return price.training_cutoff if price is not None else None
 
 
-def labels(settings: Settings, start: float, end: float, *, blind: bool) -> dict[str, Any]:
-    """Return each LLM trader's exposure label: model, cutoff, exposure, blind."""
+def labels(settings: Settings, start: float, end: float) -> dict[str, Any]:
+    """Return each LLM trader's exposure label: model, cutoff, exposure, blind (and for a
+    blind twin of `--blind-and-plain`, `plain`: the name of its plain twin)."""
     out: dict[str, Any] = {}
     for t in settings.traders:
         if t.strategy != "llm":
             continue
         cutoff = model_cutoff(settings, t)
         out[t.name] = {"model": t.model, "cutoff": cutoff.isoformat() if cutoff else "unknown",
-                       "exposure": exposure(cutoff, start, end), "blind": blind}
+                       "exposure": exposure(cutoff, start, end), "blind": t.blind}
+        twin = t.name.removesuffix(BLIND_SUFFIX)
+        if t.blind and twin != t.name and any(x.name == twin for x in settings.traders):
+            out[t.name]["plain"] = twin
     return out
+
+
+BLIND_SUFFIX = "-blind"  # --blind-and-plain: the blind twin of trader X is X-blind
+
+
+def with_blind(settings: Settings, *, both: bool) -> Settings:
+    """Return `settings` with every LLM trader blind, or (`both`) with a blind twin each."""
+    traders: list[TraderSettings] = []
+    for t in settings.traders:
+        if t.strategy != "llm":
+            traders.append(t)
+        elif both:
+            traders += [t, t.model_copy(update={"name": t.name + BLIND_SUFFIX, "blind": True})]
+        else:
+            traders.append(t.model_copy(update={"blind": True}))
+    return settings.model_copy(update={"traders": tuple(traders)})
 
 
 def refusal(settings: Settings, start: float, end: float) -> str | None:
     """Return the one line refusing this window, or None when no trader is exposed to it."""
-    exposed = [(name, label) for name, label in labels(settings, start, end, blind=False).items()
+    exposed = [(name, label) for name, label in labels(settings, start, end).items()
                if label["exposure"] != "none"]
     if not exposed:
         return None

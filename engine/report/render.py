@@ -85,6 +85,28 @@ def exposure_table(f: RunFigures) -> Table | None:
                  "prompts had no dates, clock times, real symbols or real price levels.")
 
 
+def blind_table(f: RunFigures) -> Table | None:
+    """Return each blind twin's result against its plain twin's (--blind-and-plain), or None."""
+    marks: dict[str, Any] = f.run.get("labels") or {}
+    by = {t.trader: t for t in f.traders}
+    rows = []
+    for name, m in marks.items():
+        plain = by.get(str(m.get("plain")))
+        blind = by.get(name)
+        if plain is None or blind is None:
+            continue
+        rows.append((str(m.get("model")), plain.trader, num(plain.return_pct, "+.3f"),
+                     blind.trader, num(blind.return_pct, "+.3f"),
+                     num(plain.return_pct - blind.return_pct, "+.3f")))
+    if not rows:
+        return None
+    return Table("Blind vs plain", ("model", "plain", "return %", "blind", "return %",
+                                    "plain - blind (pp)"), tuple(rows),
+                 "The same model on the same window, once with dates, symbols and prices and "
+                 "once blind: the difference estimates what memory of the window adds (one "
+                 "window: read it with its CIs in the leaderboard).")
+
+
 def tables(f: RunFigures) -> list[Table]:
     """Return the report's tables: leaderboard, trading, decisions (and memory exposure)."""
     ts = f.traders
@@ -130,6 +152,7 @@ def tables(f: RunFigures) -> list[Table]:
               "turns skipped while the trader cooled down after repeated failures. Cache hits: "
               "answers served by the LLM answer cache; saved $: what they would have cost."),
         *((exposure,) if (exposure := exposure_table(f)) is not None else ()),
+        *((blind,) if (blind := blind_table(f)) is not None else ()),
     ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import time
 from typing import Any
 
@@ -30,6 +31,9 @@ Brackets = dict[str, tuple[float | None, float | None]]  # symbol → (stop-loss
 def _actions(provider: str, prompt: str, brackets: Brackets | None = None
              ) -> list[dict[str, Any]]:
     symbol, action, size = PLAYS[provider]
+    if symbol not in prompt:  # a blind prompt: play the first asset it names
+        found = re.search(r"\bASSET_[A-Z]+\b", prompt)
+        symbol = found.group(0) if found else symbol
     opening = NO_POSITION in prompt
     stop, take = (brackets or {}).get(symbol, (None, None)) if opening else (None, None)
     return [{"symbol": symbol, "action": action if opening else "close",
