@@ -61,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--blind-and-plain", action="store_true",
                    help="run each LLM trader twice on the same window, plain and blind (X and "
                         "X-blind); the report shows the difference")
+    p.add_argument("--windows", type=int, default=1, metavar="N",
+                   help="walk-forward: split the period into N consecutive windows, each a "
+                        "fresh arena; per window and pooled results, and with 3+ variants and "
+                        "an even N >= 4 the probability of backtest overfitting (PBO)")
     p.add_argument("--allow-contamination", action="store_true",
                    help="run LLM traders on a window their model may remember (before or on its "
                         "training cutoff, or with the cutoff unknown); the report labels them")
@@ -77,6 +81,8 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
         raise BadInput("--to must be after --from")
     if end > now:
         raise BadInput(f"the window ends in the future ({_iso(end)} > now {_iso(now)})")
+    if not 1 <= getattr(args, "windows", 1) <= 52:
+        raise BadInput("--windows must be from 1 to 52")
     days = (end - start) / 86_400
     if days > settings.backtest.max_days:
         raise BadInput(f"the window is {days:g} days; backtest.max_days is "
@@ -200,8 +206,6 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     arena_logging.register_secrets(secrets.values())
 
     async def _run() -> int:
-        from engine.app.engine import Engine, Options
-
         try:
             path, history = await prepare(settings, args.start, args.end, now)
         except BadInput as exc:
@@ -214,23 +218,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         if not confirm(rows, live=args.live_llm, assume_yes=args.yes, stdin=stdin or sys.stdin):
             print("backtest: cancelled, nothing was spent", flush=True)
             return 1
-        from engine.app.exposure import labels, summary_line
+        if args.windows > 1:
+            from engine.app.walkforward import run_windows
 
-        marks = labels(settings, args.start, args.end)
-        options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
-                          console=arena_logging.console_mode(),
-                          backtest_source=source_hash(settings, args.start, args.end),
-                          labels=marks or None)
-        engine = Engine(settings, secrets, options)
-        code = await engine.run()
-        # The CIs over the whole run, shown for variants only (the report has its own).
-        if _variants(settings) and getattr(engine, "broker", None) is not None:
-            await engine.broker.refresh_board_stats()
-        _llm_summary(engine)
-        if marks:
-            print(f"backtest: memory exposure: {summary_line(marks)}", flush=True)
-        _blind_vs_plain(engine, marks)
-        _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
+            return await run_windows(settings, secrets, args, now, speed)
+        code, _ = await run_window(settings, secrets, args, args.start, args.end, now, speed,
+                                   path=path)
         return code
 
     try:
@@ -240,6 +233,33 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+async def run_window(settings: Settings, secrets: Secrets, args: argparse.Namespace,
+                     start: float, end: float, now: float, speed: float | None, *,
+                     path: Path | None = None) -> tuple[int, Any]:
+    """Run the arena on [start, end) (a fresh arena of its own); return (exit code, engine)."""
+    from engine import logging as arena_logging
+    from engine.app.engine import Engine, Options
+    from engine.app.exposure import labels, summary_line
+
+    if path is None:
+        path, _ = await prepare(settings, start, end, now)
+    marks = labels(settings, start, end)
+    options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
+                      console=arena_logging.console_mode(),
+                      backtest_source=source_hash(settings, start, end), labels=marks or None)
+    engine = Engine(settings, secrets, options)
+    code = await engine.run()
+    # The CIs over the whole run, shown for variants only (the report has its own).
+    if _variants(settings) and getattr(engine, "broker", None) is not None:
+        await engine.broker.refresh_board_stats()
+    _llm_summary(engine)
+    if marks:
+        print(f"backtest: memory exposure: {summary_line(marks)}", flush=True)
+    _blind_vs_plain(engine, marks)
+    _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
+    return code, engine
 
 
 def _llm_summary(engine: Any) -> None:
