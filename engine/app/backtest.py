@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         if args.windows > 1:
             from engine.app.walkforward import run_windows
 
-            return await run_windows(settings, secrets, args, now, speed)
+            return await run_windows(settings, secrets, args, now, speed, run_window)
         code, _ = await run_window(settings, secrets, args, args.start, args.end, now, speed,
                                    path=path)
         return code

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from engine.paper.pbo import MIN_VARIANTS, MIN_WINDOWS, pbo, pooled
 from engine.settings import Secrets, Settings
+
+RunWindow = Callable[..., Awaitable[tuple[int, Any]]]
 
 
 def bounds(start: float, end: float, n: int) -> list[tuple[float, float]]:
@@ -28,10 +32,9 @@ def bounds(start: float, end: float, n: int) -> list[tuple[float, float]]:
 
 
 async def run_windows(settings: Settings, secrets: Secrets, args: argparse.Namespace,
-                      now: float, speed: float | None) -> int:
-    """Run every window, then report per window, pooled and the PBO; return the exit code."""
-    from engine.app.backtest import run_window
-
+                      now: float, speed: float | None, run_window: RunWindow) -> int:
+    """Run every window (`run_window`: engine.app.backtest's), then report per window, pooled
+    and the PBO; return the exit code."""
     windows = bounds(args.start, args.end, args.windows)
     results: list[dict[str, list[float]]] = []
     returns_pct: list[dict[str, float]] = []
