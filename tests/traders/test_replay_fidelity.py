@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+import structlog
+import structlog.testing
 
 from engine.app.engine import Engine, Options
 from engine.market.recording import read_timing
@@ -155,11 +157,14 @@ async def replay_twice(s: Settings, recording: Path, databases: Callable[[], Awa
     out = []
     for _ in range(2):
         dsn = await databases()
-        engine = await run_engine(s, Secrets(None, None, None, database_url=dsn,
-                                             control_token=None),
-                                  Options(replay=str(recording), fresh=True))
+        with structlog.testing.capture_logs() as logs:
+            engine = await run_engine(s, Secrets(None, None, None, database_url=dsn,
+                                                 control_token=None),
+                                      Options(replay=str(recording), fresh=True))
         assert engine.llm_session.counts == {"live": 0, "replay": asked, "cache": 0,
                                              "not_recorded": 0}
+        (summary,) = [e for e in logs if e["event"] == "llm.session_summary"]
+        assert (summary["replay"], summary["not_recorded"]) == (asked, 0)
         out.append(dsn)
     return out
 
