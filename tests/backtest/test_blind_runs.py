@@ -70,7 +70,7 @@ async def test_a_blind_backtest_leaks_nothing_and_still_trades(tmp_path: Path,
     await server.start()
     try:
         async with LLMServer(delay=0.0) as llm:
-            config = write_config(tmp_path, server.url, traders=TRADERS + llm_block(llm.url))
+            config = write_config(tmp_path, server.rest_url, traders=TRADERS + llm_block(llm.url))
             code, out, err = await run_backtest(
                 ["--config", str(config), "--from", "2026-10-01T00:00", "--to",
                  "2026-10-01T01:00", "--symbols", "BTCUSDT,ETHUSDT", "--blind-and-plain",

@@ -56,7 +56,7 @@ async def test_four_windows_report_each_window_pooled_and_the_pbo(tmp_path: Path
     server = FakeBinance()
     await server.start()
     try:
-        config = write_config(tmp_path, server.url, traders=VARIANTS)
+        config = write_config(tmp_path, server.rest_url, traders=VARIANTS)
         code, out, err = await run_backtest(
             ["--config", str(config), "--from", "2026-10-01T00:00", "--to", "2026-10-01T04:00",
              "--symbols", "BTCUSDT", "--windows", "4"], database_url, timeout=400)

@@ -123,10 +123,9 @@ def test_a_10x_position_fills_worse_than_a_100_usdt_one(clock: SimClock, bus: Bu
     # small: 1 + 5 x sqrt(0.01) = 1.5 bp -> 3,000.45; big: 1 + 5 x sqrt(9) = 16 bp -> 3,004.8
     assert opens["small"].price == 3_000.45
     assert opens["big"].price == 3_004.8
-    broker.accounts["small"].positions["ETHUSDT"].stop_loss = 2_900.0
-    broker.accounts["big"].positions["ETHUSDT"].stop_loss = 2_900.0
-    broker._reindex("small", "ETHUSDT")
-    broker._reindex("big", "ETHUSDT")
+    for trader in ("small", "big"):  # both move their stop to 2,900
+        broker.execute(trader, [Action(symbol="ETHUSDT", action="adjust", stop_loss=2_900.0)],
+                       "c2", snapshot_of(book))
     walk(broker, [(2_900.0, 2_900.5)])
     stops = {f.trader: f for f in trigger_fills(sub)}
     assert stops["big"].price < stops["small"].price < 2_900.0

@@ -25,9 +25,10 @@ import structlog
 import structlog.testing
 
 from engine.app.engine import Engine, Options
+from engine.market.fakebinance import FakeBinance
 from engine.market.recording import read_timing
 from engine.settings import Secrets, Settings
-from tests.support.feed import FakeBinance, book_ticker, mark_price, ticker
+from tests.support.feed import book_ticker, mark_price, ticker
 from tests.support.llm_server import LLMServer
 from tests.traders.test_session_replay import KEYS, TRADERS, new_database, run_engine, table
 
@@ -43,11 +44,11 @@ FILLS = ("trader, symbol, side, qty, price, notional, fee, realized_pnl, reason,
 CYCLES = "cycle_id, trigger, started_at, status, skip_reason, snapshot::text"
 
 
-def settings(tmp: Path, ws_url: str, llm_url: str, *, scheduled: bool,
+def settings(tmp: Path, ws_url: str, rest_url: str, llm_url: str, *, scheduled: bool,
              control: bool = False) -> Settings:
     return Settings.model_validate({
         "engine": {"shutdown_grace_seconds": 5},
-        "feed": {"symbols": list(PRICES), "futures_ws_url": ws_url, "futures_rest_url": llm_url,
+        "feed": {"symbols": list(PRICES), "futures_ws_url": ws_url, "futures_rest_url": rest_url,
                  "backfill_candles": 0, "backfill_higher_candles": 0},
         "llm": {"providers": {"anthropic": {"base_url": llm_url, "max_retries": 0},
                               "openai": {"base_url": llm_url + "/v1", "max_retries": 0},
@@ -100,8 +101,9 @@ async def record_live(tmp: Path, databases: Callable[[], Awaitable[str]], how: s
                       ) -> tuple[Path, str, int]:
     """Run one live session (`how`: scheduled, once or trigger); return file, database, calls."""
     recording = tmp / f"{how}.jsonl.gz"
-    async with FakeBinance() as fake, LLMServer(delay=0.05, brackets=BRACKETS) as llm:
-        s = settings(tmp, fake.url, llm.url, scheduled=how == "scheduled",
+    async with FakeBinance(candles=None) as fake, \
+            LLMServer(delay=0.05, brackets=BRACKETS) as llm:
+        s = settings(tmp, fake.ws_url, fake.rest_url, llm.url, scheduled=how == "scheduled",
                      control=how == "trigger")
         stop = asyncio.Event()
         pacing = asyncio.create_task(fast_market(fake, stop))
@@ -214,7 +216,8 @@ async def test_a_scheduled_session_with_tight_stops_replays_to_the_live_run(
     timing = read_timing(recording)
     assert len(timing.cycles) >= 5 and {c[2] for c in timing.cycles} == {"schedule"}
     assert any(point.startswith("fill:") for _, point in timing.pace)
-    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", scheduled=True)
+    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                    scheduled=True)
     fills = await check_replays_match_live(live, await replay_twice(dead, recording, databases,
                                                                     asked))
     reasons = {r[8] for r in fills}
@@ -226,7 +229,8 @@ async def test_a_once_session_replays_to_the_live_run(
     recording, live, asked = await record_live(tmp_path, databases, "once")
     timing = read_timing(recording)
     assert [c[2] for c in timing.cycles] == ["manual"] and asked == 3
-    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", scheduled=True)
+    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                    scheduled=True)
     fills = await check_replays_match_live(live, await replay_twice(dead, recording, databases,
                                                                     asked))
     assert any(r[8] == "decision" for r in fills)
@@ -237,7 +241,8 @@ async def test_a_session_with_two_trigger_calls_replays_to_the_live_run(
     recording, live, asked = await record_live(tmp_path, databases, "trigger")
     timing = read_timing(recording)
     assert [c[2] for c in timing.cycles] == ["manual", "manual"] and asked == 6
-    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", scheduled=True)
+    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                    scheduled=True)
     fills = await check_replays_match_live(live, await replay_twice(dead, recording, databases,
                                                                     asked))
     assert any(r[8] == "decision" for r in fills)
