@@ -163,6 +163,7 @@ async def replay_twice(s: Settings, recording: Path, databases: Callable[[], Awa
             engine = await run_engine(s, Secrets(None, None, None, database_url=dsn,
                                                  control_token=None),
                                       Options(replay=str(recording), fresh=True))
+        assert engine.llm_session is not None
         assert engine.llm_session.counts == {"live": 0, "replay": asked, "cache": 0,
                                              "not_recorded": 0}
         (summary,) = [e for e in logs if e["event"] == "llm.session_summary"]
