@@ -15,8 +15,10 @@ wants them (the book's path inside a minute, while a stop or take could trigger 
 A whole-session recording (`--record` with LLM traders) also holds one `{"t": ..., "llm": {...}}`
 line per LLM call (trader, provider, model, params, prompt_hash, request, response, latency; see
 `engine.traders.session`) and one `{"t": ..., "cycle": {"cycle_id": ...}}` line per trading cycle,
-so a replay gives its cycles the recorded ids and its traders the recorded answers. The feed's
-replay skips those lines; it only moves the clock to their times.
+so a replay gives its cycles the recorded ids and its traders the recorded answers. When trading
+halts or resumes (engine.halt: storage could not record), a `{"t": ..., "halt": {"halted": true,
+"reason": "storage (...)"}}` line (`"halted": false, "reason": null` at resuming) notes the
+instant. The feed's replay skips those lines; it only moves the clock to their times.
 
 Replay moves the `SimClock` to each frame's receive time before handing the frame to
 `Feed.handle_frame`, so timers (the 5-minute cycles) fire at the recorded times. At `speed=None`
@@ -147,7 +149,7 @@ class FrameRecorder:
 
 
 Record = str | dict[str, Any]  # a raw frame, or a backfill record
-KINDS = ("raw", "backfill", "llm", "cycle", "batch")  # the line kinds of a recording
+KINDS = ("raw", "backfill", "llm", "cycle", "batch", "halt")  # the line kinds of a recording
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[float, str, Any]]:

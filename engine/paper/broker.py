@@ -25,6 +25,7 @@ from engine.events import (
     PositionClosed,
     PositionOpened,
 )
+from engine.halt import TradingGate
 from engine.paper.accounts import Account, AccountError, AccountState, Fill, Position
 from engine.paper.funding import FundingHistory
 from engine.paper.leaderboard import BoardStats
@@ -46,7 +47,8 @@ class PaperBroker(MarketTriggers, AccountViews):
                  symbols: Iterable[str] | None = None,
                  max_price_age: float | None = None,
                  board: LeaderboardSettings | None = None,
-                 funding_history: FundingHistory | None = None) -> None:
+                 funding_history: FundingHistory | None = None,
+                 gate: TradingGate | None = None) -> None:
         self.settings = settings
         # feed.max_price_age_seconds: a decision never fills on a price older than this
         self.max_price_age = max_price_age
@@ -64,6 +66,10 @@ class PaperBroker(MarketTriggers, AccountViews):
         self._watch: dict[str, Watch] = {}
         self._marks: dict[str, float] = {}
         self._funding: dict[str, tuple[float, float]] = {}  # symbol → (next time, rate)
+        # Trading halted (engine.halt): accounts are frozen; funding times passed meanwhile wait
+        # here, symbol → [(funding time, its rate)], applied at the first mark after resuming.
+        self.gate = gate or TradingGate()
+        self._funding_due: dict[str, list[tuple[float, float]]] = {}
         self.market_errors = 0
 
     # ------------------------------------------------------------ set-up

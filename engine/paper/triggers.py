@@ -125,6 +125,8 @@ class MarketTriggers:
         w = self._watch.get(symbol)
         if w is None or not w.entries:
             return
+        for when, rate in self._funding_due.pop(symbol, ()):  # passed while halted
+            self._settle_funding(w, symbol, when, rate, e.mark)
         if prev is not None and (e.next_funding_time > prev[0] or e.event_time >= prev[0]):
             self._settle_funding(w, symbol, prev[0], prev[1], e.mark)
         if w.dirty:
@@ -202,6 +204,9 @@ class MarketTriggers:
             sub.close()
 
     def _on_events(self, events: Iterable[object]) -> None:
+        if self.gate.halted:
+            self._frozen(events)
+            return
         on_book, on_mark = self._on_book, self._on_mark  # `on_market`, once per batch
         for event in events:
             try:
@@ -214,12 +219,29 @@ class MarketTriggers:
                 self.market_errors += 1
                 log.exception("broker.market_event_failed", kind=type(event).__name__)
 
+    def _frozen(self, events: Iterable[object]) -> None:
+        """Trading halted: no trigger fill, no funding; a funding time that passes is kept with
+        its rate and applied at the first mark after resuming (the first tick applies stops)."""
+        for e in events:
+            if type(e) is not MarkPrice:
+                continue
+            prev = self._funding.get(e.symbol)
+            self._marks[e.symbol] = e.mark
+            self._funding[e.symbol] = (e.next_funding_time, e.funding_rate)
+            w = self._watch.get(e.symbol)
+            if prev is not None and w is not None and w.entries and (
+                    e.next_funding_time > prev[0] or e.event_time >= prev[0]):
+                due = self._funding_due.setdefault(e.symbol, [])
+                if prev not in due:
+                    due.append(prev)
+
     async def _timer(self) -> None:
         due = self.clock.time() + self.snapshot_interval
         while True:
             await self.clock.sleep_until(due)
             try:
-                self.publish_snapshots("timer", None)
+                if not self.gate.halted:  # frozen accounts: nothing new to record
+                    self.publish_snapshots("timer", None)
             except Exception:
                 log.exception("broker.snapshot_failed")
             due += self.snapshot_interval

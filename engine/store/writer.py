@@ -9,17 +9,29 @@ DO NOTHING`, so it never duplicates a row). What is committed is therefore alway
 event stream (and a flush never ends between a fill and its account snapshot): a committed row
 never lacks an event published before it, whenever the process dies.
 
-While Postgres is down or refusing, rows stay queued and flushing retries with jittered back-off
-up to `max_backoff_seconds`; publishing never waits. Beyond `max_buffer_rows` queued rows the
-queue is appended to the spill file (in a worker thread: its fsync never blocks the event loop),
-which is replayed in order, in chunks of one transaction each, before any row still in memory, as
-soon as Postgres answers again and at the next start; the spill file only ever holds rows older
-than those in memory, so the prefix property holds through outages too. On cancellation the
-writer flushes what it has, within `shutdown_flush_seconds`; what cannot be written goes to the
-spill file.
+Every error is sorted by the one table of engine.store.errors:
+- an outage (connection lost, timeout, server unavailable): rows stay queued and flushing
+  retries with jittered back-off up to `max_backoff_seconds`; publishing never waits. Beyond
+  `max_buffer_rows` queued rows the queue is appended to the spill file (in a worker thread: its
+  fsync never blocks the event loop), which is replayed in order, in chunks of one transaction
+  each, before any row still in memory; the spill file only ever holds rows older than those in
+  memory, so the prefix property holds through outages too. When the spill append fails too, the
+  rows stay in memory and trading halts (engine.halt) until Postgres or the spill file takes them;
+- a row the database refuses: nothing is committed past it; it is recorded in the quarantine
+  table, logged and alerted, trading halts, and the batch is retried with back-off until it
+  commits or an operator quarantines the row (`run.py db --quarantine ID`);
+- a programming error: every held row goes to the last-resort file (`last_resort_dir`), the
+  traceback is logged and `StorageFatal` stops the engine (exit 1). Past `max_halted_rows` rows
+  held while halted, the same.
+
+The queue belongs to the Writer object the engine holds, not to the task running `run()`: a
+restarted `run()` finds every row where it was. On cancellation the writer flushes what it has,
+within `shutdown_flush_seconds`; what cannot be written goes to the spill file, and what cannot
+be spilled to the last-resort file.
 
 On a simulated clock a flush holds time (`Clock.busy`), so a replay's rows are written at the
-simulated times they would be live. A backtest's writer is given the wall clock instead
+simulated times they would be live; while trading is halted the replay consumes no frame, so the
+writer's retries wait on the wall clock (`wall`). A backtest's writer is given the wall clock
 (`open_store`): nothing in the run reads its rows before the end, so its flushes run beside the
 replay rather than stopping it, `flush_ms` is wall time, and it commits asynchronously
 (`asynchronous_commit`: Postgres replays WAL in commit order after a crash, so what survives is
@@ -29,8 +41,11 @@ still a prefix; only the last few commits can be lost, never one without those b
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,13 +53,16 @@ import structlog
 
 from engine import metrics
 from engine.bus import Bus
-from engine.clock import Clock
+from engine.clock import Clock, LiveClock
 from engine.cycle import CycleContext
+from engine.halt import TradingGate
 from engine.retry import backoff_delay
 from engine.settings import DatabaseSettings
 from engine.store.backlog import RowQueue
-from engine.store.database import prepare_connection
-from engine.store.rows import ROW_OF, write_batches
+from engine.store.database import connect, free_backend, prepare_connection, writer_session
+from engine.store.errors import Kind, RowRefused, classify, describe
+from engine.store.quarantine import record_refused, take_if_quarantined
+from engine.store.rows import ROW_OF, Row, row_to_json, write_batches
 from engine.store.spill import SpillFile, replay_chunk
 
 log = structlog.get_logger("writer")
@@ -54,30 +72,52 @@ _CATCH_UP_BATCHES = 16  # a flush takes up to this many batches' rows when that 
 _INTAKE_BATCH = 8192
 
 
+class StorageFatal(Exception):
+    """The writer cannot go on (a programming error, or too many rows held while halted): the
+    held rows are in the last-resort file and the engine stops with exit code 1."""
+
+
 class Writer:
     """Queues persisted events in publication order and writes them to Postgres in prefixes."""
 
     def __init__(self, bus: Bus, dsn: str, settings: DatabaseSettings, clock: Clock, *,
-                 asynchronous_commit: bool = False) -> None:
+                 asynchronous_commit: bool = False, gate: TradingGate | None = None,
+                 wall: Clock | None = None) -> None:
         self._dsn = dsn
         self._asynchronous_commit = asynchronous_commit
         self._settings = settings
         self._clock = clock
+        self._wall = wall or LiveClock()  # health's stall time; retries while halted
+        self.gate = gate or TradingGate()
         self._sub = bus.subscribe("writer", ROW_OF.keys(), policy="block",
                                   capacity=max(10_000, 4 * settings.batch_rows))
         self._queue = RowQueue()  # rows in publication order across tables (engine.store.backlog)
         self._spill = SpillFile(settings.spill_path)
         self._conn: asyncpg.Connection | None = None
+        self._previous_pid: int | None = None  # the backend of the last connection discarded
         self._wake = asyncio.Event()
         self._failures = 0
         self._rng = random.Random()  # back-off jitter; its own generator, not the global one
         self._retry_at: float | None = None
+        self._retry_clock: Clock = clock
         self._down_since: float | None = None
+        self._started = False
+        self._spill_unread: str | None = None  # the spill file could not be counted: why
+        self._spill_failure: str | None = None  # the last spill append failed: why
+        self._refused: RowRefused | None = None  # the row the database refuses, while it does
+        self._refused_other: str | None = None  # a refusal that names no single row
+        self._in_flight = 0  # rows taken by the flush under way
+        self._progress_at = self._wall.monotonic()  # last commit, or rows starting to wait
+        self.last_resort: Path | None = None  # once set, no row is ever committed again
+        self.fatal: str | None = None
         self.written = 0
         self.duplicates = 0
         self.flushes = 0
         self.errors = 0
         self.bad_events = 0
+        self.refused_rows = 0
+        self.quarantined = 0
+        self.last_resort_rows = 0
         self.last_flush_at: float | None = None
         self.last_flush_rows = 0
         self.last_error: str | None = None
@@ -90,19 +130,32 @@ class Writer:
 
     @property
     def backlog(self) -> int:
-        """Rows not yet in Postgres: on the bus, in memory and in the spill file."""
-        return len(self._sub) + self._queued + self._spill.pending
+        """Rows not yet in Postgres: on the bus, in memory, in flight and in the spill file."""
+        return len(self._sub) + self._queued + self._in_flight + self._spill.pending
+
+    def stalled_s(self) -> float:
+        """Return for how long (wall clock) rows have waited with nothing committed; 0 if none."""
+        if not self.backlog:
+            return 0.0
+        return max(0.0, self._wall.monotonic() - self._progress_at)
 
     def status(self) -> dict[str, Any]:
         """Return the backlog, the spill file, the last flush and the errors, for health checks."""
+        refused = self._refused
         return {
             "backlog": self.backlog,
             "queued_rows": self._queued + len(self._sub),
+            "in_flight_rows": self._in_flight,
             "spilled_rows": self._spill.pending,
             "spill_path": str(self._spill.path),
             "connected": self._conn is not None and not self._conn.is_closed(),
             "down_since": self._down_since,
-            "retry_at": self._retry_at,
+            "retry_at": self._retry_at_engine(),
+            "stalled_s": round(self.stalled_s(), 3),
+            "halted": self.gate.describe(),
+            "refused": None if refused is None else {
+                "table": refused.table, "id": refused.row_id, "error": describe(refused.cause)},
+            "spill_error": self._spill_failure or self._spill_unread,
             "written": self.written,
             "duplicates_skipped": self.duplicates,
             "flushes": self.flushes,
@@ -110,15 +163,25 @@ class Writer:
             "last_flush_rows": self.last_flush_rows,
             "errors": self.errors,
             "last_error": self.last_error,
-            "rejected_rows": self._spill.rejected,
+            "refused_rows": self.refused_rows,
+            "quarantined_rows": self.quarantined,
+            "last_resort": None if self.last_resort is None else str(self.last_resort),
+            "last_resort_rows": self.last_resort_rows,
             "bad_events": self.bad_events,
         }
 
     async def run(self) -> None:
-        """Write rows until cancelled; then flush (or spill) everything and re-raise."""
-        self._spill.refresh()
-        if self._spill.pending:
-            log.info("writer.spill_found", rows=self._spill.pending, path=str(self._spill.path))
+        """Write rows until cancelled; then flush (or spill) everything and re-raise.
+
+        A programming error writes every held row to the last-resort file and raises
+        `StorageFatal` (the engine exits 1); nothing else ends it.
+        """
+        if not self._started:
+            self._started = True
+            self._count_spill()
+            if self._spill.pending:
+                log.info("writer.spill_found", rows=self._spill.pending,
+                         path=str(self._spill.path))
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._intake())
@@ -126,9 +189,13 @@ class Writer:
         except asyncio.CancelledError:
             await self._shutdown()
             raise
-        except BaseException:
-            self._spill.append(self._queue.take_all())  # dying anyway: on the loop
-            raise
+        except BaseExceptionGroup as group:
+            if group.subgroup(StorageFatal) is not None:
+                raise StorageFatal(self.fatal or "storage fatal") from None
+            error = group.exceptions[0]  # a programming error in the writer: fail closed
+            log.error("writer.crashed", error=describe(error), exc_info=error)
+            self._to_last_resort(f"writer crashed: {describe(error)}")
+            raise StorageFatal(self.fatal or describe(error)) from error
 
     # ------------------------------------------------------------ intake
 
@@ -139,6 +206,8 @@ class Writer:
 
     def _accept(self, events: list[object]) -> None:
         before = self._queue.count
+        if not (before or self._in_flight or self._spill.pending):
+            self._progress_at = self._wall.monotonic()  # rows start to wait now
         self._queue.add(events, self._clock.time(), self._bad_event)
         metrics.WRITER_BACKLOG.set(self.backlog)
         count = self._queue.count
@@ -170,25 +239,37 @@ class Writer:
         oldest = self._queue.oldest()
         return None if oldest is None else oldest + self._settings.flush_ms / 1000.0
 
+    def _retry_at_engine(self) -> float | None:
+        """The next retry on the engine clock (it may be timed on the wall clock)."""
+        if self._retry_at is None:
+            return None
+        if self._retry_clock is self._clock:
+            return self._retry_at
+        return self._clock.time() + max(0.0, self._retry_at - self._retry_clock.time())
+
     async def _wait_for_work(self) -> None:
         while True:
-            now = self._clock.time()
-            if self._retry_at is not None and now < self._retry_at:
-                if self._queued > self._settings.max_buffer_rows:
+            self._check_halted_bound()
+            if self._retry_at is not None:
+                clock = self._retry_clock
+                if clock.time() >= self._retry_at:
+                    return
+                if self._queued > self._settings.max_buffer_rows and self._spill_failure is None:
                     await self._spill_memory("outage")
-                deadline: float | None = self._retry_at
-            elif self._due(now):
+                self._wake.clear()
+                await self._sleep_or_wake(clock, self._retry_at)
+                continue
+            now = self._clock.time()
+            if self._due(now):
                 return
-            else:
-                deadline = self._next_deadline()
             self._wake.clear()
-            await self._sleep_or_wake(deadline)
+            await self._sleep_or_wake(self._clock, self._next_deadline())
 
-    async def _sleep_or_wake(self, deadline: float | None) -> None:
+    async def _sleep_or_wake(self, clock: Clock, deadline: float | None) -> None:
         if deadline is None:
             await self._wake.wait()
             return
-        sleeper = asyncio.ensure_future(self._clock.sleep_until(deadline))
+        sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
         waker = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
@@ -197,20 +278,39 @@ class Writer:
             waker.cancel()
 
     async def _step(self, *, final: bool) -> bool:
-        """Do one unit of work (a spill chunk or one flush); return False when Postgres failed."""
+        """Do one unit of work (a spill chunk or one flush); return False when it failed.
+
+        An outage or a refused row is handled here (back-off, spill, halt); a programming error
+        propagates (see `run`).
+        """
         try:
+            if self._spill_unread is not None:
+                self._spill.refresh()
+                self._spill_unread = None
             conn = await self._connection()
+            if self._refused is not None and await take_if_quarantined(conn, self._refused):
+                self._drop_quarantined(self._refused)
             if self._spill.pending:
                 await self._replay_chunk(conn)
             else:
                 await self._flush(conn, final=final)
-        except Exception as exc:  # any failure not caused by the rows: Postgres is unavailable
-            await self._failed(exc)
+        except Exception as exc:
+            kind = classify(exc)
+            if kind is Kind.BUG:
+                raise
+            if kind is Kind.REFUSED:
+                await self._on_refused(exc)
+            else:
+                await self._failed(exc)
             return False
         if self._down_since is not None:
             log.info("writer.recovered", down_s=round(self._clock.time() - self._down_since, 3),
                      backlog=self.backlog)
         self._failures, self._retry_at, self._down_since = 0, None, None
+        self._refused = self._refused_other = None
+        if self._queued <= self._settings.max_buffer_rows:
+            self._spill_failure = None  # memory holds what is left: no spill needed
+        self._update_gate()
         return True
 
     async def _flush(self, conn: asyncpg.Connection, *, final: bool) -> None:
@@ -220,16 +320,20 @@ class Writer:
             self._settings.batch_rows * _CATCH_UP_BATCHES, whole_changes=not final)
         if not names:
             return
+        total = len(names)
+        self._in_flight = total
         started = time.perf_counter()  # flush time is wall time, even in a replay
         try:
-            new = await write_batches(conn, batches, fresh=fresh, reject=self._spill.reject,
+            new = await write_batches(conn, batches, fresh=fresh,
                                       limit_s=self._settings.write_timeout_seconds)
         except BaseException:
             self._queue.put_back(names, batches,
                                  self._clock.time() - self._settings.flush_ms / 1000.0)
             raise
+        finally:
+            self._in_flight = 0
         elapsed = time.perf_counter() - started
-        total = sum(len(rows) for rows in batches.values())
+        self._progress_at = self._wall.monotonic()
         self.flushes += 1
         self.written += new
         self.duplicates += total - new
@@ -244,6 +348,7 @@ class Writer:
 
     async def _replay_chunk(self, conn: asyncpg.Connection) -> None:
         rows, new = await replay_chunk(conn, self._spill, self._settings.write_timeout_seconds)
+        self._progress_at = self._wall.monotonic()
         self.written += new
         self.duplicates += rows - new
         metrics.WRITER_BACKLOG.set(self.backlog)
@@ -253,8 +358,10 @@ class Writer:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         self._conn = None
-        conn = await asyncpg.connect(self._dsn, timeout=self._settings.connect_timeout_seconds)
+        conn = await connect(self._dsn, self._settings, writer_session(self._settings))
         try:
+            if self._previous_pid is not None:
+                await self._free_previous(conn, self._previous_pid)
             await prepare_connection(conn, synchronous_commit=not self._asynchronous_commit)
         except BaseException:
             conn.terminate()
@@ -262,55 +369,221 @@ class Writer:
         self._conn = conn
         return conn
 
+    async def _free_previous(self, conn: asyncpg.Connection, pid: int) -> None:
+        """End the discarded connection's backend: a partition can leave it idle in a
+        transaction, holding the locks of the rows about to be written again."""
+        try:
+            if await free_backend(conn, pid):
+                log.warning("writer.backend_terminated", pid=pid,
+                            detail="the previous connection's session was still alive")
+        except asyncpg.InsufficientPrivilegeError as exc:
+            log.warning("writer.backend_not_terminated", pid=pid, error=describe(exc),
+                        detail="its locks are freed by idle_in_transaction_session_timeout")
+        self._previous_pid = None
+
+    def _discard_connection(self) -> None:
+        if self._conn is not None:
+            self._previous_pid = self._conn.get_server_pid()
+            self._conn.terminate()
+            self._conn = None
+
+    def _back_off(self) -> float:
+        self._failures += 1
+        delay = backoff_delay(self._failures - 1, _MIN_BACKOFF_S,
+                              self._settings.max_backoff_seconds, self._rng)
+        # While halted a replay consumes no frame, so simulated time stands still: wait on the
+        # wall clock then.
+        self._retry_clock = self._wall if self.gate.halted else self._clock
+        self._retry_at = self._retry_clock.time() + delay
+        return delay
+
     async def _failed(self, exc: Exception) -> None:
         now = self._clock.time()
         self.errors += 1
-        self.last_error = repr(exc)
-        self._failures += 1
+        self.last_error = describe(exc)
         if self._down_since is None:
             self._down_since = now
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
-        delay = backoff_delay(self._failures - 1, _MIN_BACKOFF_S,
-                              self._settings.max_backoff_seconds, self._rng)
-        self._retry_at = now + delay
+        self._discard_connection()
+        if isinstance(exc, OSError) and self._spill_unread is not None:
+            self._spill_unread = describe(exc)
+            self._update_gate()
         if self._queued > self._settings.max_buffer_rows:
             await self._spill_memory("outage")
+        delay = self._back_off()
         metrics.WRITER_BACKLOG.set(self.backlog)
-        log.warning("writer.backlog", error=repr(exc), attempt=self._failures,
+        log.warning("writer.backlog", error=self.last_error, attempt=self._failures,
                     retry_in_s=round(delay, 3), backlog=self.backlog,
-                    spilled=self._spill.pending, down_s=round(now - self._down_since, 3))
+                    spilled=self._spill.pending, down_s=round(now - self._down_since, 3),
+                    halted=self.gate.describe())
 
-    # ------------------------------------------------------------ spill and shutdown
+    async def _on_refused(self, exc: Exception) -> None:
+        """A row is refused: keep it and everything after it, record it, halt, retry."""
+        self.errors += 1
+        self.last_error = describe(exc)
+        if isinstance(exc, RowRefused):
+            known = self._refused is not None and self._refused.row[0] == exc.row[0]
+            self._refused, self._refused_other = exc, None
+            if not known:
+                self.refused_rows += 1
+                log.error("writer.row_refused", table=exc.table, id=exc.row_id,
+                          row=row_to_json(exc.table, exc.row).decode(),
+                          error=describe(exc.cause),
+                          detail="nothing after it commits until it does; quarantine it with "
+                                 f"`run.py db --quarantine {exc.row_id}`")
+                await self._record_refused(exc)
+        else:
+            self._refused_other = describe(exc)
+            log.error("writer.refused", error=self._refused_other,
+                      detail="the database refuses the batch but no single row of it")
+        self._update_gate()
+        delay = self._back_off()
+        log.warning("writer.retrying_refused", retry_in_s=round(delay, 3), attempt=self._failures,
+                    backlog=self.backlog)
 
-    async def _spill_memory(self, why: str) -> None:
+    async def _record_refused(self, refused: RowRefused) -> None:
+        if self._conn is None:
+            return
+        try:
+            await record_refused(self._conn, refused)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("writer.refused_not_recorded", id=refused.row_id, error=describe(exc),
+                        detail="recorded at the next retry that refuses it")
+            self._refused = None  # so the next refusal records it again
+            self._discard_connection()
+
+    def _drop_quarantined(self, refused: RowRefused) -> None:
+        if not self._queue.remove(refused.table, refused.row[0]):
+            self._spill.skip.add(refused.row[0])  # it is in the spill file
+        self.quarantined += 1
+        self._refused = None
+        self._update_gate()
+
+    def _update_gate(self) -> None:
+        """Halt trading while a row is refused or rows can be kept neither way; else resume."""
+        why = None
+        if self._refused is not None:
+            r = self._refused
+            why = f"row {r.row_id} refused by {r.table}: {describe(r.cause)}"
+        elif self._refused_other is not None:
+            why = f"rows refused: {self._refused_other}"
+        elif self._spill_unread is not None:
+            why = f"spill file unreadable: {self._spill_unread}"
+        elif self._spill_failure is not None:
+            why = f"rows can be neither committed nor spilled: {self._spill_failure}"
+        if why is None:
+            self.gate.resume()
+        else:
+            self.gate.halt(f"storage ({why})")
+
+    def _check_halted_bound(self) -> None:
+        held = self._queued + len(self._sub)
+        if self.gate.halted and held > self._settings.max_halted_rows:
+            self._to_last_resort(f"{held} rows held while halted, over database.max_halted_rows "
+                                 f"({self._settings.max_halted_rows})")
+            raise StorageFatal(self.fatal)
+
+    def _count_spill(self) -> None:
+        try:
+            self._spill.refresh()
+        except OSError as exc:
+            self._spill_unread = describe(exc)
+            log.error("writer.spill_unreadable", path=str(self._spill.path), error=describe(exc))
+            self._update_gate()
+
+    # ------------------------------------------------------------ spill, last resort, shutdown
+
+    async def _spill_memory(self, why: str) -> bool:
         """Move every row in memory to the spill file, in order; append and fsync in a thread.
 
-        A cancellation waits for the append to end; a failed append puts the rows back.
+        A cancellation waits for the append to end. A failed append puts the rows back, and
+        trading halts until either store takes them; return whether the rows were spilled.
         """
         items = self._queue.take_all()
         if not items:
-            return
+            return True
         done = asyncio.ensure_future(asyncio.to_thread(self._spill.append, items))
         try:
             try:
                 await asyncio.shield(done)
             except asyncio.CancelledError:
-                await done
+                try:
+                    await done
+                except OSError:
+                    self._queue.put_back_items(items, self._clock.time())
                 raise
-        except Exception:
+        except OSError as exc:
             self._queue.put_back_items(items, self._clock.time())
-            raise
+            self._spill_failure = describe(exc)
+            log.error("writer.spill_failed", rows_kept=len(items), why=why, error=describe(exc),
+                      path=str(self._spill.path), detail="the rows stay in memory")
+            self._update_gate()
+            return False
         finally:
             metrics.WRITER_BACKLOG.set(self.backlog)
+        self._spill_failure = None
+        self._update_gate()
         log.warning("writer.spilled", rows=len(items), why=why, spilled=self._spill.pending,
                     path=str(self._spill.path))
+        return True
+
+    def _to_last_resort(self, why: str) -> None:
+        """Write every held row to the last-resort file (on the loop: the engine is stopping);
+        from now on nothing is ever committed (it would be past these rows)."""
+        self._queue.add(self._sub.drain(), self._clock.time(), self._bad_event)
+        items = self._queue.take_all()
+        self.fatal = self.fatal or why
+        if self.last_resort is None:
+            directory = Path(self._settings.last_resort_dir or tempfile.gettempdir())
+            self.last_resort = directory / (
+                f"arena-last-resort-{os.getpid()}-{int(self._wall.time() * 1000)}.jsonl")
+        if not items:
+            return
+        try:
+            self.last_resort.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.last_resort, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                data = memoryview(b"".join(row_to_json(t, r) + b"\n" for t, r in items))
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.critical("writer.rows_lost", rows=len(items), path=str(self.last_resort),
+                         error=describe(exc), reason=why)
+            return
+        self.last_resort_rows += len(items)
+        log.critical("writer.last_resort", rows=len(items), path=str(self.last_resort),
+                     reason=why, spilled=self._spill.pending, spill_path=str(self._spill.path),
+                     detail="replay: append this file to the spill file before the next start")
+
+    def held_rows(self) -> list[tuple[str, Row]]:
+        """Return (without taking them) the rows held in memory, oldest first (for tests)."""
+        items = self._queue.take_all()
+        self._queue.put_back_items(items, self._clock.time())
+        return items
 
     async def _shutdown(self) -> None:
-        self._accept(self._sub.drain())
+        self._queue.add(self._sub.drain(), self._clock.time(), self._bad_event)
         self._sub.close()
         written_before = self.written
+        if self.last_resort is not None:  # nothing may commit past the last-resort rows
+            self._to_last_resort(self.fatal or "shutdown after the last-resort file")
+        else:
+            await self._final_flush()
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+        # The run's totals; `final_flush` is what the last flush wrote.
+        log.info("writer.stopped", written=self.written,
+                 final_flush=self.written - written_before, flushes=self.flushes,
+                 duplicates_skipped=self.duplicates, errors=self.errors,
+                 bad_events=self.bad_events, spilled=self._spill.pending,
+                 path=str(self._spill.path), refused_rows=self.refused_rows,
+                 quarantined=self.quarantined, last_resort_rows=self.last_resort_rows,
+                 last_resort=None if self.last_resort is None else str(self.last_resort))
+
+    async def _final_flush(self) -> None:
         try:
             async with asyncio.timeout(self._settings.shutdown_flush_seconds):
                 if self._conn is not None:  # it may have been cut mid-query by the cancellation
@@ -319,22 +592,20 @@ class Writer:
                 while (self._queued or self._spill.pending) and await self._step(final=True):
                     pass
         except (Exception, asyncio.CancelledError) as exc:
-            log.warning("writer.final_flush_failed", error=repr(exc))
-        finally:
-            try:
-                await self._spill_memory("shutdown")
-            except (Exception, asyncio.CancelledError) as exc:  # last resort: on the loop
-                log.warning("writer.spill_retry", error=repr(exc))
-                self._spill.append(self._queue.take_all())
-            if self._conn is not None:
-                self._conn.terminate()
-                self._conn = None
-            # The run's totals; `final_flush` is what the last flush wrote.
-            log.info("writer.stopped", written=self.written,
-                     final_flush=self.written - written_before, flushes=self.flushes,
-                     duplicates_skipped=self.duplicates, errors=self.errors,
-                     bad_events=self.bad_events, spilled=self._spill.pending,
-                     path=str(self._spill.path))
+            if not isinstance(exc, (TimeoutError, asyncio.CancelledError)):
+                self.fatal = self.fatal or f"final flush failed: {describe(exc)}"
+                log.error("writer.final_flush_crashed", error=describe(exc), exc_info=exc)
+            else:
+                log.warning("writer.final_flush_failed", error=describe(exc))
+        if not self._queued:
+            return
+        try:
+            spilled = await self._spill_memory("shutdown")
+        except asyncio.CancelledError:  # cancelled again: the append itself went on to its end
+            spilled = not self._queued
+        if not spilled:
+            self._to_last_resort(f"shutdown: rows can be neither committed nor spilled "
+                                 f"({self._spill_failure})")
 
 
 class PersistStep:
