@@ -72,7 +72,7 @@ class Supervised:
                     raise
                 except self._fatal_errors as exc:
                     self.crashes += 1
-                    self._gave_up(exc, "it cannot go on")
+                    self._gave_up(exc, "cannot go on")
                     return
                 except Exception as exc:
                     if self._clock.time() - started >= self.healthy_after_s:
@@ -108,7 +108,7 @@ class Supervised:
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.error("task.failed", task=self.name, crashes=self.crashes, error=self.last_error,
                   detail=f"{why}; stopping the engine")
-        self._on_fatal(f"{self.name}: {why}: {self.last_error}")
+        self._on_fatal(f"{self.name} {why}: {self.last_error}")
 
 
 async def fatal(name: str, aw: Awaitable[None], crashes: dict[str, str]) -> None:
