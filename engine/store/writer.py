@@ -474,6 +474,12 @@ class Writer:
             self.gate.resume()
         else:
             self.gate.halt(f"storage ({why})")
+        # A retry pending on simulated time would never come while the replay stands still.
+        clock = self._wall if self.gate.halted else self._clock
+        if self._retry_at is not None and clock is not self._retry_clock:
+            left = max(0.0, self._retry_at - self._retry_clock.time())
+            self._retry_clock, self._retry_at = clock, clock.time() + left
+            self._wake.set()
 
     def _check_halted_bound(self) -> None:
         held = self._queued + len(self._sub)
