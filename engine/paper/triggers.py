@@ -70,6 +70,9 @@ class MarketTriggers:
 
     def on_market(self, event: Any) -> None:
         """Check the triggers of this event's symbol, and settle funding at funding times."""
+        if self.gate.halted:
+            self._frozen((event,))
+            return
         kind = type(event)
         if kind is BookTicker:
             self._on_book(event)
