@@ -41,9 +41,7 @@ still a prefix; only the last few commits can be lost, never one without those b
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,12 +56,12 @@ from engine.cycle import CycleContext
 from engine.halt import TradingGate
 from engine.retry import backoff_delay
 from engine.settings import DatabaseSettings
-from engine.store.backlog import RowQueue
 from engine.store.database import connect, free_backend, prepare_connection, writer_session
 from engine.store.errors import Kind, RowRefused, classify, describe
+from engine.store.held import HeldRows
 from engine.store.quarantine import record_refused, take_if_quarantined
-from engine.store.rows import ROW_OF, Row, row_to_json, write_batches
-from engine.store.spill import SpillFile, replay_chunk
+from engine.store.rows import row_to_json, write_batches
+from engine.store.spill import replay_chunk
 
 log = structlog.get_logger("writer")
 
@@ -89,13 +87,10 @@ class Writer:
         self._clock = clock
         self._wall = wall or LiveClock()  # health's stall time; retries while halted
         self.gate = gate or TradingGate()
-        self._sub = bus.subscribe("writer", ROW_OF.keys(), policy="block",
-                                  capacity=max(10_000, 4 * settings.batch_rows))
-        self._queue = RowQueue()  # rows in publication order across tables (engine.store.backlog)
-        self._spill = SpillFile(settings.spill_path)
+        self._held = HeldRows(bus, settings, clock, self._wall)  # the engine's rows
+        self._spill = self._held.spill
         self._conn: asyncpg.Connection | None = None
         self._previous_pid: int | None = None  # the backend of the last connection discarded
-        self._wake = asyncio.Event()
         self._failures = 0
         self._rng = random.Random()  # back-off jitter; its own generator, not the global one
         self._retry_at: float | None = None
@@ -103,21 +98,15 @@ class Writer:
         self._down_since: float | None = None
         self._started = False
         self._spill_unread: str | None = None  # the spill file could not be counted: why
-        self._spill_failure: str | None = None  # the last spill append failed: why
         self._refused: RowRefused | None = None  # the row the database refuses, while it does
         self._refused_other: str | None = None  # a refusal that names no single row
-        self._in_flight = 0  # rows taken by the flush under way
-        self._progress_at = self._wall.monotonic()  # last commit, or rows starting to wait
-        self.last_resort: Path | None = None  # once set, no row is ever committed again
         self.fatal: str | None = None
         self.written = 0
         self.duplicates = 0
         self.flushes = 0
         self.errors = 0
-        self.bad_events = 0
         self.refused_rows = 0
         self.quarantined = 0
-        self.last_resort_rows = 0
         self.last_flush_at: float | None = None
         self.last_flush_rows = 0
         self.last_error: str | None = None
@@ -126,26 +115,33 @@ class Writer:
 
     @property
     def _queued(self) -> int:
-        return self._queue.count
+        return self._held.queued
 
     @property
     def backlog(self) -> int:
         """Rows not yet in Postgres: on the bus, in memory, in flight and in the spill file."""
-        return len(self._sub) + self._queued + self._in_flight + self._spill.pending
+        return self._held.backlog
+
+    @property
+    def last_resort(self) -> Path | None:
+        """The last-resort file, once rows were written to it."""
+        return self._held.last_resort
+
+    @property
+    def bad_events(self) -> int:
+        return self._held.bad_events
 
     def stalled_s(self) -> float:
         """Return for how long (wall clock) rows have waited with nothing committed; 0 if none."""
-        if not self.backlog:
-            return 0.0
-        return max(0.0, self._wall.monotonic() - self._progress_at)
+        return self._held.stalled_s()
 
     def status(self) -> dict[str, Any]:
         """Return the backlog, the spill file, the last flush and the errors, for health checks."""
         refused = self._refused
         return {
             "backlog": self.backlog,
-            "queued_rows": self._queued + len(self._sub),
-            "in_flight_rows": self._in_flight,
+            "queued_rows": self._queued + len(self._held.sub),
+            "in_flight_rows": self._held.in_flight,
             "spilled_rows": self._spill.pending,
             "spill_path": str(self._spill.path),
             "connected": self._conn is not None and not self._conn.is_closed(),
@@ -155,7 +151,7 @@ class Writer:
             "halted": self.gate.describe(),
             "refused": None if refused is None else {
                 "table": refused.table, "id": refused.row_id, "error": describe(refused.cause)},
-            "spill_error": self._spill_failure or self._spill_unread,
+            "spill_error": self._held.spill_failure or self._spill_unread,
             "written": self.written,
             "duplicates_skipped": self.duplicates,
             "flushes": self.flushes,
@@ -166,7 +162,7 @@ class Writer:
             "refused_rows": self.refused_rows,
             "quarantined_rows": self.quarantined,
             "last_resort": None if self.last_resort is None else str(self.last_resort),
-            "last_resort_rows": self.last_resort_rows,
+            "last_resort_rows": self._held.last_resort_rows,
             "bad_events": self.bad_events,
         }
 
@@ -192,6 +188,8 @@ class Writer:
         except BaseExceptionGroup as group:
             if group.subgroup(StorageFatal) is not None:
                 raise StorageFatal(self.fatal or "storage fatal") from None
+            if group.subgroup(lambda e: not isinstance(e, Exception)) is not None:
+                raise  # the process is exiting (KeyboardInterrupt, SystemExit): not ours
             error = group.exceptions[0]  # a programming error in the writer: fail closed
             log.error("writer.crashed", error=describe(error), exc_info=error)
             self._to_last_resort(f"writer crashed: {describe(error)}")
@@ -201,25 +199,7 @@ class Writer:
 
     async def _intake(self) -> None:
         while True:
-            events = await self._sub.get_batch(_INTAKE_BATCH)
-            self._accept(events)
-
-    def _accept(self, events: list[object]) -> None:
-        before = self._queue.count
-        if not (before or self._in_flight or self._spill.pending):
-            self._progress_at = self._wall.monotonic()  # rows start to wait now
-        self._queue.add(events, self._clock.time(), self._bad_event)
-        metrics.WRITER_BACKLOG.set(self.backlog)
-        count = self._queue.count
-        # The flusher's deadline follows the oldest row: it needs waking only for a first row
-        # (a deadline to set), a full batch, or a queue over the spill limit in an outage.
-        if not before or count >= self._settings.batch_rows \
-                or count > self._settings.max_buffer_rows:
-            self._wake.set()
-
-    def _bad_event(self, event: object, exc: Exception) -> None:
-        self.bad_events += 1
-        log.error("writer.bad_event", kind=type(event).__name__, error=repr(exc))
+            self._held.accept(await self._held.sub.get_batch(_INTAKE_BATCH))
 
     # ------------------------------------------------------------ flushing
 
@@ -230,13 +210,13 @@ class Writer:
                 await self._step(final=False)
 
     def _due(self, now: float) -> bool:
-        if self._spill.pending or self._queue.count >= self._settings.batch_rows:
+        if self._spill.pending or self._held.queue.count >= self._settings.batch_rows:
             return True
-        oldest = self._queue.oldest()
+        oldest = self._held.queue.oldest()
         return oldest is not None and oldest <= now - self._settings.flush_ms / 1000.0
 
     def _next_deadline(self) -> float | None:
-        oldest = self._queue.oldest()
+        oldest = self._held.queue.oldest()
         return None if oldest is None else oldest + self._settings.flush_ms / 1000.0
 
     def _retry_at_engine(self) -> float | None:
@@ -254,23 +234,24 @@ class Writer:
                 clock = self._retry_clock
                 if clock.time() >= self._retry_at:
                     return
-                if self._queued > self._settings.max_buffer_rows and self._spill_failure is None:
+                if self._queued > self._settings.max_buffer_rows \
+                        and self._held.spill_failure is None:
                     await self._spill_memory("outage")
-                self._wake.clear()
+                self._held.wake.clear()
                 await self._sleep_or_wake(clock, self._retry_at)
                 continue
             now = self._clock.time()
             if self._due(now):
                 return
-            self._wake.clear()
+            self._held.wake.clear()
             await self._sleep_or_wake(self._clock, self._next_deadline())
 
     async def _sleep_or_wake(self, clock: Clock, deadline: float | None) -> None:
         if deadline is None:
-            await self._wake.wait()
+            await self._held.wake.wait()
             return
         sleeper = asyncio.ensure_future(clock.sleep_until(deadline))
-        waker = asyncio.ensure_future(self._wake.wait())
+        waker = asyncio.ensure_future(self._held.wake.wait())
         try:
             await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -309,31 +290,31 @@ class Writer:
         self._failures, self._retry_at, self._down_since = 0, None, None
         self._refused = self._refused_other = None
         if self._queued <= self._settings.max_buffer_rows:
-            self._spill_failure = None  # memory holds what is left: no spill needed
+            self._held.spill_failure = None  # memory holds what is left: no spill needed
         self._update_gate()
         return True
 
     async def _flush(self, conn: asyncpg.Connection, *, final: bool) -> None:
         if not (final or self._due(self._clock.time())):
             return
-        names, batches, fresh = self._queue.take(
+        names, batches, fresh = self._held.queue.take(
             self._settings.batch_rows * _CATCH_UP_BATCHES, whole_changes=not final)
         if not names:
             return
         total = len(names)
-        self._in_flight = total
+        self._held.in_flight = total
         started = time.perf_counter()  # flush time is wall time, even in a replay
         try:
             new = await write_batches(conn, batches, fresh=fresh,
                                       limit_s=self._settings.write_timeout_seconds)
         except BaseException:
-            self._queue.put_back(names, batches,
+            self._held.queue.put_back(names, batches,
                                  self._clock.time() - self._settings.flush_ms / 1000.0)
             raise
         finally:
-            self._in_flight = 0
+            self._held.in_flight = 0
         elapsed = time.perf_counter() - started
-        self._progress_at = self._wall.monotonic()
+        self._held.committed()
         self.flushes += 1
         self.written += new
         self.duplicates += total - new
@@ -348,7 +329,7 @@ class Writer:
 
     async def _replay_chunk(self, conn: asyncpg.Connection) -> None:
         rows, new = await replay_chunk(conn, self._spill, self._settings.write_timeout_seconds)
-        self._progress_at = self._wall.monotonic()
+        self._held.committed()
         self.written += new
         self.duplicates += rows - new
         metrics.WRITER_BACKLOG.set(self.backlog)
@@ -452,7 +433,7 @@ class Writer:
             self._discard_connection()
 
     def _drop_quarantined(self, refused: RowRefused) -> None:
-        if not self._queue.remove(refused.table, refused.row[0]):
+        if not self._held.queue.remove(refused.table, refused.row[0]):
             self._spill.skip.add(refused.row[0])  # it is in the spill file
         self.quarantined += 1
         self._refused = None
@@ -468,8 +449,8 @@ class Writer:
             why = f"rows refused: {self._refused_other}"
         elif self._spill_unread is not None:
             why = f"spill file unreadable: {self._spill_unread}"
-        elif self._spill_failure is not None:
-            why = f"rows can be neither committed nor spilled: {self._spill_failure}"
+        elif self._held.spill_failure is not None:
+            why = f"rows can be neither committed nor spilled: {self._held.spill_failure}"
         if why is None:
             self.gate.resume()
         else:
@@ -479,10 +460,10 @@ class Writer:
         if self._retry_at is not None and clock is not self._retry_clock:
             left = max(0.0, self._retry_at - self._retry_clock.time())
             self._retry_clock, self._retry_at = clock, clock.time() + left
-            self._wake.set()
+            self._held.wake.set()
 
     def _check_halted_bound(self) -> None:
-        held = self._queued + len(self._sub)
+        held = self._queued + len(self._held.sub)
         if self.gate.halted and held > self._settings.max_halted_rows:
             self._to_last_resort(f"{held} rows held while halted, over database.max_halted_rows "
                                  f"({self._settings.max_halted_rows})")
@@ -499,79 +480,19 @@ class Writer:
     # ------------------------------------------------------------ spill, last resort, shutdown
 
     async def _spill_memory(self, why: str) -> bool:
-        """Move every row in memory to the spill file, in order; append and fsync in a thread.
-
-        A cancellation waits for the append to end. A failed append puts the rows back, and
-        trading halts until either store takes them; return whether the rows were spilled.
-        """
-        items = self._queue.take_all()
-        if not items:
-            return True
-        done = asyncio.ensure_future(asyncio.to_thread(self._spill.append, items))
+        """Spill every row in memory (engine.store.held); halt or resume by the outcome."""
         try:
-            try:
-                await asyncio.shield(done)
-            except asyncio.CancelledError:
-                try:
-                    await done
-                except OSError:
-                    self._queue.put_back_items(items, self._clock.time())
-                raise
-        except OSError as exc:
-            self._queue.put_back_items(items, self._clock.time())
-            self._spill_failure = describe(exc)
-            log.error("writer.spill_failed", rows_kept=len(items), why=why, error=describe(exc),
-                      path=str(self._spill.path), detail="the rows stay in memory")
-            self._update_gate()
-            return False
+            return await self._held.spill_memory(why)
         finally:
-            metrics.WRITER_BACKLOG.set(self.backlog)
-        self._spill_failure = None
-        self._update_gate()
-        log.warning("writer.spilled", rows=len(items), why=why, spilled=self._spill.pending,
-                    path=str(self._spill.path))
-        return True
+            self._update_gate()
 
     def _to_last_resort(self, why: str) -> None:
-        """Write every held row to the last-resort file (on the loop: the engine is stopping);
-        from now on nothing is ever committed (it would be past these rows)."""
-        self._queue.add(self._sub.drain(), self._clock.time(), self._bad_event)
-        items = self._queue.take_all()
         self.fatal = self.fatal or why
-        if self.last_resort is None:
-            directory = Path(self._settings.last_resort_dir or tempfile.gettempdir())
-            self.last_resort = directory / (
-                f"arena-last-resort-{os.getpid()}-{int(self._wall.time() * 1000)}.jsonl")
-        if not items:
-            return
-        try:
-            self.last_resort.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.last_resort, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                data = memoryview(b"".join(row_to_json(t, r) + b"\n" for t, r in items))
-                while data:
-                    data = data[os.write(fd, data):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            log.critical("writer.rows_lost", rows=len(items), path=str(self.last_resort),
-                         error=describe(exc), reason=why)
-            return
-        self.last_resort_rows += len(items)
-        log.critical("writer.last_resort", rows=len(items), path=str(self.last_resort),
-                     reason=why, spilled=self._spill.pending, spill_path=str(self._spill.path),
-                     detail="replay: append this file to the spill file before the next start")
-
-    def held_rows(self) -> list[tuple[str, Row]]:
-        """Return (without taking them) the rows held in memory, oldest first (for tests)."""
-        items = self._queue.take_all()
-        self._queue.put_back_items(items, self._clock.time())
-        return items
+        self._held.to_last_resort(why)
 
     async def _shutdown(self) -> None:
-        self._queue.add(self._sub.drain(), self._clock.time(), self._bad_event)
-        self._sub.close()
+        self._held.drain_bus()
+        self._held.sub.close()
         written_before = self.written
         if self.last_resort is not None:  # nothing may commit past the last-resort rows
             self._to_last_resort(self.fatal or "shutdown after the last-resort file")
@@ -586,7 +507,7 @@ class Writer:
                  duplicates_skipped=self.duplicates, errors=self.errors,
                  bad_events=self.bad_events, spilled=self._spill.pending,
                  path=str(self._spill.path), refused_rows=self.refused_rows,
-                 quarantined=self.quarantined, last_resort_rows=self.last_resort_rows,
+                 quarantined=self.quarantined, last_resort_rows=self._held.last_resort_rows,
                  last_resort=None if self.last_resort is None else str(self.last_resort))
 
     async def _final_flush(self) -> None:
@@ -611,7 +532,7 @@ class Writer:
             spilled = not self._queued
         if not spilled:
             self._to_last_resort(f"shutdown: rows can be neither committed nor spilled "
-                                 f"({self._spill_failure})")
+                                 f"({self._held.spill_failure})")
 
 
 class PersistStep:

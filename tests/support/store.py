@@ -23,6 +23,7 @@ def db_settings(tmp_path: Path, **overrides: Any) -> DatabaseSettings:
     values: dict[str, Any] = {
         "spill_path": str(tmp_path / "spill.jsonl"),
         "embedded_dir": str(tmp_path / "pg"),
+        "last_resort_dir": str(tmp_path / "last-resort"),
         "max_backoff_seconds": 1.0,
         "connect_timeout_seconds": 2.0,
         "write_timeout_seconds": 5.0,
