@@ -22,7 +22,7 @@ import orjson
 
 from engine.settings import Secrets, Settings, SettingsError
 
-KINDS = ("raw", "backfill", "llm", "cycle", "batch")  # recording.KINDS (not imported: heavy)
+KINDS = ("raw", "backfill", "llm", "cycle", "batch", "halt")  # recording.KINDS (not imported: heavy)
 DB_CHECK_TIMEOUT_S = 3.0  # a DATABASE_URL that does not answer within this is unreachable
 
 
