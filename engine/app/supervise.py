@@ -74,7 +74,7 @@ class Supervised:
                     self.crashes += 1
                     self._gave_up(exc, "cannot go on")
                     return
-                except Exception as exc:
+                except Exception as exc:  # isolation boundary: a crash restarts the component
                     if self._clock.time() - started >= self.healthy_after_s:
                         self.restarts = 0
                         self._backoff.reset()
@@ -117,7 +117,7 @@ async def fatal(name: str, aw: Awaitable[None], crashes: dict[str, str]) -> None
         await aw
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # recorded and re-raised: the crash ends the engine
         crashes[name] = f"{type(exc).__name__}: {exc}"
         log.error("task.crashed", task=name, error=crashes[name], fatal=True, exc_info=exc)
         raise
@@ -132,5 +132,5 @@ async def last_flush(writer: Any) -> None:
         await task
     except asyncio.CancelledError:
         pass
-    except Exception as exc:
+    except Exception as exc:  # at shutdown: the last flush's failure is logged, not lost
         log.error("writer.last_flush_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
