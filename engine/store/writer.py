@@ -231,14 +231,14 @@ class Writer:
         while True:
             self._check_halted_bound()
             if self._retry_at is not None:
-                clock = self._retry_clock
-                if clock.time() >= self._retry_at:
+                if self._retry_clock.time() >= self._retry_at:
                     return
                 if self._queued > self._settings.max_buffer_rows \
                         and self._held.spill_failure is None:
-                    await self._spill_memory("outage")
+                    await self._spill_memory("outage")  # may halt: the retry moves clocks
+                    continue
                 self._held.wake.clear()
-                await self._sleep_or_wake(clock, self._retry_at)
+                await self._sleep_or_wake(self._retry_clock, self._retry_at)
                 continue
             now = self._clock.time()
             if self._due(now):

@@ -31,6 +31,7 @@ from tests.support.store import (
     PgProxy,
     count,
     db_settings,
+    eventually,
     fetch,
     file_lines,
     fill,
@@ -315,3 +316,43 @@ async def test_writer_connections_bound_every_wait_on_the_server(
     assert shown == {"statement_timeout": "7s", "lock_timeout": "2500ms",
                      "idle_in_transaction_session_timeout": "9s",
                      "application_name": "arena-writer"}
+
+
+async def test_a_halt_moves_the_pending_retry_to_the_wall_clock(
+    proxy: PgProxy, dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    """A replay stands still while halted: the writer's retries must then run on wall time."""
+    wall = SimClock()
+    settings = db_settings(tmp_path, batch_rows=50, flush_ms=100, max_buffer_rows=100,
+                           spill_path=str(blocked_spill(tmp_path)))
+    writer = Writer(bus, proxy.dsn, settings, clock, wall=wall)
+    await proxy.refuse()
+    async with running(writer):
+        bus.publish(fill(0))
+        await clock.settle()
+        await clock.advance(0.1)  # refused: a retry is pending on the engine clock
+        assert writer.status()["errors"] == 1 and not writer.gate.halted
+        bus.publish_many(fill(i) for i in range(1, 150))  # over max_buffer_rows: spill fails
+
+        async def halted() -> bool:  # the append fails in its worker thread
+            await clock.settle()
+            return writer.gate.halted
+
+        await eventually(halted)
+        errors = writer.status()["errors"]
+
+        async def retried() -> bool:  # only the wall clock moves, as in a paused replay
+            await wall.advance(0.5)
+            await clock.settle()
+            return writer.status()["errors"] > errors + 1
+
+        await eventually(retried, 40)
+        await proxy.start()
+
+        async def resumed() -> bool:
+            await wall.advance(0.5)
+            await clock.settle()
+            return not writer.gate.halted
+
+        await eventually(resumed, 40)
+        assert await qtys(dsn) == [float(i) for i in range(150)]
