@@ -1,8 +1,9 @@
-"""`run.py db`: a URL that works while the command runs, one query as a table, README's queries."""
+"""`run.py db`: a URL that works while the command runs, one query as a table, the docs' queries."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.app.commands import query
+from engine.app.commands import print_rows, query
 from tests.report.conftest import ROOT, Replayed
 
 
-def readme_queries() -> list[str]:
-    """Return every SQL statement of the README's ```sql blocks."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def docs_queries() -> list[str]:
+    """Return every SQL statement of the ```sql blocks of README.md and the docs pages."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
     statements = []
     for block in re.findall(r"```sql\n(.*?)```", text, re.S):
         body = "\n".join(line for line in block.splitlines() if not line.strip().startswith("--"))
@@ -25,8 +27,8 @@ def readme_queries() -> list[str]:
     return statements
 
 
-async def test_every_readme_query_runs_against_a_replayed_sample(replayed: Replayed) -> None:
-    statements = readme_queries()
+async def test_every_documented_query_runs_against_a_replayed_sample(replayed: Replayed) -> None:
+    statements = docs_queries()
     assert len(statements) >= 5
     answered = 0
     for sql in statements:
@@ -96,6 +98,17 @@ def test_a_database_url_is_printed_without_its_password() -> None:
         "postgresql://arena:***@db.local:5432/arena")
     embedded = "postgresql://postgres:@/postgres?host=/tmp/pg"
     assert shown_url(embedded, embedded=True) == embedded
+
+
+def test_query_output_is_redacted_as_a_second_line_of_defence() -> None:
+    key = "sk-proj-EchoedBack0123456789abcdefXYZ"
+    out = io.StringIO()
+    print_rows([{"trader": "gpt", "error": f"http 401: Incorrect API key provided: {key}",
+                 "n": 3}], file=out)
+    text = out.getvalue()
+    assert key not in text
+    assert "Incorrect API key provided: ***" in text
+    assert "gpt" in text and "(1 row)" in text
 
 
 def test_db_quarantine_marks_a_refused_row_and_refuses_an_unknown_id(replayed: Replayed) -> None:
