@@ -198,6 +198,17 @@ class DatabaseSettings(Section):
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     write_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     shutdown_flush_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Fail closed (engine.store.writer, docs/operations/storage.md).
+    max_halted_rows: Annotated[int, Field(ge=100)] = 500_000
+    last_resort_dir: str = ""  # "" = the system temp directory
+    unhealthy_after_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Bounded waits on the database.
+    statement_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    lock_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    idle_in_transaction_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    query_statement_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    keepalive_seconds: Annotated[float, Field(ge=1)] = 10.0
+    spill_replay_seconds: Annotated[float, Field(gt=0)] = 120.0
 
 
 class ControlSettings(Section):

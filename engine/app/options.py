@@ -29,6 +29,7 @@ class Options:
     no_alerts: bool = False  # --no-alerts
     backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
     labels: dict[str, Any] | None = None  # run.py backtest: per trader exposure (runs.labels)
+    accept_reconcile: bool = False  # --accept-reconcile: rebuild contradicted accounts from rows
 
     @property
     def in_backtest(self) -> bool:

@@ -27,6 +27,7 @@ from engine.events import (
     PositionOpened,
     RunStarted,
 )
+from engine.store.errors import Kind, RowRefused, classify
 
 # ---------------------------------------------------------------- events → rows
 
@@ -230,22 +231,9 @@ async def write_rows(
     return inserted
 
 
-# Errors about the rows themselves (retrying the same rows cannot help); anything else is taken
-# as the database being unavailable and is retried with back-off.
-ROW_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.exceptions.CharacterNotInRepertoireError,
-    asyncpg.exceptions.UntranslatableCharacterError,
-    TypeError,
-    ValueError,
-    OverflowError,
-)
-
-
-def is_row_error(exc: BaseException) -> bool:
-    """Tell whether `exc` is caused by the rows written rather than by the database's state."""
-    return isinstance(exc, ROW_ERRORS)
+# Python errors a value raises while being encoded (the timestamptz codec on a string, say): a bad
+# value when one row alone raises it, a programming error when no row does.
+_VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
 async def write_batches(
@@ -253,15 +241,14 @@ async def write_batches(
     batches: Mapping[str, Sequence[Row]],
     *,
     limit_s: float,
-    reject: Callable[[str, Row, BaseException], None],
     fresh: bool = False,
 ) -> int:
-    """Write the batches in one transaction; if a row is bad, write row by row, rejecting it.
+    """Write the batches in one transaction; return how many rows were new.
 
     `fresh` batches (never attempted before) first go by plain COPY; only when some id turns out
-    to be present already is the batch written again the staged, duplicate-skipping way. Row by
-    row is still one transaction (a savepoint per row), so the batch commits all at once or not
-    at all, minus the rows Postgres refuses.
+    to be present already is the batch written again the staged, duplicate-skipping way. When
+    the database refuses a row (engine.store.errors), nothing commits: the rows are tried one by
+    one (savepoints in a transaction rolled back) and `RowRefused` names the first one refused.
     """
     try:
         async with asyncio.timeout(limit_s):
@@ -271,21 +258,36 @@ async def write_batches(
                 except asyncpg.UniqueViolationError:
                     pass
             return await write_rows(conn, batches)
-    except Exception as exc:
-        if not is_row_error(exc):
+    except (asyncpg.PostgresError, *_VALUE_ERRORS) as exc:
+        if isinstance(exc, asyncpg.PostgresError) and classify(exc) is not Kind.REFUSED:
             raise
-    new = 0
-    refused: list[tuple[str, Row, BaseException]] = []
-    async with conn.transaction():
-        for table, rows in batches.items():
-            for row in rows:
-                try:
-                    async with asyncio.timeout(limit_s):
-                        new += await write_rows(conn, {table: [row]})  # a savepoint
-                except Exception as exc:
-                    if not is_row_error(exc):
-                        raise
-                    refused.append((table, row, exc))
-    for table, row, exc in refused:  # only once the others are committed
-        reject(table, row, exc)
-    return new
+        culprit = await _first_refused(conn, batches, limit_s)
+        if culprit is None:
+            raise
+        raise culprit from exc
+
+
+class _Probed(Exception):
+    """Ends the probing transaction (rolled back) once every row was tried."""
+
+
+async def _first_refused(conn: asyncpg.Connection, batches: Mapping[str, Sequence[Row]],
+                         limit_s: float) -> RowRefused | None:
+    """Return the first row the database refuses, trying each in a savepoint; commit nothing."""
+    found: RowRefused | None = None
+    try:
+        async with asyncio.timeout(limit_s), conn.transaction():
+            for table, rows in batches.items():
+                for row in rows:
+                    try:
+                        await write_rows(conn, {table: [row]})  # a savepoint
+                    except (asyncpg.PostgresError, *_VALUE_ERRORS) as exc:
+                        if isinstance(exc, asyncpg.PostgresError) \
+                                and classify(exc) is not Kind.REFUSED:
+                            raise
+                        found = RowRefused(table, row, exc)
+                        raise _Probed from None
+            raise _Probed
+    except _Probed:
+        pass
+    return found

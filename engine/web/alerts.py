@@ -139,6 +139,16 @@ class Alerts:
                 self._alert("symbol_stale", "warning", symbol,
                             f"{symbol} price is stale ({shown}; limit {limit:g}s)", age_s=age)
         writer = state.get("writer")
+        if writer and writer.get("halted"):  # storage cannot record: trading stands still
+            refused = writer.get("refused")
+            self._alert("trading_halted", "critical", "storage",
+                        f"trading {writer['halted'].removeprefix('halted: ')}"
+                        + (f"; quarantine with `run.py db --quarantine {refused['id']}` if it "
+                           "can never commit" if refused else ""), refused=refused)
+        if writer and writer.get("quarantined_rows"):
+            self._alert("row_quarantined", "warning", "storage",
+                        f"{writer['quarantined_rows']} refused row(s) quarantined: the writer "
+                        "went on without them", rows=writer["quarantined_rows"])
         if writer:
             if writer.get("spilled_rows"):
                 self._alert("writer_spilling", "critical", "writer",

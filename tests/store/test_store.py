@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "runs", "cycles", "decisions", "rejections", "fills", "positions", "funding",
     "account_snapshots", "job_runs", "schema_migrations",
     "llm_cache", "llm_cache_hits",  # 0003: the LLM answer cache (engine/traders/cache.py)
+    "quarantine",  # 0004: rows the database refused (engine/store/quarantine.py)
 }
 
 

@@ -445,7 +445,9 @@
   }
 
   function renderStatus(st, cycleJob) {
-    badge("engine-badge", `engine ${st.state || "?"}`, st.state === "running" ? "ok" : "warn");
+    // A storage halt (the writer cannot record) outranks the state: `halted: storage (...)`.
+    badge("engine-badge", st.halted || `engine ${st.state || "?"}`,
+          st.halted ? "bad" : st.state === "running" ? "ok" : "warn");
     renderMode(st);
     $("paused-badge").hidden = !st.paused;
     document.body.classList.toggle("paused", !!st.paused);
