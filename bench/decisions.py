@@ -36,8 +36,8 @@ from engine.traders.fixtures import (
     snapshot,
     trader,
 )
+from engine.traders.kinds import make_client
 from engine.traders.prompt import build_prompt
-from engine.traders.providers import make_client
 from strategies.llm import LLMStrategy
 
 PLAN = (("claude", "anthropic", "claude-sonnet-4-6", "anthropic/tool_call", 0.5),

@@ -15,7 +15,7 @@ from engine.traders.fixtures import (
     sent_requests,
     trader,
 )
-from engine.traders.providers import make_client
+from engine.traders.kinds import make_client
 from strategies.llm import LLMStrategy
 
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o", "deepseek": "deepseek-chat"}

@@ -29,8 +29,8 @@ from engine.traders.fixtures import (
     snapshot,
     trader,
 )
+from engine.traders.kinds import make_client
 from engine.traders.prompt import ANSWER_SCHEMA, RISK_LINES, build_prompt
-from engine.traders.providers import make_client
 from strategies.llm import LLMStrategy
 from tests.support.broker import T0, FakeBook, broker_settings, snapshot_of
 
