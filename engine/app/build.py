@@ -128,6 +128,8 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
                          board=s.leaderboard, funding_history=_funding_history(s, options, clock))
+    broker.null_trader = next((t.name for t in s.traders if t.strategy == "random" and t.enabled),
+                              None)
     llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,

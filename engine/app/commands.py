@@ -64,7 +64,8 @@ def report_main(argv: list[str]) -> int:
         db = await _open(settings, secrets)
         try:
             report = await write_report(db.dsn, args.out or settings.report.dir, args.run,
-                                        min_returns=settings.leaderboard.min_returns)
+                                        min_returns=settings.leaderboard.min_returns,
+                                        min_coverage=settings.leaderboard.min_coverage)
         except RunNotFound as exc:
             print(f"report error: {exc}", file=sys.stderr)
             return 1

@@ -22,6 +22,10 @@ log = structlog.get_logger("broker")
 class AccountViews:
     """Read-only views of the accounts (mixed into `PaperBroker`)."""
 
+    # the trader whose strategy is `random` (the null hypothesis), set by the app; each other
+    # leaderboard row then shows P(trader beats random)
+    null_trader: str | None = None
+
     def account_view(self, trader: str) -> dict[str, Any]:
         """Return the account as the trader's prompt shows it."""
         acc = self._account(trader)
@@ -119,8 +123,10 @@ class AccountViews:
                  for acc in self.accounts.values() for s, p in acc.positions.items()}
         now = self.clock.time()
         stats = self.board_stats
-        rows = build_rows(self.accounts.values(), marks, now,
-                          min_returns=self.board_settings.min_returns, stats=stats)
+        bs = self.board_settings
+        rows = build_rows(self.accounts.values(), marks, now, min_returns=bs.min_returns,
+                          stats=stats, min_coverage=bs.min_coverage, beats_p=bs.beats_p,
+                          null=getattr(self, "null_trader", None))
         pairs = stats.ranked_pairs([r["trader"] for r in rows]) if stats is not None else ()
         board = Leaderboard(cycle_id, rows, now, pairwise=pairs,
                             stats=dict(stats.info) if stats is not None else {})
