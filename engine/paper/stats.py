@@ -5,7 +5,12 @@ consecutive returns (wrapping around the end) whose lengths are geometric with m
 the dependence between neighbouring returns (momentum, volatility clusters, a position held over
 several cycles) is kept. The mean block length is chosen from the series itself
 (`optimal_block`: Politis & White 2004 with Patton, Politis & White's 2009 correction), rounded
-up to whole cycles so resample matrices can be shared.
+up to whole cycles so resample matrices can be shared. At a few hundred returns the stationary
+bootstrap's spread is too narrow on dependent returns (it leaves out the autocovariances beyond
+its blocks, and every sample autocovariance around the sample mean is biased low), so the
+resampled statistics are widened about the point estimate by `spread_factor`: the ratio of a
+flat-top lag-window estimate of the long-run variance (Politis & Romano 1995, corrected for the
+sample mean) to the bootstrap's own variance of the mean, never below 1.
 
 Returns are per-cycle simple returns of equity (r = E_i / E_(i-1) - 1, one point per cycle
 snapshot). Sharpe = mean / sample standard deviation; Sortino = mean / downside deviation
@@ -146,24 +151,11 @@ def optimal_block(x: Sequence[float] | np.ndarray) -> float:
     """
     r = _array(x)
     n = r.size
-    if n < 8:
+    window = _window(r)
+    if window is None:
         return 1.0
-    eps = r - r.mean()
+    acv, m = window
     b_max = math.ceil(min(3 * math.sqrt(n), n / 3))
-    kn = max(5, int(math.log10(n)))
-    m_max = min(math.ceil(math.sqrt(n)) + kn, n - 2)
-    cv = 2 * math.sqrt(math.log10(n) / n)
-    full = np.correlate(eps, eps, mode="full")[n - 1:n + m_max] / n  # R(0..m_max)
-    acv = full[:m_max + 1]
-    if not acv[0] > _FLAT ** 2:
-        return 1.0
-    rho = np.abs(acv[1:] / acv[0])  # rho[k-1] = |corr at lag k|
-    m_hat = None
-    for start in range(m_max - kn + 1):
-        if np.all(rho[start:start + kn] < cv):
-            m_hat = start  # the lags after m_hat are insignificant
-            break
-    m = m_max if m_hat is None else min(2 * max(m_hat, 1), m_max)
     k = np.arange(1, m + 1)
     lam = np.where(k / m <= 0.5, 1.0, 2 * (1 - k / m))
     g_big = float(np.sum(2 * lam * k * acv[1:m + 1]))
@@ -172,6 +164,54 @@ def optimal_block(x: Sequence[float] | np.ndarray) -> float:
         return 1.0
     block = (2 * g_big ** 2 / (2 * lr_var ** 2)) ** (1 / 3) * n ** (1 / 3)
     return float(min(max(block, 1.0), b_max))
+
+
+def long_run_variance(x: Sequence[float] | np.ndarray) -> float | None:
+    """Return the flat-top lag-window estimate of the long-run variance of `x` (n var(mean)),
+    with the lags of `optimal_block`, scaled by n / (n - 2M - 1) for the sample mean's bias."""
+    r = _array(x)
+    window = _window(r)
+    if window is None:
+        return None
+    acv, m = window
+    k = np.arange(1, m + 1)
+    lam = np.where(k / m <= 0.5, 1.0, 2 * (1 - k / m))
+    value = float(acv[0] + np.sum(2 * lam * acv[1:m + 1]))
+    return value * r.size / (r.size - 2 * m - 1) if value > 0 else None
+
+
+def spread_factor(r: np.ndarray, resampled_means: np.ndarray) -> float:
+    """Return how much to widen resampled statistics about the estimate: sqrt(long-run
+    variance / (n x the bootstrap variance of the mean)), at least 1."""
+    lrv = long_run_variance(r)
+    boot = float(np.var(resampled_means)) * r.size
+    if lrv is None or not boot > 0:
+        return 1.0
+    return max(1.0, math.sqrt(lrv / boot))
+
+
+def _window(r: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """Return the autocovariances R(0..m_max) and the lag window M of Politis & White, or None
+    for a series too short or without variance."""
+    n = r.size
+    if n < 8:
+        return None
+    eps = r - r.mean()
+    kn = max(5, int(math.log10(n)))
+    m_max = min(math.ceil(math.sqrt(n)) + kn, n - 2)
+    cv = 2 * math.sqrt(math.log10(n) / n)
+    full = np.correlate(eps, eps, mode="full")[n - 1:n + m_max] / n  # R(0..m_max)
+    acv = full[:m_max + 1]
+    if not acv[0] > _FLAT ** 2:
+        return None
+    rho = np.abs(acv[1:] / acv[0])  # rho[k-1] = |corr at lag k|
+    m_hat = None
+    for start in range(m_max - kn + 1):
+        if np.all(rho[start:start + kn] < cv):
+            m_hat = start  # the lags after m_hat are insignificant
+            break
+    m = m_max if m_hat is None else min(2 * max(m_hat, 1), m_max)
+    return acv, m
 
 
 def block_length(x: Sequence[float] | np.ndarray) -> int:
@@ -195,7 +235,7 @@ def _resample(n: int, n_boot: int, seed: int, block: float = 1.0) -> np.ndarray:
     pos = np.arange(n)
     began = np.maximum.accumulate(np.where(new, pos, 0), axis=1)  # where each block began
     first = np.take_along_axis(starts, began, axis=1)
-    return (first + (pos - began)) % n  # type: ignore[no-any-return]
+    return (first + (pos - began)) % n
 
 
 @lru_cache(maxsize=4)
@@ -249,9 +289,19 @@ def bootstrap_ci(returns: Iterable[float], statistic: Statistic, *, n_boot: int 
     b = block_length(r) if block is None else max(1, int(block))
     fast = getattr(statistic, "from_counts", None)
     if fast is not None:
-        values = np.asarray(fast(_counts(r.size, n_boot, seed, b), r), dtype=float)
+        counts = _counts(r.size, n_boot, seed, b)
+        values = np.asarray(fast(counts, r), dtype=float)
+        means = counts @ r / r.size
     else:
-        values = _apply(statistic, r[_resample(r.size, n_boot, seed, b)])
+        idx = _resample(r.size, n_boot, seed, b)
+        values = _apply(statistic, r[idx])
+        means = r[idx].mean(axis=1)
+    factor = spread_factor(r, means)
+    if factor > 1.0:
+        center = np.asarray(_apply(statistic, r[None, :]), dtype=float)[0]
+        if not math.isfinite(center):
+            center = float(np.nanmedian(values))
+        values = center + (values - center) * factor
     values = values[np.isfinite(values)]
     if values.size * 2 < n_boot:
         return None
@@ -276,6 +326,8 @@ def prob_beats(returns_a: Sequence[float] | np.ndarray, returns_b: Sequence[floa
     d = _log_growth(a) - _log_growth(b)
     size = block_length(d) if block is None else max(1, int(block))
     diff = _counts(a.size, n_boot, seed, size) @ d
+    observed = float(d.sum())
+    diff = observed + (diff - observed) * spread_factor(d, diff / d.size)
     wins = np.count_nonzero(diff > 1e-12)
     ties = np.count_nonzero(np.abs(diff) <= 1e-12)
     return float((wins + 0.5 * ties) / n_boot)  # a plain float: JSON writes it as a number
