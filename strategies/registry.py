@@ -65,17 +65,18 @@ def _build_llm(trader: TraderSettings, settings: Settings, secrets: Secrets, clo
                             f"declare [llm.providers.{trader.provider}]")
     has_key = provider_key(settings, secrets, trader.provider)
     key = has_key if live_calls else None
-    # A backtest keeps its LLM traders: they answer from the cache or hold `not_recorded`.
-    recorded = session is not None and (session.recorded(trader.name)
+    # A backtest keeps its LLM traders: they answer from the cache or hold `not_recorded`; so
+    # does a replay, for a trader the recording does not hold (--live-llm asks the API instead).
+    replaying = session is not None and getattr(session, "tape", None) is not None
+    recorded = session is not None and (session.recorded(trader.name) or replaying
                                         or getattr(session, "keep_unrecorded", False))
+    if replaying and session is not None and not session.recorded(trader.name):
+        log.warning("trader.not_in_recording", trader=trader.name,
+                    detail="--live-llm: it asks the API" if key
+                    else "it holds with not_recorded (--live-llm asks the API)")
     if not key and not recorded:
-        if has_key:  # a replay without --live-llm
-            log.warning("trader.disabled", trader=trader.name, reason="not_in_recording",
-                        detail="the recording holds no call of this trader; --live-llm asks "
-                        "the API")
-        else:
-            log.warning("trader.disabled", trader=trader.name, reason="missing_api_key",
-                        env=key_env(settings, trader.provider))
+        log.warning("trader.disabled", trader=trader.name, reason="missing_api_key",
+                    env=key_env(settings, trader.provider))
         return None
     # Imported only now, for a trader that will run: the SDK of its provider and nothing else.
     from engine.traders.kinds import make_client

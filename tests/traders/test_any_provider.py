@@ -210,3 +210,39 @@ async def test_the_learned_mode_is_recorded_and_a_replay_asks_the_same_way(tmp_p
         live.decision, True, ANSWERED_MODEL)
 
 
+
+
+async def test_a_trader_new_to_a_replay_holds_with_not_recorded(tmp_path):
+    settings = load_settings(settings_file(tmp_path))
+    session = LLMSession(LiveClock(), tape=Tape([]))  # a recording without this trader
+    with capture_logs() as logs:
+        strategies = build_strategies(settings, SECRETS, LiveClock(), session=session,
+                                      live_calls=False)
+    assert "qwen" in strategies  # kept, not disabled
+    assert any(e["event"] == "trader.not_in_recording" and e["trader"] == "qwen" for e in logs)
+    out = await strategies["qwen"].decide(context("qwen"))
+    await strategies["qwen"].aclose()  # type: ignore[attr-defined]
+    assert not out.valid and out.error.startswith("not_recorded: ")
+    assert session.counts["not_recorded"] == 1
+
+
+async def test_anthropics_request_id_is_taken_from_an_error_body():
+    from aioresponses import aioresponses
+
+    from engine.traders.fixtures import llm_settings
+    from engine.traders.kinds import make_client
+    from engine.traders.prompt import build_prompt
+    from engine.traders.providers import LLMError
+
+    settings = llm_settings(max_retries=0)
+    client = make_client("anthropic", settings.providers["anthropic"], "sk-test", LiveClock())
+    body = {"type": "error", "request_id": "req_from_body_42",
+            "error": {"type": "invalid_request_error", "message": "max_tokens too large"}}
+    with aioresponses() as mocked:
+        mocked.post("https://api.anthropic.com/v1/messages", status=400, payload=body)
+        with pytest.raises(LLMError) as err:
+            await client.complete(build_prompt(context()), model="claude-sonnet-4-6",
+                                  temperature=0.2, max_tokens=100, deadline_seconds=10)
+    await client.aclose()
+    assert "(request_id=req_from_body_42)" in str(err.value)
+    assert "invalid_request_error: max_tokens too large" in str(err.value)
