@@ -13,12 +13,9 @@ from __future__ import annotations
 from datetime import date as date_type
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
+from engine.settings_base import Section
 
 ProviderKind = Literal["anthropic", "openai", "openai_compatible"]
 # How an answer's structure is asked for, most to least strict; "auto" starts at the kind's first

@@ -68,8 +68,7 @@ def _build_llm(trader: TraderSettings, settings: Settings, secrets: Secrets, clo
     # A backtest keeps its LLM traders: they answer from the cache or hold `not_recorded`; so
     # does a replay, for a trader the recording does not hold (--live-llm asks the API instead).
     replaying = session is not None and getattr(session, "tape", None) is not None
-    recorded = session is not None and (session.recorded(trader.name) or replaying
-                                        or getattr(session, "keep_unrecorded", False))
+    recorded = session is not None and (session.serves(trader.name) or replaying)
     if replaying and session is not None and not session.recorded(trader.name):
         log.warning("trader.not_in_recording", trader=trader.name,
                     detail="--live-llm: it asks the API" if key

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from engine.app.options import Options
 from engine.settings import Secrets, Settings, SettingsError
 
 KINDS = ("raw", "backfill", "llm", "cycle", "batch")  # recording.KINDS (not imported: heavy)
@@ -141,7 +142,7 @@ def check_local(settings: Settings, secrets: Secrets, options: Any, config: str 
         check_port(settings.control.host, settings.control.port)
 
 
-async def check_remote(settings: Settings, secrets: Secrets, options: Any) -> None:
+async def check_remote(settings: Settings, secrets: Secrets, options: Options) -> None:
     """Check DATABASE_URL, when one is set and the run writes to it."""
     if secrets.database_url and not (options.dry_run or settings.engine.dry_run):
         await check_database(secrets.database_url)

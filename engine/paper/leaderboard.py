@@ -220,7 +220,7 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         for trader, (n, (sr, skew, kurt)) in moments.items():
             dsr = deflated_sharpe(sr, n, len(sharpes), skew, kurt, variance)
             per[trader]["deflated_sharpe"] = None if math.isnan(dsr) else round(dsr, 4)
-    pairs = []
+    pairwise: list[dict[str, Any]] = []  # `pairs` above is one series of (ts, return)
     for a, b in itertools.combinations(sorted(series), 2):
         rb = dict(series[b])
         common = [(x, rb[ts]) for ts, x in series[a] if ts in rb]
@@ -228,8 +228,8 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         if len(common) >= min_n:
             xa, xb = zip(*common, strict=True)
             p = prob_beats(xa, xb, n_boot=n_boot)
-        pairs.append({"a": a, "b": b, "p_a_beats_b": None if p is None else round(p, 4),
-                      "n": len(common)})
+        pairwise.append({"a": a, "b": b, "p_a_beats_b": None if p is None else round(p, 4),
+                         "n": len(common)})
     known = sorted(v for v in periods_per_year.values() if v)
     ppy_mid = known[len(known) // 2] if known else None
     info = {
@@ -244,7 +244,7 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         "block_lengths": blocks, "min_coverage": settings.min_coverage,
         "beats_p": settings.beats_p,
     }
-    return BoardStats(per, tuple(pairs), info)
+    return BoardStats(per, tuple(pairwise), info)
 
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (

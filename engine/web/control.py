@@ -232,7 +232,7 @@ class ControlServer:
             if exc.status < 400:
                 raise
             response = _http_error(exc)
-        except Exception as exc:
+        except Exception as exc:  # isolation boundary: one failing request answers 500
             log.exception("control.handler_failed", method=request.method, path=request.path)
             response = json_error(500, "internal_error", f"{type(exc).__name__}: {exc}")
         route = request.match_info.route.resource
