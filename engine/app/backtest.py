@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     import uvloop
 
     from engine import logging as arena_logging
+    from engine import redact
     from engine.clock import LiveClock
 
     try:
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     secrets = Secrets.from_env()
     arena_logging.configure(args.log_level or settings.engine.log_level,
                             args.log_format or settings.engine.log_format)
-    arena_logging.register_secrets(secrets.values())
+    redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
 
     async def _run() -> int:
         from engine.app.engine import Engine, Options

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from engine.llm_settings import NATIVE_PROVIDERS, OUTPUT_MODES, ModelPrice, ProviderSettings
+from engine.redact import redact
 from engine.traders.prompt import Prompt
 from engine.traders.recorder import FixtureRecorder, exchange_of
 
@@ -291,7 +292,13 @@ def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
 
 
 def describe_error(exc: BaseException, gave_up: str | None = None) -> str:
-    """Return the exact reason of an SDK failure in one line."""
+    """Return the exact reason of an SDK failure in one line, redacted (`engine.redact`): a
+    provider's error that echoes the key it was given (a 401's "Incorrect API key provided:
+    sk-...") never carries it into an event, a row, a recording, an alert or an API answer."""
+    return redact(_reason(exc, gave_up))
+
+
+def _reason(exc: BaseException, gave_up: str | None) -> str:
     if isinstance(exc, _sdk_errors("APITimeoutError")):
         return "timeout: the provider did not answer in time (SDK timeout)"
     if isinstance(exc, _sdk_errors("APIStatusError")):
