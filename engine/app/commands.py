@@ -68,7 +68,8 @@ def report_main(argv: list[str]) -> int:
 
             report = await write_report(db.dsn, args.out or settings.report.dir, args.run,
                                         min_returns=settings.leaderboard.min_returns,
-                                        session=query_session(settings.database))
+                                        session=query_session(settings.database),
+                                        min_coverage=settings.leaderboard.min_coverage)
         except RunNotFound as exc:
             print(f"report error: {exc}", file=sys.stderr)
             return 1

@@ -180,9 +180,14 @@ class PaperBroker:
         log.info("broker.account_restored", trader=trader, positions=len(positions),
                  cash=round(acc.cash, 2), ledger_gap=round(acc.ledger_gap(), 6))
 
-    def record_decision(self, trader: str, *, valid: bool, holds: bool, cost_usd: float) -> None:
-        """Count one decision for the leaderboard: validity, hold, LLM cost."""
+    def record_decision(self, trader: str, *, valid: bool, holds: bool, cost_usd: float,
+                        skipped: bool = False) -> None:
+        """Count one decision for the leaderboard: validity, hold, LLM cost (or a cycle it was
+        due but not asked: a cool-down or a spend cap, which counts against its coverage)."""
         st = self.accounts.account(trader).state
+        if skipped:
+            st.skipped += 1
+            return
         st.decisions += 1
         st.invalid += not valid
         st.holds += bool(holds)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from engine.paper.leaderboard import UNRANKED
 from engine.report.figures import RunFigures, TraderFigures
 from engine.report.svg import equity_chart
 
@@ -112,12 +113,15 @@ def tables(f: RunFigures) -> list[Table]:
     ts = f.traders
     marks: dict[str, Any] = f.run.get("labels") or {}
     board = tuple(
-        (str(i), t.trader, _model(t, marks), num(t.end_equity), num(t.return_pct, "+.3f"),
+        (UNRANKED if t.stats.get("rank") is None else str(t.stats["rank"]), t.trader,
+         _model(t, marks),
+         num(t.coverage * 100 if t.coverage is not None else None, ".0f"),
+         num(t.end_equity), num(t.return_pct, "+.3f"),
          span(t.stats.get("return_ci"), "+.3f"), num(t.max_drawdown_pct, ".2f"),
          num(t.stats.get("sharpe")), span(t.stats.get("sharpe_ci")),
          num(t.stats.get("sortino")), num(t.stats.get("p_beats_next"), ".2f"),
-         num(t.stats.get("deflated_sharpe"), ".2f"))
-        for i, t in enumerate(ts, 1))
+         num(t.stats.get("deflated_sharpe"), ".2f"), num(t.stats.get("p_beats_random"), ".2f"))
+        for t in ts)
     trading = tuple(
         (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
          num(t.biggest_loss, "+,.2f"), duration(t.avg_holding_s), str(t.fills), num(t.fees),
@@ -131,13 +135,17 @@ def tables(f: RunFigures) -> list[Table]:
         for t in ts)
     return [
         Table("Leaderboard",
-              ("#", "trader", "model", "equity", "return %", "95% CI", "max DD %", "Sharpe",
-               "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe"), board,
-              "Return over the run (first to last equity). CIs: percentile bootstrap over the "
-              "per-cycle equity returns (2,000 resamples). P(beats next): paired bootstrap of "
-              "the total return against the trader ranked below. Deflated Sharpe: probability "
-              "the Sharpe beats the best of that many unskilled traders (multiple-comparison "
-              "correction)."),
+              ("#", "trader", "model", "coverage %", "equity", "return %", "95% CI", "max DD %",
+               "Sharpe", "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe",
+               "P(beats random)"), board,
+              "# = 1 + the traders that beat it with P >= 0.95 (shared ranks); \u2013: coverage "
+              "(cycles with a valid decision of its own) below 95 %, ranked apart. Return over "
+              "the run (first to last equity). CIs: stationary block bootstrap over the "
+              "per-cycle equity returns (2,000 resamples, block length chosen from the data). "
+              "P(beats next): paired bootstrap of the total return against the trader listed "
+              "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
+              "unskilled traders (multiple-comparison correction). P(beats random): against the "
+              "trader named random (the null)."),
         Table("Trading",
               ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",
                "fills", "fees", "funding", "latency cost"), trading,

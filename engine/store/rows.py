@@ -77,7 +77,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                      "skip_reason summary:json snapshot:json"),
     _table("decisions", "id:uuid cycle_id trader provider model prompt_hash raw_answer "
                         "decision:json valid error input_tokens output_tokens cache_read_tokens "
-                        "cache_write_tokens cost_usd latency_ms request_id ts:ts"),
+                        "cache_write_tokens cost_usd latency_ms request_id ts:ts model_version"),
     _table("rejections", "id:uuid cycle_id trader symbol action rule detail ts:ts"),
     _table("fills", "id:uuid trader symbol side qty price notional fee realized_pnl reason "
                     "cycle_id ref_price ts:ts"),
@@ -108,7 +108,7 @@ def _decision(e: DecisionMade) -> Row:
     return (e.id, e.cycle_id, e.trader, e.provider, e.model, e.prompt_hash, e.raw_answer,
             dumps(e.decision), e.valid, e.error, e.input_tokens, e.output_tokens,
             e.cache_read_tokens, e.cache_write_tokens, e.cost_usd, e.latency_ms, e.request_id,
-            e.ts)
+            e.ts, e.model_version)
 
 
 def _rejection(e: DecisionRejected) -> Row:
