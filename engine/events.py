@@ -163,6 +163,8 @@ class RunStarted:
     mode: str = "live"  # live | replay | backtest: arenas of different modes are kept apart
     source: str | None = None  # replay: sha256 of the file; backtest: hash of the window
     arena_id: uuid.UUID | None = None  # run_id of the run that began the arena (None: this one)
+    # A backtest's per-trader labels: model, training cutoff, exposure, blind (app.exposure)
+    labels: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,7 @@ class DecisionMade:
     latency_ms: float
     request_id: str | None
     ts: float
+    model_version: str | None = None  # the exact model the API answered with (None: no answer)
     id: uuid.UUID = field(default_factory=new_id)
 
 
@@ -370,6 +373,22 @@ class TraderCooldown:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class TraderBudgetReached:
+    """A trader reached a spend cap and holds (reason `budget`) until `until` (not persisted).
+
+    `cap` names the cap (trader_daily_usd, trader_total_usd, run_daily_usd, run_total_usd);
+    `until` is the next 00:00 UTC for a daily cap, infinity for a total cap.
+    """
+
+    trader: str
+    cap: str
+    cap_usd: float
+    spent_usd: float
+    until: float
+    ts: float
+
+
 Event = (
     MarketEvent
     | FeedStatus
@@ -385,4 +404,5 @@ Event = (
     | AccountSnapshot
     | Leaderboard
     | TraderCooldown
+    | TraderBudgetReached
 )

@@ -7,7 +7,8 @@ hash of the window, the symbols, the settings and the traders' prompt templates.
 call the real APIs only with `--live-llm` (after a cost estimate and a question, `--yes` skips
 it); otherwise they answer from the LLM answer cache or hold with `not_recorded`. Bad input (a
 window in the future, `--to` not after `--from`, a window over `backtest.max_days`, an unknown
-symbol or trader) prints one line on stderr and exits 2.
+symbol or trader, a window an LLM trader's model may remember without `--allow-contamination`:
+`engine.app.exposure`) prints one line on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--live-llm", action="store_true",
                    help="let LLM traders call the real APIs (needs their keys; costs money)")
     p.add_argument("--yes", action="store_true", help="do not ask before spending")
+    p.add_argument("--blind", action="store_true",
+                   help="LLM traders see no dates, clock times, real symbols or price levels")
+    p.add_argument("--blind-and-plain", action="store_true",
+                   help="run each LLM trader twice on the same window, plain and blind (X and "
+                        "X-blind); the report shows the difference")
+    p.add_argument("--windows", type=int, default=1, metavar="N",
+                   help="walk-forward: split the period into N consecutive windows, each a "
+                        "fresh arena; per window and pooled results, and with 3+ variants and "
+                        "an even N >= 4 the probability of backtest overfitting (PBO)")
+    p.add_argument("--allow-contamination", action="store_true",
+                   help="run LLM traders on a window their model may remember (before or on its "
+                        "training cutoff, or with the cutoff unknown); the report labels them")
     p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "console"])
@@ -69,6 +82,8 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
         raise BadInput("--to must be after --from")
     if end > now:
         raise BadInput(f"the window ends in the future ({_iso(end)} > now {_iso(now)})")
+    if not 1 <= getattr(args, "windows", 1) <= 52:
+        raise BadInput("--windows must be from 1 to 52")
     days = (end - start) / 86_400
     if days > settings.backtest.max_days:
         raise BadInput(f"the window is {days:g} days; backtest.max_days is "
@@ -87,7 +102,18 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
                                              "max_candles": settings.backtest.max_candles})
     except ValueError as exc:
         raise BadInput(f"bad --symbols: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
-    return settings.model_copy(update={"feed": feed, "traders": traders})
+    out = settings.model_copy(update={"feed": feed, "traders": traders})
+    if getattr(args, "blind", False) or getattr(args, "blind_and_plain", False):
+        from engine.app.exposure import with_blind
+
+        out = with_blind(out, both=args.blind_and_plain)
+    if not getattr(args, "allow_contamination", False):
+        from engine.app.exposure import refusal
+
+        line = refusal(out, start, end)  # before anything is fetched
+        if line is not None:
+            raise BadInput(line)
+    return out
 
 
 def source_hash(settings: Settings, start: float, end: float) -> str:
@@ -182,8 +208,6 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
 
     async def _run() -> int:
-        from engine.app.engine import Engine, Options
-
         try:
             path, history = await prepare(settings, args.start, args.end, now)
         except BadInput as exc:
@@ -196,16 +220,12 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         if not confirm(rows, live=args.live_llm, assume_yes=args.yes, stdin=stdin or sys.stdin):
             print("backtest: cancelled, nothing was spent", flush=True)
             return 1
-        options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
-                          console=arena_logging.console_mode(),
-                          backtest_source=source_hash(settings, args.start, args.end))
-        engine = Engine(settings, secrets, options)
-        code = await engine.run()
-        # The CIs over the whole run, shown for variants only (the report has its own).
-        if _variants(settings) and getattr(engine, "broker", None) is not None:
-            await engine.broker.refresh_board_stats()
-        _llm_summary(engine)
-        _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
+        if args.windows > 1:
+            from engine.app.walkforward import run_windows
+
+            return await run_windows(settings, secrets, args, now, speed, run_window)
+        code, _ = await run_window(settings, secrets, args, args.start, args.end, now, speed,
+                                   path=path)
         return code
 
     try:
@@ -217,6 +237,33 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         return 130
 
 
+async def run_window(settings: Settings, secrets: Secrets, args: argparse.Namespace,
+                     start: float, end: float, now: float, speed: float | None, *,
+                     path: Path | None = None) -> tuple[int, Any]:
+    """Run the arena on [start, end) (a fresh arena of its own); return (exit code, engine)."""
+    from engine import logging as arena_logging
+    from engine.app.engine import Engine, Options
+    from engine.app.exposure import labels, summary_line
+
+    if path is None:
+        path, _ = await prepare(settings, start, end, now)
+    marks = labels(settings, start, end)
+    options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
+                      console=arena_logging.console_mode(),
+                      backtest_source=source_hash(settings, start, end), labels=marks or None)
+    engine = Engine(settings, secrets, options)
+    code = await engine.run()
+    # The CIs over the whole run, shown for variants only (the report has its own).
+    if _variants(settings) and getattr(engine, "broker", None) is not None:
+        await engine.broker.refresh_board_stats()
+    _llm_summary(engine)
+    if marks:
+        print(f"backtest: memory exposure: {summary_line(marks)}", flush=True)
+    _blind_vs_plain(engine, marks)
+    _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
+    return code, engine
+
+
 def _llm_summary(engine: Any) -> None:
     """Say what the LLM calls cost and what the answer cache saved."""
     session = getattr(engine, "llm_session", None)
@@ -226,6 +273,21 @@ def _llm_summary(engine: Any) -> None:
     print(f"backtest: LLM calls: {s['live']} live (spent {s['spent_usd']:.4f} USD), "
           f"{s['cache']} from the cache (saved {s['saved_usd']:.4f} USD), "
           f"{s['not_recorded']} not recorded (held)", flush=True)
+
+
+def _blind_vs_plain(engine: Any, marks: dict[str, Any]) -> None:
+    """Say, for each blind twin, its return against its plain twin's (what memory may add)."""
+    broker = getattr(engine, "broker", None)
+    if broker is None:
+        return
+    for name, m in marks.items():
+        plain = m.get("plain")
+        if plain is None or plain not in broker.accounts or name not in broker.accounts:
+            continue
+        ret = {t: broker.account_view(t)["return_pct"] for t in (plain, name)}
+        print(f"backtest: blind vs plain: {plain} {ret[plain]:+.3f} %, {name} {ret[name]:+.3f} "
+              f"%: plain - blind = {ret[plain] - ret[name]:+.3f} pp (what memory may add)",
+              flush=True)
 
 
 def _variants(settings: Settings) -> dict[tuple[str, str], list[str]]:

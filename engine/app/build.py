@@ -14,13 +14,14 @@ from engine.app.options import Options
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock
 from engine.cycle import TradingCycle
+from engine.halt import TradingGate
 from engine.settings import Secrets, Settings
 
 if TYPE_CHECKING:  # imported at build time only (see the module doc)
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
     from engine.market.feed import Feed
-    from engine.market.recording import CycleIds, FrameRecorder
+    from engine.market.recording import CycleIds, FrameRecorder, SessionTiming
     from engine.paper.broker import PaperBroker
     from engine.paper.funding import FundingHistory
     from engine.traders.decide import DecisionStep
@@ -43,20 +44,39 @@ class Components:
     decisions: DecisionStep
     cycle: TradingCycle
     llm_session: LLMSession | None = None  # record, replay, cache
+    # A session replay's recorded cycles, (start, trigger): fired at those instants
+    cycle_starts: tuple[tuple[float, str], ...] = ()
 
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
                      fresh: bool, mode: str = "live",
-                     source: str | None = None) -> tuple[Any, Any, Any]:
+                     source: str | None = None, gate: TradingGate | None = None,
+                     accept_reconcile: bool = False) -> tuple[Any, Any, Any]:
     """Open the database, migrate, start listening for rows; return (db, writer, recovered).
 
     `recovered` is the RecoveredState of the arena of `mode` and `source` (empty when fresh).
+    `gate` (engine.halt.TradingGate) is what the writer halts. Raise RecoveryRefused when the
+    stored accounts contradict their rows (unless `accept_reconcile`), SpillReplayFailed when
+    the spill file cannot be replayed; the database is closed then.
     """
-    from engine.store.database import Database, migrate
+    from engine.store.database import Database
+
+    db = await Database.open(settings.database, secrets)
+    try:
+        return await _open_store(db, settings, bus, clock, fresh=fresh, mode=mode, source=source,
+                                 gate=gate, accept_reconcile=accept_reconcile)
+    except BaseException:
+        await db.close()
+        raise
+
+
+async def _open_store(db: Any, settings: Settings, bus: Bus, clock: Clock, *, fresh: bool,
+                      mode: str, source: str | None, gate: TradingGate | None,
+                      accept_reconcile: bool) -> tuple[Any, Any, Any]:
+    from engine.store.database import migrate, writer_session
     from engine.store.recovery import RecoveredState, load_state
     from engine.store.writer import Writer
 
-    db = await Database.open(settings.database, secrets)
     applied = await migrate(db.dsn)
     if applied:
         log.info("store.migrated", versions=applied)
@@ -64,7 +84,7 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     # A backtest's writer runs on the wall clock, beside the replay (engine.store.writer).
     backtest = mode == "backtest"
     writer = Writer(bus, db.dsn, settings.database, LiveClock() if backtest else clock,
-                    asynchronous_commit=backtest)
+                    asynchronous_commit=backtest, gate=gate)
     if fresh:
         log.info("arena.fresh", mode=mode, source=source,
                  detail="starting a new arena; history is kept")
@@ -72,8 +92,13 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     else:
         # Rows spilled during an outage before a crash are replayed first, or the accounts
         # would resume from before them.
-        state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
-                                 source=source, returns_kept=settings.leaderboard.returns_kept)
+        s = settings.database
+        state = await load_state(db.dsn, spill_path=s.spill_path, mode=mode,
+                                 source=source, returns_kept=settings.leaderboard.returns_kept,
+                                 accept_reconcile=accept_reconcile,
+                                 spill_limit_s=s.spill_replay_seconds,
+                                 connect_timeout_s=s.connect_timeout_seconds,
+                                 session=writer_session(s))
     await seed_from(db.dsn)  # after the spill replay: its rows are persisted ids too
     return db, writer, state
 
@@ -95,16 +120,19 @@ async def seed_from(dsn: str) -> None:
 
 
 def build_llm_session(settings: Settings, options: Options, clock: Clock,
-                      recorder: FrameRecorder | None,
-                      dsn: str | None) -> tuple[LLMSession | None, CycleIds]:
+                      recorder: FrameRecorder | None, dsn: str | None,
+                      timing: SessionTiming | None = None) -> tuple[LLMSession | None, CycleIds]:
     """Return the LLM session (None when nothing is recorded, replayed or cached) and the cycle
     ids: a replay's LLM answers and cycle ids come from its file, `--record` writes both."""
-    from engine.market.recording import CycleIds, read_session
+    from engine.market.recording import CycleIds, read_timing
     from engine.traders.cache import LLMCache
     from engine.traders.session import LLMSession, Tape
 
     replay = options.replay
-    records, cycles = read_session(replay) if replay else ([], None)
+    if replay and timing is None:
+        timing = read_timing(replay)
+    records = timing.llm if replay and timing else []
+    cycles = [(t, c) for t, c, _ in timing.cycles] if replay and timing else None
     use_cache = settings.llm_cache.replay if replay else settings.llm_cache.live
     cache = LLMCache(dsn) if dsn and use_cache else None
     session = None
@@ -113,7 +141,7 @@ def build_llm_session(settings: Settings, options: Options, clock: Clock,
                              cache=cache, prices=settings.llm.prices,
                              keep_unrecorded=options.in_backtest)
         if dsn and settings.rate_limits:  # one budget per provider, shared through Postgres
-            from engine.traders.budget import RateBudget
+            from engine.traders.rate_budget import RateBudget
 
             session.budget = RateBudget(dsn, settings.rate_limits, LiveClock())
         if replay:
@@ -126,7 +154,8 @@ def build_llm_session(settings: Settings, options: Options, clock: Clock,
 def build_components(settings: Settings, secrets: Secrets, options: Options, bus: Bus,
                      clock: Clock,
                      recovered: dict[str, Any], *, dry_run: bool,
-                     dsn: str | None = None) -> Components:
+                     dsn: str | None = None, on_fatal: Any = None,
+                     gate: TradingGate | None = None) -> Components:
     """Build the feed, the broker with its accounts, the traders and the cycle."""
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
@@ -146,8 +175,16 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
                          snapshot_interval=s.engine.snapshot_interval_seconds,
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
-                         board=s.leaderboard, funding_history=_funding_history(s, options, clock))
-    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
+                         board=s.leaderboard, funding_history=_funding_history(s, options, clock),
+                         gate=gate)
+    broker.board.null_trader = next(
+        (t.name for t in s.traders if t.strategy == "random" and t.enabled), None)
+    from engine.market.pacing import Pacer
+    from engine.market.recording import read_timing
+
+    timing = read_timing(options.replay) if options.replay else None
+    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn, timing)
+    pacer = Pacer(clock, recorder=feed.recorder, recorded=timing.pace if timing else None)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
         live_calls=not options.replay or options.live_llm)
@@ -160,11 +197,12 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
         else:
             broker.open_account(trader.name, trader.starting_capital)
     decisions = DecisionStep(strategies, s.llm, clock, bus)
-    in_backtest = options.in_backtest
+    in_backtest = options.in_backtest  # (its funding rate: the last settled one)
     cycle = TradingCycle(
         [
             MarketSnapshotStep(book, candles, s.feed, clock),
-            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills),
+            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills,
+                       funding_settled=in_backtest, blind=build_blind(s, options, on_fatal)),
             RiskStep(broker, bus),
             ExecuteStep(broker),
             PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles
@@ -175,8 +213,25 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
         bus,
         dry_run=dry_run,
         cycle_ids=cycle_ids,
+        pace=pacer,
     )
-    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session)
+    starts = tuple((t, trigger) for t, _, trigger in timing.cycles) if timing else ()
+    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session,
+                      starts)
+
+
+def build_blind(settings: Settings, options: Options, on_fatal: Any) -> Any:
+    """Return the run's Blind when a trader is blind (its seed: the backtest's source, else the
+    settings' digest, so a replay or a re-run shows the same blind prompts), else None."""
+    if not any(t.blind and t.strategy == "llm" for t in settings.traders):
+        return None
+    import hashlib
+
+    from engine.traders.blind import Blind
+
+    source = options.backtest_source or settings.digest()
+    seed = int(hashlib.sha256(f"blind:{source}".encode()).hexdigest()[:15], 16)
+    return Blind(settings.feed.symbols, seed, on_leak=on_fatal)
 
 
 class AlertsHost(Protocol):

@@ -55,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
         help="start a new arena instead of resuming the persisted one",
     )
     p.add_argument(
+        "--accept-reconcile",
+        action="store_true",
+        help="resume even where an account contradicts its stored fills: rebuild it from them",
+    )
+    p.add_argument(
         "--include-tags",
         type=_tags,
         default=frozenset(),
@@ -186,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         live_llm=args.live_llm,
         console=arena_logging.console_mode(),
         no_alerts=args.no_alerts,
+        accept_reconcile=args.accept_reconcile,
     )
 
     async def _main() -> int:

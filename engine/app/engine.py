@@ -29,7 +29,9 @@ from engine.app.target import ControlTarget
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
 from engine.events import AccountSnapshot, RunStarted, new_id
+from engine.halt import TradingGate
 from engine.loop_monitor import LoopMonitor
+from engine.market.pacing import BY_HAND, RecordedCycles
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
 from engine.traders.warmup import warm_up
@@ -66,6 +68,7 @@ class Engine:
             self.clock = SimClock(first_frame_time(options.replay))
         self._warmed = asyncio.Event()  # a replay starts once the LLM clients are warm (`_ready`)
         self.state = "starting"
+        self.gate = TradingGate()  # halted while storage cannot record (engine.halt)
         self.cycle_job_name = "trading_cycle"
         self.once_result: dict[str, Any] | None = None
         self._stop = asyncio.Event()
@@ -99,7 +102,8 @@ class Engine:
             self.run_mode, self.run_source = "backtest", self.options.backtest_source
         self.db, self.writer, self.recovery = await open_store(
             self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh,
-            mode=self.run_mode, source=self.run_source,
+            mode=self.run_mode, source=self.run_source, gate=self.gate,
+            accept_reconcile=self.options.accept_reconcile,
         )
         return dict(self.recovery.accounts)
 
@@ -114,17 +118,25 @@ class Engine:
         parts = build_components(
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
             dry_run=self.dry_run, dsn=self.db.dsn if self.db is not None else None,
-        )
-        self.llm_session = parts.llm_session
+            on_fatal=self._fatal, gate=self.gate)
+        self.llm_session, self.cycle_starts = parts.llm_session, parts.cycle_starts
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies
         self.decisions, self.cycle = parts.decisions, parts.cycle
         self.scheduler = Scheduler(
-            self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
+            self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None,
+            gate=self.gate,
         )
+        self.gate.listen(self._note_halt)
         self._equity_sub = self.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
         self.alerts = build_alerts(self)  # None with --no-alerts or no webhook
         metrics.ENGINE.attach(partial(engine_view, self))  # read at each /metrics scrape
+
+    def _note_halt(self, halted: bool, reason: str | None) -> None:
+        """Note a halt or a resume in the recording (`--record`), at its engine time."""
+        recorder = getattr(self.feed, "recorder", None)
+        if recorder is not None:
+            recorder.write_record("halt", {"halted": halted, "reason": reason}, self.clock.time())
 
     def _jobs(self) -> list[Job]:
         bodies = {
@@ -136,19 +148,16 @@ class Engine:
         chosen = select_jobs(self.settings.jobs, set(opts.include_tags), set(opts.exclude_tags))
         if opts.once:
             chosen = []  # --once runs one cycle by hand and nothing on a schedule
+        if self.cycle_starts:  # a session replay fires its recorded cycles, none on schedule
+            chosen = [c.model_copy(update=BY_HAND) if c.run == "trading_cycle" else c
+                      for c in chosen]
         jobs = [Job(j, bodies[j.run]) for j in chosen]
         cycle_jobs = [j for j in jobs if j.settings.run == "trading_cycle"]
         if cycle_jobs:
             self.cycle_job_name = cycle_jobs[0].name
-        else:
-            # No scheduled cycle (tags or --once): keep one that only manual triggers fire.
-            manual = JobSettings(
-                name="trading_cycle",
-                run="trading_cycle",
-                schedule="once",
-                delay_seconds=10 * 365 * 86_400,
-                timeout_seconds=240,
-            )
+        else:  # no scheduled cycle (tags, --once, a session replay): one fired by hand only
+            manual = JobSettings(name="trading_cycle", run="trading_cycle", timeout_seconds=240,
+                                 **BY_HAND)
             jobs.append(Job(manual, self.cycle))
         log.info("jobs.selected", jobs=[j.name for j in jobs])
         return jobs
@@ -172,7 +181,18 @@ class Engine:
         """Run until stopped; return the process exit code."""
         pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
-        recovered = await self._open_store()
+        from engine.store.reconcile import RecoveryRefused
+        from engine.store.spill import SpillReplayFailed
+
+        try:
+            recovered = await self._open_store()
+        except (RecoveryRefused, SpillReplayFailed) as exc:
+            for line in exc.args:
+                log.error("recovery.refused" if isinstance(exc, RecoveryRefused)
+                          else "spill.replay_failed", detail=line)
+            if self.db is not None:
+                await self.db.close()
+            return 1
         try:
             self._build(recovered)
             if self.settings.broker.use_exchange_info and not self.options.replay:
@@ -195,9 +215,12 @@ class Engine:
     async def _supervise(self) -> int:
         writer_task = None
         if self.writer is not None:  # outside the group: it outlives the producers to flush
+            from engine.store.writer import StorageFatal
+
             self.tasks["writer"] = Supervised("writer", self.writer.run, self.clock,
                                               on_fatal=self._fatal,
-                                              final=partial(last_flush, self.writer))
+                                              final=partial(last_flush, self.writer),
+                                              fatal_errors=(StorageFatal,))
             writer_task = asyncio.create_task(self.tasks["writer"].run(), name="writer")
         if not self.dry_run:
             self.bus.publish(RunStarted(
@@ -205,7 +228,7 @@ class Engine:
                 started_at=self.clock.time(), version=__version__,
                 settings_hash=self.settings.digest(), fresh=self.options.fresh,
                 dry_run=self.dry_run, mode=self.run_mode, source=self.run_source,
-                arena_id=self._arena_id()))
+                arena_id=self._arena_id(), labels=self.options.labels))
             self.broker.publish_snapshots("start", None)
             self.run_id = run_id
             cache = getattr(getattr(self, "llm_session", None), "cache", None)
@@ -220,6 +243,10 @@ class Engine:
                     tg.create_task(fatal(name, aw, self.crashes), name=name)
                 if self.alerts is not None:
                     tg.create_task(fatal("alerts", self.alerts.run(), self.crashes), name="alerts")
+                if self.cycle_starts:  # a session replay: each recorded cycle at its instant
+                    cycles = RecordedCycles(self.cycle_starts, self.clock, partial(
+                        self.scheduler.trigger, self.cycle_job_name, wait=False))
+                    tg.create_task(fatal("recorded_cycles", cycles.run(), self.crashes))
                 if self.settings.control.enabled and not self.options.once:
                     from engine.web.control import ControlServer
 
@@ -244,6 +271,8 @@ class Engine:
             code = 0 if ok else 1
         if self.fatal_error is not None:
             code = 1
+        if self.writer is not None and self.writer.fatal is not None:
+            code = 1  # rows went to the last-resort file: never exit 0 after that
         log.info("engine.stopped", exit_code=code)
         return code
 
@@ -256,6 +285,7 @@ class Engine:
                 self.feed,
                 self.clock,  # type: ignore[arg-type]
                 speed=self.options.speed, path_wanted=self.broker.book_triggers,
+                gate=self.gate,
             )
             from engine.market.progress import ReplayProgress
 

@@ -5,10 +5,11 @@ run is `run.py backtest`'s, in a process of its own (`engine.app.sweep_worker`: 
 and the allocator are process-wide), in a fresh arena, all in one Postgres: `DATABASE_URL` when
 set, else the embedded server of the sweep's settings, whose URL the workers are given. The
 workers share the LLM answer cache (`llm_cache`) and one rate budget per provider
-(`rate_buckets`, engine.traders.budget). Runs go `concurrency` at a time on this machine (0: one
-per core), or as Ray tasks with `--ray auto|local|ADDRESS` (engine.app.sweep_ray). Each finished
-run is recorded in `sweep_runs` by its key: a sweep run again runs only the keys not done, and
-says so (`sweep: 0 of 4 runs to run`). At the end the sweep report is written (engine.report.sweep).
+(`rate_buckets`, engine.traders.rate_budget). Runs go `concurrency` at a time on this machine
+(0: one per core), or as Ray tasks with `--ray auto|local|ADDRESS` (engine.app.sweep_ray). Each
+finished run is recorded in `sweep_runs` by its key: a sweep run again runs only the keys not
+done, and says so (`sweep: 0 of 4 runs to run`). At the end the sweep report is written
+(engine.report.sweep).
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ async def _prefetch(sweep: Sweep, todo: list[RunSpec]) -> None:
     for run in todo:
         settings = plan(Settings.model_validate(run.raw),
                         ap.Namespace(start=run.window.start, end=run.window.end, symbols=None,
-                                     traders=None), now)
+                                     traders=None,
+                                     allow_contamination=sweep.allow_contamination), now)
         marker = (run.window.start, run.window.end, settings.digest())
         if marker not in seen:
             seen.add(marker)
@@ -202,7 +204,7 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
             run_id = new_id()
             async with lock:
                 await sweep_store.mark_running(conn, sweep.name, run, run_dir, run_id)
-            spec = _write_spec(run, run_dir, sweep.live_llm, run_id)
+            spec = _write_spec(run, run_dir, sweep.live_llm, run_id, sweep.allow_contamination)
             started = time.perf_counter()
             code = await launch(run, spec, str(run_dir))
             result = _read_result(run_dir)
@@ -223,7 +225,8 @@ async def _run_all(sweep: Sweep, todo: list[RunSpec], dsn: str, args: argparse.N
     return sum(1 for ok in results if not ok)
 
 
-def _write_spec(run: RunSpec, run_dir: Path, live_llm: bool, run_id: uuid.UUID) -> Path:
+def _write_spec(run: RunSpec, run_dir: Path, live_llm: bool, run_id: uuid.UUID,
+                allow_contamination: bool = False) -> Path:
     raw = dict(run.raw)
     raw["database"] = {**raw.get("database", {}), "spill_path": str(run_dir / "spill.jsonl")}
     raw["report"] = {**raw.get("report", {}), "dir": str(run_dir), "on_exit": True}
@@ -234,7 +237,8 @@ def _write_spec(run: RunSpec, run_dir: Path, live_llm: bool, run_id: uuid.UUID) 
     path.write_bytes(orjson.dumps({"settings": raw, "start": run.window.start,
                                    "end": run.window.end, "live_llm": live_llm,
                                    "result": str(result), "key": run.key,
-                                   "run_id": str(run_id)}))
+                                   "run_id": str(run_id),
+                                   "allow_contamination": allow_contamination}))
     return path
 
 

@@ -12,6 +12,7 @@ The file (TOML) has one `[sweep]` table and one or more `[[variant]]` tables:
     replicates = 1               # > 1: each run N times with the LLM answer cache bypassed
     concurrency = 0              # runs at once on this machine; 0: the number of cores
     live_llm = false             # let LLM traders call the APIs (cost estimate first)
+    allow_contamination = false  # run windows an LLM trader's model may remember
 
     [[variant]]
     name = "claude"
@@ -102,6 +103,7 @@ class Sweep:
     replicates: int = 1
     concurrency: int = 0
     live_llm: bool = False
+    allow_contamination: bool = False  # run.py backtest's --allow-contamination, for every run
 
     def runs(self) -> list[RunSpec]:
         """Return every run of the sweep, window-major, in a stable order."""
@@ -166,7 +168,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(head, dict):
         raise SweepError(f"{path}: no [sweep] table")
     unknown = set(head) - {"name", "config", "symbols", "period", "windows", "replicates",
-                           "concurrency", "live_llm"}
+                           "concurrency", "live_llm", "allow_contamination"}
     if unknown:
         raise SweepError(f"{path}: unknown [sweep] key(s) {', '.join(sorted(unknown))}")
     config = path.parent / str(head.get("config", "settings.toml"))
@@ -184,12 +186,20 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(concurrency, int) or concurrency < 0:
         raise SweepError(f"{path}: concurrency must be a whole number >= 0")
     sweep = Sweep(str(head.get("name") or path.stem), path, config, base, symbols, windows,
-                  variants, replicates, concurrency, bool(head.get("live_llm", False)))
+                  variants, replicates, concurrency, bool(head.get("live_llm", False)),
+                  bool(head.get("allow_contamination", False)))
     for run in sweep.runs()[:: max(1, replicates)]:  # every variant's settings must validate
         try:
-            Settings.model_validate(run.raw)
+            settings = Settings.model_validate(run.raw)
         except ValueError as exc:
             raise SweepError(f"{path}: variant {run.variant!r}: {_first_error(exc)}") from None
+        if not sweep.allow_contamination:  # run.py backtest's guard, before anything runs
+            from engine.app.exposure import refusal
+
+            line = refusal(settings, run.window.start, run.window.end)
+            if line is not None:
+                line = line.replace("--allow-contamination", "allow_contamination = true")
+                raise SweepError(f"{path}: variant {run.variant!r}: {line}")
     return sweep
 
 

@@ -19,7 +19,7 @@ import asyncpg
 from engine.app.sweep_plan import RunSpec
 from engine.store.rows import TABLES
 
-RUN_TABLES = (*(t for t in TABLES if t != "runs"), "llm_cache_hits")
+RUN_TABLES = (*(t for t in TABLES if t != "runs"), "llm_cache_hits", "quarantine")
 
 
 async def finished_keys(conn: asyncpg.Connection, sweep: str) -> set[str]:

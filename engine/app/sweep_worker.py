@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = plan(Settings.model_validate(spec["settings"]),
                         argparse.Namespace(start=spec["start"], end=spec["end"], symbols=None,
-                                           traders=None), now)
+                                           traders=None, allow_contamination=bool(
+                                               spec.get("allow_contamination"))), now)
     except (BadInput, ValueError) as exc:
         _write(result_path, {"code": 2, "error": str(exc)})
         print(f"sweep run error: {exc}", file=sys.stderr)
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> int:
         from engine.app.engine import Engine
+        from engine.app.exposure import labels
 
         try:
             path, _ = await prepare(settings, spec["start"], spec["end"], now)
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(replay=str(path), speed=None, fresh=True,
                           live_llm=bool(spec.get("live_llm")),
                           run_id=uuid.UUID(spec["run_id"]) if spec.get("run_id") else None,
-                          backtest_source=source_hash(settings, spec["start"], spec["end"]))
+                          backtest_source=source_hash(settings, spec["start"], spec["end"]),
+                          labels=labels(settings, spec["start"], spec["end"]) or None)
         engine = Engine(settings, secrets, options)
         code = await engine.run()
         session = getattr(engine, "llm_session", None)

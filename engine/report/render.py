@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from engine.paper.leaderboard import UNRANKED
 from engine.report.figures import RunFigures, TraderFigures
 from engine.report.svg import equity_chart
 
@@ -63,16 +64,64 @@ def _rules(t: TraderFigures) -> str:
     return ", ".join(f"{rule} x{n}" for rule, n in t.top_rules) or "-"
 
 
+def _model(t: TraderFigures, marks: dict[str, Any]) -> str:
+    """Return the model, labelled with its memory exposure (and blind) in a backtest."""
+    m = marks.get(t.trader)
+    if not m:
+        return t.model
+    return f"{t.model} [{m['exposure']} exposure{', blind' if m.get('blind') else ''}]"
+
+
+def exposure_table(f: RunFigures) -> Table | None:
+    """Return the backtest's memory-exposure table (None when the run has no labels)."""
+    marks: dict[str, Any] = f.run.get("labels") or {}
+    if not marks:
+        return None
+    rows = tuple((name, str(m.get("model")), str(m.get("cutoff")), str(m.get("exposure")),
+                  "yes" if m.get("blind") else "no") for name, m in marks.items())
+    return Table("Memory exposure", ("trader", "model", "training cutoff", "exposure", "blind"),
+                 rows, "Exposure of the window to each model's training data: none (the window "
+                 "starts after the cutoff day), partial (the cutoff day ends inside the window), "
+                 "full (the window ends before it does), unknown (no cutoff known). Blind: the "
+                 "prompts had no dates, clock times, real symbols or real price levels.")
+
+
+def blind_table(f: RunFigures) -> Table | None:
+    """Return each blind twin's result against its plain twin's (--blind-and-plain), or None."""
+    marks: dict[str, Any] = f.run.get("labels") or {}
+    by = {t.trader: t for t in f.traders}
+    rows = []
+    for name, m in marks.items():
+        plain = by.get(str(m.get("plain")))
+        blind = by.get(name)
+        if plain is None or blind is None:
+            continue
+        rows.append((str(m.get("model")), plain.trader, num(plain.return_pct, "+.3f"),
+                     blind.trader, num(blind.return_pct, "+.3f"),
+                     num(plain.return_pct - blind.return_pct, "+.3f")))
+    if not rows:
+        return None
+    return Table("Blind vs plain", ("model", "plain", "return %", "blind", "return %",
+                                    "plain - blind (pp)"), tuple(rows),
+                 "The same model on the same window, once with dates, symbols and prices and "
+                 "once blind: the difference estimates what memory of the window adds (one "
+                 "window: read it with its CIs in the leaderboard).")
+
+
 def tables(f: RunFigures) -> list[Table]:
-    """Return the report's tables: leaderboard, trading, decisions."""
+    """Return the report's tables: leaderboard, trading, decisions (and memory exposure)."""
     ts = f.traders
+    marks: dict[str, Any] = f.run.get("labels") or {}
     board = tuple(
-        (str(i), t.trader, t.model, num(t.end_equity), num(t.return_pct, "+.3f"),
+        (UNRANKED if t.stats.get("rank") is None else str(t.stats["rank"]), t.trader,
+         _model(t, marks),
+         num(t.coverage * 100 if t.coverage is not None else None, ".0f"),
+         num(t.end_equity), num(t.return_pct, "+.3f"),
          span(t.stats.get("return_ci"), "+.3f"), num(t.max_drawdown_pct, ".2f"),
          num(t.stats.get("sharpe")), span(t.stats.get("sharpe_ci")),
          num(t.stats.get("sortino")), num(t.stats.get("p_beats_next"), ".2f"),
-         num(t.stats.get("deflated_sharpe"), ".2f"))
-        for i, t in enumerate(ts, 1))
+         num(t.stats.get("deflated_sharpe"), ".2f"), num(t.stats.get("p_beats_random"), ".2f"))
+        for t in ts)
     trading = tuple(
         (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
          num(t.biggest_loss, "+,.2f"), duration(t.avg_holding_s), str(t.fills), num(t.fees),
@@ -86,13 +135,17 @@ def tables(f: RunFigures) -> list[Table]:
         for t in ts)
     return [
         Table("Leaderboard",
-              ("#", "trader", "model", "equity", "return %", "95% CI", "max DD %", "Sharpe",
-               "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe"), board,
-              "Return over the run (first to last equity). CIs: percentile bootstrap over the "
-              "per-cycle equity returns (2,000 resamples). P(beats next): paired bootstrap of "
-              "the total return against the trader ranked below. Deflated Sharpe: probability "
-              "the Sharpe beats the best of that many unskilled traders (multiple-comparison "
-              "correction)."),
+              ("#", "trader", "model", "coverage %", "equity", "return %", "95% CI", "max DD %",
+               "Sharpe", "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe",
+               "P(beats random)"), board,
+              "# = 1 + the traders that beat it with P >= 0.95 (shared ranks); \u2013: coverage "
+              "(cycles with a valid decision of its own) below 95 %, ranked apart. Return over "
+              "the run (first to last equity). CIs: stationary block bootstrap over the "
+              "per-cycle equity returns (2,000 resamples, block length chosen from the data). "
+              "P(beats next): paired bootstrap of the total return against the trader listed "
+              "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
+              "unskilled traders (multiple-comparison correction). P(beats random): against the "
+              "trader named random (the null)."),
         Table("Trading",
               ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",
                "fills", "fees", "funding", "latency cost"), trading,
@@ -106,6 +159,8 @@ def tables(f: RunFigures) -> list[Table]:
               "Hold: an answer with no action but hold (invalid answers included). Cool-down: "
               "turns skipped while the trader cooled down after repeated failures. Cache hits: "
               "answers served by the LLM answer cache; saved $: what they would have cost."),
+        *((exposure,) if (exposure := exposure_table(f)) is not None else ()),
+        *((blind,) if (blind := blind_table(f)) is not None else ()),
     ]
 
 

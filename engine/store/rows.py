@@ -27,6 +27,7 @@ from engine.events import (
     PositionOpened,
     RunStarted,
 )
+from engine.store.errors import Kind, RowRefused, classify
 
 # ---------------------------------------------------------------- events → rows
 
@@ -77,12 +78,12 @@ def _table(name: str, spec: str) -> Table:
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     _table("runs", "id:uuid run_id:uuid started_at:ts version settings_hash fresh dry_run mode "
-                   "source"),
+                   "source labels:json"),
     _table("cycles", "id:uuid cycle_id trigger started_at:ts finished_at:ts duration_ms status "
                      "skip_reason summary:json snapshot:json"),
     _table("decisions", "id:uuid cycle_id trader provider model prompt_hash raw_answer "
                         "decision:json valid error input_tokens output_tokens cache_read_tokens "
-                        "cache_write_tokens cost_usd latency_ms request_id ts:ts"),
+                        "cache_write_tokens cost_usd latency_ms request_id ts:ts model_version"),
     _table("rejections", "id:uuid cycle_id trader symbol action rule detail ts:ts"),
     _table("fills", "id:uuid trader symbol side qty price notional fee realized_pnl reason "
                     "cycle_id ref_price ts:ts"),
@@ -100,7 +101,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 def _run(e: RunStarted) -> Row:
     return (e.id, e.run_id, e.started_at, e.version, e.settings_hash, e.fresh, e.dry_run, e.mode,
-            e.source)
+            e.source, dumps(e.labels))
 
 
 def _cycle(e: CycleFinished) -> Row:
@@ -113,7 +114,7 @@ def _decision(e: DecisionMade) -> Row:
     return (e.id, e.cycle_id, e.trader, e.provider, e.model, e.prompt_hash, e.raw_answer,
             dumps(e.decision), e.valid, e.error, e.input_tokens, e.output_tokens,
             e.cache_read_tokens, e.cache_write_tokens, e.cost_usd, e.latency_ms, e.request_id,
-            e.ts)
+            e.ts, e.model_version)
 
 
 def _rejection(e: DecisionRejected) -> Row:
@@ -198,9 +199,50 @@ class RunStamp:
         return to_row(event, self.run_id, self.arena_id)
 
 
+def run_of(table: str, row: Row) -> tuple[Any, Any]:
+    """Return the (run_id, arena_id) a stamped row of `table` names (None when unstamped)."""
+    if table == "runs":
+        return row[1], row[-1]
+    return row[-2], row[-1]
+
+
 def row_to_json(table: str, row: Row) -> bytes:
     """Return one spill-file line (without newline) for a row of `table`."""
     return orjson.dumps({"t": table, "r": row}, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _padded(table: Table, values: list[Any]) -> list[Any]:
+    """Return the values of a spill line written by an older engine, in today's columns.
+
+    Lines before 0007 lack the run and arena: NULL (a runs row's arena is then resolved by the
+    database's trigger, 0007; other rows keep NULL); before 0006 a run lacks its labels and
+    before 0005 a decision its model version. A line of a sweep branch before 0005/0006 has the
+    run and arena but not the labels or model version: a runs line's tenth value is then a UUID.
+    """
+    n, full = len(values), len(table.columns)
+    if table.name == "runs":
+        if n == 9:  # before 0006 and 0007
+            return [*values, None, None]
+        if n == 10:  # before 0007 (labels last) or a sweep line before 0006 (arena_id last)
+            tail = values[9]
+            return [*values[:9], None, tail] if _is_uuid(tail) else [*values, None]
+        return values
+    if table.name == "decisions":
+        if n == full - 3:  # before 0005 and 0007
+            return [*values, None, None, None]
+        if n == full - 1:  # a sweep line before 0005: run and arena, no model version
+            return [*values[:-2], None, *values[-2:]]
+    if n == full - 2:  # before 0007
+        return [*values, None, None]
+    return values
 
 
 def row_from_json(line: bytes | str) -> tuple[str, Row]:
@@ -213,9 +255,8 @@ def row_from_json(line: bytes | str) -> tuple[str, Row]:
         raise ValueError(f"bad spill line: {exc}") from None
     if table.name == "runs" and isinstance(values, list) and len(values) == 7:
         values = [*values, "live", None]  # spilled before runs had mode and source (0002)
-    if isinstance(values, list) and len(values) in (len(table.columns) - 1,
-                                                     len(table.columns) - 2):
-        values = values + [None] * (len(table.columns) - len(values))  # spilled before 0007
+    if isinstance(values, list):
+        values = _padded(table, values)
     if not isinstance(values, list) or len(values) != len(table.columns):
         raise ValueError(f"bad spill line: {table.name} row has the wrong number of columns")
     row = []
@@ -262,22 +303,9 @@ async def write_rows(
     return inserted
 
 
-# Errors about the rows themselves (retrying the same rows cannot help); anything else is taken
-# as the database being unavailable and is retried with back-off.
-ROW_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.exceptions.CharacterNotInRepertoireError,
-    asyncpg.exceptions.UntranslatableCharacterError,
-    TypeError,
-    ValueError,
-    OverflowError,
-)
-
-
-def is_row_error(exc: BaseException) -> bool:
-    """Tell whether `exc` is caused by the rows written rather than by the database's state."""
-    return isinstance(exc, ROW_ERRORS)
+# Python errors a value raises while being encoded (the timestamptz codec on a string, say): a bad
+# value when one row alone raises it, a programming error when no row does.
+_VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
 async def write_batches(
@@ -285,15 +313,14 @@ async def write_batches(
     batches: Mapping[str, Sequence[Row]],
     *,
     limit_s: float,
-    reject: Callable[[str, Row, BaseException], None],
     fresh: bool = False,
 ) -> int:
-    """Write the batches in one transaction; if a row is bad, write row by row, rejecting it.
+    """Write the batches in one transaction; return how many rows were new.
 
     `fresh` batches (never attempted before) first go by plain COPY; only when some id turns out
-    to be present already is the batch written again the staged, duplicate-skipping way. Row by
-    row is still one transaction (a savepoint per row), so the batch commits all at once or not
-    at all, minus the rows Postgres refuses.
+    to be present already is the batch written again the staged, duplicate-skipping way. When
+    the database refuses a row (engine.store.errors), nothing commits: the rows are tried one by
+    one (savepoints in a transaction rolled back) and `RowRefused` names the first one refused.
     """
     try:
         async with asyncio.timeout(limit_s):
@@ -303,21 +330,36 @@ async def write_batches(
                 except asyncpg.UniqueViolationError:
                     pass
             return await write_rows(conn, batches)
-    except Exception as exc:
-        if not is_row_error(exc):
+    except (asyncpg.PostgresError, *_VALUE_ERRORS) as exc:
+        if isinstance(exc, asyncpg.PostgresError) and classify(exc) is not Kind.REFUSED:
             raise
-    new = 0
-    refused: list[tuple[str, Row, BaseException]] = []
-    async with conn.transaction():
-        for table, rows in batches.items():
-            for row in rows:
-                try:
-                    async with asyncio.timeout(limit_s):
-                        new += await write_rows(conn, {table: [row]})  # a savepoint
-                except Exception as exc:
-                    if not is_row_error(exc):
-                        raise
-                    refused.append((table, row, exc))
-    for table, row, exc in refused:  # only once the others are committed
-        reject(table, row, exc)
-    return new
+        culprit = await _first_refused(conn, batches, limit_s)
+        if culprit is None:
+            raise
+        raise culprit from exc
+
+
+class _Probed(Exception):
+    """Ends the probing transaction (rolled back) once every row was tried."""
+
+
+async def _first_refused(conn: asyncpg.Connection, batches: Mapping[str, Sequence[Row]],
+                         limit_s: float) -> RowRefused | None:
+    """Return the first row the database refuses, trying each in a savepoint; commit nothing."""
+    found: RowRefused | None = None
+    try:
+        async with asyncio.timeout(limit_s), conn.transaction():
+            for table, rows in batches.items():
+                for row in rows:
+                    try:
+                        await write_rows(conn, {table: [row]})  # a savepoint
+                    except (asyncpg.PostgresError, *_VALUE_ERRORS) as exc:
+                        if isinstance(exc, asyncpg.PostgresError) \
+                                and classify(exc) is not Kind.REFUSED:
+                            raise
+                        found = RowRefused(table, row, exc)
+                        raise _Probed from None
+            raise _Probed
+    except _Probed:
+        pass
+    return found

@@ -1,128 +1,84 @@
-"""One rate budget per LLM provider, shared by every run that writes to the same Postgres.
+"""Spend caps on LLM calls: per trader and for the whole run, per UTC day and in total. Pure.
 
-A token bucket per provider is one row of `rate_buckets` (migration 0007), taken with
-`SELECT ... FOR UPDATE`, so concurrent runs (a sweep's processes, on one machine or on Ray) draw
-from one budget: it holds at most `requests_per_minute` requests and `tokens_per_minute` tokens
-and refills at those rates (wall time: providers count real minutes, even in a backtest). A call
-takes one request and its tokens (the prompt at 4 characters a token, plus max_tokens), waiting
-until the bucket holds them. A 429 empties the provider's bucket and sets `slow_until` to
-`slow_down_seconds` from now: every run using the provider waits until then.
+`Budget` adds up what each trader's calls cost (the same prices as the leaderboard's net return:
+the models table) and says, before a trader is asked, whether a cap is reached. A daily cap
+lasts until the next 00:00 UTC; a total cap for the rest of the run (totals count from the
+engine's start). A trader at a cap holds with reason `budget` and makes no call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass, field
 
-import asyncpg
-import structlog
+from engine.llm_settings import BudgetSettings
 
-log = structlog.get_logger("llm")
-
-_MIN_WAIT_S = 0.05
+DAY = 86_400
 
 
-class Limits(Protocol):
-    requests_per_minute: float
-    tokens_per_minute: float
-    slow_down_seconds: float
+@dataclass(frozen=True, slots=True)
+class TraderCaps:
+    """One trader's own caps in USD (None: no cap of that kind)."""
+
+    daily_usd: float | None = None
+    total_usd: float | None = None
 
 
-class WallClock(Protocol):
-    def time(self) -> float: ...
+@dataclass(slots=True)
+class _Spend:
+    day: int = -1
+    today: float = 0.0
+    total: float = 0.0
 
-    async def sleep(self, seconds: float) -> None: ...
+    def add(self, usd: float, day: int) -> None:
+        if day != self.day:
+            self.day, self.today = day, 0.0
+        self.today += usd
+        self.total += usd
+
+    def on(self, day: int) -> float:
+        return self.today if day == self.day else 0.0
 
 
-class RateBudget:
-    """Take requests and tokens from the providers' shared buckets before each live call."""
+@dataclass(slots=True)
+class Budget:
+    """What was spent, and which cap (if any) stops a trader now."""
 
-    def __init__(self, dsn: str, limits: Mapping[str, Limits], clock: WallClock) -> None:
-        self._dsn = dsn
-        self._limits = dict(limits)
-        self._clock = clock
-        self._pool: asyncpg.Pool | None = None
-        self.waited_s = 0.0
+    settings: BudgetSettings
+    caps: Mapping[str, TraderCaps] = field(default_factory=dict)
+    _traders: dict[str, _Spend] = field(default_factory=dict)
+    _run: _Spend = field(default_factory=_Spend)
 
-    def covers(self, provider: str) -> bool:
-        """Return True when `provider` has a budget."""
-        return provider in self._limits
-
-    async def _conn_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=1)
-        return self._pool
-
-    async def take(self, provider: str, tokens: float) -> float:
-        """Wait until the bucket holds one request and `tokens`; take them; return the wait."""
-        limits = self._limits.get(provider)
-        if limits is None:
-            return 0.0
-        tokens = min(tokens, limits.tokens_per_minute)  # a call larger than a minute's budget
-        waited = 0.0
-        while True:
-            wait = await self._try(provider, tokens, limits)
-            if wait <= 0:
-                break
-            await self._clock.sleep(wait)
-            waited += wait
-        if waited:
-            self.waited_s += waited
-            log.info("llm.rate_waited", provider=provider, waited_s=round(waited, 3))
-        return waited
-
-    async def _try(self, provider: str, tokens: float, limits: Limits) -> float:
-        now = self._clock.time()
-        pool = await self._conn_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO rate_buckets (provider, requests, tokens, updated_at) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (provider) DO NOTHING",
-                provider, limits.requests_per_minute, limits.tokens_per_minute, now)
-            row = await conn.fetchrow(
-                "SELECT requests, tokens, updated_at, slow_until FROM rate_buckets "
-                "WHERE provider = $1 FOR UPDATE", provider)
-            if row["slow_until"] > now:
-                return float(row["slow_until"]) - now
-            elapsed = max(0.0, now - float(row["updated_at"]))
-            requests = min(limits.requests_per_minute,
-                           row["requests"] + elapsed * limits.requests_per_minute / 60)
-            have = min(limits.tokens_per_minute,
-                       row["tokens"] + elapsed * limits.tokens_per_minute / 60)
-            if requests >= 1 and have >= tokens:
-                requests, have, wait = requests - 1, have - tokens, 0.0
-            else:
-                wait = max(_MIN_WAIT_S, (1 - requests) * 60 / limits.requests_per_minute,
-                           (tokens - have) * 60 / limits.tokens_per_minute)
-            await conn.execute(
-                "UPDATE rate_buckets SET requests = $2, tokens = $3, updated_at = $4 "
-                "WHERE provider = $1", provider, requests, have, now)
-            return wait
-
-    async def slow_down(self, provider: str) -> None:
-        """A 429: empty the provider's bucket and hold every run off it for a while."""
-        limits = self._limits.get(provider)
-        if limits is None:
+    def add(self, trader: str, usd: float, now: float) -> None:
+        """Count `usd` spent by `trader` at `now` (epoch seconds)."""
+        if usd <= 0:
             return
-        now = self._clock.time()
-        until = now + limits.slow_down_seconds
-        pool = await self._conn_pool()
-        await pool.execute(
-            "INSERT INTO rate_buckets (provider, requests, tokens, updated_at, slow_until, "
-            "penalties) VALUES ($1, 0, 0, $2, $3, 1) ON CONFLICT (provider) DO UPDATE SET "
-            "requests = 0, tokens = 0, updated_at = $2, "
-            "slow_until = greatest(rate_buckets.slow_until, $3), "
-            "penalties = rate_buckets.penalties + 1", provider, now, until)
-        log.warning("llm.rate_limited", provider=provider, slow_until=until,
-                    detail="every run using this provider waits")
+        day = int(now // DAY)
+        self._traders.setdefault(trader, _Spend()).add(usd, day)
+        self._run.add(usd, day)
 
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+    def spent(self, trader: str, now: float) -> tuple[float, float]:
+        """Return `trader`'s spend today and in total."""
+        s = self._traders.get(trader, _Spend())
+        return s.on(int(now // DAY)), s.total
 
+    def capped(self, trader: str, now: float) -> tuple[str, float, float, float] | None:
+        """Return (cap name, cap USD, spent USD, until) when a cap stops `trader`, else None.
 
-def call_tokens(prompt: Any, max_tokens: int) -> float:
-    """Return the tokens a call may use: its prompt at 4 characters a token, plus max_tokens."""
-    return (len(prompt.system) + len(prompt.user)) / 4 + max_tokens
+        `until` is the next 00:00 UTC for a daily cap and infinity for a total cap.
+        """
+        day = int(now // DAY)
+        mine = self._traders.get(trader, _Spend())
+        own = self.caps.get(trader, TraderCaps())
+        s = self.settings
+        next_day = float((day + 1) * DAY)
+        checks = (
+            ("trader_total_usd", own.total_usd or s.trader_total_usd, mine.total, float("inf")),
+            ("run_total_usd", s.run_total_usd, self._run.total, float("inf")),
+            ("trader_daily_usd", own.daily_usd or s.trader_daily_usd, mine.on(day), next_day),
+            ("run_daily_usd", s.run_daily_usd, self._run.on(day), next_day),
+        )
+        for name, cap, spent, until in checks:
+            if cap is not None and spent >= cap:
+                return name, cap, round(spent, 6), until
+        return None

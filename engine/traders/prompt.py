@@ -62,6 +62,7 @@ class Prompt:
     system: str
     user: str
     hash: str
+    symbols: tuple[str, ...] = ()  # the allowed symbols: the answer schema's enum
 
 
 def number(x: Any) -> Any:
@@ -130,6 +131,7 @@ def trading_terms(broker: BrokerSettings, filter_for: Callable[[str], Any],
         filters[s] = {"min_notional": f.min_notional, "step_size": f.step_size,
                       "tick_size": f.tick_size}
     return {"taker_fee": broker.taker_fee, "slippage_bps": broker.slippage_bps,
+            "impact_bps": broker.impact_bps, "impact_notional": broker.impact_notional,
             "funding_interval_hours": funding_interval_hours, "filters": filters}
 
 
@@ -175,9 +177,15 @@ def rules_text(symbols: Iterable[str], risk: RiskSettings,
             "- Market orders fill at the ask (buys) or bid (sells) moved"
             f" {plain(terms['slippage_bps'])} basis points against you, price rounded to the tick"
             " against you.",
+            *([f"- Larger orders slip more: plus {plain(terms['impact_bps'])} basis points x"
+               f" sqrt(notional / {plain(terms['impact_notional'])} USDT)."]
+              if terms.get("impact_bps") else []),
             f"- Funding is settled every {plain(terms['funding_interval_hours'])} h at the"
-            " next_funding_time shown per symbol: a long pays funding_rate_pct % of its notional"
-            " when it is > 0 (a short receives it), and the reverse when it is < 0.",
+            " next_funding_time shown per symbol: a long pays "
+            + ("the rate settled then (funding_rate_pct is the last settled rate, not that one)"
+               if terms.get("funding_rate") == "last_settled" else "funding_rate_pct")
+            + " % of its notional when it is > 0 (a short receives it), and the reverse when it"
+            " is < 0.",
             "- An open needs initial margin (notional / leverage) plus the fee in free cash.",
             "Symbol filters (quantity = size_usdt / price rounded DOWN to step_size; an open whose"
             " rounded notional is below min_notional USDT is refused):",
@@ -190,24 +198,32 @@ def rules_text(symbols: Iterable[str], risk: RiskSettings,
     return "\n".join(lines)
 
 
-def answer_text() -> str:
-    """Return how to answer: the JSON schema and an example."""
+def answer_text(symbols: Iterable[str] = ()) -> str:
+    """Return how to answer: the JSON schema on `symbols` and an example."""
     return "\n".join([
         f"Answer with JSON only (via the {ANSWER_TOOL} tool when it is offered), matching this"
         " JSON schema:",
-        json.dumps(ANSWER_SCHEMA, sort_keys=True, separators=(",", ":")),
+        schema_text(symbols),
         "Example answer:",
         json.dumps(_EXAMPLE, sort_keys=True, separators=(",", ":")),
-        "Use null for fields that do not apply. An empty actions list means hold everything.",
+        "Every field is required: use null for fields that do not apply. Numbers are JSON"
+        " numbers (confidence from 0 to 1, leverage an integer). At most one action per symbol."
+        " An empty actions list means hold everything.",
     ])
+
+
+def schema_text(symbols: Iterable[str] = ()) -> str:
+    """Return the answer schema on `symbols` exactly as the prompt prints it."""
+    return json.dumps(answer_schema(symbols), sort_keys=True, separators=(",", ":"))
 
 
 def system_prompt(symbols: Iterable[str], risk: RiskSettings,
                   terms: Mapping[str, Any] | None = None, template: str | None = None) -> str:
     """Return the rules: actions, allowed symbols, limits, costs, filters and the schema."""
     text = template if template is not None else load_template()
+    symbols = sorted(symbols)
     parts = {"actions": actions_text(), "rules": rules_text(symbols, risk, terms),
-             "answer": answer_text()}
+             "answer": answer_text(symbols)}
     for name, part in parts.items():  # plain replacement: a template may hold other braces
         text = text.replace("{" + name + "}", part)
     return text.rstrip("\n")
@@ -241,10 +257,14 @@ def user_prompt(ctx: Any) -> str:
               for name in sorted(symbols) if name not in stale]
     hours = (ctx.terms or {}).get("funding_interval_hours")
     interval = f"the {plain(hours)} h funding interval" if hours else "one funding interval"
+    settled = (ctx.terms or {}).get("funding_rate") == "last_settled"
     lines = [
         f"Cycle {ctx.cycle_id} at {iso(snap.ts)}. You are trader {ctx.trader}.",
         "Prices in USDT, percentages in %, times in UTC. price is the reference (mark) price;"
         " bid/ask are what you buy and sell at; last is the latest trade.",
+        f"funding_rate_pct: the last settled rate: % of the notional longs paid (shorts received;"
+        f" the reverse when < 0) per {interval} at the last funding time; the rate settled at"
+        " next_funding_time is not known yet." if settled else
         f"funding_rate_pct: % of the notional paid by longs (received by shorts; the reverse"
         f" when < 0) per {interval}, settled at next_funding_time.",
         "Indicators per timeframe (ema20, ema50, sma20, rsi14, macd, macd_signal, macd_hist,"
@@ -291,4 +311,5 @@ def build_prompt(ctx: Any, template: str | None = None) -> Prompt:
     symbols = getattr(ctx.snapshot, "symbols", {}) or {}
     system = system_prompt(symbols.keys(), ctx.risk, getattr(ctx, "terms", None), template)
     user = user_prompt(ctx)
-    return Prompt(system=system, user=user, hash=prompt_hash(system, user))
+    return Prompt(system=system, user=user, hash=prompt_hash(system, user),
+                  symbols=tuple(sorted(symbols)))

@@ -33,8 +33,8 @@ import structlog
 
 from engine.clock import SimClock
 from engine.redact import redact
-from engine.traders.budget import call_tokens
 from engine.traders.providers import LLMAnswer, LLMError, cost_usd
+from engine.traders.rate_budget import call_tokens
 
 if TYPE_CHECKING:
     from engine.clock import Clock
@@ -49,9 +49,17 @@ NEVER_S = 10 * 365 * 86_400.0  # a recorded call the deadline cut: it never answ
 SETTLE_ROUNDS = 20  # loop turns the rest of a cycle gets before simulated time is released
 
 
-def call_params(temperature: float | None, max_tokens: int) -> dict[str, Any]:
-    """Return the request parameters that key a recorded or cached answer."""
-    return {"max_tokens": max_tokens, "temperature": temperature}
+def call_params(temperature: float | None, max_tokens: int,
+                output: str | None = None) -> dict[str, Any]:
+    """Return the request parameters that key a recorded or cached answer.
+
+    `output` is the structured-output mode when it is not the provider's default one (absent
+    otherwise, so recordings made before modes were recorded keep their keys).
+    """
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if output is not None:
+        params["output"] = output
+    return params
 
 
 def _tape_key(trader: str, provider: str, model: str, params: dict[str, Any],
@@ -98,7 +106,7 @@ class LLMSession:
         self.counts = {"live": 0, "replay": 0, "cache": 0, "not_recorded": 0}
         self.spent_usd = 0.0
         self.saved_usd = 0.0
-        self.budget: Any = None  # a RateBudget shared by every run (engine.traders.budget)
+        self.budget: Any = None  # a RateBudget shared by every run (engine.traders.rate_budget)
         self._busy_calls = 0  # calls not yet waiting for their latency (simulated clock)
         self._all_waiting = asyncio.Event()
         self._all_waiting.set()
@@ -116,7 +124,7 @@ class LLMSession:
                        temperature: float | None, max_tokens: int,
                        deadline_seconds: float) -> LLMAnswer:
         """Answer one call from the recording, the cache or the API (see the module doc)."""
-        params = call_params(temperature, max_tokens)
+        params = call_params(temperature, max_tokens, client.output_param)
         args = (prompt, model, temperature, max_tokens, deadline_seconds)
         token = self._enter()
         try:

@@ -111,14 +111,15 @@ def test_a_second_cycle_snapshot_of_one_instant_is_skipped_as_the_leaderboard_sk
 
 def test_intervals_and_both_renderings() -> None:
     f = compute(rows())
-    annotate(f)
+    annotate(f, min_coverage=0.0)  # a decided validly on 2 of its 4 cycles: ranked here
     a, b = f.traders
+    assert a.coverage == 0.5 and (a.stats["rank"], b.stats["rank"]) == (1, 2)  # P = 1.0
     lo, hi = a.stats["return_ci"]
     assert lo <= hi and a.stats["n_returns"] == 2
     assert 0.0 <= a.stats["p_beats_next"] <= 1.0 and "p_beats_next" not in b.stats
     assert a.stats["deflated_sharpe"] is None or 0.0 <= a.stats["deflated_sharpe"] <= 1.0
     md, page = markdown(f), html(f)
-    assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 |" in md
+    assert "| 1 | a | claude-sonnet-4-6 | 50 | 10,200.00 | +2.000 |" in md
     assert "exposure_cap x3, min_notional x2, price_stale x1" in md
     assert "| a | 3 | 245 | 0.0200 | 2 | 0.0200 | 33.3 | 66.7 | 25.0 |" in md
     assert "**mode**: replay" in md and "**duration**: 0h15m01s" in md
@@ -128,10 +129,11 @@ def test_intervals_and_both_renderings() -> None:
 def test_too_few_returns_give_no_sharpe_and_no_interval() -> None:
     f = compute(rows())
     annotate(f, min_returns=30)  # two returns per trader: below leaderboard.min_returns
-    a, b = f.traders
-    assert a.stats == {"n_returns": 2, "p_beats_next": None} and b.stats == {"n_returns": 2}
+    b, a = f.traders  # a's coverage (0.5) is below the default 0.95: ranked apart, listed last
+    assert a.stats == {"n_returns": 2, "rank": None, "p_beats_random": None}
+    assert b.stats == {"n_returns": 2, "rank": 1, "p_beats_random": None, "p_beats_next": None}
     md = markdown(f)
-    assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 | - |" in md
+    assert "| \u2013 | a | claude-sonnet-4-6 | 50 | 10,200.00 | +2.000 | - |" in md
 
 
 def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> None:
@@ -145,3 +147,19 @@ def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> Non
         paths.append(save(compute(r), tmp_path).markdown)
     assert paths[0] != paths[1] and len(list(tmp_path.iterdir())) == 6  # md, html, json each
     assert paths[0].name.startswith("run-20260101T000000Z-")
+
+
+def test_the_json_report_writes_probabilities_as_numbers() -> None:
+    import json
+
+    import numpy as np
+
+    from engine.report.files import as_json
+
+    f = compute(rows())
+    annotate(f, min_coverage=0.0)
+    f.traders[0].stats["numpy_value"] = np.float64(0.575)  # as numpy code may hand it over
+    data = json.loads(as_json(f))
+    first = data["traders"][0]["stats"]
+    assert isinstance(first["p_beats_next"], float) and first["numpy_value"] == 0.575
+    assert isinstance(data["traders"][0]["coverage"], float)

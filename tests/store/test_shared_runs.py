@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import asyncpg
 
-from engine.events import RunStarted
+from engine.events import AccountSnapshot, RunStarted
 from engine.report.data import load_run
 from engine.store.database import MIGRATIONS_DIR, migrate, prepare_connection
 from engine.store.recovery import load_state
 from engine.store.rows import RunStamp, write_rows
-from tests.support.store import fetch, fill, persist, run_started, snapshot
+from tests.support.store import fetch, fill, persist, run_started
+from tests.support.store import snapshot as any_snapshot
 
 T0 = 1_767_225_600.0
+
+
+def snapshot(trader: str, equity: float, ts: float) -> AccountSnapshot:
+    """A snapshot of an account that never traded, so recovery's reconcile agrees with it."""
+    return dataclasses.replace(any_snapshot(trader, equity, ts), realized_pnl=0.0, fees=0.0)
 
 
 async def _write(dsn: str, stamp: RunStamp, *events: object) -> None:

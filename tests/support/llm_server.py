@@ -10,8 +10,11 @@ carries a request id, a `set-cookie` and an organisation header (which a recordi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -23,20 +26,29 @@ PLAYS = {"anthropic": ("BTCUSDT", "open_long", 1000.0), "openai": ("ETHUSDT", "o
          "deepseek": ("SOLUSDT", "open_long", 300.0)}
 
 
-def _actions(provider: str, prompt: str) -> list[dict[str, Any]]:
+Brackets = dict[str, tuple[float | None, float | None]]  # symbol → (stop-loss, take-profit)
+
+
+def _actions(provider: str, prompt: str, brackets: Brackets | None = None
+             ) -> list[dict[str, Any]]:
     symbol, action, size = PLAYS[provider]
+    if symbol not in prompt:  # a blind prompt: play the first asset it names
+        found = re.search(r"\bASSET_[A-Z]+\b", prompt)
+        symbol = found.group(0) if found else symbol
     opening = NO_POSITION in prompt
+    stop, take = (brackets or {}).get(symbol, (None, None)) if opening else (None, None)
     return [{"symbol": symbol, "action": action if opening else "close",
              "size_usdt": size if opening else None, "leverage": 2 if opening else None,
-             "stop_loss": None, "take_profit": None, "confidence": 0.6,
+             "stop_loss": stop, "take_profit": take, "confidence": 0.6,
              "reason": "flat: open" if opening else "in a position: close"}]
 
 
 class LLMServer:
     """Serves /v1/messages, /v1/chat/completions and /chat/completions."""
 
-    def __init__(self, delay: float = 0.05) -> None:
+    def __init__(self, delay: float = 0.05, brackets: Brackets | None = None) -> None:
         self.delay = delay  # seconds each LLM answer takes (the API's latency)
+        self.brackets = brackets  # stop-loss and take-profit of each opening, per symbol
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.refuse = 0  # the next Anthropic requests answered 429 (rate limited)
         self._runner: web.AppRunner | None = None
@@ -78,7 +90,7 @@ class LLMServer:
         out = copy.deepcopy(load_fixture("anthropic/tool_call")["response"]["body"])
         out["id"] = f"msg_local_{len(self.requests):04d}"
         out["content"][0]["input"] = {
-            "actions": _actions("anthropic", body["messages"][0]["content"])}
+            "actions": _actions("anthropic", body["messages"][0]["content"], self.brackets)}
         return web.json_response(out, headers=self._headers("request-id",
                                                             "anthropic-organization-id"))
 
@@ -90,7 +102,7 @@ class LLMServer:
         out["id"] = f"chatcmpl-local-{len(self.requests):04d}"
         user = body["messages"][1]["content"]
         out["choices"][0]["message"]["content"] = json.dumps(
-            {"actions": _actions(provider, user)})
+            {"actions": _actions(provider, user, self.brackets)})
         return web.json_response(out, headers=self._headers("x-request-id",
                                                             "openai-organization"))
 
@@ -99,3 +111,62 @@ class LLMServer:
 
     async def _deepseek(self, request: web.Request) -> web.Response:
         return await self._chat(request, "deepseek", "deepseek/json_mode")
+
+
+# ---------------------------------------------------------------- a model that always trades
+
+TRADED = ("BTCUSDT", "ETHUSDT")
+_MARKET_LINE = re.compile(r"^([A-Z0-9]+USDT) (\{.*\})$", re.M)
+
+
+class TradingModel:
+    """A chat-completions endpoint whose every answer trades each symbol it is shown."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer(self, prompt: str) -> dict[str, Any]:
+        self.calls += 1
+        actions = []
+        for symbol, data in _MARKET_LINE.findall(prompt):
+            if symbol not in TRADED:
+                continue
+            price = float(json.loads(data)["price"])
+            long = (self.calls + len(actions)) % 2 == 0
+            away = price * 0.0012
+            actions.append({
+                "symbol": symbol, "action": "open_long" if long else "open_short",
+                "size_usdt": 500, "leverage": 2, "confidence": 0.6,
+                "stop_loss": round(price - away if long else price + away, 2),
+                "take_profit": round(price + away if long else price - away, 2),
+                "reason": "crash test: always trade",
+            })
+        return {"actions": actions}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        content = json.dumps(self.answer(prompt))
+        return web.json_response({
+            "id": f"crash-{self.calls}", "object": "chat.completion", "created": 1767225600,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+        })
+
+
+@contextlib.asynccontextmanager
+async def serve_model(model: TradingModel) -> AsyncIterator[str]:
+    """Serve `model`'s chat completions on 127.0.0.1; yield the base URL."""
+    app = web.Application()
+    app.router.add_post("/chat/completions", model.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

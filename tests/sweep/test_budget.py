@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from engine.store.database import migrate
-from engine.traders.budget import RateBudget
+from engine.traders.rate_budget import RateBudget
 from tests.support.store import fetch
 
 
@@ -107,7 +107,7 @@ async def test_a_provider_without_a_budget_never_waits(db: str) -> None:
 async def test_a_429_from_the_api_slows_the_other_runs_through_the_session(db: str) -> None:
     from engine.clock import LiveClock
     from engine.traders.fixtures import context, llm_settings, trader
-    from engine.traders.providers import make_client
+    from engine.traders.kinds import make_client
     from engine.traders.session import LLMSession, Tape
     from strategies.llm import LLMStrategy
     from tests.support.llm_server import LLMServer

@@ -46,6 +46,11 @@ strategy = "llm"
 provider = "anthropic"
 model = "claude-sonnet-4-6"
 max_tokens = 500
+
+[llm.prices."claude-haiku-4-5"]  # a test entry of the models table (engine/llm_settings.py)
+input = 1.0
+output = 5.0
+training_cutoff = "2025-02-01"
 """
 
 SWEEP = """
@@ -53,6 +58,7 @@ SWEEP = """
 name = "{name}"
 windows = [{{ from = "2026-10-01T00:00", to = "2026-10-01T00:30" }}]
 live_llm = true
+allow_contamination = true  # the stand-in remembers nothing; sonnet's cutoff is unknown
 
 [[variant]]
 name = "claude"

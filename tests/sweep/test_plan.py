@@ -28,6 +28,11 @@ name = "claude"
 strategy = "llm"
 provider = "anthropic"
 model = "claude-sonnet-4-6"
+
+[llm.prices."claude-haiku-4-5"]  # a test entry of the models table (engine/llm_settings.py)
+input = 1.0
+output = 5.0
+training_cutoff = "2025-02-01"
 """
 
 SWEEP = """
@@ -35,6 +40,7 @@ SWEEP = """
 name = "s"
 period = {{ from = "2026-10-01T00:00", to = "2026-10-01T12:00" }}
 windows = 3
+allow_contamination = {allow}
 {extra}
 
 [[variant]]
@@ -50,11 +56,21 @@ model = ["claude-sonnet-4-6", "claude-haiku-4-5"]
 
 
 def write(tmp: Path, *, url: str = "http://127.0.0.1:1", size: int = 10,
-          extra: str = "") -> Path:
+          extra: str = "", allow: bool = True) -> Path:
     (tmp / "settings.toml").write_text(SETTINGS.format(url=url))
     path = tmp / "s.toml"
-    path.write_text(SWEEP.format(size=size, extra=extra))
+    path.write_text(SWEEP.format(size=size, extra=extra, allow=str(allow).lower()))
     return path
+
+
+def test_a_window_a_model_may_remember_is_refused_unless_the_sweep_allows_it(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(SweepError, match=r"variant 'llm/claude-sonnet-4-6': trader claude "
+                       r"\(claude-sonnet-4-6\) has training cutoff unknown.*"
+                       r"allow_contamination = true"):
+        load_sweep(write(tmp_path, allow=False))
+    assert len(load_sweep(write(tmp_path, allow=True)).runs()) == 9
 
 
 def test_a_period_is_cut_into_consecutive_windows_of_equal_length() -> None:

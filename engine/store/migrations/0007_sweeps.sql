@@ -4,7 +4,8 @@
 -- RunStarted.run_id of the run that made it, `arena_id` the run_id of the run that began its arena
 -- (the latest fresh run of its mode and source, or the first one). The writer stamps both on each
 -- row (engine.store.rows.RunStamp). Rows stored before this migration are converted below by the
--- old rule; a row written without a run (none are, by the engine) keeps NULL in both.
+-- old rule; a row written without a run (none are, by the engine) keeps NULL in both. A refused
+-- row in `quarantine` (0004) names the run and arena of the row it holds.
 
 ALTER TABLE runs ADD COLUMN arena_id uuid;
 UPDATE runs r SET arena_id = coalesce(
@@ -35,7 +36,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['cycles', 'decisions', 'rejections', 'fills', 'positions', 'funding',
-                             'account_snapshots', 'job_runs', 'llm_cache_hits'] LOOP
+                             'account_snapshots', 'job_runs', 'llm_cache_hits', 'quarantine'] LOOP
         EXECUTE format('ALTER TABLE %I ADD COLUMN run_id uuid, ADD COLUMN arena_id uuid', t);
         EXECUTE format(
             'UPDATE %I t SET (run_id, arena_id) = (SELECT r.run_id, r.arena_id FROM runs r '
@@ -80,7 +81,7 @@ CREATE INDEX sweep_runs_run_id ON sweep_runs (run_id);
 
 -- One token bucket per LLM provider, shared by every run writing to this database (taken with
 -- SELECT ... FOR UPDATE): requests and tokens refill per minute; a 429 pushes `slow_until` back
--- for every run using the provider (engine/traders/budget.py).
+-- for every run using the provider (engine/traders/rate_budget.py).
 CREATE TABLE rate_buckets (
     provider     text PRIMARY KEY,
     requests     double precision NOT NULL,  -- requests left in the bucket
