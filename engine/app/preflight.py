@@ -62,7 +62,7 @@ def check_replay(path: str) -> None:
                         "--replay tests/data/sample.jsonl.gz")
     try:
         opener = gzip.open if path.endswith(".gz") else open
-        with opener(file, "rb") as fh:  # type: ignore[operator]
+        with opener(file, "rb") as fh:
             first = fh.readline(1 << 20)
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"--replay {path}: cannot read it ({exc}); is it a recording made "
