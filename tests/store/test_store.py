@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -205,3 +206,16 @@ async def test_embedded_server_starts_in_embedded_dir_and_stops(tmp_path: Path) 
 
 def test_ids_are_uuids() -> None:
     assert all(isinstance(to_row(e)[1][0], uuid.UUID) for e in one_of_each())
+
+
+def test_old_decision_spill_lines_are_padded_into_todays_columns() -> None:
+    """A decision line before 0005 (no model version, no run) and a sweep line of before 0005
+    (its run and arena, no model version) both read back in today's columns."""
+    decision = next(e for e in one_of_each() if isinstance(e, DecisionMade))
+    run, arena = uuid.uuid4(), uuid.uuid4()
+    table, row = to_row(dataclasses.replace(decision, model_version="v1"), run, arena)
+    assert row[-3:] == ("v1", run, arena)
+    assert row_from_json(row_to_json(table, row[:-3])) == (table, (*row[:-3], None, None, None))
+    assert row_from_json(row_to_json(table, (*row[:-3], run, arena))) == (
+        table, (*row[:-3], None, run, arena))
+    assert row_from_json(row_to_json(table, row[:-2])) == (table, (*row[:-2], None, None))
