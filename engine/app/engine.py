@@ -16,11 +16,13 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from engine import __version__, metrics
+from engine.app import pidfile
 from engine.app.build import build_alerts, build_components, load_exchange_filters, open_store
 from engine.app.memory import pin_malloc_threshold
 from engine.app.observe import engine_view
@@ -54,6 +56,13 @@ class Options:
     console: bool = False
     no_alerts: bool = False  # --no-alerts
     backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
+    resume: bool = False  # a replay or backtest continues its arena after its last instant
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _file_sha256(path: str) -> str:
@@ -103,6 +112,11 @@ class Engine:
         self.run_source: str | None = None  # replay: sha256 of the file
         self.run_id: Any = None  # RunStarted.run_id of this run (its report's key)
         self.progress: Any = None  # a replay's ReplayProgress
+        self.resume_at: float | None = None  # --resume: the replay skips frames up to this
+        # The data directory (the spill file's): arena.pid and control.url (engine.app.pidfile)
+        self.data_dir = Path(settings.database.spill_path).expanduser().resolve().parent
+        self._pid_held = False
+        self.report: Any = None  # the report written on exit (engine.report.files.Report)
 
     # ------------------------------------------------------------------ building
 
@@ -120,7 +134,37 @@ class Engine:
             self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh,
             mode=self.run_mode, source=self.run_source,
         )
+        if self.options.replay and self.options.resume:
+            from engine.app.preflight import UserError
+
+            try:
+                self._resume_replay()
+            except UserError:
+                await self.db.close()  # nothing started: stop the embedded server, then say why
+                raise
         return dict(self.recovery.accounts)
+
+    def _resume_replay(self) -> None:
+        """Start a resumed replay's clock after its arena's last persisted instant (simulated
+        time never goes backwards); refuse, in one line, a recording that ends before it."""
+        from engine.app.preflight import UserError, check_replay
+
+        state = self.recovery
+        instants = [float(a["ts"]) for a in state.accounts.values() if a.get("ts") is not None]
+        if state.last_cycle_at is not None:
+            instants.append(float(state.last_cycle_at))
+        if not instants:
+            log.info("replay.resume", detail="nothing persisted in this arena: starting it")
+            return
+        self.resume_at = max(instants)
+        assert self.options.replay is not None
+        ends = check_replay(self.options.replay)
+        if ends is not None and ends <= self.resume_at:
+            raise UserError(f"--resume: the arena of {self.options.replay} already reached "
+                            f"{_iso(self.resume_at)} and the recording ends at {_iso(ends)}; "
+                            "nothing to continue (drop --resume for a fresh arena)")
+        self.clock.jump_to(self.resume_at)  # type: ignore[attr-defined]
+        log.info("replay.resume", after=_iso(self.resume_at), runs=state.arena_runs)
 
     def _build(self, recovered: dict[str, Any]) -> None:
         parts = build_components(
@@ -184,7 +228,12 @@ class Engine:
         """Run until stopped; return the process exit code."""
         pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
-        recovered = await self._open_store()
+        self._pid_held = pidfile.claim(self.data_dir)
+        try:
+            recovered = await self._open_store()
+        except BaseException:
+            self._release_pid()
+            raise
         try:
             self._build(recovered)
             if self.settings.broker.use_exchange_info and not self.options.replay:
@@ -193,16 +242,31 @@ class Engine:
             if self.db is not None and self.settings.report.on_exit and self.run_id is not None:
                 from engine.report.files import report_on_exit
 
-                await report_on_exit(self.db.dsn, self.settings, str(self.run_id),
-                                     console=self.options.console)
+                self.report = await report_on_exit(self.db.dsn, self.settings,
+                                                   str(self.run_id), console=self.options.console)
             return code
         finally:
+            self._release_pid()
             if getattr(self, "llm_session", None) is not None:
                 await self.llm_session.aclose()  # its summary; the cache's connections
             if self.db is not None:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:
                 await self.decisions.aclose()  # the SDKs' HTTP sessions
+
+    def _release_pid(self) -> None:
+        if self._pid_held:
+            pidfile.release(self.data_dir)
+            self._pid_held = False
+
+    async def _publish_url(self) -> None:
+        """Once the control API listens, write its URL beside the pid file (run.py status)."""
+        await self.control.started.wait()
+        if self._pid_held:
+            from engine.web.control import page_url
+
+            pidfile.write_url(self.data_dir, page_url(self.settings.control.host,
+                                                      self.control.port))
 
     async def _supervise(self) -> int:
         writer_task = None
@@ -235,6 +299,7 @@ class Engine:
                     )
                     tg.create_task(fatal("control", self.control.run(), self.crashes),
                                    name="control")
+                    tg.create_task(self._publish_url(), name="control.url")
                 tg.create_task(self._lifecycle(tg), name="lifecycle")
         except* _Shutdown:
             pass
@@ -263,6 +328,7 @@ class Engine:
                 self.feed,
                 self.clock,  # type: ignore[arg-type]
                 speed=self.options.speed, path_wanted=self.broker.book_triggers,
+                start_after=self.resume_at,
             )
             from engine.market.progress import ReplayProgress
 

@@ -26,6 +26,7 @@ from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore
 from engine.market.frames import FrameParser, stream_names
 from engine.market.hotpath import FrameHandler, Route, frame_handler
+from engine.market.reach import offline_command
 from engine.market.recording import FrameRecorder
 from engine.retry import Backoff
 from engine.settings import FeedSettings
@@ -35,7 +36,6 @@ log = structlog.get_logger("feed")
 DROP_LOG_EVERY_S = 10.0  # at most one log line per drop reason this often
 YIELD_EVERY = 64  # frames read between two yields to the loop
 OFFLINE_HINT_AFTER_S = 60.0  # failing to connect this long logs how to run offline, once
-OFFLINE_HINT = "python run.py --replay tests/data/sample.jsonl.gz"
 
 
 class Feed:
@@ -361,7 +361,7 @@ class Feed:
         if not self._hinted and now - self._failing_since >= OFFLINE_HINT_AFTER_S:
             self._hinted = True
             log.warning("feed.offline_hint", failing_s=round(now - self._failing_since, 1),
-                        hint=f"Binance unreachable; to run offline: {OFFLINE_HINT}")
+                        hint=f"Binance unreachable; to run offline: {offline_command()}")
 
     async def _stream(self, ws: ClientConnection) -> bool:
         """Read frames until the connection drops (raise/False) or the planned reconnect (True)."""

@@ -33,7 +33,8 @@ class Replay:
 
     def __init__(self, path: str | Path, feed: Feed, clock: SimClock, *,
                  speed: float | None = None,
-                 path_wanted: Callable[[str], bool] | None = None) -> None:
+                 path_wanted: Callable[[str], bool] | None = None,
+                 start_after: float | None = None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive, or None for max speed")
         self.path = str(path)
@@ -43,6 +44,10 @@ class Replay:
         # A batch's `path` frames (a backtest's book inside a minute) go to the feed only when
         # this says so for their symbol (the engine: a stop or take could trigger); None: always.
         self.path_wanted = path_wanted
+        # A resumed arena: frames up to this instant happened in an earlier run; only the
+        # candle history (backfill lines) is taken from them, without moving the clock.
+        self.start_after = start_after
+        self.skipped = 0
         self.frames = 0
         self.paths_skipped = 0
         self._wall = LiveClock()
@@ -55,7 +60,16 @@ class Replay:
         first: float | None = None
         woken = bus.wakeups
         try:
+            skip_until = self.start_after
             for t, kind, item in iter_records(self.path):
+                if skip_until is not None:
+                    if t <= skip_until:
+                        if kind == "backfill":
+                            feed.replay_backfill(item, clock.time())
+                        else:
+                            self.skipped += 1
+                        continue
+                    skip_until = None
                 if first is None:
                     first = t
                 if self.speed is not None:
@@ -85,7 +99,7 @@ class Replay:
         finally:
             feed.end_replay(self.frames)
         log.info("feed.replay_finished", path=self.path, frames=self.frames,
-                 paths_skipped=self.paths_skipped,
+                 paths_skipped=self.paths_skipped, skipped_before_resume=self.skipped,
                  wall_s=round(self._wall.monotonic() - wall_start, 3))
 
     def _batch(self, items: list[Any], t: float) -> None:

@@ -38,6 +38,11 @@ def _moments(r: np.ndarray) -> tuple[float, float]:
     return float(np.mean(z ** 3)), float(np.mean(z ** 4))
 
 
+def withheld(min_returns: int, has: int) -> str:
+    """Return why a figure is withheld: too few per-cycle returns."""
+    return f"needs {min_returns} returns, has {has}"
+
+
 def annotate(figures: RunFigures, *, min_returns: int = 2) -> None:
     """Fill each trader's `stats` with its Sharpe, Sortino, CIs and comparisons.
 
@@ -51,6 +56,7 @@ def annotate(figures: RunFigures, *, min_returns: int = 2) -> None:
         ppy = t.periods_per_year or 0.0
         out: dict[str, Any] = {"n_returns": int(r.size)}
         if r.size < min_returns:
+            out["withheld"] = withheld(min_returns, int(r.size))
             t.stats = out
             continue
         out["sharpe"] = stats.sharpe(r, ppy) if ppy else None
@@ -68,6 +74,7 @@ def annotate(figures: RunFigures, *, min_returns: int = 2) -> None:
         common = sorted(set(ra) & set(rb))
         if len(common) < min_returns:
             a.stats["p_beats_next"] = None
+            a.stats.setdefault("withheld", withheld(min_returns, len(common)))
             continue
         a.stats["p_beats_next"] = stats.prob_beats(
             [ra[k] for k in common], [rb[k] for k in common], n_boot=N_BOOT)

@@ -63,15 +63,21 @@ def _rules(t: TraderFigures) -> str:
     return ", ".join(f"{rule} x{n}" for rule, n in t.top_rules) or "-"
 
 
+def _why(t: Any, text: str) -> str:
+    """Return a figure, or why it is withheld ("needs 30 returns, has 18") instead of "-"."""
+    return str(t.stats.get("withheld") or text) if text == "-" else text
+
+
 def tables(f: RunFigures) -> list[Table]:
     """Return the report's tables: leaderboard, trading, decisions."""
     ts = f.traders
     board = tuple(
         (str(i), t.trader, t.model, num(t.end_equity), num(t.return_pct, "+.3f"),
-         span(t.stats.get("return_ci"), "+.3f"), num(t.max_drawdown_pct, ".2f"),
-         num(t.stats.get("sharpe")), span(t.stats.get("sharpe_ci")),
-         num(t.stats.get("sortino")), num(t.stats.get("p_beats_next"), ".2f"),
-         num(t.stats.get("deflated_sharpe"), ".2f"))
+         _why(t, span(t.stats.get("return_ci"), "+.3f")), num(t.max_drawdown_pct, ".2f"),
+         _why(t, num(t.stats.get("sharpe"))), _why(t, span(t.stats.get("sharpe_ci"))),
+         _why(t, num(t.stats.get("sortino"))),
+         _why(t, num(t.stats.get("p_beats_next"), ".2f")) if i < len(ts) else "-",
+         _why(t, num(t.stats.get("deflated_sharpe"), ".2f")))
         for i, t in enumerate(ts, 1))
     trading = tuple(
         (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
@@ -88,11 +94,12 @@ def tables(f: RunFigures) -> list[Table]:
         Table("Leaderboard",
               ("#", "trader", "model", "equity", "return %", "95% CI", "max DD %", "Sharpe",
                "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe"), board,
-              "Return over the run (first to last equity). CIs: percentile bootstrap over the "
-              "per-cycle equity returns (2,000 resamples). P(beats next): paired bootstrap of "
-              "the total return against the trader ranked below. Deflated Sharpe: probability "
-              "the Sharpe beats the best of that many unskilled traders (multiple-comparison "
-              "correction)."),
+              "Return: last equity against the starting capital, as on the console. CIs: "
+              "percentile bootstrap over the per-cycle equity returns (2,000 resamples). "
+              "P(beats next): paired bootstrap of the total return against the trader ranked "
+              "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
+              "unskilled traders (multiple-comparison correction). A withheld figure says "
+              "why (needs N returns, has n)."),
         Table("Trading",
               ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",
                "fills", "fees", "funding", "latency cost"), trading,

@@ -129,9 +129,15 @@ def test_too_few_returns_give_no_sharpe_and_no_interval() -> None:
     f = compute(rows())
     annotate(f, min_returns=30)  # two returns per trader: below leaderboard.min_returns
     a, b = f.traders
-    assert a.stats == {"n_returns": 2, "p_beats_next": None} and b.stats == {"n_returns": 2}
+    why = "needs 30 returns, has 2"
+    assert a.stats == {"n_returns": 2, "p_beats_next": None, "withheld": why}
+    assert b.stats == {"n_returns": 2, "withheld": why}
     md = markdown(f)
-    assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 | - |" in md
+    # each withheld figure says why instead of a bare "-"
+    assert ("| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 | needs 30 returns, has 2 |"
+            in md)
+    board = md.split("## Leaderboard")[1].split("## Trading")[0]
+    assert board.count(why) == 2 * 6 - 1  # 6 statistics each; the last has no P(beats next)
 
 
 def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> None:
