@@ -279,9 +279,8 @@ async def execute(run: Run) -> int:
 
 def _verdict(engine: Any, settings: Settings, *, page_url: str | None) -> None:
     """Print the leaderboard with CIs and P(A beats B), the report's paths and the page's URL."""
-    from engine.report.verdict import render
-
     from engine import logging as arena_logging
+    from engine.report.verdict import render
 
     report = getattr(engine, "report", None)
     if report is not None:

@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import sys
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from engine import __version__, metrics
-from engine.app import pidfile
 from engine.app.build import build_alerts, build_components, load_exchange_filters, open_store
 from engine.app.memory import pin_malloc_threshold
 from engine.app.observe import engine_view
+from engine.app.pidfile import PidFiles
+from engine.app.resume import start_after
 from engine.app.supervise import Supervised, fatal, last_flush
 from engine.app.target import ControlTarget
 from engine.bus import Bus
@@ -59,16 +60,8 @@ class Options:
     resume: bool = False  # a replay or backtest continues its arena after its last instant
 
 
-def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _file_sha256(path: str) -> str:
     """Return the sha256 hex digest of a file (a replay's source)."""
-    import hashlib
-
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -113,9 +106,6 @@ class Engine:
         self.run_id: Any = None  # RunStarted.run_id of this run (its report's key)
         self.progress: Any = None  # a replay's ReplayProgress
         self.resume_at: float | None = None  # --resume: the replay skips frames up to this
-        # The data directory (the spill file's): arena.pid and control.url (engine.app.pidfile)
-        self.data_dir = Path(settings.database.spill_path).expanduser().resolve().parent
-        self._pid_held = False
         self.report: Any = None  # the report written on exit (engine.report.files.Report)
 
     # ------------------------------------------------------------------ building
@@ -134,37 +124,9 @@ class Engine:
             self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh,
             mode=self.run_mode, source=self.run_source,
         )
-        if self.options.replay and self.options.resume:
-            from engine.app.preflight import UserError
-
-            try:
-                self._resume_replay()
-            except UserError:
-                await self.db.close()  # nothing started: stop the embedded server, then say why
-                raise
+        if self.options.replay and self.options.resume:  # after its last persisted instant
+            self.resume_at = await start_after(self)
         return dict(self.recovery.accounts)
-
-    def _resume_replay(self) -> None:
-        """Start a resumed replay's clock after its arena's last persisted instant (simulated
-        time never goes backwards); refuse, in one line, a recording that ends before it."""
-        from engine.app.preflight import UserError, check_replay
-
-        state = self.recovery
-        instants = [float(a["ts"]) for a in state.accounts.values() if a.get("ts") is not None]
-        if state.last_cycle_at is not None:
-            instants.append(float(state.last_cycle_at))
-        if not instants:
-            log.info("replay.resume", detail="nothing persisted in this arena: starting it")
-            return
-        self.resume_at = max(instants)
-        assert self.options.replay is not None
-        ends = check_replay(self.options.replay)
-        if ends is not None and ends <= self.resume_at:
-            raise UserError(f"--resume: the arena of {self.options.replay} already reached "
-                            f"{_iso(self.resume_at)} and the recording ends at {_iso(ends)}; "
-                            "nothing to continue (drop --resume for a fresh arena)")
-        self.clock.jump_to(self.resume_at)  # type: ignore[attr-defined]
-        log.info("replay.resume", after=_iso(self.resume_at), runs=state.arena_runs)
 
     def _build(self, recovered: dict[str, Any]) -> None:
         parts = build_components(
@@ -198,13 +160,8 @@ class Engine:
             self.cycle_job_name = cycle_jobs[0].name
         else:
             # No scheduled cycle (tags or --once): keep one that only manual triggers fire.
-            manual = JobSettings(
-                name="trading_cycle",
-                run="trading_cycle",
-                schedule="once",
-                delay_seconds=10 * 365 * 86_400,
-                timeout_seconds=240,
-            )
+            manual = JobSettings(name="trading_cycle", run="trading_cycle", schedule="once",
+                                 delay_seconds=10 * 365 * 86_400, timeout_seconds=240)
             jobs.append(Job(manual, self.cycle))
         log.info("jobs.selected", jobs=[j.name for j in jobs])
         return jobs
@@ -228,12 +185,8 @@ class Engine:
         """Run until stopped; return the process exit code."""
         pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
-        self._pid_held = pidfile.claim(self.data_dir)
-        try:
-            recovered = await self._open_store()
-        except BaseException:
-            self._release_pid()
-            raise
+        recovered = await self._open_store()
+        self.pid = PidFiles(self.settings)  # arena.pid and control.url in the data directory
         try:
             self._build(recovered)
             if self.settings.broker.use_exchange_info and not self.options.replay:
@@ -246,27 +199,13 @@ class Engine:
                                                    str(self.run_id), console=self.options.console)
             return code
         finally:
-            self._release_pid()
+            self.pid.release()
             if getattr(self, "llm_session", None) is not None:
                 await self.llm_session.aclose()  # its summary; the cache's connections
             if self.db is not None:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:
                 await self.decisions.aclose()  # the SDKs' HTTP sessions
-
-    def _release_pid(self) -> None:
-        if self._pid_held:
-            pidfile.release(self.data_dir)
-            self._pid_held = False
-
-    async def _publish_url(self) -> None:
-        """Once the control API listens, write its URL beside the pid file (run.py status)."""
-        await self.control.started.wait()
-        if self._pid_held:
-            from engine.web.control import page_url
-
-            pidfile.write_url(self.data_dir, page_url(self.settings.control.host,
-                                                      self.control.port))
 
     async def _supervise(self) -> int:
         writer_task = None
@@ -299,7 +238,8 @@ class Engine:
                     )
                     tg.create_task(fatal("control", self.control.run(), self.crashes),
                                    name="control")
-                    tg.create_task(self._publish_url(), name="control.url")
+                    tg.create_task(self.pid.publish(self.control, self.settings.control.host),
+                                   name="control.url")
                 tg.create_task(self._lifecycle(tg), name="lifecycle")
         except* _Shutdown:
             pass
@@ -417,12 +357,8 @@ class Engine:
     def _on_usr1(self) -> None:
         log.info("signal.received", signal="SIGUSR1", action="manual cycle")
         if self.state != "running":
-            log.warning(
-                "job.skipped",
-                job=self.cycle_job_name,
-                reason=f"engine {self.state}",
-                trigger="manual",
-            )
+            log.warning("job.skipped", job=self.cycle_job_name, reason=f"engine {self.state}",
+                        trigger="manual")
             return
         self._spawn(self.scheduler.trigger(self.cycle_job_name, wait=False))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -50,21 +51,46 @@ def claim(directory: Path) -> bool:
     return True
 
 
-def write_url(directory: Path, url: str) -> None:
-    """Write the control API's URL beside the pid file."""
+def write_url(directory: Path, host: str, port: int) -> None:
+    """Write the control API's URL (the bound host and port) beside the pid file."""
+    from engine.web.control import page_url
+
+    url = page_url(host, port)
     try:
         (directory / URL_FILE).write_text(url + "\n", encoding="utf-8")
     except OSError as exc:
         log.warning("engine.pid_file_failed", path=str(directory / URL_FILE), error=str(exc))
 
 
-def release(directory: Path) -> None:
-    """Remove the pid and URL files if this process wrote them."""
+def release(directory: Path) -> bool:
+    """Remove the pid and URL files if this process wrote them; return False (none held)."""
     path = directory / PID_FILE
     try:
         mine = int(path.read_text(encoding="utf-8").split()[0]) == os.getpid()
     except (OSError, ValueError, IndexError):
-        return
+        return False
     if mine:
         for name in (PID_FILE, URL_FILE):
             (directory / name).unlink(missing_ok=True)
+    return False
+
+
+class PidFiles:
+    """This engine's pid and URL files: claimed at start, the URL once the API listens,
+    released at exit."""
+
+    def __init__(self, settings: Any) -> None:
+        # The data directory: the spill file's (./data by default).
+        self.directory = Path(settings.database.spill_path).expanduser().resolve().parent
+        self.held = claim(self.directory)
+
+    async def publish(self, control: Any, host: str) -> None:
+        """Once the control API listens, write its URL (the bound host and port)."""
+        await control.started.wait()
+        if self.held:
+            write_url(self.directory, host, control.port)
+
+    def release(self) -> None:
+        """Remove the files if this engine wrote them."""
+        if self.held:
+            self.held = release(self.directory)

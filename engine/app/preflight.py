@@ -9,6 +9,7 @@ writes to, the control API's port, and `DATABASE_URL` (one connection attempt).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gzip
 import os
@@ -58,7 +59,7 @@ def _ends(path: str) -> tuple[bytes, bytes]:
     return its first line and its last non-empty line."""
     opener = gzip.open if path.endswith(".gz") else open
     first, tail = b"", b""
-    with opener(path, "rb") as fh:  # type: ignore[operator]
+    with opener(path, "rb") as fh:
         first = fh.readline(1 << 20)
         tail = first
         while chunk := fh.read(1 << 20):
@@ -182,50 +183,58 @@ async def check_remote(settings: Settings, secrets: Secrets, options: Any) -> No
     """Check DATABASE_URL (when one is set and the run writes to it) and, beside it, Binance
     (a live run): unreachable, one warning line with the offline command; reachable, a symbol
     its exchangeInfo does not list is refused."""
-    import asyncio
-
-    checks = []
-    if secrets.database_url and not (options.dry_run or settings.engine.dry_run):
-        checks.append(check_database(secrets.database_url))
-    if not options.replay:
-        checks.append(check_exchange(settings))
-    for outcome in await asyncio.gather(*checks, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
-
-
-async def check_exchange(settings: Settings, timeout: float = EXCHANGE_CHECK_TIMEOUT_S) -> None:
-    """Warn in one line when Binance cannot be reached (with the offline command); else refuse
-    a configured symbol its exchangeInfo does not list (a clear warning if it cannot say)."""
-    import asyncio
 
     import structlog
+
+    async def nothing() -> None:
+        return None
+
+    writes = not (options.dry_run or settings.engine.dry_run)
+    db_error, warning = await asyncio.gather(
+        check_database(secrets.database_url) if secrets.database_url and writes else nothing(),
+        nothing() if options.replay else check_exchange(settings), return_exceptions=True)
+    # The database's refusal first; a warning only once nothing stops the start.
+    for outcome in (db_error, warning):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    if isinstance(warning, tuple):
+        event, fields = warning
+        structlog.get_logger("feed").warning(event, **fields)
+
+
+Warning = tuple[str, dict[str, Any]]  # a log event and its fields, logged by check_remote
+
+
+async def check_exchange(settings: Settings,
+                         timeout: float = EXCHANGE_CHECK_TIMEOUT_S) -> Warning | None:
+    """Refuse a configured symbol Binance's exchangeInfo does not list; return the one-line
+    warning to log when Binance cannot be reached (with the offline command) or cannot say."""
+    import asyncio
 
     from engine.clock import LiveClock
     from engine.market.binance import BinanceRest, RestError
     from engine.market.reach import offline_command, unreachable
 
-    log = structlog.get_logger("feed")
     feed = settings.feed
     why = await unreachable(feed.rest_url, timeout)
     if why is not None:
-        log.warning("feed.unreachable", url=feed.rest_url, error=why,
-                    hint=f"Binance is unreachable: no prices will arrive; offline, run "
-                    f"`{offline_command()}`")
-        return
+        return "feed.unreachable", {
+            "url": feed.rest_url, "error": why,
+            "hint": f"Binance is unreachable: no prices will arrive; offline, run "
+                    f"`{offline_command()}`"}
     rest = BinanceRest(feed, LiveClock(), max_retries=0)
     try:
         async with asyncio.timeout(timeout + 2):
             info = await rest.get("exchangeInfo", {}, 1 if feed.market == "futures" else 20)
         listed = {e.get("symbol") for e in info.get("symbols", ()) if isinstance(e, dict)}
     except (RestError, TimeoutError, OSError, AttributeError) as exc:
-        log.warning("feed.symbols_unchecked", url=feed.rest_url,
-                    error=f"{type(exc).__name__}: {exc}",
-                    detail="exchangeInfo did not answer: symbols not checked")
-        return
+        return "feed.symbols_unchecked", {
+            "url": feed.rest_url, "error": f"{type(exc).__name__}: {exc}",
+            "detail": "exchangeInfo did not answer: the symbols were not checked"}
     finally:
         await rest.close()
     unknown = [s for s in feed.symbols if s not in listed]
     if unknown:
         raise UserError(f"unknown symbol {', '.join(unknown)}: not listed by {feed.rest_url} "
                         f"(exchangeInfo, {feed.market}); fix [feed] symbols")
+    return None

@@ -50,13 +50,14 @@ def make_path(symbol: str, first: int, minutes: int, seed: int) -> SymbolPath:
     rng = _rng(seed, symbol)
     sigma = vol / math.sqrt(_YEAR_MINUTES)
     # A volatility regime: a smoothed random walk of the log multiplier, mean one.
-    steps = rng.normal(0.0, 0.02, minutes)
+    steps = rng.normal(0.0, 0.008, minutes)
     regime = np.empty(minutes)
     level = 0.0
     for i, s in enumerate(steps):  # AR(1) with a half-life of about a day
         level = level * 0.9995 + s
         regime[i] = level
     scale = np.exp(np.clip(regime, -1.0, 1.0))
+    scale /= math.sqrt(float(np.mean(scale ** 2)))  # the profile's volatility on average
     shocks = rng.standard_t(4, minutes) / math.sqrt(2.0)  # unit variance
     log_returns = sigma * scale * shocks
     close = price * np.exp(np.cumsum(log_returns))
