@@ -25,6 +25,7 @@ from engine.market.binance import BinanceRest
 from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore
 from engine.market.frames import FrameParser, stream_names
+from engine.market.gaps import fetch_missing_bucket
 from engine.market.hotpath import FrameHandler, Route, frame_handler
 from engine.market.reach import offline_command
 from engine.market.recording import FrameRecorder
@@ -44,12 +45,8 @@ class Feed:
     def __init__(self, settings: FeedSettings, bus: Bus, clock: Clock, book: PriceBook,
                  candles: CandleStore, *, record_path: str | None = None,
                  rest: BinanceRest | None = None, rng: random.Random | None = None) -> None:
-        self.settings = settings
-        self.bus = bus
-        self.clock = clock
-        self.book = book
-        self.candles = candles
-        self.rest = rest
+        self.settings, self.bus, self.clock = settings, bus, clock
+        self.book, self.candles, self.rest = book, candles, rest
         self.url = settings.ws_url.rstrip("/") + "/stream?streams=" + "/".join(
             stream_names(settings.symbols, settings.market))
         self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes,
@@ -226,6 +223,8 @@ class Feed:
             await asyncio.gather(*(self._backfill_higher(rest, s, tf)
                                    for s in self.settings.symbols
                                    for tf in self.settings.timeframes))
+        await asyncio.gather(*(fetch_missing_bucket(self, rest, s, tf)  # a hole in a timeframe
+                               for s in self.settings.symbols for tf in self.settings.timeframes))
         self._backfilled_once = True
         missing = sum(r[0] for r in results)
         added = sum(r[1] for r in results)
