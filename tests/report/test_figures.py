@@ -151,3 +151,12 @@ def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> Non
         paths.append(save(compute(r), tmp_path).markdown)
     assert paths[0] != paths[1] and len(list(tmp_path.iterdir())) == 6  # md, html, json each
     assert paths[0].name.startswith("run-20260101T000000Z-")
+
+
+def test_the_return_is_against_the_starting_capital_as_on_the_console() -> None:
+    r = rows()
+    # a resumed arena: this run's first snapshot is not where the trader started
+    r.snapshots = [snap("a", 10_500.0, T0, cause="start"), snap("a", 10_200.0, T0 + 300)]
+    a = next(t for t in compute(r).traders if t.trader == "a")
+    assert a.start_equity == 10_500.0 and a.capital == 10_000.0
+    assert a.return_pct == pytest.approx(2.0)  # not (10,200 - 10,500) / 10,500
