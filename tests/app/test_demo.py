@@ -29,7 +29,7 @@ async def demo(tmp: Path, database_url: str, *args: str) -> tuple[int, str, str,
     stderr, wall seconds)."""
     config = tmp / "demo.toml"
     shipped = (ROOT / "settings.toml").read_text()
-    traders = shipped[shipped.index("[[traders]]"):shipped.index("[database]")]
+    traders = shipped[shipped.index("\n[[traders]]"):shipped.index("\n[database]")]
     config.write_text(SETTINGS.format(reports=tmp / "reports", data=tmp / "data") + traders)
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["DATABASE_URL"] = database_url

@@ -4,6 +4,7 @@ notices a missing fetched bucket; a replay withholds that timeframe's indicators
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from structlog.testing import capture_logs
@@ -56,7 +57,7 @@ def test_marketgen_emits_every_higher_bucket_so_the_timeframes_join() -> None:
     assert store.missing_bucket("BTCUSDT", "15m") is None
     assert store.missing_bucket("BTCUSDT", "4h") is None
     four_h = store.candles("BTCUSDT", "4h")
-    assert [b.open_time - a.open_time for a, b in zip(four_h, four_h[1:])] == [H4] * (
+    assert [b.open_time - a.open_time for a, b in itertools.pairwise(four_h)] == [H4] * (
         len(four_h) - 1)
 
 
