@@ -44,7 +44,7 @@ def _serve(ready: queue.Queue, stop: threading.Event) -> None:
         fake = FakeBinance()
         await fake.start()
         async with _scratch_database() as dsn:
-            ready.put((fake.url, dsn))
+            ready.put((fake.rest_url, dsn))
             await asyncio.to_thread(stop.wait)
         await fake.stop()
 

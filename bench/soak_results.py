@@ -1,16 +1,30 @@
-"""The soak's report: its rows from the runs of `bench.soak` (kept apart to stay short)."""
+"""The soak's report: its rows from what the runs of `bench.soak` measured.
+
+Measuring (`bench.soak`) and reporting (here) are apart; this module reads each run's probe
+through `Probe`, the readings it needs, and never imports `bench.soak` (no import cycle).
+"""
 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bench.common import Result, p99
 from engine.settings import Settings
 
-if TYPE_CHECKING:
-    from bench.soak import Probe
+
+class Probe(Protocol):
+    """What one soak run measured (`bench.soak.Probe`)."""
+
+    rows: Counter[str]  # rows handed to the writer, per table
+    cycles: Counter[str]  # cycles by status
+    invalid: Counter[str]
+    decisions: Counter[str]
+    llm_requests: Counter[str]
+    rss: dict[int, float]  # RSS (MB) at each sim-time hour
+    lags: list[float]  # loop-lag samples (seconds) while the replay ran
 
 RSS_GROWTH_TARGET = 0.02
 RATIO_TARGET = 0.75
@@ -34,7 +48,7 @@ def results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: Pa
     med = statistics.median
     scope = f"{hours} h market{' (--quick, not the 24 h soak)' if quick else ''}"
     interval = next(j.interval_seconds for j in settings.jobs
-                    if j.run == "trading_cycle" and j.enabled)
+                    if j.run == "trading_cycle" and j.enabled and j.interval_seconds)
     expected = int(hours * 3600 // interval)
     llm = {t.name for t in settings.traders if t.strategy == "llm" and t.enabled}
     source = ("cached" if cached else f"generated in {gen_s:.0f} s") + f": {path.name}"

@@ -3,8 +3,8 @@
 Each trial runs in a fresh temporary directory as the working directory, so the embedded Postgres
 (pgserver, `./data/pg`) starts there: the first start is cold (initdb, migrations), the second
 warm (an existing cluster, recovery of the first run's accounts). The live path is the real one:
-the feed connects to a local websockets server on 127.0.0.1 speaking Binance's combined-stream
-format (engine.market.marketgen frames, paced in real time) and backfills from a local REST server;
+the feed connects to the fake Binance on 127.0.0.1 (engine.market.fakebinance: combined streams of
+engine.market.marketgen frames, paced in real time) and backfills from its REST klines;
 the engine is ready once prices are in. The LLM traders get fake keys and endpoints on
 127.0.0.1 (no cycle runs before the engine is stopped), so all five traders are built. Nothing
 contacts the internet.
@@ -22,26 +22,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
 import statistics
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
-from websockets.asyncio.server import ServerConnection, serve
 
 from bench.common import Result, timer
 from engine.market import marketgen
-from engine.market.candles import timeframe_seconds
+from engine.market.fakebinance import FakeBinance, synthetic_market
+from engine.market.fakebinance.synthetic import Candle
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 60.0
@@ -68,71 +65,15 @@ server.cleanup()
 # ---------------------------------------------------------------- a local Binance
 
 
-class LocalBinance:
-    """Combined-stream websocket and klines REST on 127.0.0.1, from the synthetic market."""
+def _flat_candle(symbol: str, open_time: float, seconds: int) -> Candle:
+    """Return a candle at the synthetic market's base price (the history it backfills)."""
+    price = marketgen.PROFILES.get(symbol, (100.0,))[0]
+    return price, price * 1.001, price * 0.999, price, 10.0
 
-    def __init__(self) -> None:
-        self.connections = 0
-        self.ws_url = self.rest_url = ""
-        self._stack = contextlib.AsyncExitStack()
 
-    async def __aenter__(self) -> LocalBinance:
-        ws = await self._stack.enter_async_context(serve(self._stream, "127.0.0.1", 0))
-        self.ws_url = f"ws://127.0.0.1:{ws.sockets[0].getsockname()[1]}"
-        app = web.Application()
-        app.router.add_get("/fapi/v1/klines", self._klines)
-        app.router.add_get("/fapi/v1/time", self._time)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.rest_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
-
-    async def _stream(self, ws: ServerConnection) -> None:
-        """Send the requested streams' frames as they fall due in real time."""
-        self.connections += 1
-        path = ws.request.path if ws.request else ""
-        wanted = set(path.partition("streams=")[2].split("/"))
-        symbols = tuple(sorted({s.split("@")[0].upper() for s in wanted if s}))
-        rates = marketgen.Rates(book_per_s=10.0, kline_every_s=1.0, mark_every_s=1.0,
-                                ticker_every_s=2.0)
-        frames = marketgen.generate(symbols, start=time.time() - 1.0, hours=1.0, rates=rates,
-                                    history_minutes=0, higher_candles=0)
-        with contextlib.suppress(Exception):  # the engine going away ends the stream
-            for t, raw in frames:
-                if not isinstance(raw, str) or orjson.loads(raw)["stream"] not in wanted:
-                    continue
-                if (wait := t - time.time()) > 0:
-                    await asyncio.sleep(wait)  # a market's pace: real time, on purpose
-                await ws.send(raw)
-
-    async def _time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": int(time.time() * 1000)})  # Binance's clock
-
-    async def _klines(self, request: web.Request) -> web.Response:
-        """Answer /fapi/v1/klines like Binance: closed candles in [startTime, endTime]."""
-        q = request.query
-        step = timeframe_seconds(q["interval"])
-        limit = int(q.get("limit", "500"))
-        end = min(float(q["endTime"]) / 1000 if "endTime" in q else time.time(), time.time())
-        end = end // step * step
-        first = (float(q["startTime"]) / 1000 if "startTime" in q
-                 else end - (limit - 1) * step)
-        first = math.ceil(first / step) * step
-        price = marketgen.PROFILES.get(q["symbol"], (100.0,))[0]
-        rows = []
-        t = first
-        while t <= end and len(rows) < limit:
-            ms = int(t * 1000)
-            rows.append([ms, f"{price}", f"{price * 1.001}", f"{price * 0.999}", f"{price}",
-                         "10.0", ms + step * 1000 - 1, "1000.0", 10, "5.0", "500.0", "0"])
-            t += step
-        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+def local_binance() -> FakeBinance:
+    """Return the fake Binance the engine starts against: a real-time synthetic market."""
+    return FakeBinance(candles=_flat_candle, market=synthetic_market(hours=1.0))
 
 
 # ---------------------------------------------------------------- settings and the process
@@ -153,7 +94,7 @@ def _toml(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
-def write_settings(path: Path, binance: LocalBinance) -> None:
+def write_settings(path: Path, binance: FakeBinance) -> None:
     """Write the repository's settings with the feed, LLM and control endpoints made local."""
     raw = tomllib.loads((ROOT / "settings.toml").read_text(encoding="utf-8"))
     raw["feed"] |= {"futures_ws_url": binance.ws_url, "futures_rest_url": binance.rest_url}
@@ -270,7 +211,7 @@ def _stop_leftover_postgres(workdir: Path) -> None:
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
-async def _trial(binance: LocalBinance, modules: list[str] | None = None,
+async def _trial(binance: FakeBinance, modules: list[str] | None = None,
                  floor_modules: Path | None = None) -> dict[str, dict[str, float]]:
     """One cold and one warm start of the engine, each followed by the floor's (if given)."""
     workdir = Path(tempfile.mkdtemp(prefix="arena-bench-start-"))
@@ -289,8 +230,8 @@ async def _trial(binance: LocalBinance, modules: list[str] | None = None,
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _measure(trials: int) -> tuple[list[dict[str, dict[str, float]]], LocalBinance, int]:
-    async with LocalBinance() as binance:
+async def _measure(trials: int) -> tuple[list[dict[str, dict[str, float]]], FakeBinance, int]:
+    async with local_binance() as binance:
         modules: list[str] = []
         await _trial(binance, modules)  # the warm-up lists the engine's modules
         listing = Path(tempfile.mkdtemp(prefix="arena-bench-mods-")) / "modules.txt"

@@ -1,20 +1,17 @@
 """Settings of the paper broker (`[broker]`, its symbol filters and margin brackets) and of the
 leaderboard's statistics (`[leaderboard]`).
 
-Kept apart from engine.settings to keep both modules small; `Settings` has one field for each.
+Kept apart from engine.settings as one subject of their own; `Settings` has one field for each,
+and every section builds on `engine.settings_base.Section`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+from engine.settings_base import PositiveFloat, Section
 
 
 class MarginBracket(Section):

@@ -100,7 +100,7 @@ class TradingCycle:
             except asyncio.CancelledError:
                 status, error = "cancelled", "cancelled"
                 raise
-            except Exception as exc:
+            except Exception as exc:  # logged with the step's name, recorded, re-raised
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
                 log.exception("cycle.step_failed", step=step.name)
                 raise

@@ -1,6 +1,7 @@
 """Settings of what the engine sends out: run reports (`[report]`) and alerts (`[alerts]`).
 
-Kept apart from engine.settings to keep both modules small; `Settings` has one field for each.
+Kept apart from engine.settings as one subject of their own; `Settings` has one field for each,
+and every section builds on `engine.settings_base.Section`.
 Webhook URLs and bot tokens are never in the file: each webhook names the environment variable
 that holds its URL (Telegram: its bot token).
 """
@@ -9,13 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+from engine.settings_base import PositiveFloat, Section
 
 
 class ReportSettings(Section):

@@ -14,28 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from engine.broker_settings import (  # noqa: F401 - re-exported: engine.settings has every section
-    BrokerSettings,
-    LeaderboardSettings,
-    MarginBracket,
-    SymbolFilter,
-)
-from engine.output_settings import AlertSettings, ReportSettings
+# re-exported: engine.settings has every section
+from engine.broker_settings import BrokerSettings as BrokerSettings
+from engine.broker_settings import LeaderboardSettings as LeaderboardSettings
+from engine.broker_settings import MarginBracket as MarginBracket
+from engine.broker_settings import SymbolFilter as SymbolFilter
+from engine.output_settings import AlertSettings as AlertSettings
+from engine.output_settings import ReportSettings as ReportSettings
+from engine.settings_base import PositiveFloat as PositiveFloat
+from engine.settings_base import Section as Section
 from engine.settings_merge import merge, read_toml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-
 
 class SettingsError(Exception):
     """A settings file that cannot be used; the message names the key and what is expected."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
 # ---------------------------------------------------------------- engine

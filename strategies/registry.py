@@ -55,8 +55,7 @@ def _build_llm(trader: TraderSettings, settings: Settings, secrets: Secrets, clo
     assert trader.provider is not None and trader.model is not None  # settings validate it
     key = secrets.api_key(trader.provider) if live_calls else None
     # A backtest keeps its LLM traders: they answer from the cache or hold `not_recorded`.
-    recorded = session is not None and (session.recorded(trader.name)
-                                        or getattr(session, "keep_unrecorded", False))
+    recorded = session is not None and session.serves(trader.name)
     if not key and not recorded:
         if secrets.api_key(trader.provider):  # a replay without --live-llm
             log.warning("trader.disabled", trader=trader.name, reason="not_in_recording",

@@ -6,14 +6,27 @@ Heavy imports (asyncpg, the SDKs) happen here, when the parts are built, not whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from engine.app.options import Options
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock
 from engine.cycle import TradingCycle
 from engine.settings import Secrets, Settings
+
+if TYPE_CHECKING:  # imported at build time only (see the module doc)
+    from engine.market.book import PriceBook
+    from engine.market.candles import CandleStore
+    from engine.market.feed import Feed
+    from engine.market.recording import CycleIds, FrameRecorder
+    from engine.paper.broker import PaperBroker
+    from engine.paper.funding import FundingHistory
+    from engine.traders.decide import DecisionStep
+    from engine.traders.session import LLMSession
+    from engine.web.alerts import Alerts
+    from strategies.base import Strategy
 
 log = structlog.get_logger("app")
 
@@ -22,14 +35,14 @@ log = structlog.get_logger("app")
 class Components:
     """The parts one cycle needs, built and wired."""
 
-    book: Any
-    candles: Any
-    feed: Any
-    broker: Any
-    strategies: dict[str, Any]
-    decisions: Any
+    book: PriceBook
+    candles: CandleStore
+    feed: Feed
+    broker: PaperBroker
+    strategies: dict[str, Strategy]
+    decisions: DecisionStep
     cycle: TradingCycle
-    llm_session: Any = None  # engine.traders.session.LLMSession: record, replay, cache
+    llm_session: LLMSession | None = None  # record, replay, cache
 
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
@@ -81,31 +94,33 @@ async def seed_from(dsn: str) -> None:
         await conn.close()
 
 
-def build_llm_session(settings: Settings, options: Any, clock: Clock, recorder: Any,
-                      dsn: str | None) -> tuple[Any, Any]:
+def build_llm_session(settings: Settings, options: Options, clock: Clock,
+                      recorder: FrameRecorder | None,
+                      dsn: str | None) -> tuple[LLMSession | None, CycleIds]:
     """Return the LLM session (None when nothing is recorded, replayed or cached) and the cycle
     ids: a replay's LLM answers and cycle ids come from its file, `--record` writes both."""
     from engine.market.recording import CycleIds, read_session
     from engine.traders.cache import LLMCache
     from engine.traders.session import LLMSession, Tape
 
-    replay = getattr(options, "replay", None)
+    replay = options.replay
     records, cycles = read_session(replay) if replay else ([], None)
     use_cache = settings.llm_cache.replay if replay else settings.llm_cache.live
     cache = LLMCache(dsn) if dsn and use_cache else None
     session = None
     if replay or recorder is not None or cache is not None:
         session = LLMSession(clock, tape=Tape(records) if replay else None, recorder=recorder,
-                             cache=cache, prices=settings.llm.prices)
-        session.keep_unrecorded = bool(getattr(options, "backtest_source", None))
+                             cache=cache, prices=settings.llm.prices,
+                             keep_unrecorded=options.in_backtest)
         if replay:
             log.info("llm.session_loaded", path=replay, llm_records=len(records),
                      cycles=len(cycles or ()), cache=cache is not None,
-                     live_llm=bool(getattr(options, "live_llm", False)))
+                     live_llm=options.live_llm)
     return session, CycleIds(recorded=cycles, deterministic=bool(replay), recorder=recorder)
 
 
-def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bus, clock: Clock,
+def build_components(settings: Settings, secrets: Secrets, options: Options, bus: Bus,
+                     clock: Clock,
                      recovered: dict[str, Any], *, dry_run: bool,
                      dsn: str | None = None) -> Components:
     """Build the feed, the broker with its accounts, the traders and the cycle."""
@@ -131,7 +146,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
     llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
-        live_calls=not options.replay or bool(getattr(options, "live_llm", False)))
+        live_calls=not options.replay or options.live_llm)
     for trader in s.traders:
         if trader.name not in strategies:
             continue
@@ -141,7 +156,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
         else:
             broker.open_account(trader.name, trader.starting_capital)
     decisions = DecisionStep(strategies, s.llm, clock, bus)
-    in_backtest = bool(getattr(options, "backtest_source", None))
+    in_backtest = options.in_backtest
     cycle = TradingCycle(
         [
             MarketSnapshotStep(book, candles, s.feed, clock),
@@ -160,10 +175,21 @@ def build_components(settings: Settings, secrets: Secrets, options: Any, bus: Bu
     return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session)
 
 
-def build_alerts(engine: Any) -> Any:
+class AlertsHost(Protocol):
+    """What the alerts are built from: the engine's settings, options, bus, clock and probes."""
+
+    settings: Settings
+    options: Options
+    bus: Bus
+    clock: Clock
+    feed: Any  # engine.market.feed.Feed: its status()
+    writer: Any  # engine.store.writer.Writer or None: its status()
+
+
+def build_alerts(engine: AlertsHost) -> Alerts | None:
     """Build the alerts component, or None when turned off (--no-alerts) or without webhooks."""
     s = engine.settings.alerts
-    if getattr(engine.options, "no_alerts", False) or not s.enabled or not s.webhooks:
+    if engine.options.no_alerts or not s.enabled or not s.webhooks:
         return None
     import os
 
@@ -176,14 +202,14 @@ def build_alerts(engine: Any) -> Any:
     return Alerts(s, engine.bus, engine.clock, os.environ, probe=probe)
 
 
-async def load_exchange_filters(settings: Settings, clock: Clock, broker: Any) -> None:
+async def load_exchange_filters(settings: Settings, clock: Clock, broker: PaperBroker) -> None:
     """Take step/tick size and min notional from Binance's exchangeInfo; settings on failure."""
-    from engine.market.binance import BinanceRest
+    from engine.market.binance import BinanceRest, RestError
 
     rest = BinanceRest(settings.feed, clock)
     try:
         filters = await rest.exchange_info(settings.feed.symbols)
-    except Exception as exc:
+    except (RestError, ValueError, KeyError, TypeError) as exc:  # unreachable, refused, malformed
         log.warning("broker.exchange_info_failed", error=f"{type(exc).__name__}: {exc}",
                     detail="using the filters from settings.toml")
         return
@@ -193,9 +219,9 @@ async def load_exchange_filters(settings: Settings, clock: Clock, broker: Any) -
     log.info("broker.exchange_info_loaded", symbols=sorted(filters))
 
 
-def _funding_history(s: Settings, options: Any, clock: Clock) -> Any:
+def _funding_history(s: Settings, options: Options, clock: Clock) -> FundingHistory | None:
     """Return where the broker reads funding missed while the engine was down (live futures)."""
-    if s.feed.market != "futures" or options.replay or getattr(options, "backtest_source", None):
+    if s.feed.market != "futures" or options.replay or options.in_backtest:
         return None
     from engine.paper.funding import binance_funding_history
 

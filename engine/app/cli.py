@@ -224,6 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception:
+    except Exception:  # the process boundary: any crash is logged and exits 1
         structlog.get_logger("app").exception("engine.crashed")
         return 1

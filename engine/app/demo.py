@@ -16,8 +16,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from engine.app.args import Parser
 from engine.market.fakebinance import FakeBinance
 from engine.market.marketgen import DEFAULT_START, PROFILES
@@ -27,68 +25,6 @@ from engine.settings import Settings, SettingsError, TraderSettings, load_settin
 SEED = 7  # the committed seed of the demo's market
 DAY = 86_400
 RANDOM_TRADER = TraderSettings(name="random", strategy="random")
-
-
-class SyntheticBinance(FakeBinance):
-    """The fake Binance serving a `SyntheticHistory` (klines of any timeframe, funding)."""
-
-    def __init__(self, history: SyntheticHistory) -> None:
-        super().__init__()
-        self.history = history
-
-    async def klines(self, request: web.Request) -> web.StreamResponse:
-        """Answer /fapi/v1/klines and /fapi/v1/markPriceKlines like Binance (arrays of strings)."""
-        q = request.query
-        limit = min(int(q.get("limit", 500)), self.page)
-        if (bad := await self._guard(request, 1 if limit < 100 else 2 if limit < 500 else 5)):
-            return bad
-        symbol = q.get("symbol", "")
-        if symbol not in self.history.paths:
-            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400)
-        seconds = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400,
-                   "1d": 86_400}.get(q.get("interval", "1m"))
-        if seconds is None:
-            return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400)
-        end = int(q["endTime"]) // 1000 if "endTime" in q else self.history.last
-        if "startTime" in q:
-            first = -(-int(q["startTime"]) // 1000 // seconds) * seconds
-            times = [first + i * seconds for i in range(limit)]
-        else:
-            last = (end // seconds) * seconds
-            times = [last - (limit - 1 - i) * seconds for i in range(limit)]
-        mark = request.path.endswith("markPriceKlines")
-        rows = []
-        for t in times:
-            if t > end:
-                break
-            c = self.history.candle(symbol, t, seconds, mark=mark)
-            if c is None:
-                continue
-            o, h, lo, cl, v = c
-            rows.append([t * 1000, f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{cl:.8f}", f"{v:.3f}",
-                         (t + seconds) * 1000 - 1, "0", 10, "0", "0", "0"])
-        return web.json_response(rows, headers=self._headers())
-
-    async def funding(self, request: web.Request) -> web.StreamResponse:
-        """Answer /fapi/v1/fundingRate like Binance (objects, rates as strings)."""
-        if (bad := await self._guard(request, 1)):
-            return bad
-        q = request.query
-        symbol = q.get("symbol", "")
-        limit = min(int(q.get("limit", 100)), 1000)
-        settled = self.history.funding(symbol, int(q["startTime"]) / 1000,
-                                       int(q["endTime"]) / 1000)[:limit]
-        rows = [{"symbol": symbol, "fundingTime": t * 1000, "fundingRate": f"{rate:.8f}",
-                 "markPrice": f"{mark:.8f}"} for t, rate, mark in settled]
-        return web.json_response(rows, headers=self._headers())
-
-    async def exchange_info(self, request: web.Request) -> web.StreamResponse:
-        """Answer /fapi/v1/exchangeInfo listing the synthetic symbols."""
-        if (bad := await self._guard(request, 1)):
-            return bad
-        return web.json_response({"symbols": [{"symbol": s, "status": "TRADING"}
-                                              for s in self.history.paths]},
-                                 headers=self._headers())
 
 
 def parser() -> Parser:
@@ -177,8 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe = demo_settings(base, "http://127.0.0.1:0", cache_dir)
         start, end, first, last = window(probe, args.hours)
         history = SyntheticHistory(probe.feed.symbols, first, last, args.seed)
-        server = SyntheticBinance(history)
-        url = await server.start()
+        # The one fake Binance, serving this history (thin: any server of these shapes would do).
+        server = FakeBinance(candles=history.serve, funding=history.funding_rows(),
+                             symbols=tuple(history.paths))
+        await server.start()
+        url = server.rest_url
         try:
             settings = demo_settings(base, url, cache_dir)
             check_strategies(settings, args.config or "settings.toml")

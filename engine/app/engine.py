@@ -15,7 +15,6 @@ import hashlib
 import signal
 import sys
 from collections import deque
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -25,6 +24,7 @@ from engine import __version__, metrics
 from engine.app.build import build_alerts, build_components, load_exchange_filters, open_store
 from engine.app.memory import pin_malloc_threshold
 from engine.app.observe import engine_view
+from engine.app.options import Options as Options  # re-exported: run.py and tests use it
 from engine.app.pidfile import PidFiles
 from engine.app.resume import start_after
 from engine.app.supervise import Supervised, fatal, last_flush
@@ -38,26 +38,6 @@ from engine.settings import JobSettings, Secrets, Settings
 from engine.traders.warmup import warm_up
 
 log = structlog.get_logger("app")
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """What the command line asks for, beyond settings.toml."""
-
-    once: bool = False
-    dry_run: bool = False
-    fresh: bool = False
-    include_tags: frozenset[str] = frozenset()
-    exclude_tags: frozenset[str] = frozenset()
-    record: str | None = None
-    replay: str | None = None
-    speed: float | None = None  # replay speed, None = max
-    record_llm: str | None = None
-    live_llm: bool = False  # a replay may ask the real APIs for prompts it does not hold
-    console: bool = False
-    no_alerts: bool = False  # --no-alerts
-    backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
-    resume: bool = False  # a replay or backtest continues its arena after its last instant
 
 
 def _file_sha256(path: str) -> str:

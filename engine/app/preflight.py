@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from engine.app.options import Options
 from engine.settings import Secrets, Settings, SettingsError
 
 KINDS = ("raw", "backfill", "llm", "cycle", "batch")  # recording.KINDS (not imported: heavy)
@@ -179,7 +180,7 @@ def check_local(settings: Settings, secrets: Secrets, options: Any, config: str 
         check_port(settings.control.host, settings.control.port)
 
 
-async def check_remote(settings: Settings, secrets: Secrets, options: Any) -> None:
+async def check_remote(settings: Settings, secrets: Secrets, options: Options) -> None:
     """Check DATABASE_URL (when one is set and the run writes to it) and, beside it, Binance
     (a live run): unreachable, one warning line with the offline command; reachable, a symbol
     its exchangeInfo does not list is refused."""

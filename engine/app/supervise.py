@@ -66,7 +66,7 @@ class Supervised:
                     raise RuntimeError(f"{self.name} returned; it must run until cancelled")
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # isolation boundary: a crash restarts the component
                     if self._clock.time() - started >= self.healthy_after_s:
                         self.restarts = 0
                         self._backoff.reset()
@@ -105,7 +105,7 @@ async def fatal(name: str, aw: Awaitable[None], crashes: dict[str, str]) -> None
         await aw
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # recorded and re-raised: the crash ends the engine
         crashes[name] = f"{type(exc).__name__}: {exc}"
         log.error("task.crashed", task=name, error=crashes[name], fatal=True, exc_info=exc)
         raise
@@ -120,5 +120,5 @@ async def last_flush(writer: Any) -> None:
         await task
     except asyncio.CancelledError:
         pass
-    except Exception as exc:
+    except Exception as exc:  # at shutdown: the last flush's failure is logged, not lost
         log.error("writer.last_flush_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)

@@ -91,9 +91,14 @@ class ControlTarget:
 
     def traders(self) -> list[dict[str, Any]]:
         by_name = {t.name: t for t in self._e.settings.traders}
+        accounts = self._e.broker.accounts
+        # The capital returns are measured against (the page's legend): the account's, else the
+        # configured one (a disabled trader has no account).
         return [{"name": name, "status": status, "detail": detail,
                  "strategy": by_name[name].strategy, "provider": by_name[name].provider,
-                 "model": by_name[name].model}
+                 "model": by_name[name].model,
+                 "starting_capital": (accounts[name].capital if name in accounts
+                                      else float(by_name[name].starting_capital))}
                 for name, (status, detail) in trader_statuses(self._e).items()]
 
     def symbols(self) -> dict[str, dict[str, float]]:

@@ -279,7 +279,7 @@ class Feed:
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # isolation boundary: a failed backfill is retried
                 delay = backoff.next_delay()
                 log.error("feed.backfill_failed", error=repr(exc), retry_in_s=round(delay, 2))
                 await self.clock.sleep(delay)
@@ -339,7 +339,7 @@ class Feed:
             raise
         except InvalidURI:
             raise  # a misconfigured URL will not heal by retrying
-        except Exception as exc:
+        except Exception as exc:  # isolation boundary: any connection failure reconnects
             status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
             if opened:
                 self.last_error = repr(exc)[:200]

@@ -116,3 +116,18 @@ class SyntheticHistory:
                 out.append((t, float(p.funding[(t - self.first) // FUNDING_EVERY]), mark[0]))
             t += FUNDING_EVERY
         return out
+
+    def serve(self, symbol: str, open_time: float,
+              seconds: int) -> tuple[float, float, float, float, float]:
+        """Return a bucket for the fake Binance's klines (`CandleSource`); outside the span,
+        a LookupError (the fake answers 500: a request the demo never makes)."""
+        got = self.candle(symbol, open_time, seconds)
+        if got is None:
+            raise LookupError(f"{symbol} {open_time:.0f}: outside the synthetic history")
+        o, hi, lo, c, v = got
+        return o, hi, lo, c, v
+
+    def funding_rows(self) -> dict[str, list[tuple[float, float, float]]]:
+        """Return every symbol's settlements as the fake Binance's `funding` rows."""
+        return {s: [(float(t), r, m) for t, r, m in self.funding(s, self.first, self.last)]
+                for s in self.paths}

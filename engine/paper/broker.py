@@ -1,89 +1,159 @@
-"""The paper broker: the thin shell around accounts and risk that uses the bus, clock and book.
+"""The paper broker: accounts filled and watched on live prices, composed of small parts.
 
-Market orders fill at the book's ask (buys) or bid (sells) moved `slippage_bps` against the
-taker, quantity rounded down to the step size and price to the tick (against the taker).
-Stop-loss, take-profit, liquidation and funding on live prices are in `engine.paper.triggers`.
+`PaperBroker` builds its parts once and hands each the others it needs, in its constructor:
+
+- `Ledger` (every account) and `SymbolFilters` (step, tick, minimum, margin tiers);
+- `Marks` (mark prices, falling back to the book) and `Watches` (positions per symbol with
+  their nearest triggers);
+- `AccountViews` (prompt views and AccountSnapshot rows) and `BoardView` (the leaderboard);
+- `Limits` (drawdown and daily-loss limits), `FillEvents` (what a fill publishes);
+- `Executor` (fills decisions) and `MarketTriggers` (stops, liquidation, funding on ticks).
+
+The broker itself opens and restores accounts, reviews decisions against the `RiskManager`,
+and runs the service: the trigger watch on the bus, timer snapshots, missed funding at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
 
-from engine import metrics
 from engine.bus import Bus
 from engine.clock import Clock
 from engine.decision import Action, Decision
-from engine.events import (
-    AccountSnapshot,
-    DecisionRejected,
-    OrderFilled,
-    PositionClosed,
-    PositionOpened,
-)
-from engine.paper.accounts import Account, AccountError, AccountState, Fill, Position
-from engine.paper.funding import FundingHistory
+from engine.events import AccountSnapshot, BookTicker, DecisionRejected, Leaderboard, MarkPrice
+from engine.paper.accounts import Account, AccountState, Position
+from engine.paper.execution import Executor
+from engine.paper.fills import FillEvents
+from engine.paper.funding import FundingHistory, settle_missed_funding
 from engine.paper.leaderboard import BoardStats
-from engine.paper.risk import Prices, RiskManager
-from engine.paper.rounding import fill_price
-from engine.paper.rounding import floor_to_step as _floor
-from engine.paper.triggers import MarketTriggers, Watch
-from engine.paper.views import AccountViews
+from engine.paper.ledger import Ledger, SymbolFilters
+from engine.paper.limits import Limits
+from engine.paper.marks import Marks, QuoteSource
+from engine.paper.risk import RiskManager
+from engine.paper.triggers import FundingOutcome, MarketTriggers
+from engine.paper.views import AccountViews, BoardView
+from engine.paper.watch import Watches
 from engine.settings import BrokerSettings, LeaderboardSettings, RiskSettings, SymbolFilter
 
 log = structlog.get_logger("broker")
 
 
-class PaperBroker(MarketTriggers, AccountViews):
+class PaperBroker:
     """Paper accounts of every trader, filled and watched on live prices."""
 
     def __init__(self, settings: BrokerSettings, risk: RiskSettings, bus: Bus, clock: Clock,
-                 book: Any, *, snapshot_interval: float = 60.0,
+                 book: QuoteSource, *, snapshot_interval: float = 60.0,
                  symbols: Iterable[str] | None = None,
                  max_price_age: float | None = None,
                  board: LeaderboardSettings | None = None,
                  funding_history: FundingHistory | None = None) -> None:
         self.settings = settings
-        # feed.max_price_age_seconds: a decision never fills on a price older than this
-        self.max_price_age = max_price_age
-        self.board_settings = board or LeaderboardSettings()
-        self.funding_history = funding_history  # at start: funding missed while down
-        self.board_stats: BoardStats | None = None  # CIs and pairwise of the last cycle
-        self.bus = bus
-        self.clock = clock
-        self.book = book
+        self.bus, self.clock, self.book = bus, clock, book
         self.snapshot_interval = snapshot_interval
         self.symbols = frozenset(symbols) if symbols is not None else None
-        self.accounts: dict[str, Account] = {}
-        self.risk = RiskManager(risk, settings, self.filter_for)
-        self._filters: dict[str, SymbolFilter] = {}
-        self._watch: dict[str, Watch] = {}
-        self._marks: dict[str, float] = {}
-        self._funding: dict[str, tuple[float, float]] = {}  # symbol → (next time, rate)
-        self.market_errors = 0
+        self.funding_history = funding_history  # at start: funding missed while down
+        self.accounts = Ledger()
+        self.filters = SymbolFilters(settings)
+        self.risk = RiskManager(risk, settings, self.filters.filter_for)
+        self.marks = Marks(book)
+        self.watches = Watches()
+        self.views = AccountViews(self.accounts, self.marks, clock)
+        self.board = BoardView(self.accounts, self.marks, bus, clock,
+                               board or LeaderboardSettings())
+        self.limits = Limits(self.risk, self.accounts, self.marks, self.views, bus)
+        self.fills = FillEvents(self.watches)
+        # feed.max_price_age_seconds: a decision never fills on a price older than this
+        self.executor = Executor(settings, self.accounts, self.filters, book, self.watches,
+                                 self.fills, self.limits, bus, clock, max_price_age)
+        self.triggers = MarketTriggers(settings, self.accounts, self.filters, self.marks,
+                                       self.watches, self.fills, self.limits, bus, clock)
 
-    # ------------------------------------------------------------ set-up
+    # ------------------------------------------------------------ the parts' answers
 
     def filter_for(self, symbol: str) -> SymbolFilter:
         """Return the symbol's filters: exchangeInfo's when set, else the settings'."""
-        return self._filters.get(symbol) or self.settings.filter_for(symbol)
+        return self.filters.filter_for(symbol)
 
     def set_filters(self, filters: Mapping[str, SymbolFilter | Mapping[str, Any]]) -> None:
         """Use these per-symbol filters (e.g. from exchangeInfo) instead of the settings'."""
-        for symbol, f in filters.items():
-            base = self.settings.filter_for(symbol).model_dump()
-            data = f.model_dump() if isinstance(f, SymbolFilter) else dict(f)
-            self._filters[symbol] = SymbolFilter(**{**base, **data})
+        self.filters.set(filters)
+
+    def execute(self, trader: str, actions: list[Action], cycle_id: str,
+                snapshot: Any) -> list[object]:
+        """Fill approved actions at bid/ask + slippage; publish and return the events."""
+        return self.executor.execute(trader, actions, cycle_id, snapshot)
+
+    def on_market(self, event: object) -> None:
+        """Check the triggers of this event's symbol, and settle funding at funding times."""
+        self.triggers.on_market(event)
+
+    def book_triggers(self, symbol: str) -> bool:
+        """Return True while a BookTicker of `symbol` can trigger anything."""
+        return self.triggers.book_triggers(symbol)
+
+    def settle_funding(self, symbol: str, when: float, rate: float,
+                       mark: float) -> FundingOutcome:
+        """Charge the funding of `when` on `symbol`'s positions at `mark` (the book's if NaN)."""
+        return self.triggers.settle_funding(symbol, when, rate, mark)
+
+    def snapshot(self, trader: str, cause: str, cycle_id: str | None,
+                 ts: float | None = None) -> AccountSnapshot:
+        """Return `trader`'s whole account at `ts` (now): money, positions, baselines, counters."""
+        return self.views.snapshot(trader, cause, cycle_id, ts)
+
+    def account_view(self, trader: str) -> dict[str, Any]:
+        """Return the account as the trader's prompt shows it."""
+        return self.views.account_view(trader)
+
+    def positions_view(self, trader: str) -> tuple[dict[str, Any], ...]:
+        """Return each open position as the trader's prompt shows it."""
+        return self.views.positions_view(trader)
+
+    def recent_fills(self, trader: str, n: int) -> tuple[dict[str, Any], ...]:
+        """Return the trader's last `n` fills, oldest first."""
+        return self.views.recent_fills(trader, n)
+
+    def leaderboard(self, cycle_id: str | None, *, publish: bool = True,
+                    log_rows: bool = True) -> Leaderboard:
+        """Return the leaderboard; when `publish`, also publish (and when `log_rows`, log) it."""
+        return self.board.leaderboard(cycle_id, publish=publish, log_rows=log_rows)
+
+    async def refresh_board_stats(self) -> BoardStats:
+        """Recompute the CIs and pairwise comparisons from the kept returns, in a thread."""
+        return await self.board.refresh_board_stats()
+
+    # ------------------------------------------------------------ state the parts keep
+
+    @property
+    def market_errors(self) -> int:
+        """Market events whose handling raised (each logged as broker.market_event_failed)."""
+        return self.triggers.errors
+
+    @property
+    def board_settings(self) -> LeaderboardSettings:
+        return self.board.settings
+
+    @board_settings.setter
+    def board_settings(self, value: LeaderboardSettings) -> None:
+        self.board.settings = value
+
+    @property
+    def board_stats(self) -> BoardStats | None:
+        """The CIs and pairwise comparisons of the last `refresh_board_stats`."""
+        return self.board.stats
+
+    # ------------------------------------------------------------ accounts
 
     def open_account(self, trader: str, capital: float) -> None:
         """Open a fresh account for `trader` with `capital` USDT."""
         now = self.clock.time()
         self.accounts[trader] = Account.new(trader, capital, now)
-        self.accounts[trader].state.returns.trim(self.board_settings.returns_kept)
+        self.accounts[trader].state.returns.trim(self.board.settings.returns_kept)
         log.info("broker.account_opened", trader=trader, capital=capital)
 
     def restore(self, trader: str, snapshot: Mapping[str, Any]) -> None:
@@ -96,51 +166,37 @@ class PaperBroker(MarketTriggers, AccountViews):
                       funding=float(snapshot["funding"]),
                       positions={p.symbol: p for p in positions})
         acc.state.returns.restore_series(snapshot.get("returns_series"),  # from cycle rows
-                                         self.board_settings.returns_kept)
+                                         self.board.settings.returns_kept)
         self.accounts[trader] = acc
         for p in positions:
-            self._bracket(acc, p.symbol)  # the brackets in force now
-            self._reindex(trader, p.symbol)
+            # the brackets in force now (an opened position gets them from `Account.open`)
+            p.tiers = self.filters.filter_for(p.symbol).tiers()
+            p.refresh()
+            self.watches.reindex(trader, p.symbol, p)
         log.info("broker.account_restored", trader=trader, positions=len(positions),
                  cash=round(acc.cash, 2), ledger_gap=round(acc.ledger_gap(), 6))
 
-    # ------------------------------------------------------------ prices
-
-    def _mark(self, symbol: str, fallback: float) -> float:
-        mark = self._marks.get(symbol)
-        if mark is not None:
-            return mark
-        q = self.book.quote(symbol)
-        price = q.price if q is not None else None
-        return price if price else fallback
-
-    def _marks_for(self, acc: Account) -> dict[str, float]:
-        return {s: self._mark(s, p.entry_price) for s, p in acc.positions.items()}
-
-    def _prices(self, symbol: str) -> Prices | None:
-        q = self.book.quote(symbol)
-        if q is None or not (q.bid > 0 and q.ask > 0):
-            return None
-        return Prices(q.bid, q.ask, q.mark if q.mark > 0 else q.mid)
-
-    def mark_all(self) -> None:
-        """Refresh every mark from the book, then each account's peak, drawdown and limits."""
-        symbols = {s for acc in self.accounts.values() for s in acc.positions}
-        for s in symbols:
-            q = self.book.quote(s)
-            price = q.price if q is not None else None
-            if price:
-                self._marks[s] = price
-        now = self.clock.time()
-        for trader in self.accounts:
-            self._check_limits(trader, now, None)
+    def record_decision(self, trader: str, *, valid: bool, holds: bool, cost_usd: float) -> None:
+        """Count one decision for the leaderboard: validity, hold, LLM cost."""
+        st = self.accounts.account(trader).state
+        st.decisions += 1
+        st.invalid += not valid
+        st.holds += bool(holds)
+        st.llm_cost += cost_usd
 
     # ------------------------------------------------------------ the cycle
 
+    def mark_all(self) -> None:
+        """Refresh every mark from the book, then each account's peak, drawdown and limits."""
+        self.marks.refresh({s for acc in self.accounts.values() for s in acc.positions})
+        now = self.clock.time()
+        for trader in self.accounts:
+            self.limits.check(trader, now, None)
+
     def blocked_reason(self, trader: str, now: float) -> str | None:
         """Return the rule keeping `trader` out of this cycle (max_drawdown/daily_loss_limit)."""
-        self._check_limits(trader, now, None)
-        return self.risk.blocked(self._account(trader), now)
+        self.limits.check(trader, now, None)
+        return self.risk.blocked(self.accounts.account(trader), now)
 
     def review(self, trader: str, decision: Decision, snapshot: Any, now: float,
                cycle_id: str) -> tuple[list[Action], list[DecisionRejected]]:
@@ -148,14 +204,14 @@ class PaperBroker(MarketTriggers, AccountViews):
 
         The refusals are returned, not published: the cycle publishes them.
         """
-        acc = self._account(trader)
-        self._check_limits(trader, now, cycle_id)
+        acc = self.accounts.account(trader)
+        self.limits.check(trader, now, cycle_id)
         stale = frozenset(getattr(snapshot, "stale", ()) or ())
         wanted = {a.symbol for a in decision.actions} | set(acc.positions)
-        prices = {s: self._prices(s) for s in wanted}
+        prices = {s: self.marks.prices(s) for s in wanted}
         accepted, refusals = self.risk.review(
             acc, decision.actions, symbols=self._known_symbols(snapshot), prices=prices,
-            stale=stale, equity=acc.equity(self._marks_for(acc)), now=now)
+            stale=stale, equity=acc.equity(self.marks.for_account(acc)), now=now)
         rejected = [DecisionRejected(cycle_id, trader, r.symbol, r.action, r.rule, r.detail, now)
                     for r in refusals]
         return accepted, rejected
@@ -163,172 +219,9 @@ class PaperBroker(MarketTriggers, AccountViews):
     def _known_symbols(self, snapshot: Any) -> frozenset[str]:
         if self.symbols is not None:
             return self.symbols
-        known = set(self.settings.symbols) | set(self._filters)
+        known = set(self.settings.symbols) | self.filters.loaded()
         known.update(getattr(snapshot, "symbols", None) or ())
         return frozenset(known)
-
-    def execute(self, trader: str, actions: list[Action], cycle_id: str,
-                snapshot: Any) -> list[object]:
-        """Fill approved actions at bid/ask + slippage; publish and return the events."""
-        acc = self._account(trader)
-        now = self.clock.time()
-        events: list[object] = []
-        changed = False
-        for a in actions:
-            before = len(events)
-            try:
-                changed |= self._execute_one(acc, a, cycle_id, snapshot, now, events)
-            except AccountError as e:
-                changed |= len(events) > before
-                metrics.REJECTIONS.labels(trader, e.rule).inc()
-                log.info("broker.fill_refused", trader=trader, symbol=a.symbol,
-                         action=a.action, rule=e.rule, detail=e.detail)
-                events.append(DecisionRejected(cycle_id, trader, a.symbol, str(a.action), e.rule,
-                                               e.detail, now))
-        if changed:
-            events.append(self._after_change(acc, "fill", cycle_id, now))
-        self.bus.publish_many(events)
-        return events
-
-    def _execute_one(self, acc: Account, a: Action, cycle_id: str, snapshot: Any, now: float,
-                     events: list[object]) -> bool:
-        symbol = a.symbol
-        q = self.book.quote(symbol)
-        if q is None or not (q.bid > 0 and q.ask > 0):
-            raise AccountError("price_stale", f"no bid/ask for {symbol} at fill time")
-        f = self.filter_for(symbol)
-        fee_rate, slip = self.settings.taker_fee, self.settings.slippage_bps
-        pos = acc.positions.get(symbol)
-        if a.action in ("hold", "adjust", "close") and pos is None:
-            raise AccountError("no_position", f"no open position on {symbol}")
-        if a.action in ("hold", "adjust"):
-            if a.stop_loss is None and a.take_profit is None:
-                return False
-            acc.state.adjustments += 1  # counted on the leaderboard
-            pos.stop_loss = a.stop_loss if a.stop_loss is not None else pos.stop_loss  # type: ignore[union-attr]
-            pos.take_profit = a.take_profit if a.take_profit is not None else pos.take_profit  # type: ignore[union-attr]
-            self._reindex(acc.trader, symbol)
-            return True
-        self._check_fresh(q, symbol, now)
-        if pos is not None and (a.action == "close" or pos.side != _side(a.action)):
-            buy = pos.side == "short"
-            raw = q.ask if buy else q.bid
-            price = fill_price(raw, buy, slip, f.tick_size)
-            qty = None
-            if a.action == "close" and a.size_usdt is not None:
-                qty = _floor(a.size_usdt / price, f.step_size)
-                if qty <= 0:
-                    raise AccountError("min_notional", f"{a.size_usdt} USDT is under one step")
-            fill = acc.close(symbol, qty, price, fee_rate=fee_rate)
-            reason = "decision" if a.action == "close" else "flip"
-            events += self._fill_events(acc, fill, reason, cycle_id,
-                                        _ref_price(snapshot, symbol, buy), raw, now)
-            if a.action == "close":
-                return True
-        side = _side(a.action)
-        buy = side == "long"
-        raw = q.ask if buy else q.bid
-        price = fill_price(raw, buy, slip, f.tick_size)
-        qty = _floor((a.size_usdt or 0.0) / price, f.step_size)
-        if a.size_usdt is None or qty <= 0 or qty * price < f.min_notional:
-            raise AccountError("min_notional", f"{qty * price:.2f} USDT is below the {symbol} "
-                               f"minimum of {f.min_notional} USDT at fill time")
-        fill = acc.open(symbol, side, qty, price, leverage=a.leverage or 1, fee_rate=fee_rate,
-                        mmr=f.maint_margin_rate, now=now, stop_loss=a.stop_loss,
-                        take_profit=a.take_profit, reason=a.reason, cycle_id=cycle_id,
-                        tiers=f.tiers())
-        events += self._fill_events(acc, fill, "decision", cycle_id,
-                                    _ref_price(snapshot, symbol, buy), raw, now)
-        return True
-
-    def _bracket(self, acc: Account, symbol: str) -> None:
-        """Give a restored position its symbol's margin tiers (the one at its mark applies);
-        an opened one gets them from `Account.open`, and keeps them through every change."""
-        if (pos := acc.positions.get(symbol)) is not None:
-            pos.tiers = self.filter_for(symbol).tiers()
-            pos.refresh()
-
-    def _check_fresh(self, q: Any, symbol: str, now: float) -> None:
-        """Refuse a decision fill on a price older than `max_price_age` at execution time."""
-        if self.max_price_age is None:
-            return
-        age = q.age(now)
-        if not age <= self.max_price_age:  # NaN (never received) is stale too
-            raise AccountError("price_stale", f"{symbol} price is {age:.1f}s old at fill time "
-                               f"(max {self.max_price_age:g}s)")
-
-    def _fill_events(self, acc: Account, fill: Fill, reason: str, cycle_id: str | None,
-                     ref_price: float | None, raw: float, now: float) -> list[object]:
-        trader, symbol = acc.trader, fill.symbol
-        events: list[object] = [OrderFilled(
-            trader, symbol, fill.side, fill.qty, fill.price, fill.notional, fill.fee,
-            fill.realized_pnl, reason, cycle_id, ref_price, now)]
-        if fill.opened is not None:
-            p = fill.opened
-            events.append(PositionOpened(trader, symbol, p.side, p.qty, p.entry_price, p.leverage,
-                                         p.margin, p.stop_loss, p.take_profit,
-                                         p.liquidation_price, p.open_reason, cycle_id, now))
-        if fill.closed is not None:
-            c = fill.closed
-            events.append(PositionClosed(trader, symbol, c.side, c.qty, c.entry_price,
-                                         c.exit_price, c.realized_pnl, c.fees, reason,  # type: ignore[arg-type]
-                                         c.opened_at, cycle_id, now))
-        if ref_price is not None:
-            # Latency cost: how far the executable price moved against the trader between the
-            # cycle's snapshot and the fill (slippage excluded), in USDT.
-            sign = 1 if fill.side == "buy" else -1
-            acc.state.latency_cost += sign * (raw - ref_price) * fill.qty
-        acc.remember_fill({"ts": now, "symbol": symbol, "side": fill.side, "qty": fill.qty,
-                           "price": fill.price, "fee": fill.fee,
-                           "realized_pnl": fill.realized_pnl, "reason": reason})
-        metrics.FILLS.labels(trader, reason).inc()
-        _log_fill(fill, trader, reason, cycle_id)
-        self._reindex(trader, symbol)
-        return events
-
-    def record_decision(self, trader: str, *, valid: bool, holds: bool, cost_usd: float) -> None:
-        """Count one decision for the leaderboard: validity, hold, LLM cost."""
-        st = self._account(trader).state
-        st.decisions += 1
-        st.invalid += not valid
-        st.holds += bool(holds)
-        st.llm_cost += cost_usd
-
-    # ------------------------------------------------------------ snapshots and views
-
-    def _account(self, trader: str) -> Account:
-        acc = self.accounts.get(trader)
-        if acc is None:
-            raise KeyError(f"no account for trader {trader!r}: open_account or restore it first")
-        return acc
-
-    def _reindex(self, trader: str, symbol: str) -> None:
-        w = self._watch.setdefault(symbol, Watch())
-        pos = self.accounts[trader].positions.get(symbol)
-        if pos is None:
-            w.entries.pop(trader, None)
-        else:
-            w.entries[trader] = pos
-        w.dirty = True
-
-    def _check_limits(self, trader: str, now: float, cycle_id: str | None,
-                      equity: float | None = None) -> None:
-        acc = self._account(trader)
-        if equity is None:
-            equity = acc.equity(self._marks_for(acc))
-        change = self.risk.update_limits(acc, equity, now)
-        if change is not None:
-            log.warning("broker.limits", trader=trader, change=change,
-                        suspended_until=acc.state.suspended_until, stopped=acc.state.stopped)
-            self.bus.publish(self.snapshot(trader, "risk", cycle_id))
-
-    def _after_change(self, acc: Account, cause: str, cycle_id: str | None,
-                      now: float) -> AccountSnapshot:
-        change = self.risk.update_limits(acc, acc.equity(self._marks_for(acc)), now)
-        if change is not None:
-            log.warning("broker.limits", trader=acc.trader, change=change,
-                        suspended_until=acc.state.suspended_until, stopped=acc.state.stopped)
-        return self.snapshot(acc.trader, cause, cycle_id)
 
     def publish_snapshots(self, cause: str, cycle_id: str | None) -> None:
         """Publish every trader's AccountSnapshot (a cycle snapshot is a Sharpe series point).
@@ -336,48 +229,47 @@ class PaperBroker(MarketTriggers, AccountViews):
         Each account's marks and equity are taken once: the limits, the return and the row."""
         now = self.clock.time()
         for trader, acc in self.accounts.items():
-            marks = self._marks_for(acc)
+            marks = self.marks.for_account(acc)
             equity = acc.equity(marks)
-            self._check_limits(trader, now, cycle_id, equity)
+            self.limits.check(trader, now, cycle_id, equity)
             if cause == "cycle":  # the same equity and time as the snapshot row: recovery
                 acc.state.returns.add(equity, now)  # rebuilds from it
-            self.bus.publish(self._snapshot(acc, marks, cause, cycle_id, now))
+            self.bus.publish(self.views.snapshot_at(acc, marks, cause, cycle_id, now))
 
-def _log_fill(fill: Fill, trader: str, reason: str, cycle_id: str | None) -> None:
-    """Log one line per fill, and one per position it opened or closed (with its PnL)."""
-    log.info("order.filled", trader=trader, symbol=fill.symbol, side=fill.side,
-             quantity=fill.qty, price=fill.price, fee=round(fill.fee, 8), reason=reason,
-             realized_pnl=round(fill.realized_pnl, 8), cycle_id=cycle_id)
-    if fill.opened is not None:
-        p = fill.opened
-        log.info("position.opened", trader=trader, symbol=fill.symbol, side=p.side,
-                 quantity=p.qty, entry_price=p.entry_price, leverage=p.leverage,
-                 margin=round(p.margin, 8), stop_loss=p.stop_loss, take_profit=p.take_profit,
-                 liquidation_price=p.liquidation_price, cycle_id=cycle_id)
-    if fill.closed is not None:
-        c = fill.closed
-        log.info("position.closed", trader=trader, symbol=fill.symbol, side=c.side,
-                 quantity=c.qty, entry_price=c.entry_price, exit_price=c.exit_price,
-                 pnl=round(c.realized_pnl, 8), fees=round(c.fees, 8), reason=reason,
-                 cycle_id=cycle_id)
+    # ------------------------------------------------------------ the service
 
+    async def run(self) -> None:
+        """Watch every market event for triggers and publish timer snapshots, until cancelled.
 
-def _side(action: str) -> str:
-    return "long" if action == "open_long" else "short"
+        The watch is a bus handler, not a task: the bus hands it what was published at its next
+        flush (the loop's next turn; a replay's, right after each record), so a tick costs no
+        task wake-up and a replay needs no loop turn per frame for it."""
+        sub = self.bus.subscribe("broker", (BookTicker, MarkPrice), capacity=100_000,
+                                 policy="block", handler=self.triggers.on_events)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._timer(), name="broker.snapshots")
+                if self.funding_history is not None:
+                    tg.create_task(settle_missed_funding(self, self.funding_history,
+                                                         self.clock.time()),
+                                   name="broker.missed_funding")
+        finally:
+            sub.close()
 
-
-def _ref_price(snapshot: Any, symbol: str, buy: bool) -> float | None:
-    """Return the price the decision saw: the snapshot's ask for buys, bid for sells."""
-    symbols = getattr(snapshot, "symbols", None)
-    entry = symbols.get(symbol) if symbols is not None else None
-    if entry is None:
-        return None
-    for name in ("ask" if buy else "bid", "mark", "last"):
-        value = getattr(entry, name, None)
-        if isinstance(value, int | float) and value > 0 and math.isfinite(value):
-            return float(value)
-    return None
+    async def _timer(self) -> None:
+        due = self.clock.time() + self.snapshot_interval
+        while True:
+            await self.clock.sleep_until(due)
+            try:
+                self.publish_snapshots("timer", None)
+            except Exception:  # isolation boundary: a failed snapshot must not end the timer
+                log.exception("broker.snapshot_failed")
+            due += self.snapshot_interval
+            now = self.clock.time()
+            if due <= now:  # fell behind (suspend): skip the missed points
+                due = now + self.snapshot_interval
 
 
 def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
+

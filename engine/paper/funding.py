@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Literal, Protocol
 
 import structlog
 
 from engine.clock import Clock, to_datetime
+from engine.paper.accounts import Account
 from engine.settings import FeedSettings
 
 log = structlog.get_logger("broker")
@@ -26,7 +27,7 @@ log = structlog.get_logger("broker")
 FundingHistory = Callable[[str, float, float], Awaitable[list[tuple[float, float, float]]]]
 
 
-def funding_due(accounts: Mapping[str, Any], now: float) -> dict[str, float]:
+def funding_due(accounts: Mapping[str, Account], now: float) -> dict[str, float]:
     """Return, per symbol held, the time after which funding may not have been settled."""
     due: dict[str, float] = {}
     for acc in accounts.values():
@@ -37,15 +38,26 @@ def funding_due(accounts: Mapping[str, Any], now: float) -> dict[str, float]:
     return due
 
 
-async def settle_missed_funding(broker: Any, history: FundingHistory, now: float) -> int:
+class FundingTarget(Protocol):
+    """What settling missed funding needs: the accounts, and a way to charge one funding time."""
+
+    @property
+    def accounts(self) -> Mapping[str, Account]: ...
+
+    def settle_funding(self, symbol: str, when: float, rate: float,
+                       mark: float) -> Literal["settled", "no_positions", "no_mark"]: ...
+
+
+async def settle_missed_funding(target: FundingTarget, history: FundingHistory,
+                                now: float) -> int:
     """Charge every funding time missed before `now`; return how many were settled."""
     settled = 0
-    for symbol, since in sorted(funding_due(broker.accounts, now).items()):
+    for symbol, since in sorted(funding_due(target.accounts, now).items()):
         try:
             rows = await history(symbol, since, now)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # isolation boundary: any failure of the history is logged
             log.warning("funding.missed", symbol=symbol, since=to_datetime(since).isoformat(),
                         until=to_datetime(now).isoformat(),
                         error=f"{type(exc).__name__}: {exc}",
@@ -55,15 +67,13 @@ async def settle_missed_funding(broker: Any, history: FundingHistory, now: float
         for when, rate, mark in rows:
             if not since < when <= now:
                 continue
-            watch = broker._watch.get(symbol)
-            if watch is None:
+            outcome = target.settle_funding(symbol, when, rate, mark)
+            if outcome == "no_positions":
                 break
-            price = mark if mark > 0 else broker._mark(symbol, math.nan)
-            if not price > 0:
+            if outcome == "no_mark":
                 log.warning("funding.missed", symbol=symbol, at=to_datetime(when).isoformat(),
                             error="no mark price for this funding time")
                 continue
-            broker._settle_funding(watch, symbol, when, rate, price)
             settled += 1
     if settled:
         log.info("funding.caught_up", funding_times=settled)

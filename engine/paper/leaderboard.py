@@ -171,7 +171,7 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         for trader, (n, (sr, skew, kurt)) in moments.items():
             dsr = deflated_sharpe(sr, n, len(sharpes), skew, kurt, variance)
             per[trader]["deflated_sharpe"] = None if math.isnan(dsr) else round(dsr, 4)
-    pairs = []
+    pairwise: list[dict[str, Any]] = []  # `pairs` above is one series of (ts, return)
     for a, b in itertools.combinations(sorted(series), 2):
         rb = dict(series[b])
         common = [(x, rb[ts]) for ts, x in series[a] if ts in rb]
@@ -179,8 +179,8 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         if len(common) >= min_n:
             xa, xb = zip(*common, strict=True)
             p = prob_beats(xa, xb, n_boot=n_boot)
-        pairs.append({"a": a, "b": b, "p_a_beats_b": None if p is None else round(p, 4),
-                      "n": len(common)})
+        pairwise.append({"a": a, "b": b, "p_a_beats_b": None if p is None else round(p, 4),
+                         "n": len(common)})
     known = sorted(v for v in periods_per_year.values() if v)
     ppy_mid = known[len(known) // 2] if known else None
     info = {
@@ -192,7 +192,7 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         "min_returns": min_n, "ci_level": level, "bootstrap_samples": n_boot,
         "returns_kept": settings.returns_kept,
     }
-    return BoardStats(per, tuple(pairs), info)
+    return BoardStats(per, tuple(pairwise), info)
 
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -144,7 +144,7 @@ def _apply(statistic: Statistic, samples: np.ndarray) -> np.ndarray:
     """Apply `statistic` to every row: once on the whole matrix when it is vectorized."""
     try:
         out = statistic(samples)
-    except Exception:  # a scalar-only statistic: fall back to one call per row
+    except (TypeError, ValueError, IndexError):  # a scalar-only statistic: one call per row
         out = None
     if isinstance(out, np.ndarray) and out.shape == (samples.shape[0],):
         return out.astype(float)

@@ -1,7 +1,9 @@
 """What the traders, the page and the leaderboard see of the paper accounts (read-only views).
 
-`AccountViews` is mixed into `PaperBroker`: it reads the broker's accounts and marks. The
-whole-account `snapshot` (the AccountSnapshot row) also tracks the account's peak equity.
+`AccountViews` reads the ledger at the marks: the prompt's account and positions, the recent
+fills, and the whole-account `AccountSnapshot` row (taking one also tracks the account's peak
+equity). `BoardView` ranks the accounts: point estimates now, CIs and pairwise comparisons from
+the last `refresh_board_stats`.
 """
 
 from __future__ import annotations
@@ -12,20 +14,30 @@ from typing import Any
 import structlog
 
 from engine import metrics
+from engine.bus import Bus
+from engine.clock import Clock
 from engine.events import AccountSnapshot, Leaderboard
 from engine.paper.accounts import Account
 from engine.paper.leaderboard import BoardStats, board_stats, build_rows
+from engine.paper.ledger import Ledger
+from engine.paper.marks import Marks
+from engine.settings import LeaderboardSettings
 
 log = structlog.get_logger("broker")
 
 
 class AccountViews:
-    """Read-only views of the accounts (mixed into `PaperBroker`)."""
+    """Read-only views of the ledger's accounts at the current marks."""
+
+    __slots__ = ("clock", "ledger", "marks")
+
+    def __init__(self, ledger: Ledger, marks: Marks, clock: Clock) -> None:
+        self.ledger, self.marks, self.clock = ledger, marks, clock
 
     def account_view(self, trader: str) -> dict[str, Any]:
         """Return the account as the trader's prompt shows it."""
-        acc = self._account(trader)
-        marks = self._marks_for(acc)
+        acc = self.ledger.account(trader)
+        marks = self.marks.for_account(acc)
         equity = acc.equity(marks)
         st = acc.state
         exposure = acc.exposure(marks)
@@ -48,12 +60,13 @@ class AccountViews:
     def snapshot(self, trader: str, cause: str, cycle_id: str | None,
                  ts: float | None = None) -> AccountSnapshot:
         """Return `trader`'s whole account at `ts` (now): money, positions, baselines, counters."""
-        acc = self._account(trader)
-        return self._snapshot(acc, self._marks_for(acc), cause, cycle_id,
-                              self.clock.time() if ts is None else ts)
+        acc = self.ledger.account(trader)
+        return self.snapshot_at(acc, self.marks.for_account(acc), cause, cycle_id,
+                                self.clock.time() if ts is None else ts)
 
-    def _snapshot(self, acc: Account, marks: dict[str, float], cause: str,
-                  cycle_id: str | None, ts: float) -> AccountSnapshot:
+    def snapshot_at(self, acc: Account, marks: dict[str, float], cause: str,
+                    cycle_id: str | None, ts: float) -> AccountSnapshot:
+        """Return `acc`'s snapshot valued at `marks` (taken once by the caller) at `ts`."""
         pnl = {s: p.unrealized(marks[s]) for s, p in acc.positions.items()}
         upnl = sum(pnl.values())  # as Account.unrealized: the same terms in the same order
         margin = acc.margin()
@@ -78,10 +91,10 @@ class AccountViews:
 
     def positions_view(self, trader: str) -> tuple[dict[str, Any], ...]:
         """Return each open position as the trader's prompt shows it."""
-        acc = self._account(trader)
+        acc = self.ledger.account(trader)
         out = []
         for s, p in acc.positions.items():
-            mark = self._mark(s, p.entry_price)
+            mark = self.marks.get(s, p.entry_price)
             upnl = p.unrealized(mark)
             out.append({
                 "symbol": s, "side": p.side, "qty": p.qty, "entry_price": p.entry_price,
@@ -96,16 +109,28 @@ class AccountViews:
 
     def recent_fills(self, trader: str, n: int) -> tuple[dict[str, Any], ...]:
         """Return the trader's last `n` fills, oldest first."""
-        fills = self._account(trader).state.recent_fills
+        fills = self.ledger.account(trader).state.recent_fills
         return tuple(dict(f) for f in fills[-n:]) if n > 0 else ()
+
+
+class BoardView:
+    """The leaderboard of the ledger's accounts, published on the bus."""
+
+    __slots__ = ("bus", "clock", "ledger", "marks", "settings", "stats")
+
+    def __init__(self, ledger: Ledger, marks: Marks, bus: Bus, clock: Clock,
+                 settings: LeaderboardSettings) -> None:
+        self.ledger, self.marks, self.bus, self.clock = ledger, marks, bus, clock
+        self.settings = settings
+        self.stats: BoardStats | None = None  # CIs and pairwise of the last cycle
 
     async def refresh_board_stats(self) -> BoardStats:
         """Recompute the CIs and pairwise comparisons from the kept returns, in a thread."""
-        series = {t: tuple(a.state.returns.recent) for t, a in self.accounts.items()}
-        ppy = {t: a.state.returns.periods_per_year() for t, a in self.accounts.items()}
+        series = {t: tuple(a.state.returns.recent) for t, a in self.ledger.items()}
+        ppy = {t: a.state.returns.periods_per_year() for t, a in self.ledger.items()}
         # numpy bootstrap work: off the event loop, so ticks and triggers never wait for it
-        self.board_stats = await asyncio.to_thread(board_stats, series, ppy, self.board_settings)
-        return self.board_stats
+        self.stats = await asyncio.to_thread(board_stats, series, ppy, self.settings)
+        return self.stats
 
     def leaderboard(self, cycle_id: str | None, *, publish: bool = True,
                     log_rows: bool = True) -> Leaderboard:
@@ -115,12 +140,12 @@ class AccountViews:
         Point estimates are current; CIs and P(A beats B) are those of the last
         `refresh_board_stats` (the last cycle).
         """
-        marks = {s: self._mark(s, p.entry_price)
-                 for acc in self.accounts.values() for s, p in acc.positions.items()}
+        marks = {s: self.marks.get(s, p.entry_price)
+                 for acc in self.ledger.values() for s, p in acc.positions.items()}
         now = self.clock.time()
-        stats = self.board_stats
-        rows = build_rows(self.accounts.values(), marks, now,
-                          min_returns=self.board_settings.min_returns, stats=stats)
+        stats = self.stats
+        rows = build_rows(self.ledger.values(), marks, now,
+                          min_returns=self.settings.min_returns, stats=stats)
         pairs = stats.ranked_pairs([r["trader"] for r in rows]) if stats is not None else ()
         board = Leaderboard(cycle_id, rows, now, pairwise=pairs,
                             stats=dict(stats.info) if stats is not None else {})
@@ -130,4 +155,3 @@ class AccountViews:
                 log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows),
                          pairwise=list(board.pairwise))
         return board
-

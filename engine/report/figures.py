@@ -1,6 +1,6 @@
 """A run's figures per trader, computed from its database rows (pure: no I/O).
 
-Definitions (the README's "Run reports" section states them too):
+Definitions (docs/reports.md and docs/glossary.md state them too):
 - return %: (last equity - first equity) / first equity of the run's account snapshots;
 - max drawdown %: the largest `drawdown_pct` among the run's snapshots (from the peak equity);
 - trades: positions closed completely; a win nets realized PnL - fees - the funding paid on that

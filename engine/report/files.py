@@ -111,7 +111,7 @@ async def report_on_exit(dsn: str, settings: Any, run_id: str, *,
     try:
         report = await write_report(dsn, settings.report.dir, run_id,
                                     min_returns=settings.leaderboard.min_returns)
-    except Exception as exc:
+    except Exception as exc:  # isolation boundary: a failed report never fails the run
         log.error("report.failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return None
     log.info("report.written", run_id=run_id, markdown=str(report.markdown),

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
+from engine import palette
 from engine.report.figures import TraderFigures
 
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22", "#17becf")
 MAX_POINTS = 1500  # per curve; longer series are thinned evenly (first and last kept)
 
 
-def color(i: int) -> str:
-    return COLORS[i % len(COLORS)]
+def colors(traders: list[TraderFigures]) -> dict[str, str]:
+    """Return each trader's colour: the live page's (engine.palette), on the light theme."""
+    return palette.colors((t.trader for t in traders), "light")
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -30,6 +30,7 @@ def _hhmm(ts: float) -> str:
 def equity_chart(traders: list[TraderFigures], width: int = 960, height: int = 360) -> str:
     """Return an <svg> element with every trader's equity curve and a legend."""
     series = [(t, _thin(t.equity)) for t in traders if t.equity]
+    color = colors([t for t, _ in series])
     if not series:
         return '<p class="empty">No equity points in this run.</p>'
     xs = [x for _, pts in series for x, _ in pts]
@@ -64,10 +65,11 @@ def equity_chart(traders: list[TraderFigures], width: int = 960, height: int = 3
                f'font-size="11">{_hhmm(x1)}</text>')
     for i, (t, pts) in enumerate(series):
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
-        out.append(f'<polyline fill="none" stroke="{color(i)}" stroke-width="1.5" '
+        out.append(f'<polyline fill="none" stroke="{color[t.trader]}" stroke-width="1.5" '
                    f'points="{path}"><title>{escape(t.trader)}</title></polyline>')
         ly = height + 14 + 18 * i
-        out.append(f'<rect x="{left}" y="{ly - 9}" width="12" height="3" fill="{color(i)}"/>')
+        out.append(f'<rect x="{left}" y="{ly - 9}" width="12" height="3" '
+                   f'fill="{color[t.trader]}"/>')
         out.append(f'<text x="{left + 18}" y="{ly}" font-size="12">{escape(t.trader)} '
                    f'({t.end_equity:,.2f})</text>')
     out.append("</svg>")

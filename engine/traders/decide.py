@@ -112,7 +112,7 @@ class DecisionStep:
             outcome = self._failed(strategy, ctx, f"timeout: no answer within the "
                                    f"{deadline:g}s deadline",
                                    latency_ms=round((time.perf_counter() - started) * 1000, 3))
-        except Exception as exc:
+        except Exception as exc:  # isolation boundary: a strategy's error is its invalid hold
             log.exception("decision.failed", trader=name, cycle_id=ctx.cycle_id)
             outcome = self._failed(strategy, ctx, f"{type(exc).__name__}: {exc}")
         outcome = self._drop_stale(name, ctx, outcome)
@@ -125,7 +125,7 @@ class DecisionStep:
         hasher = getattr(strategy, "prompt_hash", None)
         try:
             prompt_hash = hasher(ctx) if hasher else ""
-        except Exception:
+        except Exception:  # isolation boundary: strategy code; a hash is only a label here
             prompt_hash = ""
         return DecisionOutcome(
             decision=Decision.hold(), raw_answer="", valid=False, error=error,

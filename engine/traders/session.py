@@ -83,8 +83,11 @@ class LLMSession:
 
     def __init__(self, clock: Clock, *, tape: Tape | None = None, recorder: Any = None,
                  cache: LLMCache | None = None,
-                 prices: dict[str, ModelPrice] | None = None) -> None:
+                 prices: dict[str, ModelPrice] | None = None,
+                 keep_unrecorded: bool = False) -> None:
         self.clock = clock
+        # a backtest keeps the traders its recording lacks: they answer from the cache or hold
+        self.keep_unrecorded = keep_unrecorded
         self.tape = tape
         self.recorder = recorder  # a FrameRecorder: the session recording (--record)
         self.cache = cache
@@ -100,6 +103,11 @@ class LLMSession:
     def recorded(self, trader: str) -> bool:
         """Return True when the replayed recording holds calls of `trader`."""
         return self.tape is not None and trader in self.tape.traders
+
+    def serves(self, trader: str) -> bool:
+        """Return True when this session answers `trader` without an API key: its recording
+        holds the trader's calls, or the session keeps unrecorded traders (a backtest)."""
+        return self.keep_unrecorded or self.recorded(trader)
 
     async def complete(self, client: LLMClient, prompt: Prompt, *, model: str,
                        temperature: float | None, max_tokens: int,

@@ -177,7 +177,7 @@ class Alerts:
             await self.clock.sleep(self.settings.check_interval_seconds)
             try:
                 self.check()
-            except Exception:
+            except Exception:  # isolation boundary: a failed check must not end the checks
                 log.exception("alerts.check_failed")
 
     async def _sender(self, http: aiohttp.ClientSession) -> None:

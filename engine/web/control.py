@@ -24,7 +24,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from engine import metrics
+from engine import metrics, palette
 from engine.bus import Bus
 from engine.events import (
     AccountSnapshot,
@@ -215,6 +215,7 @@ class ControlServer:
         r.add_get("/next-run", self._sync(lambda: self._target.next_run()))
         r.add_get("/leaderboard", self._sync(lambda: self._target.leaderboard()))
         r.add_get("/equity", self._sync(self._equity))
+        r.add_get("/palette", self._sync(palette.as_json))  # the page's trader colours
         add_trader_routes(app, self._target, self.journal, json_response)
         r.add_get("/health", self._health)
         r.add_get("/metrics", self._metrics)
@@ -240,7 +241,7 @@ class ControlServer:
             if exc.status < 400:
                 raise
             response = _http_error(exc)
-        except Exception as exc:
+        except Exception as exc:  # isolation boundary: one failing request answers 500
             log.exception("control.handler_failed", method=request.method, path=request.path)
             response = json_error(500, "internal_error", f"{type(exc).__name__}: {exc}")
         route = request.match_info.route.resource
@@ -376,7 +377,7 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     kinds = {404: "not_found", 405: "method_not_allowed", 400: "bad_request",
              413: "payload_too_large"}
     if exc.status == 404:
-        message = "no such endpoint; see GET / and the README for the API"
+        message = "no such endpoint; see GET / and docs/control-api.md for the API"
     elif exc.status == 405:
         allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
         message = f"method not allowed; use {allowed}"

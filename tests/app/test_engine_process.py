@@ -1,8 +1,9 @@
 """A real `python run.py` process: signals, --once, orderly shutdown, and no secret in any log line.
 
-The engine runs against a real websockets server on 127.0.0.1 speaking Binance's combined-stream
-format (prices kept fresh by the test), a local OpenAI-compatible server that answers with a
-recorded GPT-4o response after a delay the test controls, and the test's own Postgres database.
+The engine runs against the fake Binance on 127.0.0.1 (engine.market.fakebinance: combined-stream
+websocket, prices kept fresh by the test, and REST), a local OpenAI-compatible server that
+answers with a recorded GPT-4o response after a delay the test controls, and the test's own
+Postgres database.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from aiohttp import web
 
+from engine.market.fakebinance import FakeBinance
 from engine.traders.fixtures import load_fixture
-from tests.support.feed import FakeBinance, book_ticker, mark_price
+from tests.support.feed import book_ticker, mark_price
 from tests.support.process import Engine, is_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ shutdown_grace_seconds = {grace}
 [feed]
 symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 futures_ws_url = "{ws}"
-futures_rest_url = "{http}"
+futures_rest_url = "{rest}"
 backfill_candles = 0
 backfill_higher_candles = 0
 [llm]
@@ -69,10 +70,10 @@ timeout_seconds = 120
 
 @dataclass
 class LocalServices:
-    """Binance websocket + REST/LLM HTTP server, both on 127.0.0.1."""
+    """The fake Binance (websocket + REST) and an LLM HTTP server, both on 127.0.0.1."""
 
     binance: FakeBinance
-    http_url: str
+    http_url: str  # the LLM server's
     llm_delay: float = 0.0
     llm_requests: int = 0
     llm_arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,48 +92,15 @@ async def services() -> AsyncIterator[LocalServices]:
             text=body, content_type="application/json", headers={"x-request-id": "req_local_1"}
         )
 
-    async def klines(request: web.Request) -> web.Response:
-        return web.json_response([])
-
-    async def server_time(request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": int(time.time() * 1000)})
-
-    async def exchange_info(request: web.Request) -> web.Response:
-        def symbol(name: str, tick: str, step: str, notional: str) -> dict[str, Any]:
-            return {
-                "symbol": name,
-                "status": "TRADING",
-                "maintMarginPercent": "2.5000",
-                "filters": [
-                    {"filterType": "PRICE_FILTER", "tickSize": tick},
-                    {"filterType": "LOT_SIZE", "stepSize": step},
-                    {"filterType": "MIN_NOTIONAL", "notional": notional},
-                ],
-            }
-
-        return web.json_response(
-            {
-                "timezone": "UTC",
-                "symbols": [
-                    symbol("BTCUSDT", "0.10", "0.001", "100"),
-                    symbol("ETHUSDT", "0.01", "0.001", "20"),
-                    symbol("SOLUSDT", "0.0100", "1", "5"),
-                ],
-            }
-        )
-
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/fapi/v1/klines", klines)
-    app.router.add_get("/fapi/v1/time", server_time)
-    app.router.add_get("/fapi/v1/exchangeInfo", exchange_info)
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with FakeBinance() as binance:
-        svc = LocalServices(binance, f"http://127.0.0.1:{port}")
+    # exchangeInfo lists these symbols with Binance's filters; no candle history
+    async with FakeBinance(symbols=PRICES, candles=None) as binance:
+        svc = LocalServices(binance, f"http://127.0.0.1:{runner.addresses[0][1]}")
 
         async def feed_prices() -> None:
             # Keep prices fresh, as Binance does (pacing a server, not waiting for a result).
@@ -170,7 +138,8 @@ def start_engine(services: LocalServices, database_url: str, tmp_path: Path):
         settings.write_text(
             SETTINGS.format(
                 grace=grace,
-                ws=services.binance.url,
+                ws=services.binance.ws_url,
+                rest=services.binance.rest_url,
                 http=services.http_url,
                 tmp=tmp_path,
                 daily=daily,

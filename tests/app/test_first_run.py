@@ -135,7 +135,8 @@ def test_a_command_with_no_engine_running_is_one_line_and_exit_2(tmp_path: Path)
 
 async def test_an_unlisted_symbol_is_refused_when_exchange_info_answers() -> None:
     fake = FakeBinance()
-    url = await fake.start()
+    await fake.start()
+    url = fake.rest_url
     try:
         settings = Settings.model_validate({"feed": {"futures_rest_url": url,
                                                      "symbols": ["BTCUSDT", "FOOUSDT"]}})
@@ -150,8 +151,10 @@ async def test_an_unlisted_symbol_is_refused_when_exchange_info_answers() -> Non
 
 
 async def test_symbols_unchecked_when_exchange_info_fails_is_a_warning() -> None:
-    fake = FakeBinance(fail_first=5)  # 429s: exchangeInfo does not answer
-    url = await fake.start()
+    fake = FakeBinance()
+    fake.faults.server_errors = 5  # 503s: exchangeInfo does not answer
+    await fake.start()
+    url = fake.rest_url
     try:
         settings = Settings.model_validate({"feed": {"futures_rest_url": url}})
         event, fields = await check_exchange(settings) or ("", {})
@@ -163,7 +166,8 @@ async def test_symbols_unchecked_when_exchange_info_fails_is_a_warning() -> None
 def test_an_unlisted_symbol_stops_run_py_in_one_line(tmp_path: Path) -> None:
     async def serve_and_run() -> subprocess.CompletedProcess[str]:
         fake = FakeBinance()
-        url = await fake.start()
+        await fake.start()
+        url = fake.rest_url
         config = tmp_path / "settings.toml"
         config.write_text(f'[engine]\nlog_format = "json"\n[feed]\nfutures_rest_url = "{url}"\n'
                           'symbols = ["BTCUSDT", "FOOUSDT"]\n[control]\nenabled = false\n')

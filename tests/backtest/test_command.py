@@ -52,13 +52,13 @@ def test_bad_input_prints_one_line_and_exits_2(tmp_path, capsys, window, message
 
 
 async def test_an_unknown_symbol_is_refused_from_exchange_info(tmp_path, capsys, server):
-    config = write_config(tmp_path, server.url)
+    config = write_config(tmp_path, server.rest_url)
     code = await asyncio.to_thread(main, ["--config", str(config), "--from", "2026-10-01T00:00",
                                           "--to", "2026-10-01T01:00", "--symbols", "PEPEUSDT"],
                                    now=NOW)
     assert code == 2
     assert capsys.readouterr().err == (
-        f"backtest error: unknown symbol PEPEUSDT (not listed by {server.url})\n")
+        f"backtest error: unknown symbol PEPEUSDT (not listed by {server.rest_url})\n")
     assert [p for p, _ in server.requests] == ["/fapi/v1/exchangeInfo"]
 
 
@@ -79,7 +79,7 @@ max_tokens = 1000
 async def test_live_llm_shows_calls_tokens_and_usd_and_asks_before_any_call(tmp_path, capsys,
                                                                             server, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-    config = write_config(tmp_path, server.url, traders=LLM)
+    config = write_config(tmp_path, server.rest_url, traders=LLM)
     args = ["--config", str(config), "--from", "2026-10-01T00:00", "--to", "2026-10-02T00:00",
             "--symbols", "BTCUSDT", "--live-llm"]
 
@@ -104,7 +104,7 @@ async def test_without_live_llm_nothing_is_asked_and_nothing_spent(tmp_path, cap
     from engine.app.costs import confirm, estimate
     from engine.settings import Secrets, load_settings
 
-    settings = load_settings(write_config(tmp_path, server.url, traders=LLM))
+    settings = load_settings(write_config(tmp_path, server.rest_url, traders=LLM))
     secrets = Secrets.from_env({"ANTHROPIC_API_KEY": "sk-ant-test"})
     rows = estimate(settings, NOW - 86_400, NOW, live=False, secrets=secrets)
     assert rows == []

@@ -41,7 +41,7 @@ async def load(s: Settings, start: float, end: float):
 
 
 async def test_a_day_is_fetched_in_pages_and_every_minute_is_there(server, tmp_path):
-    s = settings(server.url, str(tmp_path))
+    s = settings(server.rest_url, str(tmp_path))
     history, data, _ = await load(s, START, START + DAY)
 
     btc = [c for c in data["BTCUSDT"].candles if c.open_time >= START]
@@ -56,7 +56,7 @@ async def test_a_day_is_fetched_in_pages_and_every_minute_is_there(server, tmp_p
 
 
 async def test_a_second_run_fetches_nothing(server, tmp_path):
-    s = settings(server.url, str(tmp_path))
+    s = settings(server.rest_url, str(tmp_path))
     await load(s, START, START + DAY)
     asked = len(server.requests)
 
@@ -79,8 +79,8 @@ def flat(items):
 
 async def test_429_waits_retry_after_then_retries_and_the_weight_header_is_followed(
         server, tmp_path):
-    server.fail_first, server.retry_after = 1, "1"
-    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
+    server.faults.rate_limited, server.faults.retry_after = 1, "1"
+    s = settings(server.rest_url, str(tmp_path), symbols=["BTCUSDT"])
     clock = LiveClock()
     started = clock.monotonic()
     _, data, rest = await load(s, START, START + 3600)
@@ -93,7 +93,7 @@ async def test_429_waits_retry_after_then_retries_and_the_weight_header_is_follo
 
 async def test_the_stream_publishes_candles_at_their_close_and_funding_at_its_time(
         server, tmp_path):
-    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
+    s = settings(server.rest_url, str(tmp_path), symbols=["BTCUSDT"])
     _, data, _ = await load(s, START, START + DAY)
     items = list(flat(stream(data, s, START, START + DAY)))
 
@@ -120,7 +120,7 @@ async def test_the_stream_publishes_candles_at_their_close_and_funding_at_its_ti
 
 
 async def test_the_book_walks_each_minute_with_the_spread_setting(server, tmp_path):
-    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
+    s = settings(server.rest_url, str(tmp_path), symbols=["BTCUSDT"])
     s = s.model_copy(update={"backtest": s.backtest.model_copy(update={"spread_bps": 10.0})})
     _, data, _ = await load(s, START, START + 120)
     books = [orjson.loads(i)["data"] for _, i in flat(stream(data, s, START, START + 120))
@@ -134,7 +134,7 @@ async def test_the_book_walks_each_minute_with_the_spread_setting(server, tmp_pa
 
 async def test_the_next_funding_time_stays_on_schedule_after_the_last_known_rate(
         server, tmp_path):
-    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT"])
+    s = settings(server.rest_url, str(tmp_path), symbols=["BTCUSDT"])
     _, data, _ = await load(s, START, START + DAY)
     nexts = {orjson.loads(i)["data"]["T"] / 1000
              for t, i in flat(stream(data, s, START, START + DAY))
@@ -144,7 +144,7 @@ async def test_the_next_funding_time_stays_on_schedule_after_the_last_known_rate
 
 async def test_each_time_is_one_batch_and_the_path_inside_a_minute_is_one_optional_item(
         server, tmp_path):
-    s = settings(server.url, str(tmp_path), symbols=["BTCUSDT", "ETHUSDT"])
+    s = settings(server.rest_url, str(tmp_path), symbols=["BTCUSDT", "ETHUSDT"])
     _, data, _ = await load(s, START, START + 120)
     items = list(stream(data, s, START, START + 120))
     batches = [(t, b) for t, b in items if isinstance(b, list)]

@@ -68,9 +68,9 @@ async def test_no_look_ahead_poisoning_every_candle_after_t_changes_nothing_up_t
     await clean.start()
     await poisoned.start()
     try:
-        a = write_config(tmp_path, clean.url, traders=TRADERS + LLM_TRADER, name="a.toml",
+        a = write_config(tmp_path, clean.rest_url, traders=TRADERS + LLM_TRADER, name="a.toml",
                          cache="a")
-        b = write_config(tmp_path, poisoned.url, traders=TRADERS + LLM_TRADER, name="b.toml",
+        b = write_config(tmp_path, poisoned.rest_url, traders=TRADERS + LLM_TRADER, name="b.toml",
                          cache="b")
         code_a, _out_a, err_a = await run_backtest(["--config", str(a), *WINDOW], database_url)
         code_b, _out_b, err_b = await run_backtest(["--config", str(b), *WINDOW],
@@ -125,7 +125,7 @@ async def test_variants_of_one_model_run_side_by_side_in_one_market_pass(tmp_pat
     server = FakeBinance()
     await server.start()
     try:
-        config = write_config(tmp_path, server.url,
+        config = write_config(tmp_path, server.rest_url,
                               traders=TRADERS + VARIANTS.format(a=a, b=b))
         code, out, err = await run_backtest(
             ["--config", str(config), "--from", "2026-10-01T00:00", "--to", "2026-10-01T01:00",

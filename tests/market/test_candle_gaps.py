@@ -89,7 +89,8 @@ def test_a_replay_withholds_the_timeframes_indicators_and_logs_the_hole_once() -
 
 async def test_a_live_feed_fetches_the_missing_bucket() -> None:
     fake = FakeBinance()
-    url = await fake.start()
+    await fake.start()
+    url = fake.rest_url
     try:
         settings = FeedSettings(futures_rest_url=url, symbols=("BTCUSDT",))
         clock = SimClock(START)

@@ -15,17 +15,15 @@ from engine.clock import SimClock
 from engine.events import BookTicker, FeedStatus, Kline, MarkPrice, Ticker24h
 from engine.market.book import PriceBook
 from engine.market.candles import CandleStore
+from engine.market.fakebinance import CLOSE, DROP, FakeBinance
 from engine.market.feed import Feed
 from engine.market.recording import first_frame_time
 from engine.market.replay import Replay
 from engine.settings import FeedSettings
 from tests.support.feed import (
-    CLOSE,
-    DROP,
     KLINES_URL,
     T0,
     TIME_URL,
-    FakeBinance,
     book_ticker,
     comparable,
     eventually,
@@ -81,7 +79,7 @@ async def test_feed_streams_reconnects_after_a_drop_and_refusals_and_backfills_t
     requests: list[dict[str, str]] = []
     record = str(tmp_path / "live.jsonl.gz")
     async with FakeBinance() as server:
-        s = settings(server.url)
+        s = settings(server.ws_url)
         h = Harness(s, clock, record=record)
         with aioresponses(passthrough=["http://127.0.0.1"]) as rest:
             rest.get(KLINES_URL, callback=klines_callback(requests, clock.time), repeat=True)
@@ -109,7 +107,7 @@ async def test_feed_streams_reconnects_after_a_drop_and_refusals_and_backfills_t
 
             # The connection drops; the server refuses 3 handshakes; 3 more minutes pass.
             clock.set_time(m10 + 4 * 60 + 20)  # 00:14:20: 00:11, 00:12, 00:13 were missed
-            server.refuse = 3
+            server.faults.refuse_handshakes = 3
             server.send(DROP)
             await eventually(lambda: server.connections == 2, "reconnected")
             await eventually(lambda: h.candles.last_closed_time("ETHUSDT") == m10 + 180,
@@ -158,7 +156,7 @@ async def test_feed_streams_reconnects_after_a_drop_and_refusals_and_backfills_t
 async def test_bad_frames_over_the_socket_are_dropped_by_reason_and_never_reach_the_book() -> None:
     clock = SimClock(start=T0)
     async with FakeBinance() as server:
-        h = Harness(settings(server.url, backfill_candles=0, max_frame_bytes=1024), clock)
+        h = Harness(settings(server.ws_url, backfill_candles=0, max_frame_bytes=1024), clock)
         with aioresponses(passthrough=["http://127.0.0.1"]):
             h.start()
             e = int(T0 * 1000)
@@ -190,7 +188,7 @@ async def test_bad_frames_over_the_socket_are_dropped_by_reason_and_never_reach_
 async def test_a_normal_close_by_the_server_is_a_drop_and_the_feed_reconnects() -> None:
     clock = SimClock(start=T0)
     async with FakeBinance() as server:
-        h = Harness(settings(server.url, backfill_candles=0), clock)
+        h = Harness(settings(server.ws_url, backfill_candles=0), clock)
         with aioresponses(passthrough=["http://127.0.0.1"]), capture_logs() as logs:
             h.start()
             e = int(T0 * 1000)
@@ -210,9 +208,9 @@ async def test_a_normal_close_by_the_server_is_a_drop_and_the_feed_reconnects() 
 async def test_back_off_waits_on_the_clock_and_grows_while_the_server_refuses() -> None:
     clock = SimClock(start=T0)
     async with FakeBinance() as server:
-        h = Harness(settings(server.url, backfill_candles=0, min_backoff_seconds=1,
+        h = Harness(settings(server.ws_url, backfill_candles=0, min_backoff_seconds=1,
                              max_backoff_seconds=8), clock)
-        server.refuse = 3
+        server.faults.refuse_handshakes = 3
         with aioresponses(passthrough=["http://127.0.0.1"]):
             h.start()
             waits = []
@@ -235,7 +233,7 @@ async def test_back_off_waits_on_the_clock_and_grows_while_the_server_refuses() 
 async def test_feed_reconnects_on_purpose_after_reconnect_after_hours() -> None:
     clock = SimClock(start=T0)
     async with FakeBinance() as server:
-        h = Harness(settings(server.url, backfill_candles=0, reconnect_after_hours=1), clock)
+        h = Harness(settings(server.ws_url, backfill_candles=0, reconnect_after_hours=1), clock)
         with aioresponses(passthrough=["http://127.0.0.1"]):
             h.start()
             await eventually(lambda: h.feed.connected and clock.next_wakeup() is not None,

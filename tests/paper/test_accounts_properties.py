@@ -149,7 +149,7 @@ def test_snapshot_then_restore_rebuilds_the_same_account(steps: list[tuple]) -> 
     first = h.broker.snapshot("p", "cycle", "c")
     other = PaperBroker(h.broker.settings, h.broker.risk.settings, Bus(), h.clock, h.book,
                         symbols=SYMBOLS)
-    other._marks = dict(h.broker._marks)
+    other.marks.copy_from(h.broker.marks)
     other.restore("p", {f: getattr(first, f) for f in first.__slots__})  # type: ignore[attr-defined]
     assert other.accounts["p"] == h.broker.accounts["p"]
     again = other.snapshot("p", "cycle", "c")

@@ -31,7 +31,7 @@ def test_published_snapshots_equal_each_traders_snapshot_and_its_parts(clock: Si
         again = w.broker.snapshot(row.trader, "cycle", "c2")
         assert {**asdict(row), "id": None} == {**asdict(again), "id": None}
         acc = w.broker.accounts[row.trader]
-        marks = w.broker._marks_for(acc)
+        marks = w.broker.marks.for_account(acc)
         assert row.unrealized_pnl == acc.unrealized(marks)
         assert row.equity == acc.equity(marks) == row.cash + row.margin + row.unrealized_pnl
         assert row.margin == acc.margin() and row.ts == w.clock.time()
@@ -49,7 +49,7 @@ def test_a_limit_tripped_by_the_timer_publishes_the_risk_snapshot_first(clock: S
     w = World(clock, bus)
     w.do(long("BTCUSDT", 9_000, lev=2))  # 0.15 BTC
     w.book.set("BTCUSDT", 52_000.0, 52_000.0)  # 0.15 x -8,000 = -1,200: past the 10 % a day
-    w.broker._marks.clear()
+    w.broker.marks.clear()
     w.events()
     w.broker.publish_snapshots("timer", None)
     rows = w.events(AccountSnapshot)

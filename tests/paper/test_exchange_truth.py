@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from engine.bus import Bus
@@ -13,6 +12,7 @@ from engine.clock import SimClock
 from engine.decision import Action
 from engine.events import FundingPaid
 from engine.market.binance import parse_exchange_info
+from engine.market.fakebinance import FakeBinance
 from engine.paper.accounts import Position
 from engine.paper.broker import PaperBroker
 from engine.paper.funding import binance_funding_history, settle_missed_funding
@@ -202,37 +202,6 @@ def test_funding_moves_the_liquidation_price_within_binances_tiers(clock: SimClo
 EIGHT_HOURS = 8 * 3_600
 
 
-class FundingServer:
-    """/fapi/v1/fundingRate on 127.0.0.1 in Binance's shape (written by hand from its docs)."""
-
-    def __init__(self, rows: list[dict]) -> None:
-        self.rows, self.queries = rows, []
-
-    async def handler(self, request: web.Request) -> web.Response:
-        q = request.query
-        self.queries.append(dict(q))
-        start, end = int(q["startTime"]), int(q["endTime"])
-        return web.json_response([r for r in self.rows if r["symbol"] == q["symbol"]
-                                  and start <= r["fundingTime"] <= end])
-
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.router.add_get("/fapi/v1/fundingRate", self.handler)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
-
-
-def funding_row(t: float, rate: str, mark: str) -> dict:
-    return {"symbol": "BTCUSDT", "fundingTime": int(t * 1000), "fundingRate": rate,
-            "markPrice": mark}
-
-
 async def test_funding_times_passed_while_down_are_charged_once_on_restart(clock: SimClock,
                                                                            bus: Bus) -> None:
     broker, book = btc_broker(clock, bus)
@@ -240,12 +209,12 @@ async def test_funding_times_passed_while_down_are_charged_once_on_restart(clock
                                 leverage=5)], "c1", snapshot_of(book))
     qty = broker.accounts["a"].positions["BTCUSDT"].qty
     sub = bus.subscribe("test", [FundingPaid], capacity=100)
-    rows = [funding_row(T0 - EIGHT_HOURS, "0.00050000", "99000.0"),  # before the position
-            funding_row(T0 + EIGHT_HOURS, "0.00010000", "101000.0"),
-            funding_row(T0 + 2 * EIGHT_HOURS, "-0.00020000", "102000.0"),
-            funding_row(T0 + 3 * EIGHT_HOURS, "0.00030000", "103000.0")]  # after restart
-    server = FundingServer(rows)
-    async with server as url:
+    rows = [(T0 - EIGHT_HOURS, 0.0005, 99_000.0),  # before the position
+            (T0 + EIGHT_HOURS, 0.0001, 101_000.0),
+            (T0 + 2 * EIGHT_HOURS, -0.0002, 102_000.0),
+            (T0 + 3 * EIGHT_HOURS, 0.0003, 103_000.0)]  # after restart
+    async with FakeBinance(funding={"BTCUSDT": rows}) as server:
+        url = server.rest_url
         clock.set_time(T0 + 2 * EIGHT_HOURS + 600)  # restarted 10 min after the 2nd one
         history = binance_funding_history(FeedSettings(futures_rest_url=url), clock)
         assert await settle_missed_funding(broker, history, clock.time()) == 2
@@ -258,7 +227,8 @@ async def test_funding_times_passed_while_down_are_charged_once_on_restart(clock
         assert acc.state.funding_settled["BTCUSDT"] == T0 + 2 * EIGHT_HOURS
         # a second restart charges nothing again
         assert await settle_missed_funding(broker, history, clock.time()) == 0
-    assert int(server.queries[-1]["startTime"]) == int((T0 + 2 * EIGHT_HOURS) * 1000) + 1
+    queries = [q for path, q in server.requests if path == "/fapi/v1/fundingRate"]
+    assert int(queries[-1]["startTime"]) == int((T0 + 2 * EIGHT_HOURS) * 1000) + 1
     reconciles(broker, "a", {"BTCUSDT": 100_000.0})
 
 
@@ -268,8 +238,8 @@ async def test_unreachable_funding_history_is_logged_as_missed(clock: SimClock,
     broker.execute("a", [Action(symbol="BTCUSDT", action="open_long", size_usdt=10_000.0,
                                 leverage=5)], "c1", snapshot_of(book))
     clock.set_time(T0 + 2 * EIGHT_HOURS)
-    async with FundingServer([]) as url:
-        pass  # the server is gone: its port refuses connections
+    async with FakeBinance() as server:
+        url = server.rest_url  # the server is gone after this block: its port refuses
     history = binance_funding_history(FeedSettings(futures_rest_url=url,
                                                    max_backoff_seconds=1.0), clock)
     with capture_logs() as logs:

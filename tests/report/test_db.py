@@ -1,4 +1,4 @@
-"""`run.py db`: a URL that works while the command runs, one query as a table, README's queries."""
+"""`run.py db`: a URL that works while the command runs, one query as a table, the docs' queries."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from engine.app.commands import query
 from tests.report.conftest import ROOT, Replayed
 
 
-def readme_queries() -> list[str]:
-    """Return every SQL statement of the README's ```sql blocks."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def docs_queries() -> list[str]:
+    """Return every SQL statement of the ```sql blocks of README.md and the docs pages."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
     statements = []
     for block in re.findall(r"```sql\n(.*?)```", text, re.S):
         body = "\n".join(line for line in block.splitlines() if not line.strip().startswith("--"))
@@ -25,8 +26,8 @@ def readme_queries() -> list[str]:
     return statements
 
 
-async def test_every_readme_query_runs_against_a_replayed_sample(replayed: Replayed) -> None:
-    statements = readme_queries()
+async def test_every_documented_query_runs_against_a_replayed_sample(replayed: Replayed) -> None:
+    statements = docs_queries()
     assert len(statements) >= 5
     answered = 0
     for sql in statements:

@@ -1,4 +1,5 @@
-"""README's example queries give the right answer after mixed live and replay runs."""
+"""The docs' example queries (docs/operations/postgres.md) give the right answer after mixed live
+and replay runs."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from engine.events import DecisionMade, PositionClosed
 from engine.store.database import migrate
 from tests.support.store import fetch, fill, persist, run_started, snapshot
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+QUERIES_PAGE = Path(__file__).resolve().parents[2] / "docs" / "operations" / "postgres.md"
 NOW = time.time()
 
 
 def readme_queries() -> dict[str, str]:
-    """Return README's example queries (Persistence section) by their comment line."""
-    text = README.read_text(encoding="utf-8")
+    """Return the example queries of the Postgres page by their comment line."""
+    text = QUERIES_PAGE.read_text(encoding="utf-8")
     block = re.search(r"Example queries.*?```sql\n(.*?)```", text, re.S)
-    assert block is not None, "README has no example queries block"
+    assert block is not None, "docs/operations/postgres.md has no example queries block"
     queries = {}
     for chunk in block[1].strip().split("\n\n"):
         lines = chunk.splitlines()

@@ -33,6 +33,9 @@ class FakeTarget:
         self.decisions: dict[str, list[dict[str, Any]]] = {t: [] for t in traders}
         self.disabled: tuple[str, ...] = ()  # configured LLM traders without an API key
         self.baselines = {"momentum", "buy_and_hold"}
+        self.arena: dict[str, Any] = {"mode": "live", "source": None}
+        self.replay: dict[str, Any] | None = None  # a replay's progress, as /status carries it
+        self.next_in = 120.0  # /next-run's seconds_until_next_run (engine clock)
 
     def status(self) -> dict[str, Any]:
         # The shape of ControlTarget.status(): feed details, price age per symbol, stale symbols.
@@ -45,6 +48,8 @@ class FakeTarget:
             "jobs": [{"name": "trading_cycle", "running": self.cycle_lock.locked(),
                       "next_run": "2026-01-01T01:00:00Z"}],
             "writer": {"backlog": 3},
+            "arena": self.arena,
+            "replay": self.replay,
         }
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -52,7 +57,8 @@ class FakeTarget:
                  "success_rate": 90.0, "last_duration": 2.5, "last_error": "timeout"}]
 
     def next_run(self) -> dict[str, Any]:
-        return {"job": "trading_cycle", "next_run": START + 3600, "seconds_until_next_run": 120.0}
+        return {"job": "trading_cycle", "next_run": START + 3600,
+                "seconds_until_next_run": self.next_in}
 
     async def trigger(self) -> tuple[bool, str, dict[str, Any]]:
         if self.cycle_lock.locked():
@@ -88,10 +94,11 @@ class FakeTarget:
     def traders(self) -> list[dict[str, Any]]:
         def llm(name: str, status: str, detail: str | None) -> dict[str, Any]:
             return {"name": name, "status": status, "detail": detail, "strategy": "llm",
-                    "provider": "anthropic", "model": f"{name}-model"}
+                    "provider": "anthropic", "model": f"{name}-model",
+                    "starting_capital": 10_000.0}
         out = [llm(t, "active", None) if t not in self.baselines else
                {"name": t, "status": "active", "detail": None, "strategy": t, "provider": None,
-                "model": None} for t in self.history]
+                "model": None, "starting_capital": 10_000.0} for t in self.history]
         return out + [llm(t, "disabled", "missing key") for t in self.disabled]
 
     def symbols(self) -> dict[str, dict[str, float]]:

@@ -1,4 +1,6 @@
-"""Helpers for the feed tests: Binance-shaped frames, a fake Binance websocket server, REST klines.
+"""Helpers for the feed tests: Binance-shaped frames and REST klines callbacks (aioresponses).
+
+The fake Binance server itself is `engine.market.fakebinance.FakeBinance`.
 
 Frames follow Binance's documented USD-M futures payloads (combined stream wrapper
 `{"stream": ..., "data": ...}`, prices and quantities as strings, times in milliseconds).
@@ -10,13 +12,11 @@ import asyncio
 import math
 import re
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from aioresponses import CallbackResult
-from websockets.asyncio.server import Server, ServerConnection, serve
 
 from engine.market.book import Quote
 from engine.market.candles import Candle
@@ -110,71 +110,6 @@ def klines_callback(requests: list[dict[str, str]], now: Callable[[], float]
                               headers={"X-MBX-USED-WEIGHT-1M": str(len(requests))})
 
     return callback
-
-
-DROP = object()  # abort the TCP connection (no close frame)
-CLOSE = object()  # close the connection normally (close frame 1000)
-
-
-class FakeBinance:
-    """A combined-stream websocket server on 127.0.0.1 driven by the test."""
-
-    def __init__(self) -> None:
-        self.outbox: asyncio.Queue[object] = asyncio.Queue()
-        self.refuse = 0  # answer the next N handshakes with 503
-        self.refused = 0
-        self.connections = 0
-        self.paths: list[str] = []
-        self.server: Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        port = self.server.sockets[0].getsockname()[1]
-        return f"ws://127.0.0.1:{port}"
-
-    async def __aenter__(self) -> FakeBinance:
-        self.server = await serve(self._handler, "127.0.0.1", 0,
-                                  process_request=self._process_request)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    def _process_request(self, connection: ServerConnection, request: Any) -> Any:
-        if self.refuse > 0:
-            self.refuse -= 1
-            self.refused += 1
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy, try later\n")
-        return None
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        self.connections += 1
-        self.paths.append(ws.request.path if ws.request else "")
-        closed = asyncio.ensure_future(ws.wait_closed())
-        try:
-            while True:
-                get = asyncio.ensure_future(self.outbox.get())
-                await asyncio.wait({get, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if not get.done():
-                    get.cancel()
-                    return
-                item = get.result()
-                if item is DROP:
-                    ws.transport.abort()
-                    return
-                if item is CLOSE:
-                    await ws.close()
-                    return
-                await ws.send(item)  # type: ignore[arg-type]
-        finally:
-            closed.cancel()
-
-    def send(self, *frames: str | object) -> None:
-        for f in frames:
-            self.outbox.put_nowait(f)
 
 
 async def eventually(cond: Callable[[], bool], what: str, tries: int = 500) -> None:

@@ -1,6 +1,6 @@
-"""A local LLM API server on 127.0.0.1 (Anthropic messages, OpenAI/DeepSeek chat completions)
-and Binance's klines endpoint, for whole-session tests: the providers' base_url settings point
-here, with dummy keys.
+"""A local LLM API server on 127.0.0.1 (Anthropic messages, OpenAI/DeepSeek chat completions),
+for whole-session tests: the providers' base_url settings point here, with dummy keys. Binance's
+endpoints are the fake Binance's (`engine.market.fakebinance`).
 
 Each answer is a function of the prompt alone: a trader with no open position opens one, a
 trader holding one closes it. Bodies are the shapes of the hand-written fixtures; every response
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import time
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +33,7 @@ def _actions(provider: str, prompt: str) -> list[dict[str, Any]]:
 
 
 class LLMServer:
-    """Serves /v1/messages, /v1/chat/completions, /chat/completions and /fapi/v1/klines."""
+    """Serves /v1/messages, /v1/chat/completions and /chat/completions."""
 
     def __init__(self, delay: float = 0.05) -> None:
         self.delay = delay  # seconds each LLM answer takes (the API's latency)
@@ -51,8 +50,6 @@ class LLMServer:
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/chat/completions", self._deepseek)
-        app.router.add_get("/fapi/v1/klines", self._klines)
-        app.router.add_get("/fapi/v1/time", self._time)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -97,9 +94,3 @@ class LLMServer:
 
     async def _deepseek(self, request: web.Request) -> web.Response:
         return await self._chat(request, "deepseek", "deepseek/json_mode")
-
-    async def _time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": int(time.time() * 1000)})  # Binance's clock
-
-    async def _klines(self, request: web.Request) -> web.Response:
-        return web.json_response([])  # no candle history: the test market has none

@@ -19,8 +19,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
-DATA = Path(__file__).parents[1] / "data"
-README_SCREENSHOT = DATA / "page.png"
+# The docs' pictures of the page; written only when ARENA_SCREENSHOTS=1 (never by a plain run).
+DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"
+SCREENSHOTS_FLAG = "ARENA_SCREENSHOTS"
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 CSP = "default-src 'self'"  # what the page must work under: no inline script or style
@@ -86,10 +87,15 @@ def chart_points(page: Any) -> Any:
     return page.evaluate("Number(document.getElementById('equity-chart').dataset.points)")
 
 
-async def save_screenshot(page: Any, path: Path, *, hide: str = "", readme: str = "page.png",
+def screenshots_requested() -> bool:
+    """Return True when the docs' pictures are to be regenerated (ARENA_SCREENSHOTS=1)."""
+    return os.environ.get(SCREENSHOTS_FLAG) == "1"
+
+
+async def save_screenshot(page: Any, path: Path, *, hide: str = "", docs: str = "page.png",
                           full_page: bool = True) -> Path:
-    """Save a screenshot of a page (or of one element: pass a locator) to `path`, and to
-    tests/data/`readme` (shown in the README) when ARENA_UPDATE_SCREENSHOT=1.
+    """Save a screenshot of a page (or of one element: pass a locator) to `path` (a temporary
+    file), and to docs/img/`docs` (shown in the README and the docs) when ARENA_SCREENSHOTS=1.
 
     `hide`: a CSS selector of transient elements left out of the picture.
     """
@@ -107,9 +113,9 @@ async def save_screenshot(page: Any, path: Path, *, hide: str = "", readme: str 
         await page.screenshot(path=str(path), full_page=full_page)
     if hide:
         await owner.evaluate(toggle, [hide, True])
-    if os.environ.get("ARENA_UPDATE_SCREENSHOT") == "1":
-        DATA.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DATA / readme)
+    if screenshots_requested():
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_IMG / docs)
     return path
 
 

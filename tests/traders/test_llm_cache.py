@@ -120,21 +120,17 @@ async def test_a_database_that_fails_is_a_miss_not_a_stop():
 
 def test_the_cache_is_off_in_live_runs_and_on_in_replays(tmp_path):
     from engine.app.build import build_llm_session
-
-    class Opts:
-        replay: str | None = None
-        live_llm = False
+    from engine.app.options import Options
 
     s = Settings()
     assert s.llm_cache.live is False and s.llm_cache.replay is True
-    session, _ = build_llm_session(s, Opts(), SimClock(), None, "postgresql://x/y")
+    session, _ = build_llm_session(s, Options(), SimClock(), None, "postgresql://x/y")
     assert session is None  # live, no recording: nothing in front of the API
     recording = tmp_path / "r.jsonl"
     recording.write_text('{"t": 1.0, "raw": "{}"}\n')
-    Opts.replay = str(recording)
-    session, _ = build_llm_session(s, Opts(), SimClock(), None, "postgresql://x/y")
+    session, _ = build_llm_session(s, Options(replay=str(recording)), SimClock(), None,
+                                   "postgresql://x/y")
     assert session is not None and session.cache is not None
     live_on = s.model_copy(update={"llm_cache": s.llm_cache.model_copy(update={"live": True})})
-    Opts.replay = None
-    session, _ = build_llm_session(live_on, Opts(), SimClock(), None, "postgresql://x/y")
+    session, _ = build_llm_session(live_on, Options(), SimClock(), None, "postgresql://x/y")
     assert session is not None and session.cache is not None and session.tape is None

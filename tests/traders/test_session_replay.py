@@ -21,9 +21,10 @@ import pytest
 
 from engine.app.engine import Engine, Options
 from engine.events import CycleFinished
+from engine.market.fakebinance import FakeBinance
 from engine.market.recording import read_session
 from engine.settings import Secrets, Settings
-from tests.support.feed import FakeBinance, book_ticker, mark_price, ticker
+from tests.support.feed import book_ticker, mark_price, ticker
 from tests.support.llm_server import LLMServer
 
 CYCLES = 4
@@ -47,10 +48,11 @@ KEYS = {"anthropic_api_key": "sk-ant-dummy", "openai_api_key": "sk-dummy",
         "deepseek_api_key": "sk-ds-dummy"}
 
 
-def settings(tmp: Path, ws_url: str, llm_url: str) -> Settings:
+def settings(tmp: Path, ws_url: str, rest_url: str, llm_url: str) -> Settings:
     return Settings.model_validate({
         "engine": {"shutdown_grace_seconds": 5},
-        "feed": {"symbols": list(PRICES), "futures_ws_url": ws_url, "futures_rest_url": llm_url,
+        "feed": {"symbols": list(PRICES), "futures_ws_url": ws_url,
+                 "futures_rest_url": rest_url,
                  "backfill_candles": 0, "backfill_higher_candles": 0},
         "llm": {"providers": {"anthropic": {"base_url": llm_url, "max_retries": 0},
                               "openai": {"base_url": llm_url + "/v1", "max_retries": 0},
@@ -157,8 +159,8 @@ async def databases(pg_server_url: str):
 
 async def test_a_recorded_session_replays_bit_for_bit_without_keys_or_network(tmp_path, databases):
     recording = tmp_path / "session.jsonl.gz"
-    async with FakeBinance() as fake, LLMServer(delay=0.05) as llm:
-        s = settings(tmp_path, fake.url, llm.url)
+    async with FakeBinance(candles=None) as fake, LLMServer(delay=0.05) as llm:
+        s = settings(tmp_path, fake.ws_url, fake.rest_url, llm.url)
         stop = asyncio.Event()
         pacing = asyncio.create_task(market(fake, stop))
         live_db = await databases()
@@ -187,7 +189,7 @@ async def test_a_recorded_session_replays_bit_for_bit_without_keys_or_network(tm
     assert "sk-ant-dummy" not in text and "__cf_bm" not in text and "org-local-test" not in text
 
     # Replays: no keys, every LLM endpoint a closed port, the local servers gone.
-    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9")
+    dead = settings(tmp_path, "ws://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
     replays = []
     for _ in range(2):
         dsn = await databases()
@@ -224,8 +226,8 @@ async def test_a_changed_prompt_holds_not_recorded_or_asks_once_with_live_llm(tm
     `not_recorded`; with --live-llm and keys it asks the API, and a re-run asks nothing: the
     answer cache (on by default in replays) answers, and says what it saved."""
     recording = tmp_path / "s.jsonl"
-    async with FakeBinance() as fake, LLMServer(delay=0.01) as llm:
-        s = settings(tmp_path, fake.url, llm.url)
+    async with FakeBinance(candles=None) as fake, LLMServer(delay=0.01) as llm:
+        s = settings(tmp_path, fake.ws_url, fake.rest_url, llm.url)
         stop = asyncio.Event()
         pacing = asyncio.create_task(market(fake, stop))
         try:

@@ -3,7 +3,7 @@
 
 Runs Debian's /usr/bin/chromium through playwright's Python driver (never `playwright install`).
 tests/web/test_page_engine.py does the same against a real engine replaying the sample market,
-and refreshes the README's screenshots.
+and regenerates the docs' screenshots when ARENA_SCREENSHOTS=1.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ market in about 36 s, rule-based traders only, a trading cycle every simulated m
 own Postgres database) serves its control API on a free port. Debian's /usr/bin/chromium opens
 the page and, without reloading it, sees the equity chart gain points and the leaderboard change
 as cycles happen; then a screenshot is saved and SIGTERM stops the engine with exit code 0.
-Set ARENA_UPDATE_SCREENSHOT=1 to refresh the README's screenshot at tests/data/page.png from it.
+Set ARENA_SCREENSHOTS=1 to regenerate the docs' pictures in docs/img/ from it (a plain run
+writes none: its screenshots go to a temporary directory).
 """
 
 from __future__ import annotations
@@ -128,26 +129,26 @@ async def test_page_of_a_replaying_engine_updates_chart_and_leaderboard_without_
     positions = await page.locator("#positions tbody tr").count()
     same_document = await page.evaluate("window.__sameDocument")
     # A fill's toast stays up 4 s, ~16 simulated minutes here: keep it off the picture.
-    shot = await save_screenshot(page, tmp_path / "page.png", hide="#toasts")
+    shot = await save_screenshot(page, tmp_path / "page.png", hide="#toasts", full_page=False)
     scraped = await page.evaluate("fetch('/metrics').then(r => r.text())")
     # The same chart in % return, and one trader's own view (README pictures).
     await page.click("#mode-pct")
     await wait_for(page, "document.getElementById('equity-chart').dataset.mode === 'pct'")
     pct_labels = await page.evaluate("window.arena.chart.labels.map(l => l.text)")
     await save_screenshot(page.locator("main .card").first, tmp_path / "percent.png",
-                          readme="page-percent.png")
+                          docs="page-percent.png")
     await page.click("#mode-usd")
     await page.locator("#leaderboard button.trader", has_text="ema_cross_5x").click()
     await page.locator("#tv-decisions li.decision").first.wait_for()
     await page.locator("#tv-trades tbody tr:not(.empty), #tv-positions tbody tr:not(.empty)"
                        ).first.wait_for()
     await save_screenshot(page.locator("#trader-view"), tmp_path / "trader.png",
-                          hide="#top", readme="page-trader.png")  # the sticky header off it
+                          hide="#top", docs="page-trader.png")  # the sticky header off it
     # A phone opening the page mid-run: the last cycle is known at once.
     phone = await open_page(browser, f"http://127.0.0.1:{started['port']}/", errors,
                             viewport=PHONE)
     phone_cycle = await phone.locator("#cycle-badge").inner_text()
-    await save_screenshot(phone, tmp_path / "phone.png", hide="#toasts", readme="page-phone.png",
+    await save_screenshot(phone, tmp_path / "phone.png", hide="#toasts", docs="page-phone.png",
                           full_page=False)
     cycles_seen = len(engine.events("cycle.finished"))
     await phone.close()

@@ -15,6 +15,8 @@
     series: new Map(),            // trader -> {ts: number[], eq: number[]}
     hidden: new Set(),
     base: new Map(),              // trader -> starting capital (for % returns)
+    capital: new Map(),           // trader -> the capital /traders gives (exact)
+    mode: "live",                 // the arena's mode: live, replay or backtest
     traders: new Map(),           // configured traders: name -> {status, detail, model, provider, strategy}
     rows: [],                     // leaderboard rows, best first
     positions: new Map(),         // trader -> [position dicts]
@@ -63,7 +65,11 @@
   function addPoint(trader, ts, eq) {
     if (typeof ts !== "number" || typeof eq !== "number" || !isFinite(eq)) return;
     let s = state.series.get(trader);
-    if (!s) { s = { ts: [], eq: [] }; state.series.set(trader, s); F.color(trader); }
+    if (!s) {
+      s = { ts: [], eq: [] };
+      state.series.set(trader, s);
+      if (F.addNames([trader])) schedule("leaderboard", "positions", "decisions");
+    }
     const n = s.ts.length;
     if (n === 0 || ts > s.ts[n - 1]) { s.ts.push(ts); s.eq.push(eq); }
     else if (ts === s.ts[n - 1]) { s.eq[n - 1] = eq; }
@@ -98,13 +104,13 @@
         || b[1].eq[b[1].eq.length - 1] - a[1].eq[a[1].eq.length - 1]);
     for (const [name, s] of items) {
       const last = s.eq[s.eq.length - 1];
-      const base = state.base.get(name) ?? s.eq[0];
-      const ret = base ? (last / base - 1) * 100 : 0;
+      // The return as the leaderboard computes and rounds it, so the two never disagree.
+      const ret = F.returnPct(last, state.base.get(name) ?? s.eq[0]);
       const item = el("button", "legend-item" + (state.hidden.has(name) ? " off" : ""));
       item.type = "button";
       item.dataset.trader = name;
       item.title = state.hidden.has(name) ? "show this line" : "hide this line";
-      item.style.setProperty("--c", F.color(name));
+      F.paint(item, name);
       item.append(el("span", "swatch"), el("span", "name", name), el("span", "value", F.money(last)),
                   el("span", "ret " + F.signClass(ret), F.pct(ret)));
       item.addEventListener("click", () => {
@@ -118,6 +124,7 @@
   }
 
   window.addEventListener("resize", () => chart.resize());
+  F.onThemeChange(() => schedule("chart", "leaderboard", "positions", "decisions"));
 
   // ---------------------------------------------------------------- tables
 
@@ -156,7 +163,10 @@
     if (key === "side") { td.append(el("span", "side " + value, value)); return td; }
     if (key === "reason" || key === "open_reason" || key === "detail") { td.className = "reason"; td.textContent = value ?? ""; td.title = value ?? ""; return td; }
     if (key === "status") {
+      // Wraps rather than runs off the table; the whole text is in the tooltip too.
       const detail = row.status_detail ? `${value}: ${row.status_detail}` : value;
+      td.className = "status-cell";
+      td.title = detail ?? "";
       td.append(el("span", "status " + (value || ""), detail ?? "–"));
       return td;
     }
@@ -188,7 +198,11 @@
     const cols = columnsFor(rows, preferred);
     head.textContent = ""; body.textContent = "";
     const tr = el("tr");
-    for (const [key, label] of cols) tr.append(el("th", key === "trader" ? "pin" : null, label));
+    // A header may wrap between words, never before its unit ("Win %", "LLM $").
+    for (const [key, label] of cols) {
+      const numeric = key !== "rank" && rows.some((r) => typeof r[key] === "number");
+      tr.append(el("th", key === "trader" ? "pin" : numeric ? "num" : null, label.replace(/ (%|\$|DD)$/, "\u00a0$1")));
+    }
     head.append(tr);
     if (!rows.length) {
       const empty = el("tr", "empty"); const td = el("td", null, emptyText);
@@ -206,8 +220,10 @@
 
   function setLeaderboard(rows) {
     state.rows = (rows || []).map((r, i) => ({ rank: i + 1, ...r, trader: r.trader ?? r.name }));
+    if (F.addNames(state.rows.map((r) => r.trader))) schedule("positions", "decisions");
     for (const r of state.rows) {
-      if (typeof r.starting_capital === "number") state.base.set(r.trader, r.starting_capital);
+      if (state.capital.has(r.trader)) state.base.set(r.trader, state.capital.get(r.trader));
+      else if (typeof r.starting_capital === "number") state.base.set(r.trader, r.starting_capital);
       else if (typeof r.equity === "number" && typeof r.return_pct === "number" && r.return_pct > -100) {
         state.base.set(r.trader, r.equity / (1 + r.return_pct / 100));
       }
@@ -412,16 +428,34 @@
           status === "ok" ? "ok" : status === "failed" || status === "timeout" ? "bad" : "warn");
   }
 
+  // A replay or backtest says so, with how far it has got and the simulated time.
+  function renderMode(st) {
+    const mode = (st.arena && st.arena.mode) || (st.replay ? "replay" : "live");
+    state.mode = mode;
+    const b = $("mode-badge");
+    if (mode === "live") { b.hidden = true; return; }
+    const p = st.replay || {};
+    const done = typeof p.percent === "number" ? ` ${p.finished ? 100 : Math.floor(p.percent)}%` : "";
+    const at = p.sim_time ? ` · at ${p.sim_time.slice(0, 16).replace("T", " ")} UTC` : "";
+    b.textContent = `${mode}${done}${at}`;
+    b.title = `${mode}: frames replayed and the simulated time it has reached` +
+      (typeof p.speed_x === "number" ? `, ${F.nf0.format(p.speed_x)}x real time` : "");
+    b.className = "badge mode";
+    b.hidden = false;
+  }
+
   function renderStatus(st, cycleJob) {
     badge("engine-badge", `engine ${st.state || "?"}`, st.state === "running" ? "ok" : "warn");
+    renderMode(st);
     $("paused-badge").hidden = !st.paused;
     document.body.classList.toggle("paused", !!st.paused);
     const feed = st.feed || {};
     const ages = st.price_age_s || feed.price_age_s || feed.price_age || {};
     const stale = new Set([...(st.stale || []), ...(feed.stale || [])]);
     const connected = feed.connected;
-    badge("feed-badge", connected === false ? "feed disconnected" : stale.size ? `feed: ${stale.size} stale` : "feed live",
-          connected === false ? "bad" : stale.size ? "warn" : "ok");
+    badge("feed-badge", state.mode === "live" && connected === false ? "feed disconnected"
+          : stale.size ? `feed: ${stale.size} stale` : state.mode === "live" ? "feed live" : `feed: ${state.mode}`,
+          state.mode === "live" && connected === false ? "bad" : stale.size ? "warn" : "ok");
     // A page opened mid-run shows the last cycle the scheduler ran, not "no cycle yet".
     const jobs = Array.isArray(st.jobs) ? st.jobs : [];
     const job = jobs.find((j) => j.name === cycleJob) || jobs.find((j) => j.name === "trading_cycle");
@@ -472,7 +506,11 @@
       const nx = await getJSON("/next-run");
       renderStatus(await getJSON("/status"), nx.job);
       const left = nx.seconds_until_next_run;
-      badge("next-badge", left === null || left === undefined ? "no next run" : `next in ${Math.round(left)}s`, "muted");
+      // /next-run counts on the engine's clock: simulated time in a replay or a backtest.
+      const clock = state.mode === "live" ? "" : " simulated";
+      badge("next-badge", left === null || left === undefined ? "no next cycle"
+            : `next cycle in ${Math.round(left)}s${clock}`, "muted");
+      $("next-badge").title = state.mode === "live" ? "wall-clock seconds" : "seconds of simulated time";
     } catch (e) {
       badge("engine-badge", "engine unreachable", "bad");
     }
@@ -485,8 +523,15 @@
       getJSON("/symbols").catch(() => ({ symbols: {} })), getJSON("/traders").catch(() => ({ traders: [] })),
       getJSON("/equity"), getJSON("/leaderboard")]);
     F.setSymbols(symbols.symbols);
-    for (const t of traders.traders || []) state.traders.set(t.name, t);
-    F.assignColors(state.traders.keys());
+    for (const t of traders.traders || []) {
+      state.traders.set(t.name, t);
+      if (typeof t.starting_capital === "number") {
+        state.capital.set(t.name, t.starting_capital);
+        state.base.set(t.name, t.starting_capital);
+      }
+    }
+    // The traders that trade set the colours (as in the report); a disabled one draws no curve.
+    F.addNames([...state.traders.values()].filter((t) => t.status !== "disabled").map((t) => t.name));
     for (const [name, points] of Object.entries(equity.traders || {})) for (const [ts, eq] of points) addPoint(name, ts, eq);
     setLeaderboard(board.rows || []);
     const names = new Set([...state.rows.map((r) => r.trader), ...Object.keys(equity.traders || {})]);
@@ -510,7 +555,9 @@
     DecisionMade(e) { addDecision(e); reloadViewSoon(e.trader); },
     DecisionRejected(e) { reloadViewSoon(e.trader); },
     CycleFinished(e) { cycleBadge(e.status, e.finished_at, e.skip_reason); },
-    FeedStatus(e) { badge("feed-badge", `feed ${e.state}`, e.state === "disconnected" ? "bad" : "ok"); },
+    FeedStatus(e) {
+      if (state.mode === "live") badge("feed-badge", `feed ${e.state}`, e.state === "disconnected" ? "bad" : "ok");
+    },
     OrderFilled(e) { toast(`${e.trader} ${e.side} ${F.qty(e.symbol, e.qty)} ${e.symbol} @ ${F.price(e.symbol, e.price)} (${e.reason})`); },
     PositionClosed(e) {
       toast(`${e.trader} closed ${e.side} ${e.symbol}: ${F.signed(e.realized_pnl)} (${e.reason})`);
@@ -520,10 +567,12 @@
 
   async function connect() {
     await getJSON("/status").catch(() => {});  // asks for the token first when reads need it
+    // The colours before anything is drawn, so no trader is ever drawn in a passing colour.
+    F.setPalette(await getJSON("/palette").catch(() => null));
     const source = new EventSource("/events");
     let first = true;
     source.onopen = () => {
-      badge("stream-badge", "live", "ok");
+      badge("stream-badge", "stream connected", "ok");
       // Load state after the stream is open so nothing published in between is missed;
       // reload after a reconnect to fill the gap.
       loadAll().catch((e) => toast(`load failed: ${e.message}`));

@@ -17,6 +17,7 @@
       this.key = "";
       this.labels = [];         // the end-of-line labels last drawn: [{trader, text}]
       this.xLabels = [];        // the x-axis labels last drawn
+      this.yLabels = [];        // the y-axis labels last drawn
     }
 
     setMode(mode) { this.mode = mode; this.key = ""; this.redraw(this.order); }
@@ -40,6 +41,9 @@
       const all = new Set();
       for (const name of order) for (const t of this.state.series.get(name).ts) all.add(t);
       const xs = Array.from(all).sort((a, b) => a - b);
+      // uPlot spans a lone x value over years without asking xRange: a second, empty instant
+      // a second later lets xRange keep the axis to the minutes around it.
+      if (xs.length === 1) xs.push(xs[0] + 1);
       const index = new Map(xs.map((t, i) => [t, i]));
       const data = [xs];
       for (const name of order) {
@@ -49,6 +53,42 @@
         data.push(ys);
       }
       return data;
+    }
+
+    // Before the data spans anything (one point, or a flat curve), keep the axes to what is
+    // there: a few minutes around a single instant, a sliver around a single value.
+    static xRange(u, min, max) {
+      if (min === null || max === null) return [0, 1];
+      const mid = (min + max) / 2;
+      return max - min < 300 ? [mid - 150, mid + 150] : [min, max];
+    }
+
+    yRange(u, min, max) {
+      if (min === null || max === null) return this.mode === "pct" ? [-1, 1] : [0, 1];
+      const span = max - min;
+      const floor = this.mode === "pct" ? 0.05 : Math.max(1, Math.abs(max) * 0.0005);
+      const pad = Math.max(span * 0.08, span === 0 ? floor : 0);
+      return [min - pad, max + pad];
+    }
+
+    // One number of decimals for a whole axis: as many as its step needs (0.25 -> 2, 5 -> 0).
+    static decimals(step) {
+      for (let d = 0; d < 4; d++) {
+        const scaled = step * 10 ** d;
+        if (Math.abs(scaled - Math.round(scaled)) < 1e-6 * Math.max(1, scaled)) return d;
+      }
+      return 4;
+    }
+
+    yValues(vals) {
+      const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 1;
+      const d = EquityChart.decimals(step);
+      const fmt = new Intl.NumberFormat("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+      this.yLabels = vals.map((v) => {
+        const text = fmt.format(Math.abs(v) < step / 1e6 ? 0 : v);  // no "-0" at zero
+        return this.mode === "pct" ? `${text}%` : text;
+      });
+      return this.yLabels;
     }
 
     xValues(splits) {
@@ -104,14 +144,11 @@
         tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
         legend: { show: false },
         cursor: { drag: { x: true, y: false }, points: { size: 6 } },
-        scales: { x: { time: true } },
+        scales: { x: { time: true, range: EquityChart.xRange },
+                  y: { range: (u, min, max) => this.yRange(u, min, max) } },
         axes: [
           { ...axis, values: (u, splits) => this.xValues(splits) },
-          { ...axis, size: 64, values: (u, vals) => {
-            const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 1;
-            const d = step < 0.1 ? 2 : step < 1 ? 1 : 0;   // one precision for the whole axis
-            return vals.map((v) => (pct ? `${v.toFixed(d)}%` : F.nf0.format(v)));
-          } },
+          { ...axis, size: pct ? 64 : 76, values: (u, vals) => this.yValues(vals) },
         ],
         series: [{}].concat(order.map((name) => ({
           label: name, stroke: F.color(name), width: 2, spanGaps: true,
@@ -126,8 +163,15 @@
     // order: the traders to draw, in legend order.
     redraw(order) {
       order = order.filter((n) => this.state.series.has(n) && this.state.series.get(n).ts.length);
-      if (!order.length) return;
-      const key = this.mode + "\u0001" + order.join("\u0000");
+      if (!order.length) {
+        if (!this.u && !this.box.querySelector(".chart-empty")) {
+          this.box.textContent = "";
+          this.box.append(F.el("p", "chart-empty", "no equity points yet: the first come with the first account snapshot"));
+        }
+        return;
+      }
+      // The colours are part of the key: a new trader or a theme change redraws with them.
+      const key = [this.mode, F.theme(), order.join("\u0000"), order.map((n) => F.color(n)).join()].join("\u0001");
       if (!this.u || key !== this.key) {
         if (this.u) this.u.destroy();
         this.key = key;

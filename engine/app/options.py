@@ -1,0 +1,35 @@
+"""What one run asks for beyond settings.toml: the command line's options, typed.
+
+`run.py` (engine/app/cli.py) and `run.py backtest` (engine/app/backtest.py) build one `Options`;
+the engine and the functions that build its parts (engine/app/build.py) read it. It lives in a
+module of its own so both can import it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the command line asks for, beyond settings.toml."""
+
+    once: bool = False
+    dry_run: bool = False
+    fresh: bool = False
+    include_tags: frozenset[str] = frozenset()
+    exclude_tags: frozenset[str] = frozenset()
+    record: str | None = None
+    replay: str | None = None
+    speed: float | None = None  # replay speed, None = max
+    record_llm: str | None = None
+    live_llm: bool = False  # a replay may ask the real APIs for prompts it does not hold
+    console: bool = False
+    no_alerts: bool = False  # --no-alerts
+    backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
+    resume: bool = False  # a replay or backtest continues its arena after its last instant
+
+    @property
+    def in_backtest(self) -> bool:
+        """Return True for `run.py backtest`'s run (a replay of a fetched window)."""
+        return self.backtest_source is not None
