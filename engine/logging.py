@@ -2,64 +2,51 @@
 
 Every line has an ISO-8601 UTC `timestamp`, `level`, `event` and `component`; lines logged inside
 a trading cycle carry its `cycle_id` (bound through contextvars). Exceptions become structured
-fields (without local variables). Secrets never reach the stream: every registered secret is
-replaced by `***` in the *final rendered line*, after the JSON or console renderer has drawn it,
-so a secret hidden in a traceback, in an exception passed as a field, in bytes or in a nested
-dict is caught too. Records of the standard `logging` module (asyncio, aiohttp, libraries) go
-through the same renderers and the same redaction. `redact()` does the same for other text (the
-control API's answers).
+fields (without local variables). Secrets never reach the stream: `engine.redact` (every
+registered secret, and whatever is shaped like an API key or a bearer token) runs on the *final
+rendered line*, after the JSON or console renderer has drawn it, so a secret hidden in a
+traceback, in an exception passed as a field, in bytes or in a nested dict is caught too. Records
+of the standard `logging` module (asyncio, aiohttp, libraries) go through the same renderers and
+the same redaction. Control characters in logged values never land raw: JSON escapes them
+(`\u0000`), the console format writes them as `\x00`, `\n`, `\t` and so on.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
 from typing import Any, TextIO
 
 import orjson
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-REDACTED = "***"
-_secrets: list[str] = []  # every form a secret can take in a line, longest first
+from engine import redact as _redact
+
+# One redactor for logs and everything else (engine.redact); re-exported for the callers here.
+REDACTED = _redact.REDACTED
+register_secrets = _redact.register_secrets
+clear_secrets = _redact.clear_secrets
+redact = _redact.redact
+redact_bytes = _redact.redact_bytes
+# Control characters in a logged value are shown escaped, never raw: a NUL, an escape sequence or
+# a newline from a request path cannot corrupt or forge a console line.
+_CONTROLS = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+_RAW_KEYS = frozenset({"exception", "exc_info", "stack", "timestamp", "level"})
 
 
-def _forms(secret: str) -> set[str]:
-    """Return the secret as written raw, inside a JSON string, and inside a Python repr."""
-    forms = {secret, orjson.dumps(secret).decode()[1:-1], repr(secret)[1:-1]}
-    forms.add(repr(secret.encode("utf-8", "backslashreplace"))[2:-1])  # as shown in bytes
-    return {f for f in forms if len(f) >= 4}
+def escape_controls(text: str) -> str:
+    """Return `text` with control characters (C0, DEL, C1) written as escapes."""
+    return text.translate(_CONTROLS) if not text.isprintable() else text
 
 
-def register_secrets(values: Iterable[str]) -> None:
-    """Add values that must never appear in a log line or a control-API answer."""
-    for v in values:
-        if v and len(v) >= 4:
-            for form in _forms(v):
-                if form not in _secrets:
-                    _secrets.append(form)
-    _secrets.sort(key=len, reverse=True)
-
-
-def clear_secrets() -> None:
-    """Forget every registered secret (tests)."""
-    _secrets.clear()
-
-
-def redact(text: str) -> str:
-    """Return `text` with every registered secret replaced by `***`."""
-    for s in _secrets:
-        if s in text:
-            text = text.replace(s, REDACTED)
-    return text
-
-
-def redact_bytes(data: bytes) -> bytes:
-    """Return UTF-8 `data` with every registered secret replaced by `***`."""
-    if not _secrets:
-        return data
-    return redact(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+def _escape_values(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Escape control characters in the string values of a console line (JSON escapes its own)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key not in _RAW_KEYS:
+            event_dict[key] = escape_controls(value)
+    return event_dict
 
 
 def _redact_rendered(_: Any, __: str, rendered: Any) -> Any:
@@ -102,7 +89,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         renderer: list[Any] = [tracebacks,
                                structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(
+        renderer = [_escape_values, structlog.dev.ConsoleRenderer(
             colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)]
     renderer.append(_redact_rendered)
     numeric = logging.getLevelNamesMapping()[level.upper()]

@@ -204,11 +204,11 @@ class ControlSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    # Host-header names accepted besides the bound address (DNS-rebinding defence).
-    allowed_hosts: tuple[str, ...] = ("localhost",)
+    allowed_hosts: tuple[str, ...] = ("localhost",)  # Host names besides the bound address
     protect_reads: bool = False  # reads need the token too (/, /static, /health stay open)
     body_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     max_body_bytes: Annotated[int, Field(ge=1024, le=10_000_000)] = 65_536
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0  # request head, else 408
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
          now: float | None = None) -> int:
     """Run a backtest from the command line; return the exit code."""
     from engine import logging as arena_logging
+    from engine import redact
     from engine.clock import LiveClock
 
     try:
@@ -199,7 +201,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     secrets = Secrets.from_env()
     arena_logging.configure(args.log_level or settings.engine.log_level,
                             args.log_format or settings.engine.log_format)
-    arena_logging.register_secrets(secrets.values())
+    redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
     run = Run(settings, secrets, args.start, args.end, now, speed=speed,
               live_llm=args.live_llm, assume_yes=args.yes, resume=args.resume,
               stdin=stdin or sys.stdin)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 import structlog
 
 from engine import logging as arena_logging
+from engine import redact
 from engine.app.args import Parser
 from engine.settings import DEFAULT_PATH, Secrets, SettingsError, load_settings
 
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     secrets = Secrets.from_env()
     fmt = args.log_format or settings.engine.log_format
-    arena_logging.register_secrets(secrets.values())
+    redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
     from engine.app.preflight import UserError, check_local, check_remote
 
     try:

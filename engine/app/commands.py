@@ -22,10 +22,11 @@ def _settings(config: str | None) -> tuple[Any, Secrets] | None:
         return None
     secrets = Secrets.from_env()
     from engine import logging as arena_logging
+    from engine import redact
 
     # Logs go to stderr: stdout carries the command's own output.
     arena_logging.configure("warning", "console", stream=sys.stderr)
-    arena_logging.register_secrets(secrets.values())
+    redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
     return settings, secrets
 
 
@@ -92,9 +93,12 @@ def db_parser() -> argparse.ArgumentParser:
 
 
 def print_rows(rows: list[Any], *, file: Any = None) -> None:
-    """Print query rows as a table (every value as text, NULL as an empty cell)."""
+    """Print query rows as a table (every value as text, NULL as an empty cell), each cell
+    redacted (`engine.redact`): a second line of defence, should a secret ever reach a row."""
     from rich.console import Console
     from rich.table import Table
+
+    from engine.redact import redact
 
     console = Console(file=file, width=max(shutil.get_terminal_size().columns, 200))
     if not rows:
@@ -102,9 +106,9 @@ def print_rows(rows: list[Any], *, file: Any = None) -> None:
         return
     table = Table(show_lines=False)
     for name in rows[0].keys():
-        table.add_column(name, overflow="fold")
+        table.add_column(redact(name), overflow="fold")
     for r in rows:
-        table.add_row(*("" if v is None else str(v) for v in r.values()))
+        table.add_row(*("" if v is None else redact(str(v)) for v in r.values()))
     console.print(table)
     console.print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
@@ -128,6 +132,7 @@ def db_main(argv: list[str]) -> int:
     if loaded is None:
         return 2
     settings, secrets = loaded
+    from engine import redact
 
     async def main() -> int:
         db = await _open(settings, secrets)
@@ -136,7 +141,8 @@ def db_main(argv: list[str]) -> int:
                 try:
                     rows = await query(db.dsn, args.query)
                 except Exception as exc:  # asyncpg's errors: one line, exit 1
-                    print(f"query error: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    print(redact.redact(f"query error: {type(exc).__name__}: {exc}"),
+                          file=sys.stderr)
                     return 1
                 print_rows(rows)
                 return 0

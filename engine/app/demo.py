@@ -12,6 +12,7 @@ leaderboard with 95 % CIs, P(A beats B) for every pair, the report's paths and t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -90,6 +91,7 @@ def _seconds(tf: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo from the command line; return the exit code."""
     from engine import logging as arena_logging
+    from engine import redact
     from engine.app.backtest import Run, execute, run_sync
     from engine.app.preflight import UserError, check_strategies
     from engine.settings import Secrets
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     secrets = Secrets.from_env()
     arena_logging.configure(args.log_level or base.engine.log_level,
                             args.log_format or base.engine.log_format)
-    arena_logging.register_secrets(secrets.values())
+    redact.register_configured(secrets.values(), base, os.environ)  # + *_env settings
 
     async def _run(cache_dir: str) -> int:
         probe = demo_settings(base, "http://127.0.0.1:0", cache_dir)

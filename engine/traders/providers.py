@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from engine.redact import redact
 from engine.settings import ModelPrice, ProviderSettings
 from engine.traders.prompt import ANSWER_SCHEMA, ANSWER_TOOL, Prompt
 from engine.traders.recorder import FixtureRecorder, exchange_of, replay_transport
@@ -358,7 +359,13 @@ def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
 
 
 def describe_error(exc: BaseException, gave_up: str | None = None) -> str:
-    """Return the exact reason of an SDK failure in one line."""
+    """Return the exact reason of an SDK failure in one line, redacted (`engine.redact`): a
+    provider's error that echoes the key it was given (a 401's "Incorrect API key provided:
+    sk-...") never carries it into an event, a row, a recording, an alert or an API answer."""
+    return redact(_reason(exc, gave_up))
+
+
+def _reason(exc: BaseException, gave_up: str | None) -> str:
     if isinstance(exc, _sdk_errors("APITimeoutError")):
         return "timeout: the provider did not answer in time (SDK timeout)"
     if isinstance(exc, _sdk_errors("APIStatusError")):

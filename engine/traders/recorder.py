@@ -4,7 +4,8 @@ An exchange is `{"provider", "request": {"method", "url", "headers", "body"}, "r
 {"status", "headers", "body"}}`, bodies parsed as JSON when they are JSON. What identifies the
 account is left out on both sides: API keys, cookies and organisation/project headers of the
 request, and `set-cookie` and organisation/project headers of the response (e.g.
-`anthropic-organization-id`, `openai-organization`, `openai-project`).
+`anthropic-organization-id`, `openai-organization`, `openai-project`); every text left is
+redacted (`engine.redact`), so a body that echoes the key is stored without it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+
+from engine.redact import redact_value
 
 if TYPE_CHECKING:
     from engine.clock import Clock
@@ -45,9 +48,10 @@ def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def exchange_of(provider: str, response: Any) -> dict[str, Any]:
-    """Return an httpx response (already read) and its request as an exchange."""
+    """Return an httpx response (already read) and its request as an exchange, every text in it
+    redacted (`engine.redact`): a 401 body echoing the API key is stored without it."""
     request = response.request
-    return {
+    exchange = {
         "provider": provider,
         "request": {
             "method": request.method,
@@ -61,6 +65,8 @@ def exchange_of(provider: str, response: Any) -> dict[str, Any]:
             "body": json_or_text(response.text),
         },
     }
+    redacted: dict[str, Any] = redact_value(exchange)
+    return redacted
 
 
 def json_or_text(text: str) -> Any:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from engine.clock import SimClock
+from engine.redact import redact
 from engine.traders.providers import LLMAnswer, LLMError, cost_usd
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class LLMSession:
             cause = failure.__cause__
             kind = "timeout" if str(failure).startswith("timeout") else "connection"
             inner = getattr(cause, "__cause__", None) or cause
-            error = {"kind": kind, "message": str(inner) if inner else str(failure)}
+            error = {"kind": kind, "message": redact(str(inner) if inner else str(failure))}
         record = self._record(client, model, params, prompt.hash, asked_at, started, error=error)
         latency_ms = record["latency_ms"]
         self.counts["live"] += 1

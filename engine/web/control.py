@@ -8,7 +8,8 @@ server-sent events) is fed by one bus subscription per connected browser with po
 What is accepted at all (Host, Origin, POST content type, the token, body timeout, security
 headers) is decided by `engine.web.guard`; binding to anything but loopback without a token is
 refused at construction. Every error is a JSON object `{"error": <kind>, "message": <text>}` with
-the matching status, and every answer body is redacted of secrets (`engine.logging.redact`).
+the matching status, and every answer body (the event stream and /metrics included) is redacted
+(`engine.redact`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from engine.events import (
     PositionClosed,
     PositionOpened,
 )
-from engine.logging import redact_bytes
+from engine.redact import redact_bytes
 from engine.settings import ControlSettings, SettingsError
-from engine.web.guard import Guard, JSONErrorRunner, on_prepare
+from engine.web.guard import Guard, JSONErrorRunner, on_prepare, request_body
 from engine.web.journal import TraderJournal, add_trader_routes, gzip
 
 log = structlog.get_logger("control")
@@ -47,6 +48,7 @@ log = structlog.get_logger("control")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STREAM_CAPACITY = 1_000  # events queued per browser before the oldest are dropped
+KEEPALIVE_SECONDS = 75.0  # an idle kept-alive connection is closed after this (aiohttp: an hour)
 
 STREAM_TYPES: dict[str, type] = {
     t.__name__: t
@@ -188,7 +190,8 @@ class ControlServer:
     async def run(self) -> None:
         """Serve until cancelled, then close the streams and the listening socket."""
         runner = JSONErrorRunner(self.app, access_log=None, handle_signals=False,
-                                 shutdown_timeout=2.0)
+                                 shutdown_timeout=2.0, keepalive_timeout=KEEPALIVE_SECONDS,
+                                 header_timeout=self._settings.header_timeout_seconds)
         await runner.setup()
         journal = asyncio.create_task(self.journal.run(), name="control.journal")
         try:
@@ -206,7 +209,8 @@ class ControlServer:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[gzip, self._errors, self._guard.middleware],
-                              client_max_size=self._settings.max_body_bytes)
+                              # aiohttp refuses a body of client_max_size bytes; ours is allowed
+                              client_max_size=self._settings.max_body_bytes + 1)
         app.on_response_prepare.append(on_prepare)
         r = app.router
         r.add_get("/", self._index)
@@ -269,8 +273,12 @@ class ControlServer:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         # Checked here, not by FileResponse, so a missing file is a JSON 404 like every error.
-        path = (STATIC_DIR / request.match_info["path"]).resolve()
-        if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+        try:
+            path = (STATIC_DIR / request.match_info["path"]).resolve()
+            found = path.is_relative_to(STATIC_DIR) and path.is_file()
+        except (ValueError, OSError):  # a NUL byte (`/static/%00`), a name too long
+            found = False
+        if not found:
             raise web.HTTPNotFound()
         return web.FileResponse(path)
 
@@ -279,7 +287,7 @@ class ControlServer:
         return json_response({"ok": ok, **detail}, status=200 if ok else 503)
 
     async def _metrics(self, _: web.Request) -> web.StreamResponse:
-        return web.Response(body=metrics.render(),
+        return web.Response(body=redact_bytes(metrics.render()),
                             headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _trigger(self, request: web.Request) -> web.StreamResponse:
@@ -361,7 +369,7 @@ class ControlServer:
 
 async def _reject_body(request: web.Request) -> web.Response | None:
     """Return a 400 response when a POST carries a body that is not a JSON object."""
-    raw = await request.read()
+    raw = request_body(request)
     if not raw.strip():
         return None
     try:

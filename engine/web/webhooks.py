@@ -2,19 +2,21 @@
 
 A webhook's URL (Telegram: its bot token) comes from the environment variable its settings name;
 it is registered as a secret, so no log line ever shows it: logs name a webhook by its format
-and variable (`slack:ARENA_SLACK_WEBHOOK`).
+and variable (`slack:ARENA_SLACK_WEBHOOK`). Every alert body is redacted before it is sent
+(`engine.redact`: registered secrets and whatever is shaped like an API key or a bearer token).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from engine.output_settings import WebhookSettings
+from engine.redact import redact, redact_value
 
 LEVELS = {"info": 0, "warning": 1, "critical": 2}
 _ICONS = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}  # noqa: RUF001
@@ -77,7 +79,14 @@ class Webhook:
         return out
 
     def body(self, alert: Alert) -> dict[str, Any]:
-        """Return the JSON body this webhook's service expects."""
+        """Return the JSON body this webhook's service expects, every text in it redacted
+        (`engine.redact`): a second line of defence behind the redaction where errors are made."""
+        # Redacted before any truncation, so a cut can never leave part of a key behind.
+        clean = replace(alert, subject=redact(alert.subject), text=redact(alert.text),
+                        fields=redact_value(dict(alert.fields)))
+        return self._body(clean)
+
+    def _body(self, alert: Alert) -> dict[str, Any]:
         if self.format == "slack":
             return {"text": alert.line()}
         if self.format == "discord":

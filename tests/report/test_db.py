@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from engine.app.commands import query
+from engine.app.commands import print_rows, query
 from tests.report.conftest import ROOT, Replayed
 
 
@@ -97,3 +98,14 @@ def test_a_database_url_is_printed_without_its_password() -> None:
         "postgresql://arena:***@db.local:5432/arena")
     embedded = "postgresql://postgres:@/postgres?host=/tmp/pg"
     assert shown_url(embedded, embedded=True) == embedded
+
+
+def test_query_output_is_redacted_as_a_second_line_of_defence() -> None:
+    key = "sk-proj-EchoedBack0123456789abcdefXYZ"
+    out = io.StringIO()
+    print_rows([{"trader": "gpt", "error": f"http 401: Incorrect API key provided: {key}",
+                 "n": 3}], file=out)
+    text = out.getvalue()
+    assert key not in text
+    assert "Incorrect API key provided: ***" in text
+    assert "gpt" in text and "(1 row)" in text

@@ -268,6 +268,35 @@ async def test_a_drawdown_over_the_setting_raises_an_alert(bus: Bus, clock: SimC
     assert raised[0].text.startswith("claude is 30.0% below its peak equity")
 
 
+async def test_an_echoed_key_in_a_cooldown_alert_reaches_no_webhook_body(
+        hooks: Hooks, bus: Bus, clock: SimClock) -> None:
+    key, registered = "sk-proj-EchoedBack0123456789abcdefXYZ", "registered-secret-42"
+    arena_logging.register_secrets([registered])
+    try:
+        env = {"H_JSON": f"{hooks.url}/json", "H_SLACK": f"{hooks.url}/slack",
+               "H_DISCORD": f"{hooks.url}/discord", "H_TG": TOKEN}
+        alerts = Alerts(settings(hook("json", "H_JSON"), hook("slack", "H_SLACK"),
+                                 hook("discord", "H_DISCORD"),
+                                 hook("telegram", "H_TG", chat_id="-100",
+                                      telegram_api_url=hooks.url)), bus, clock, env)
+        task = await started(alerts)
+        await hooks.wait(lambda: len(hooks.requests) == 4, "the start alert on every webhook")
+        # As if the error had escaped the redaction where it is made: the bodies still hold none.
+        bus.publish(TraderCooldown(trader="gpt", failures=3, until=clock.time() + 60,
+                                   last_error=f"http 401: Incorrect API key provided: {key} "
+                                              f"({registered}) Bearer abcdefgh12345",
+                                   ts=clock.time()))
+        await hooks.wait(lambda: len(hooks.requests) == 8, "the cooldown alert everywhere")
+        await stop(task)
+    finally:
+        arena_logging.clear_secrets()
+    bodies = [json.dumps(body) for path, body in hooks.requests]
+    assert not [b for b in bodies if key in b or registered in b or "abcdefgh12345" in b]
+    cooldown = [b for b in bodies if "cooling down" in b]
+    assert len(cooldown) == 4
+    assert all("Incorrect API key provided: *** (***) Bearer ***" in b for b in cooldown)
+
+
 def _fields(event: Any) -> dict[str, Any]:
     return {k: getattr(event, k) for k in event.__slots__}
 
