@@ -6,8 +6,13 @@ overruns its time becomes an error row, never a silent gap. Each child gets its 
 directory (TMPDIR), so every embedded Postgres it starts lives there; when the child ends —
 finished, failed or stopped at its time limit — any postmaster left in that directory is stopped
 too. Flags: `--quick` (a fast pass), `--only feed,soak` (a subset), `--out PATH` (default
-bench/results.json), `--markdown` (print the table as Markdown, for the README), `--show PATH`
-(print an earlier results file, run nothing), `--compare PATH` (each figure next to that file's).
+bench/results.json), `--markdown` (print the table as Markdown, for the docs), `--show PATH`
+(print an earlier results file, run nothing), `--compare PATH` (each figure next to that file's),
+`--tiny` (a smoke pass of every module that has one: tiny workloads, meaningless figures, written
+to bench/results.tiny.json; tests/bench/test_workloads.py runs it).
+
+A row's `workload` says how much its figure measured (rows written, frames delivered, positions
+open, requests answered); a row whose workload is 0 measured nothing and is failed (`met` false).
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MODULES = ("feed", "triggers", "decisions", "writer", "startup", "soak", "backtest")
-# Seconds a module may take before it is stopped and reported as an error (quick: a fifth).
+# Seconds a module may take before it is stopped and reported as an error (quick, tiny: a fifth).
 TIME_LIMIT_S = {"feed": 180, "triggers": 180, "decisions": 180, "writer": 180, "startup": 600,
                 "soak": 1800, "backtest": 1500}
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results.json"
 COMPARE_OUT = ROOT / "bench" / "results.new.json"  # --compare never overwrites what it compares
+TINY_OUT = ROOT / "bench" / "results.tiny.json"
+TINY_MODULES = ("feed", "triggers", "decisions", "writer", "soak", "backtest")  # not startup
 
 
 def machine() -> dict[str, Any]:
@@ -70,13 +77,14 @@ def _database() -> str:
 # ---------------------------------------------------------------- running the modules
 
 
-def _child(name: str, quick: bool, out: str) -> int:
+def _child(name: str, quick: bool, out: str, tiny: bool = False) -> int:
     """Run one module in this process and write its results as JSON to `out`."""
     import importlib
 
     try:
         module = importlib.import_module(f"bench.{name}")
-        rows = [r.as_dict() for r in module.run(quick=quick)]
+        found = module.run(quick=quick, tiny=True) if tiny else module.run(quick=quick)
+        rows = [_checked(r.as_dict()) for r in found]
         payload: dict[str, Any] = {"results": rows}
     except BaseException as exc:  # reported as an error row by the parent
         payload = {"error": f"{type(exc).__name__}: {exc}",
@@ -89,9 +97,17 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_module(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
+def _checked(row: dict[str, Any]) -> dict[str, Any]:
+    """Fail a row whose workload is empty: its figure measured nothing."""
+    if row.get("workload") == 0:
+        return dict(row, met=False, detail=f"EMPTY WORKLOAD (measured nothing); {row['detail']}")
+    return row
+
+
+def run_module(name: str, quick: bool,
+               tiny: bool = False) -> tuple[list[dict[str, Any]], float]:
     """Run one benchmark module in a child process; return its rows (or one error row)."""
-    limit = TIME_LIMIT_S.get(name, 120) // (5 if quick else 1)
+    limit = TIME_LIMIT_S.get(name, 120) // (5 if quick or tiny else 1)
     env = dict(os.environ)
     if env.get("DATABASE_URL") and not env.get("TEST_DATABASE_URL"):
         env["TEST_DATABASE_URL"] = env["DATABASE_URL"]  # the modules make scratch databases there
@@ -106,6 +122,8 @@ def run_module(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
         cmd = [sys.executable, "-m", "bench", "--child", name, "--out", str(out)]
         if quick:
             cmd.append("--quick")
+        if tiny:
+            cmd.append("--tiny")
         start = time.perf_counter()
         with open(log, "wb") as fh:
             # Its own process group, so an overrun stops the child and whatever it started.
@@ -205,9 +223,13 @@ def _met(row: dict[str, Any]) -> str:
 
 def header(report: dict[str, Any]) -> str:
     m = report["machine"]
-    return (f"arena benchmarks, {report['started_at']} ({'quick' if report['quick'] else 'full'}"
-            f", {report['seconds']:.0f} s): {m['cores']} cores, {m['cpu_model']}, "
-            f"{m['memory_gb']} GB, Python {m['python']}, {m['database']}")
+    kind = "tiny" if report.get("tiny") else "quick" if report["quick"] else "full"
+    load = report.get("load_average") or {}
+    loads = " ".join(f"{k} {'/'.join(f'{x:g}' for x in v)}" for k, v in load.items() if v)
+    return (f"arena benchmarks, {report['started_at']} ({kind}, {report['seconds']:.0f} s"
+            f"{f', load average (1/5/15 min) at {loads}' if loads else ''}"
+            f"): {m['cores']} cores, {m['cpu_model']}, {m['memory_gb']} GB, Python "
+            f"{m['python']}, {m['database']}")
 
 
 def table(report: dict[str, Any], markdown: bool = False) -> str:
@@ -267,33 +289,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", metavar="PATH",
                     help="print each figure next to this report's (e.g. bench/results.json); "
                          "the new report goes to bench/results.new.json unless --out is given")
+    ap.add_argument("--tiny", action="store_true",
+                    help="a smoke pass: tiny workloads, each checked non-empty; figures "
+                         f"meaningless (default --out {TINY_OUT.relative_to(ROOT)}; no startup)")
     ap.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        return _child(args.child, args.quick, args.out)
+        return _child(args.child, args.quick, args.out, args.tiny)
     base = json.loads(Path(args.compare).read_text(encoding="utf-8")) if args.compare else None
     if args.show:
         report = json.loads(Path(args.show).read_text(encoding="utf-8"))
         print(header(report))
         print(compare(report, base, args.markdown) if base else table(report, args.markdown))
         return 0
-    out = Path(args.out) if args.out else (COMPARE_OUT if base else DEFAULT_OUT)
-    names = MODULES
+    out = Path(args.out) if args.out else (
+        TINY_OUT if args.tiny else COMPARE_OUT if base else DEFAULT_OUT)
+    names = TINY_MODULES if args.tiny else MODULES
     if args.only:
         names = tuple(n.strip() for n in args.only.split(",") if n.strip())
         unknown = [n for n in names if n not in MODULES]
         if unknown:
             ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     started = datetime.now(UTC)
+    load_start = _load()
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     for name in names:
         print(f"bench: running {name}...", file=sys.stderr, flush=True)
-        rows, seconds[name] = run_module(name, args.quick)
+        rows, seconds[name] = run_module(name, args.quick, args.tiny)
         print(f"bench: {name} took {seconds[name]:.1f} s", file=sys.stderr, flush=True)
         results += rows
     report = {"started_at": started.strftime("%Y-%m-%d %H:%M UTC"), "quick": args.quick,
+              "tiny": args.tiny, "load_average": {"start": load_start, "end": _load()},
               "seconds": round(time.perf_counter() - t0, 1), "module_seconds":
               {k: round(v, 1) for k, v in seconds.items()}, "machine": machine(),
               "results": [_clean(r) for r in results]}
@@ -307,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwritten to {out}", file=sys.stderr)
     failed = [r["name"] for r in results if r["met"] is False]
     return 1 if failed else 0
+
+
+def _load() -> list[float] | None:
+    """Return the 1, 5 and 15 minute load averages (the other work the figures ran beside)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

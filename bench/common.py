@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +20,9 @@ class Result:
     target: str  # human text, e.g. ">= 100000"
     met: bool | None  # None when there is no target
     detail: str = ""
+    # How much the figure measured (rows written, frames delivered, positions open, requests
+    # answered): 0 means the benchmark measured nothing, and the runner fails the row.
+    workload: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,3 +56,14 @@ def at_least(value: float, target: float) -> bool:
 
 def at_most(value: float, target: float) -> bool:
     return value <= target
+
+
+def schedstat() -> tuple[float, float]:
+    """Return this thread's (seconds on a CPU, seconds runnable but waiting for one), from
+    /proc/self/task/<tid>/schedstat (elsewhere: its CPU time and 0)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as fh:
+            on_cpu, waiting = fh.read().split()[:2]
+    except OSError:  # not Linux: CPU time only
+        return time.thread_time(), 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9

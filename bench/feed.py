@@ -9,7 +9,8 @@
 * `feed.ws_vs_bare_client`: the same frames sent over a real websocket on 127.0.0.1 by a server in
   another process (frames pre-encoded, written in large chunks, so the server is not what is
   measured): the engine's feed (`Feed.run`: connect, read, parse, book, candles, bus) over a bare
-  `websockets` client doing only the typed decode of each message, one after the other, each
+  `websockets` client reading each message's bytes as the feed does (`recv(decode=False)`) and
+  doing only the typed decode of them, one after the other, each
   timed in its thread's CPU time (what the client spends; the wall-clock figures, which also
   carry the waits on a shared machine, are in the detail), median of the per-pair ratios.
 * receipt-to-subscriber p99 and the replay speed of the shipped sample, for information.
@@ -65,7 +66,7 @@ def _frames(seconds: float) -> list[tuple[float, str]]:
 def _settings(frames: list[tuple[float, str]], **kw: object) -> FeedSettings:
     names = {raw[11:raw.index('"', 11)] for _, raw in frames[:2000]}  # {"stream":"<name>"
     symbols = tuple(sorted({n.split("@")[0].upper() for n in names}))
-    return FeedSettings(symbols=symbols, **kw)  # type: ignore[arg-type]
+    return FeedSettings(symbols=symbols, **kw)  # type: ignore[arg-type,unused-ignore]
 
 
 def _feed(settings: FeedSettings) -> tuple[Feed, Bus]:
@@ -169,13 +170,10 @@ async def _bare_client(url: str, n: int, streams: list[str]) -> Rates:
 
     decode = frame_decoder(streams).decode
     async with connect(url, compression=None, max_size=2**20) as ws:
-        got = 0
+        recv = ws.recv
         cpu, start = cpu_timer(), timer()
-        async for message in ws:
-            decode(message)
-            got += 1
-            if got == n:
-                break
+        for _ in range(n):
+            decode(await recv(False))  # the frame's bytes, as the engine's Feed._read reads them
         return n / (cpu_timer() - cpu), n / (timer() - start)
 
 
@@ -265,22 +263,24 @@ async def _replay_sample() -> tuple[float, float]:
     return replay.frames / wall, (clock.time() - start) / wall
 
 
-def run(quick: bool = False) -> list[Result]:
-    """Measure the feed against the typed-decode floor, in process and over a websocket."""
+def run(quick: bool = False, tiny: bool = False) -> list[Result]:
+    """Measure the feed against the typed-decode floor, in process and over a websocket
+    (`tiny`: a smoke pass of the workload, figures meaningless)."""
     import structlog
     import uvloop
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-    frames = _frames(60 if quick else 300)
+    frames = _frames(10 if tiny else 60 if quick else 300)
     settings = _settings(frames)
-    runs = 3 if quick else 9
+    runs = 1 if tiny else 3 if quick else 9
     _interleaved(frames, settings)  # warm-up
     pairs = [_interleaved(frames, settings) for _ in range(runs)]
     values, floors = [p for p, _ in pairs], [f for _, f in pairs]
     ratios = [p / f for p, f in pairs]
     ratio = statistics.median(ratios)
-    ws_frames = frames if quick else _frames(600)
-    ws, ws_ratios, ws_wall, bare, engine = _ws_ratio(ws_frames, settings, 3 if quick else 7)
+    ws_frames = frames if quick or tiny else _frames(600)
+    ws, ws_ratios, ws_wall, bare, engine = _ws_ratio(ws_frames, settings,
+                                                     1 if tiny else 3 if quick else 7)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         lat_runs = [p99(runner.run(_latency(frames, settings))) for _ in range(runs + 1)][1:]
         replay_fps, speedup = runner.run(_replay_sample())
@@ -291,16 +291,17 @@ def run(quick: bool = False) -> list[Result]:
                at_least(ratio, PARSE_TARGET),
                f"{len(frames)} frames of {len(settings.symbols)} symbols; pipeline "
                f"{med(values):,.0f} frames per CPU second over a bare typed msgspec decode at "
-               f"{med(floors):,.0f}; per-pair ratios {[round(r, 3) for r in ratios]}"),
+               f"{med(floors):,.0f}; per-pair ratios {[round(r, 3) for r in ratios]}",
+               workload=len(frames)),
         Result("feed.ws_vs_bare_client", round(ws, 3), "x", f">= {WS_TARGET}",
                at_least(ws, WS_TARGET),
                f"{len(ws_frames)} frames over ws://127.0.0.1 from a server process; Feed.run "
                f"{med(e[0] for e in engine):,.0f} frames per CPU second of the client's thread "
-               f"over a bare websockets client decoding each message at "
+               f"over a bare websockets client decoding each message's bytes at "
                f"{med(b[0] for b in bare):,.0f}; per-pair ratios "
                f"{[round(r, 3) for r in ws_ratios]}; wall clock: "
                f"{med(e[1] for e in engine):,.0f} over {med(b[1] for b in bare):,.0f} frames/s, "
-               f"median ratio {med(ws_wall):.3f}"),
+               f"median ratio {med(ws_wall):.3f}", workload=len(ws_frames)),
         Result("feed.frames_per_second", round(med(values)), "frames/s", "", None,
                "the pipeline's figure behind feed.vs_parse_floor, per second of thread CPU "
                "time (absolute: depends on the host)"),

@@ -6,12 +6,13 @@ engine/traders/fixtures through aioresponses; the baselines run for real) → wr
 Measured, each the median of 3 runs (a fresh database each):
 * `soak.vs_feed_replay`: frames/s of the replay through the whole engine (from the replay's first
   frame to its last) over frames/s of a feed-only replay of the same file (`Replay` → `Feed` →
-  price book, candles and bus, no subscriber) run right after it in the same process: >= 0.75;
+  price book, candles and bus, no subscriber) run right after it in the same process: >= 0.60;
 * `soak.rss_growth_hour1_to_end`: resident memory from simulated hour 1 to the end of the
-  replay: <= 2 %;
-* `soak.loop_lag_p99_ms`: the 99th percentile of the engine's own loop-lag samples
-  (`engine.loop_monitor`, the `arena_loop_lag_seconds` histogram; every sample is also kept
-  here) while the replay runs: < 5 ms;
+  replay, the worst of the runs: <= 2 %;
+* `soak.loop_lag_p99_over_floor_ms`: the 99th percentile of the engine's own loop-lag samples
+  (`engine.loop_monitor`, on `time.perf_counter`; every sample is also kept here) while the
+  replay runs, minus the same percentile of an idle loop sampled the same way in a sibling
+  process during the same run: <= 2 ms;
 * cycles run (all 288 `ok`), rows the writer was handed per table against `select count(*)`
   afterwards (must be equal), wall time.
 
@@ -42,7 +43,7 @@ import orjson
 from aiohttp import ClientSession
 from aioresponses import aioresponses
 
-from bench.common import Result, timer
+from bench.common import Result, schedstat, timer
 from bench.soak_results import results as _results
 from bench.writer import _scratch_database
 from engine.events import CycleFinished, DecisionMade, FeedStatus
@@ -135,6 +136,8 @@ class Probe:
         self.rss: dict[int, float] = {}
         self.replay_start_wall: float | None = None
         self.replay_done_wall: float | None = None
+        # The loop thread's (seconds on a core, seconds waiting for one) at the start and the end.
+        self.replay_sched: list[tuple[float, float]] = []
         self.lags: list[float] = []  # loop-lag samples (seconds) while the replay runs
 
     def _take(self, event: object) -> None:
@@ -161,7 +164,7 @@ class Probe:
         # Count the requests, then reset that bookkeeping (and re-register the fixtures), so the
         # mock's own memory (~2 MB per simulated hour) does not show up as the engine's growth.
         for (_, url), calls in self._mocked.requests.items():
-            self.llm_requests[url.host] += len(calls)
+            self.llm_requests[url.host or ""] += len(calls)
         self._mocked.requests.clear()
         self._mocked.clear()
         serve_fixtures(self._mocked)
@@ -189,10 +192,12 @@ class Probe:
             assert isinstance(event, FeedStatus)
             if event.state == "connected" and event.detail == "replay":
                 self.replay_start_wall = timer()
+                self.replay_sched.append(schedstat())
             if event.state == "disconnected" and "replay finished" in event.detail:
                 self._served()
                 self.rss[self.hours] = rss_mb()
                 self.replay_done_wall = timer()
+                self.replay_sched.append(schedstat())
                 return
 
 
@@ -251,7 +256,11 @@ async def _soak(path: Path, settings: Settings, hours: int) -> dict[str, Any]:
             probe._served()
         in_db = await _count_in_database(dsn)
     replay_wall = (probe.replay_done_wall or timer()) - (probe.replay_start_wall or t0)
-    return {"code": code, "wall": wall, "replay_wall": replay_wall,
+    sched = probe.replay_sched
+    on_cpu, queued = ((sched[1][0] - sched[0][0], sched[1][1] - sched[0][1]) if len(sched) == 2
+                      else (float("nan"), float("nan")))
+    return {"code": code, "wall": wall, "replay_wall": replay_wall, "replay_cpu": on_cpu,
+            "replay_queued": queued,
             "probe": probe, "in_db": in_db, "rss_start": rss_start, "rss_stopped": rss_mb(),
             "frames": engine.feed.frames, "sim_s": engine.clock.time() - start,
             "writer": engine.writer.status(), "traders": sorted(engine.strategies)}
@@ -267,7 +276,7 @@ def _idle_loop_lags(interval: float, conn: Any) -> None:
     async def main() -> list[float]:
         lags: list[float] = []
         monitor = LoopMonitor(interval=interval, warn_after=1e9)
-        monitor.observe = lags.append  # type: ignore[method-assign]
+        monitor.observe = lags.append  # type: ignore[method-assign,assignment]
         task = asyncio.create_task(monitor.run())
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, conn.recv)  # the stop message
@@ -296,8 +305,9 @@ class IdleLoopFloor:
         return lags
 
 
-async def feed_only(path: Path, settings: Settings) -> tuple[float, int]:
-    """Replay `path` through the feed alone (book, candles, bus); return (frames/s, frames)."""
+async def feed_only(path: Path, settings: Settings) -> tuple[float, int, float]:
+    """Replay `path` through the feed alone (book, candles, bus); return (frames/s, frames,
+    frames per second of the loop thread's CPU time)."""
     from engine.bus import Bus
     from engine.clock import SimClock
     from engine.market.book import PriceBook
@@ -309,27 +319,29 @@ async def feed_only(path: Path, settings: Settings) -> tuple[float, int]:
     clock = SimClock(start=first_frame_time(path) or 0.0)
     feed = Feed(settings.feed, Bus(), clock, PriceBook(), CandleStore(settings.feed.max_candles))
     replay = Replay(path, feed, clock)
-    t0 = timer()
+    t0, cpu0 = timer(), schedstat()[0]
     await replay.run()
-    return replay.frames / (timer() - t0), replay.frames
+    cpu = schedstat()[0] - cpu0
+    return replay.frames / (timer() - t0), replay.frames, replay.frames / cpu
 
 
-def run(quick: bool = False) -> list[Result]:
-    """Replay a generated day (2 h with --quick) through the whole engine and through the feed
-    alone, 3 times each; check cycles, rows, memory, loop lag and the ratio of the two."""
+def run(quick: bool = False, tiny: bool = False) -> list[Result]:
+    """Replay a generated day (2 h with --quick, 1 h once with `tiny`) through the whole engine
+    and through the feed alone, 3 times each; check cycles, rows, memory, loop lag and the ratio
+    of the two."""
     import uvloop
 
     from engine.logging import configure
 
     configure(level="warning", fmt="json", stream=sys.stderr)
-    hours = 2 if quick else 24
+    hours = 1 if tiny else 2 if quick else 24
     outs = []
     with tempfile.TemporaryDirectory(prefix="arena-bench-soak-") as workdir:
         settings = soak_settings(Path(workdir))
         t0 = timer()
         path, cached = market_file(tuple(settings.feed.symbols), hours)
         gen_s = timer() - t0
-        for i in range(RUNS):
+        for i in range(1 if tiny else RUNS):
             run_settings = soak_settings(Path(workdir) / f"run{i}")
             idle = IdleLoopFloor(settings.engine.loop_lag_interval_seconds)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -338,7 +350,8 @@ def run(quick: bool = False) -> list[Result]:
                 finally:
                     out_idle = idle.stop()
                 out["idle_lags"] = out_idle
-                out["feed_fps"], out["feed_frames"] = runner.run(feed_only(path, settings))
+                out["feed_fps"], out["feed_frames"], out["feed_cpu_fps"] = runner.run(
+                    feed_only(path, settings))
             outs.append(out)
     return _results(outs, settings, hours, path, cached, gen_s, quick)
 

@@ -146,29 +146,33 @@ def _busy(events: list[object]) -> tuple[float, int, int]:
     return spent, closed, fewest
 
 
-def run(quick: bool = False) -> list[Result]:
-    """Measure ticks/s through the trigger check with 1,000 positions over 6 symbols."""
+def run(quick: bool = False, tiny: bool = False) -> list[Result]:
+    """Measure ticks/s through the trigger check with 1,000 positions over 6 symbols (`tiny`: a
+    smoke pass of the workload, figures meaningless)."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    n = 50_000 if quick else 300_000
-    runs = 3 if quick else 5
+    n = 2_000 if tiny else 50_000 if quick else 300_000
+    runs = 1 if tiny else 3 if quick else 5
     base = build()
     open_positions = _open_positions(base)
     quiet_events = ticks(n, 0.02)
     quiet, _ = median_of(lambda: _rate(base, quiet_events), runs=runs)
-    busy_events = ticks(1_000 if quick else 3_000, 0.005, walk=True)
+    busy_events = ticks(1_000 if tiny or quick else 3_000, 0.005, walk=True)
     busy_runs = [_busy(busy_events) for _ in range(3)]
     spent, closed, fewest = sorted(busy_runs)[len(busy_runs) // 2]
     busy = len(busy_events) / spent
     per_close_us = max(0.0, spent - len(busy_events) / quiet) / closed * 1e6 if closed else 0.0
     detail = f"{open_positions} positions over {len(SYMBOLS)} symbols; {len(quiet_events)} ticks"
     return [
-        Result("triggers.quiet_ticks_per_s", round(quiet), "ticks/s", "", None, detail),
+        Result("triggers.quiet_ticks_per_s", round(quiet), "ticks/s", "", None, detail,
+               workload=min(open_positions, len(quiet_events))),
         Result("triggers.busy_ticks_per_s", round(busy), "ticks/s", "", None,
                f"{len(busy_events)} ticks closing {closed} positions by stop, take-profit or "
                f"liquidation (fills, events and snapshots included), each reopened after its "
-               f"tick: at least {fewest} positions open at every measured tick; median of 3"),
+               f"tick: at least {fewest} positions open at every measured tick; median of 3",
+               workload=fewest if closed else 0),
         Result("triggers.cost_per_closed_position", round(per_close_us, 1), "us", "", None,
-               f"(busy time - {len(busy_events)} quiet ticks) / {closed} positions closed"),
+               f"(busy time - {len(busy_events)} quiet ticks) / {closed} positions closed",
+               workload=closed),
     ]
 
 

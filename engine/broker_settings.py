@@ -60,6 +60,10 @@ class SymbolFilter(Section):
 class BrokerSettings(Section):
     taker_fee: Annotated[float, Field(ge=0, lt=0.1)] = 0.0005
     slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    # Market impact on top of slippage_bps: an order of `impact_notional` USDT pays `impact_bps`
+    # more, growing with the square root of its notional (0 = no impact).
+    impact_bps: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    impact_notional: PositiveFloat = 100_000.0
     use_exchange_info: bool = False
     symbols: dict[str, SymbolFilter] = Field(default_factory=dict)
     default_filter: SymbolFilter = SymbolFilter()
@@ -67,6 +71,13 @@ class BrokerSettings(Section):
     def filter_for(self, symbol: str) -> SymbolFilter:
         """Return the filter of `symbol`, or the default one."""
         return self.symbols.get(symbol, self.default_filter)
+
+    def slippage_for(self, notional: float) -> float:
+        """Return the slippage in bps of a market order of `notional` USDT: the fixed bps plus
+        the impact term, impact_bps x sqrt(notional / impact_notional)."""
+        if self.impact_bps <= 0 or not notional > 0:
+            return self.slippage_bps
+        return self.slippage_bps + self.impact_bps * (notional / self.impact_notional) ** 0.5
 
 
 class LeaderboardSettings(Section):

@@ -38,6 +38,27 @@ class SkipCycle(Exception):
         self.cycle_id = cycle_id  # raised by a cycle-id source: the id the skipped cycle gets
 
 
+class CyclePace(Protocol):
+    """When a cycle reads the market after its decisions (engine.market.pacing.Pacer)."""
+
+    async def wait(self, cycle_id: str, point: str) -> None: ...
+
+    def mark(self, cycle_id: str, point: str, t: float | None = None) -> None: ...
+
+
+class NoPace:
+    """No recording and no replayed timing: steps read the market when they run."""
+
+    async def wait(self, cycle_id: str, point: str) -> None:
+        return None
+
+    def mark(self, cycle_id: str, point: str, t: float | None = None) -> None:
+        return None
+
+
+NO_PACE = NoPace()
+
+
 @dataclass
 class CycleContext:
     cycle_id: str
@@ -51,6 +72,7 @@ class CycleContext:
     rejections: list[DecisionRejected] = field(default_factory=list)
     fills: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
+    pace: CyclePace = NO_PACE  # a session recording's or replay's timing of the market reads
 
 
 class Step(Protocol):
@@ -64,26 +86,32 @@ def new_cycle_id(now: float) -> str:
     return f"{to_datetime(now):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
+def _random_id(now: float, trigger: str) -> str:
+    return new_cycle_id(now)
+
+
 class TradingCycle:
     """Runs the steps of one cycle; callable as a scheduler job body."""
 
     def __init__(self, steps: Sequence[Step], clock: Clock, bus: Bus, *, dry_run: bool = False,
-                 cycle_ids: Callable[[float], str] | None = None):
+                 cycle_ids: Callable[[float, str], str] | None = None,
+                 pace: CyclePace | None = None):
         self.steps = list(steps)
         # Where ids come from: random by default; a replay's are the recorded ones
-        # (engine.market.recording.CycleIds), so its prompts hash as they did live.
-        self._cycle_ids = cycle_ids or new_cycle_id
+        # (engine.market.recording.CycleIds, told the trigger), so its prompts hash as live.
+        self._cycle_ids = cycle_ids or _random_id
+        self._pace = pace or NO_PACE
         self._clock = clock
         self._bus = bus
         self._dry_run = dry_run
 
     async def __call__(self, trigger: str) -> dict[str, Any]:
-        clock = self._clock
+        now = self._clock.time()  # read once: the id, the start and the snapshot share it
         try:
-            cycle_id, skip = self._cycle_ids(clock.time()), None
+            cycle_id, skip = self._cycle_ids(now, trigger), None
         except SkipCycle as exc:  # a session replay: the recorded run ran no cycle then
-            cycle_id, skip = exc.cycle_id or new_cycle_id(clock.time()), exc.reason
-        ctx = CycleContext(cycle_id, trigger, clock.time(), self._dry_run)
+            cycle_id, skip = exc.cycle_id or new_cycle_id(now), exc.reason
+        ctx = CycleContext(cycle_id, trigger, now, self._dry_run, pace=self._pace)
         status, skip_reason, error = "ok", None, None
         timings: dict[str, float] = {}
         with structlog.contextvars.bound_contextvars(cycle_id=ctx.cycle_id):

@@ -162,6 +162,8 @@ class RunStarted:
     id: uuid.UUID = field(default_factory=new_id)
     mode: str = "live"  # live | replay | backtest: arenas of different modes are kept apart
     source: str | None = None  # replay: sha256 of the file; backtest: hash of the window
+    # A backtest's per-trader labels: model, training cutoff, exposure, blind (app.exposure)
+    labels: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

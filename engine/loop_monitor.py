@@ -4,13 +4,15 @@ Anything that blocks the loop (a slow import, building an SSL context, parsing a
 delays ticks, stop-losses and liquidations by as much. The monitor asks the loop to wake it every
 `interval` seconds and records how late the wake-up came: every sample goes into the
 `arena_loop_lag_seconds` histogram, and a lag over `warn_after` seconds is logged as
-`loop.lagged`. It waits on the loop's own timer (`call_at`), not on the engine clock: lag is wall
-time even in a replay on simulated time.
+`loop.lagged`. It waits on the loop's own timer (`call_later`), not on the engine clock, and
+measures with `time.perf_counter`: lag is wall time even in a replay on simulated time, and finer
+than uvloop's `loop.time()`, which moves in whole milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -53,14 +55,14 @@ class LoopMonitor:
         """Measure until cancelled."""
         loop = asyncio.get_running_loop()
         while True:
-            due = loop.time() + self.interval
+            due = time.perf_counter() + self.interval
             wake: asyncio.Future[None] = loop.create_future()
-            handle = loop.call_at(due, _wake, wake)
+            handle = loop.call_later(self.interval, _wake, wake)
             try:
                 await wake
             finally:
                 handle.cancel()
-            self.observe(max(0.0, loop.time() - due))
+            self.observe(max(0.0, time.perf_counter() - due))
 
     def observe(self, lag: float) -> None:
         """Record one lag sample."""

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from engine import __version__
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (Linux /proc)
@@ -182,7 +182,7 @@ class EngineView:
     bus: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # Bus.stats()
 
 
-def _families() -> dict[str, Metric]:
+def _families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
     return {
         "status": GaugeMetricFamily(
             "arena_trader_status", "1 for the trader's current status, 0 for the others",

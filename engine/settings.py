@@ -21,6 +21,7 @@ from engine.broker_settings import BrokerSettings as BrokerSettings
 from engine.broker_settings import LeaderboardSettings as LeaderboardSettings
 from engine.broker_settings import MarginBracket as MarginBracket
 from engine.broker_settings import SymbolFilter as SymbolFilter
+from engine.model_settings import TrainingCutoff
 from engine.output_settings import AlertSettings as AlertSettings
 from engine.output_settings import ReportSettings as ReportSettings
 from engine.settings_base import PositiveFloat as PositiveFloat
@@ -121,13 +122,12 @@ class ProviderSettings(Section):
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
 
 
-class ModelPrice(Section):
-    """USD per million tokens."""
-
+class ModelPrice(Section):  # USD per million tokens; the model's training-data cutoff
     input: Annotated[float, Field(ge=0)]
     output: Annotated[float, Field(ge=0)]
     cache_read: Annotated[float, Field(ge=0)] = 0.0
     cache_write: Annotated[float, Field(ge=0)] = 0.0
+    training_cutoff: TrainingCutoff = None  # "YYYY-MM-DD"; "unknown" or absent: not known
 
 
 class LLMSettings(Section):
@@ -174,9 +174,9 @@ class TraderSettings(Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
     enabled: bool = True
     params: dict[str, Any] = Field(default_factory=dict)
-    # LLM traders: a system-prompt template file (default engine/traders/templates/default.txt);
-    # it must keep the {actions}, {rules} and {answer} placeholders. Hashed into every prompt.
+    # LLM traders: a system-prompt template file keeping {actions}, {rules}, {answer} (hashed in)
     prompt_template: str | None = None
+    blind: bool = False  # LLM traders: no dates, real symbols or price levels (docs/backtests.md)
 
     @model_validator(mode="after")
     def _llm_needs_provider(self) -> TraderSettings:

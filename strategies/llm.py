@@ -8,13 +8,14 @@ the whole call is enforced by `DecisionStep`; this strategy passes it to the SDK
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from engine.decision import Decision
 from engine.settings import LLMSettings, SettingsError, TraderSettings
 from engine.traders.answers import InvalidAnswer, parse_decision
+from engine.traders.blind import BlindLeak
 from engine.traders.prompt import build_prompt, load_template
 from engine.traders.providers import LLMAnswer, LLMClient, LLMError, Usage, cost_usd
 from strategies.base import DecisionOutcome, TraderContext
@@ -47,14 +48,29 @@ class LLMStrategy:
                              else trader.temperature)
         self._warned_price = False
 
+    def _blind(self, ctx: TraderContext) -> Any:
+        """Return the run's Blind when this trader is blind (engine.traders.blind), else None."""
+        return ctx.extra.get("blind") if self.trader.blind else None
+
     def prompt_hash(self, ctx: TraderContext) -> str:
         """Return the hash of the prompt this strategy sends for `ctx`."""
-        return build_prompt(ctx, self.template).hash
+        blind = self._blind(ctx)
+        return (build_prompt(ctx, self.template) if blind is None
+                else blind.prompt(ctx, self.template)).hash
 
     async def decide(self, ctx: TraderContext) -> DecisionOutcome:
-        """Ask the model for a decision on `ctx`."""
-        prompt = build_prompt(ctx, self.template)
+        """Ask the model for a decision on `ctx` (blind: audited, and the answer mapped back)."""
+        blind = self._blind(ctx)
         started = time.perf_counter()  # latency is wall time, even on a simulated clock
+        if blind is None:
+            prompt = build_prompt(ctx, self.template)
+        else:
+            try:
+                prompt = blind.prompt(ctx, self.template)
+            except BlindLeak as exc:  # nothing is sent; the run is stopped
+                log.error("blind.leak", trader=self.name, leak=str(exc))
+                return self._outcome(Decision.hold(), "", False, f"blind_leak: {exc}", "",
+                                     started)
         try:
             answer = await self._client.complete(
                 prompt, model=self.model, temperature=self._temperature,
@@ -71,7 +87,10 @@ class LLMStrategy:
                                  f"{self.trader.max_tokens}", prompt.hash, started, answer)
         text = answer.text if answer.text.strip() else answer.reasoning
         try:
-            decision = parse_decision(text, symbols)
+            if blind is None:
+                decision = parse_decision(text, symbols)
+            else:  # it names the aliases, at blind prices
+                decision = blind.unblind(parse_decision(text, blind.symbols(symbols)))
         except InvalidAnswer as exc:
             return self._outcome(Decision.hold(), raw, False, str(exc), prompt.hash, started,
                                  answer)

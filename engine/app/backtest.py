@@ -7,7 +7,8 @@ hash of the window, the symbols, the settings and the traders' prompt templates.
 call the real APIs only with `--live-llm` (after a cost estimate and a question, `--yes` skips
 it); otherwise they answer from the LLM answer cache or hold with `not_recorded`. Bad input (a
 window in the future, `--to` not after `--from`, a window over `backtest.max_days`, an unknown
-symbol or trader) prints one line on stderr and exits 2.
+symbol or trader, a window an LLM trader's model may remember without `--allow-contamination`:
+`engine.app.exposure`) prints one line on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def parser() -> Parser:
     p.add_argument("--resume", action="store_true",
                    help="continue the arena of this window after its last persisted instant "
                    "(default: a fresh arena)")
+    p.add_argument("--blind", action="store_true",
+                   help="LLM traders see no dates, clock times, real symbols or price levels")
+    p.add_argument("--blind-and-plain", action="store_true",
+                   help="run each LLM trader twice on the same window, plain and blind (X and "
+                        "X-blind); the report shows the difference")
+    p.add_argument("--windows", type=int, default=1, metavar="N",
+                   help="walk-forward: split the period into N consecutive windows, each a "
+                        "fresh arena; per window and pooled results, and with 3+ variants and "
+                        "an even N >= 4 the probability of backtest overfitting (PBO)")
+    p.add_argument("--allow-contamination", action="store_true",
+                   help="run LLM traders on a window their model may remember (before or on its "
+                        "training cutoff, or with the cutoff unknown); the report labels them")
     p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["json", "console"])
@@ -74,6 +87,8 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
         raise BadInput("--to must be after --from")
     if end > now:
         raise BadInput(f"the window ends in the future ({_iso(end)} > now {_iso(now)})")
+    if not 1 <= getattr(args, "windows", 1) <= 52:
+        raise BadInput("--windows must be from 1 to 52")
     days = (end - start) / 86_400
     if days > settings.backtest.max_days:
         raise BadInput(f"the window is {days:g} days; backtest.max_days is "
@@ -92,7 +107,18 @@ def plan(settings: Settings, args: argparse.Namespace, now: float) -> Settings:
                                              "max_candles": settings.backtest.max_candles})
     except ValueError as exc:
         raise BadInput(f"bad --symbols: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
-    return settings.model_copy(update={"feed": feed, "traders": traders})
+    out = settings.model_copy(update={"feed": feed, "traders": traders})
+    if getattr(args, "blind", False) or getattr(args, "blind_and_plain", False):
+        from engine.app.exposure import with_blind
+
+        out = with_blind(out, both=args.blind_and_plain)
+    if not getattr(args, "allow_contamination", False):
+        from engine.app.exposure import refusal
+
+        line = refusal(out, start, end)  # before anything is fetched
+        if line is not None:
+            raise BadInput(line)
+    return out
 
 
 def source_hash(settings: Settings, start: float, end: float) -> str:
@@ -173,6 +199,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     """Run a backtest from the command line; return the exit code."""
     from engine import logging as arena_logging
     from engine import redact
+    from engine.app.preflight import check_models
     from engine.clock import LiveClock
 
     try:
@@ -187,8 +214,6 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         print(f"backtest error: --speed must be > 0 or 'max', not {args.speed!r}", file=sys.stderr)
         return 2
     now = LiveClock().time() if now is None else now
-    from engine.app.preflight import check_models
-
     try:
         settings = plan(load_settings(args.config), args, now)
         check_models(settings, args.config or DEFAULT_PATH)
@@ -202,10 +227,11 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     arena_logging.configure(args.log_level or settings.engine.log_level,
                             args.log_format or settings.engine.log_format)
     redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
+
     run = Run(settings, secrets, args.start, args.end, now, speed=speed,
               live_llm=args.live_llm, assume_yes=args.yes, resume=args.resume,
               stdin=stdin or sys.stdin)
-    return run_sync(execute(run))
+    return run_sync(execute(run, args))
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,14 +269,14 @@ def run_sync(main: Coroutine[Any, Any, int]) -> int:
         return 130
 
 
-async def execute(run: Run) -> int:
-    """Fetch the window, replay it in the backtest's arena, print the verdict; return the code."""
-    from engine import logging as arena_logging
-    from engine.app.engine import Engine, Options
+async def execute(run: Run, args: argparse.Namespace | None = None) -> int:
+    """Fetch the window, replay it in the backtest's arena (or its walk-forward windows),
+    print the verdict; return the exit code. `args`: the command line's (the demo: none)."""
     from engine.market.binance import RestError
     from engine.market.history import HistoryError
 
     settings = run.settings
+    args = args or argparse.Namespace(live_llm=run.live_llm, resume=run.resume, windows=1)
     try:
         path, history = await prepare(settings, run.start, run.end, run.now)
     except (BadInput, RestError, HistoryError) as exc:
@@ -264,34 +290,47 @@ async def execute(run: Run) -> int:
                    stdin=run.stdin or sys.stdin):
         print("backtest: cancelled, nothing was spent", flush=True)
         return 1
-    options = Options(replay=str(path), speed=run.speed, fresh=not run.resume,
-                      resume=run.resume, live_llm=run.live_llm,
+    if getattr(args, "windows", 1) > 1:
+        from engine.app.walkforward import run_windows
+
+        return await run_windows(settings, run.secrets, args, run.now, run.speed, run_window)
+    code, engine = await run_window(settings, run.secrets, args, run.start, run.end, run.now,
+                                    run.speed, path=path)
+    from engine import logging as arena_logging
+    from engine.report.verdict import show
+
+    show(getattr(engine, "report", None), settings.leaderboard.min_returns,
+         page_url=run.page_url, paths=not arena_logging.console_mode())  # console: printed
+    return code
+
+
+async def run_window(settings: Settings, secrets: Secrets, args: argparse.Namespace,
+                     start: float, end: float, now: float, speed: float | None, *,
+                     path: Path | None = None) -> tuple[int, Any]:
+    """Run the arena on [start, end) (a fresh arena of its own); return (exit code, engine)."""
+    from engine import logging as arena_logging
+    from engine.app.engine import Engine, Options
+    from engine.app.exposure import labels, summary_line
+
+    if path is None:
+        path, _ = await prepare(settings, start, end, now)
+    marks = labels(settings, start, end)
+    resume = bool(getattr(args, "resume", False))  # --resume: this window's arena continues
+    options = Options(replay=str(path), speed=speed, fresh=not resume, resume=resume,
+                      live_llm=args.live_llm,
                       console=arena_logging.console_mode(),
-                      backtest_source=source_hash(settings, run.start, run.end))
-    engine = Engine(settings, run.secrets, options)
+                      backtest_source=source_hash(settings, start, end), labels=marks or None)
+    engine = Engine(settings, secrets, options)
     code = await engine.run()
     # The CIs over the whole run, shown for variants only (the report has its own).
     if _variants(settings) and getattr(engine, "broker", None) is not None:
         await engine.broker.refresh_board_stats()
     _llm_summary(engine)
+    if marks:
+        print(f"backtest: memory exposure: {summary_line(marks)}", flush=True)
+    _blind_vs_plain(engine, marks)
     _warn_variants(settings, getattr(getattr(engine, "broker", None), "board_stats", None))
-    _verdict(engine, settings, page_url=run.page_url)
-    return code
-
-
-def _verdict(engine: Any, settings: Settings, *, page_url: str | None) -> None:
-    """Print the leaderboard with CIs and P(A beats B), the report's paths and the page's URL."""
-    from engine import logging as arena_logging
-    from engine.report.verdict import render
-
-    report = getattr(engine, "report", None)
-    if report is not None:
-        print(render(report.figures, min_returns=settings.leaderboard.min_returns), flush=True)
-        if not arena_logging.console_mode():  # the console printed them with its table
-            print(f"report: {report.markdown}\nreport: {report.html}", flush=True)
-    if page_url:
-        print(f"page: {page_url} (the live leaderboard, served while the engine runs: "
-              "`python run.py` starts it live)", flush=True)
+    return code, engine
 
 
 def _llm_summary(engine: Any) -> None:
@@ -303,6 +342,21 @@ def _llm_summary(engine: Any) -> None:
     print(f"backtest: LLM calls: {s['live']} live (spent {s['spent_usd']:.4f} USD), "
           f"{s['cache']} from the cache (saved {s['saved_usd']:.4f} USD), "
           f"{s['not_recorded']} not recorded (held)", flush=True)
+
+
+def _blind_vs_plain(engine: Any, marks: dict[str, Any]) -> None:
+    """Say, for each blind twin, its return against its plain twin's (what memory may add)."""
+    broker = getattr(engine, "broker", None)
+    if broker is None:
+        return
+    for name, m in marks.items():
+        plain = m.get("plain")
+        if plain is None or plain not in broker.accounts or name not in broker.accounts:
+            continue
+        ret = {t: broker.account_view(t)["return_pct"] for t in (plain, name)}
+        print(f"backtest: blind vs plain: {plain} {ret[plain]:+.3f} %, {name} {ret[name]:+.3f} "
+              f"%: plain - blind = {ret[plain] - ret[name]:+.3f} pp (what memory may add)",
+              flush=True)
 
 
 def _variants(settings: Settings) -> dict[tuple[str, str], list[str]]:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # imported at build time only (see the module doc)
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
     from engine.market.feed import Feed
-    from engine.market.recording import CycleIds, FrameRecorder
+    from engine.market.recording import CycleIds, FrameRecorder, SessionTiming
     from engine.paper.broker import PaperBroker
     from engine.paper.funding import FundingHistory
     from engine.traders.decide import DecisionStep
@@ -43,6 +43,8 @@ class Components:
     decisions: DecisionStep
     cycle: TradingCycle
     llm_session: LLMSession | None = None  # record, replay, cache
+    # A session replay's recorded cycles, (start, trigger): fired at those instants
+    cycle_starts: tuple[tuple[float, str], ...] = ()
 
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
@@ -95,16 +97,19 @@ async def seed_from(dsn: str) -> None:
 
 
 def build_llm_session(settings: Settings, options: Options, clock: Clock,
-                      recorder: FrameRecorder | None,
-                      dsn: str | None) -> tuple[LLMSession | None, CycleIds]:
+                      recorder: FrameRecorder | None, dsn: str | None,
+                      timing: SessionTiming | None = None) -> tuple[LLMSession | None, CycleIds]:
     """Return the LLM session (None when nothing is recorded, replayed or cached) and the cycle
     ids: a replay's LLM answers and cycle ids come from its file, `--record` writes both."""
-    from engine.market.recording import CycleIds, read_session
+    from engine.market.recording import CycleIds, read_timing
     from engine.traders.cache import LLMCache
     from engine.traders.session import LLMSession, Tape
 
     replay = options.replay
-    records, cycles = read_session(replay) if replay else ([], None)
+    if replay and timing is None:
+        timing = read_timing(replay)
+    records = timing.llm if replay and timing else []
+    cycles = [(t, c) for t, c, _ in timing.cycles] if replay and timing else None
     use_cache = settings.llm_cache.replay if replay else settings.llm_cache.live
     cache = LLMCache(dsn) if dsn and use_cache else None
     session = None
@@ -122,7 +127,7 @@ def build_llm_session(settings: Settings, options: Options, clock: Clock,
 def build_components(settings: Settings, secrets: Secrets, options: Options, bus: Bus,
                      clock: Clock,
                      recovered: dict[str, Any], *, dry_run: bool,
-                     dsn: str | None = None) -> Components:
+                     dsn: str | None = None, on_fatal: Any = None) -> Components:
     """Build the feed, the broker with its accounts, the traders and the cycle."""
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
@@ -143,7 +148,12 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
                          board=s.leaderboard, funding_history=_funding_history(s, options, clock))
-    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn)
+    from engine.market.pacing import Pacer
+    from engine.market.recording import read_timing
+
+    timing = read_timing(options.replay) if options.replay else None
+    llm_session, cycle_ids = build_llm_session(s, options, clock, feed.recorder, dsn, timing)
+    pacer = Pacer(clock, recorder=feed.recorder, recorded=timing.pace if timing else None)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
         live_calls=not options.replay or options.live_llm)
@@ -156,11 +166,12 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
         else:
             broker.open_account(trader.name, trader.starting_capital)
     decisions = DecisionStep(strategies, s.llm, clock, bus)
-    in_backtest = options.in_backtest
+    in_backtest = options.in_backtest  # (its funding rate: the last settled one)
     cycle = TradingCycle(
         [
             MarketSnapshotStep(book, candles, s.feed, clock),
-            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills),
+            DecideStep(decisions, broker, s.risk, recent_fills=s.llm.recent_fills,
+                       funding_settled=in_backtest, blind=build_blind(s, options, on_fatal)),
             RiskStep(broker, bus),
             ExecuteStep(broker),
             PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles
@@ -171,8 +182,25 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
         bus,
         dry_run=dry_run,
         cycle_ids=cycle_ids,
+        pace=pacer,
     )
-    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session)
+    starts = tuple((t, trigger) for t, _, trigger in timing.cycles) if timing else ()
+    return Components(book, candles, feed, broker, strategies, decisions, cycle, llm_session,
+                      starts)
+
+
+def build_blind(settings: Settings, options: Options, on_fatal: Any) -> Any:
+    """Return the run's Blind when a trader is blind (its seed: the backtest's source, else the
+    settings' digest, so a replay or a re-run shows the same blind prompts), else None."""
+    if not any(t.blind and t.strategy == "llm" for t in settings.traders):
+        return None
+    import hashlib
+
+    from engine.traders.blind import Blind
+
+    source = options.backtest_source or settings.digest()
+    seed = int(hashlib.sha256(f"blind:{source}".encode()).hexdigest()[:15], 16)
+    return Blind(settings.feed.symbols, seed, on_leak=on_fatal)
 
 
 class AlertsHost(Protocol):

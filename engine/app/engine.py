@@ -33,6 +33,7 @@ from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
 from engine.events import AccountSnapshot, RunStarted, new_id
 from engine.loop_monitor import LoopMonitor
+from engine.market.pacing import BY_HAND, RecordedCycles
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
 from engine.traders.warmup import warm_up
@@ -112,8 +113,8 @@ class Engine:
         parts = build_components(
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
             dry_run=self.dry_run, dsn=self.db.dsn if self.db is not None else None,
-        )
-        self.llm_session = parts.llm_session
+            on_fatal=self._fatal)
+        self.llm_session, self.cycle_starts = parts.llm_session, parts.cycle_starts
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies
         self.decisions, self.cycle = parts.decisions, parts.cycle
@@ -134,14 +135,16 @@ class Engine:
         chosen = select_jobs(self.settings.jobs, set(opts.include_tags), set(opts.exclude_tags))
         if opts.once:
             chosen = []  # --once runs one cycle by hand and nothing on a schedule
+        if self.cycle_starts:  # a session replay fires its recorded cycles, none on schedule
+            chosen = [c.model_copy(update=BY_HAND) if c.run == "trading_cycle" else c
+                      for c in chosen]
         jobs = [Job(j, bodies[j.run]) for j in chosen]
         cycle_jobs = [j for j in jobs if j.settings.run == "trading_cycle"]
         if cycle_jobs:
             self.cycle_job_name = cycle_jobs[0].name
-        else:
-            # No scheduled cycle (tags or --once): keep one that only manual triggers fire.
-            manual = JobSettings(name="trading_cycle", run="trading_cycle", schedule="once",
-                                 delay_seconds=10 * 365 * 86_400, timeout_seconds=240)
+        else:  # no scheduled cycle (tags, --once, a session replay): one fired by hand only
+            manual = JobSettings(name="trading_cycle", run="trading_cycle", timeout_seconds=240,
+                                 **BY_HAND)
             jobs.append(Job(manual, self.cycle))
         log.info("jobs.selected", jobs=[j.name for j in jobs])
         return jobs
@@ -198,7 +201,8 @@ class Engine:
             self.bus.publish(RunStarted(
                 run_id=(run_id := new_id()), started_at=self.clock.time(), version=__version__,
                 settings_hash=self.settings.digest(), fresh=self.options.fresh,
-                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source))
+                dry_run=self.dry_run, mode=self.run_mode, source=self.run_source,
+                labels=self.options.labels))
             self.broker.publish_snapshots("start", None)
             self.run_id = run_id
         code = 0
@@ -210,6 +214,10 @@ class Engine:
                     tg.create_task(fatal(name, aw, self.crashes), name=name)
                 if self.alerts is not None:
                     tg.create_task(fatal("alerts", self.alerts.run(), self.crashes), name="alerts")
+                if self.cycle_starts:  # a session replay: each recorded cycle at its instant
+                    cycles = RecordedCycles(self.cycle_starts, self.clock, partial(
+                        self.scheduler.trigger, self.cycle_job_name, wait=False))
+                    tg.create_task(fatal("recorded_cycles", cycles.run(), self.crashes))
                 if self.settings.control.enabled and not self.options.once:
                     from engine.web.control import ControlServer
 

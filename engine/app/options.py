@@ -8,6 +8,7 @@ module of its own so both can import it without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class Options:
     no_alerts: bool = False  # --no-alerts
     backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
     resume: bool = False  # a replay or backtest continues its arena after its last instant
+    labels: dict[str, Any] | None = None  # run.py backtest: per trader exposure (runs.labels)
 
     @property
     def in_backtest(self) -> bool:

@@ -192,7 +192,8 @@ class BinanceRest:
                 break  # Binance has nothing more in this range
         return out
 
-    async def exchange_info(self, symbols: tuple[str, ...] | None = None) -> dict[str, dict]:
+    async def exchange_info(self, symbols: tuple[str, ...] | None = None
+                            ) -> dict[str, dict[str, Any]]:
         """Return per symbol: step_size, tick_size, min_notional (floats) from exchangeInfo.
 
         Maintenance margins come from the brackets in settings: exchangeInfo's
@@ -203,9 +204,10 @@ class BinanceRest:
         return parse_exchange_info(data, symbols)
 
 
-def parse_exchange_info(data: dict, symbols: tuple[str, ...] | None = None) -> dict[str, dict]:
+def parse_exchange_info(data: dict[str, Any], symbols: tuple[str, ...] | None = None
+                        ) -> dict[str, dict[str, Any]]:
     """Extract step size, tick size and minimum notional per symbol from an exchangeInfo body."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for entry in data.get("symbols", []):
         name = entry.get("symbol")
         if symbols is not None and name not in symbols:

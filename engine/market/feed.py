@@ -89,7 +89,7 @@ class Feed:
             self._drop(event, raw, recv_time)
             return
         self.book.apply(event)  # type: ignore[arg-type]
-        if type(event) is Kline and self.candles.apply_kline(event):  # type: ignore[arg-type]
+        if type(event) is Kline and self.candles.apply_kline(event):
             self._kline_hole()
         self.bus.publish(event)
 

@@ -119,7 +119,7 @@ def _configured_frame(streams: tuple[str, ...]) -> type[Frame]:
     # One type per set of streams, shared by every feed (and floor) configured alike, so the
     # fast path's attribute reads on it stay specialised to one type.
     return msgspec.defstruct(  # type: ignore[return-value]
-        "Frame", [("stream", Literal[streams]),  # type: ignore[valid-type]
+        "Frame", [("stream", Literal[streams]),
                   ("data", BookFrame | KlineFrame | MarkFrame | TickerFrame)], gc=False)
 
 
@@ -175,7 +175,7 @@ class Stream:
     __slots__ = ("count", "handler", "kind", "last", "shape", "symbol")
 
     def __init__(self, symbol: str, kind: str, shape: type,
-                 handler: Callable[[dict, float], MarketEvent]) -> None:
+                 handler: Callable[[dict[str, Any], float], MarketEvent]) -> None:
         self.symbol, self.kind, self.shape, self.handler = symbol, kind, shape, handler
         self.last: float | None = None  # newest order key (event time or update id)
         self.count = 0  # events returned
@@ -189,7 +189,7 @@ class FrameParser:
     def __init__(self, symbols: tuple[str, ...], market: str, max_bytes: int,
                  stream: type[Stream] = Stream) -> None:
         self.max_bytes = max_bytes
-        kinds: dict[str, tuple[str, type, Callable[[dict, float], MarketEvent]]] = {
+        kinds: dict[str, tuple[str, type, Callable[[dict[str, Any], float], MarketEvent]]] = {
             "bookTicker": ("BookTicker", BookFrame, self._book_ticker),
             "kline_1m": ("Kline", KlineFrame, self._kline),
             "markPrice@1s": ("MarkPrice", MarkFrame, self._mark_price),
@@ -246,7 +246,7 @@ class FrameParser:
         st.count += 1
         return event
 
-    def _book_ticker(self, d: dict, recv: float) -> BookTicker:
+    def _book_ticker(self, d: dict[str, Any], recv: float) -> BookTicker:
         bid, ask = float(d["b"]), float(d["a"])
         bid_qty, ask_qty = float(d["B"]), float(d["A"])
         _prices(bid, ask)
@@ -258,7 +258,7 @@ class FrameParser:
         event_time = float(t) / 1000.0 if t is not None else recv
         return BookTicker(d["s"], bid, bid_qty, ask, ask_qty, event_time, recv)
 
-    def _kline(self, d: dict, recv: float) -> Kline:
+    def _kline(self, d: dict[str, Any], recv: float) -> Kline:
         k = d["k"]
         o, h, lo, c = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"])
         v = float(k["v"])
@@ -277,7 +277,7 @@ class FrameParser:
         return Kline(d["s"], "1m", start / 1000.0, int(k["T"]) / 1000.0, o, h, lo, c, v,
                      closed, float(d["E"]) / 1000.0, recv)
 
-    def _mark_price(self, d: dict, recv: float) -> MarkPrice:
+    def _mark_price(self, d: dict[str, Any], recv: float) -> MarkPrice:
         mark, index = float(d["p"]), float(d["i"])
         rate = float(d["r"])
         _prices(mark, index)
@@ -285,7 +285,7 @@ class FrameParser:
         return MarkPrice(d["s"], mark, index, rate, float(d["T"]) / 1000.0,
                          float(d["E"]) / 1000.0, recv)
 
-    def _ticker(self, d: dict, recv: float) -> Ticker24h:
+    def _ticker(self, d: dict[str, Any], recv: float) -> Ticker24h:
         last, high, low = float(d["c"]), float(d["h"]), float(d["l"])
         change, volume, quote_volume = float(d["P"]), float(d["v"]), float(d["q"])
         _prices(last, high, low)

@@ -106,7 +106,8 @@ class History:
         path = self.cache / self.settings.feed.market / symbol / f"{day}.json.gz"
         if path.exists():
             self.cached_days += 1
-            return orjson.loads(gzip.decompress(path.read_bytes()))
+            cached: dict[str, Any] = orjson.loads(gzip.decompress(path.read_bytes()))
+            return cached
         last = day + DAY - MINUTE
         klines = await self._paged("klines", symbol, day, last)
         marks = await self._paged("markPriceKlines", symbol, day, last)

@@ -107,7 +107,7 @@ def true_range(
     if len(h) == 0:
         return np.empty(0)
     prev = np.concatenate(([c[0]], c[:-1]))
-    tr = np.maximum(h - lo, np.maximum(np.abs(h - prev), np.abs(lo - prev)))
+    tr: np.ndarray = np.maximum(h - lo, np.maximum(np.abs(h - prev), np.abs(lo - prev)))
     tr[0] = h[0] - lo[0]
     return tr
 

@@ -14,9 +14,13 @@ wants them (the book's path inside a minute, while a stop or take could trigger 
 
 A whole-session recording (`--record` with LLM traders) also holds one `{"t": ..., "llm": {...}}`
 line per LLM call (trader, provider, model, params, prompt_hash, request, response, latency; see
-`engine.traders.session`) and one `{"t": ..., "cycle": {"cycle_id": ...}}` line per trading cycle,
-so a replay gives its cycles the recorded ids and its traders the recorded answers. The feed's
-replay skips those lines; it only moves the clock to their times.
+`engine.traders.session`), one `{"t": <start>, "cycle": {"cycle_id": ..., "trigger": ...}}` line
+per trading cycle (trigger: schedule, manual or once) and one `{"t": ..., "pace": {"cycle_id":
+..., "point": ...}}` line per instant a cycle read the market after its decisions (`risk`, and
+`fill:<trader>` for each trader's execution; see `engine.market.pacing`), so a replay starts each
+cycle at its recorded instant, gives it the recorded id, its traders the recorded answers, and
+fills each trader against the book as it was at the recorded instant. The feed's replay skips
+those lines; it only moves the clock to their times.
 
 Replay moves the `SimClock` to each frame's receive time before handing the frame to
 `Feed.handle_frame`, so timers (the 5-minute cycles) fire at the recorded times. At `speed=None`
@@ -31,6 +35,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -147,7 +152,7 @@ class FrameRecorder:
 
 
 Record = str | dict[str, Any]  # a raw frame, or a backfill record
-KINDS = ("raw", "backfill", "llm", "cycle", "batch")  # the line kinds of a recording
+KINDS = ("raw", "backfill", "llm", "cycle", "batch", "pace")  # the line kinds of a recording
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[float, str, Any]]:
@@ -179,13 +184,31 @@ def read_frames(path: str | Path) -> Iterator[tuple[float, Record]]:
 
 
 def read_session(path: str | Path) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
-    """Return a recording's LLM records and its (time, cycle id) list, in file order.
+    """Return a recording's LLM records and its (time, cycle id) list, in file order."""
+    timing = read_timing(path)
+    return timing.llm, [(t, cycle_id) for t, cycle_id, _ in timing.cycles]
 
-    Market lines, by far the most, are never parsed: a megabyte block without an `"llm":` or
-    `"cycle":` key (which only appear unescaped at the top of their own lines) is skipped whole.
+
+@dataclass(slots=True)
+class SessionTiming:
+    """What a session recording says besides the market: LLM calls, cycles and pace points."""
+
+    llm: list[dict[str, Any]] = field(default_factory=list)
+    cycles: list[tuple[float, str, str]] = field(default_factory=list)  # (start, id, trigger)
+    pace: dict[tuple[str, str], float] = field(default_factory=dict)  # (cycle id, point) → t
+
+
+_SESSION_KEYS = (b'"llm":', b'"cycle":', b'"pace":')
+
+
+def read_timing(path: str | Path) -> SessionTiming:
+    """Return a recording's LLM records, cycles (start, id, trigger) and pace points.
+
+    Market lines, by far the most, are never parsed: a megabyte block without an `"llm":`,
+    `"cycle":` or `"pace":` key (which only appear unescaped at the top of their own lines) is
+    skipped whole.
     """
-    llm: list[dict[str, Any]] = []
-    cycles: list[tuple[float, str]] = []
+    out = SessionTiming()
     with _open(path, "rb") as fh:
         tail = b""
         while True:
@@ -193,24 +216,27 @@ def read_session(path: str | Path) -> tuple[list[dict[str, Any]], list[tuple[flo
             buf = tail + chunk
             cut = len(buf) if not chunk else buf.rfind(b"\n") + 1
             block, tail = buf[:cut], buf[cut:]
-            if b'"llm":' in block or b'"cycle":' in block:
+            if any(k in block for k in _SESSION_KEYS):
                 for line in block.splitlines():
-                    _session_line(line, llm, cycles)
+                    _session_line(line, out)
             if not chunk:
                 break
-    return llm, cycles
+    return out
 
 
-def _session_line(line: bytes, llm: list[dict[str, Any]],
-                  cycles: list[tuple[float, str]]) -> None:
-    if b'"llm":' not in line and b'"cycle":' not in line:
+def _session_line(line: bytes, out: SessionTiming) -> None:
+    if not any(k in line for k in _SESSION_KEYS):
         return
     try:
         rec = orjson.loads(line)
+        t = float(rec["t"])
         if isinstance(rec.get("llm"), dict):
-            llm.append({**rec["llm"], "t": float(rec["t"])})
+            out.llm.append({**rec["llm"], "t": t})
         elif isinstance(rec.get("cycle"), dict):
-            cycles.append((float(rec["t"]), str(rec["cycle"]["cycle_id"])))
+            c = rec["cycle"]
+            out.cycles.append((t, str(c["cycle_id"]), str(c.get("trigger") or "schedule")))
+        elif isinstance(rec.get("pace"), dict):
+            out.pace[(str(rec["pace"]["cycle_id"]), str(rec["pace"]["point"]))] = t
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return  # iter_records counts and logs bad lines
 
@@ -218,31 +244,40 @@ def _session_line(line: bytes, llm: list[dict[str, Any]],
 class CycleIds:
     """Cycle ids: random live (`engine.cycle.new_cycle_id`), the recorded ones in a replay.
 
-    In a replay a cycle takes the recorded id of the same UTC second (each id once), so the
-    prompts, whose first line names the cycle, hash as they did live. When the recording holds
-    cycles, a scheduled cycle in a second where the recorded run ran none (it was not ready yet,
-    or stopping) is skipped (`SkipCycle("not_in_recording")`), so the replay runs exactly the
-    recorded cycles. A recording without cycle lines (market only, a backtest) runs every cycle,
-    with an id derived from its time and its rank in that second, the same in every run. With a
-    recorder, every id is written as a `cycle` line.
+    A session replay fires each recorded cycle at its recorded start instant
+    (`engine.market.pacing.RecordedCycles`), and the cycle starting at that instant takes that
+    cycle's id, so the prompts, whose first line names the cycle, hash as they did live; failing
+    an exact match it takes the recorded id of the same UTC second (each id once). When the
+    recording holds cycles, a cycle in a second where the recorded run ran none is skipped
+    (`SkipCycle("not_in_recording")`), so the replay runs exactly the recorded cycles. A
+    recording without cycle lines (market only, a backtest) runs every cycle, with an id derived
+    from its time and its rank in that second, the same in every run. With a recorder, every id
+    is written as a `cycle` line with its trigger (schedule, manual, once) at the cycle's start.
     """
 
     def __init__(self, *, recorded: list[tuple[float, str]] | None = None,
                  deterministic: bool = False, recorder: FrameRecorder | None = None) -> None:
         self._recorded: dict[str, list[str]] = {}
-        for _, cycle_id in recorded or ():
+        self._at: dict[float, list[str]] = {}
+        for t, cycle_id in recorded or ():
             self._recorded.setdefault(cycle_id.split("-", 1)[0], []).append(cycle_id)
+            self._at.setdefault(t, []).append(cycle_id)
         self._deterministic = deterministic or recorded is not None
         self._session = bool(recorded)  # the recording says which cycles ran
         self._recorder = recorder
         self._seen: dict[str, int] = {}
 
-    def __call__(self, now: float) -> str:
+    def __call__(self, now: float, trigger: str = "schedule") -> str:
         from engine.cycle import new_cycle_id
 
         prefix = f"{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%SZ}"
         queue = self._recorded.get(prefix)
-        if queue:
+        exact = self._at.get(now)
+        if exact:
+            cycle_id = exact.pop(0)
+            if queue and cycle_id in queue:
+                queue.remove(cycle_id)
+        elif queue:
             cycle_id = queue.pop(0)
         elif self._deterministic:
             rank = self._seen.get(prefix, 0)
@@ -255,7 +290,7 @@ class CycleIds:
         else:
             cycle_id = new_cycle_id(now)
         if self._recorder is not None:
-            self._recorder.write_record("cycle", {"cycle_id": cycle_id}, now)
+            self._recorder.write_record("cycle", {"cycle_id": cycle_id, "trigger": trigger}, now)
         return cycle_id
 
 

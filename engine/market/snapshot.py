@@ -336,7 +336,9 @@ class MarketSnapshotStep:
         self._cache = IndicatorCache()
 
     async def __call__(self, ctx: CycleContext) -> None:
-        snap = self._take(self._book, self._candles, self._settings, self._clock.time(),
+        # The cycle's start instant: a replay fires the cycle at the recorded one (same loop
+        # turn as live, so the same book), and the snapshot time matches it to the microsecond.
+        snap = self._take(self._book, self._candles, self._settings, ctx.started_at,
                           self._cache)
         ctx.snapshot = snap
         stale = list(snap.stale)

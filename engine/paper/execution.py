@@ -1,9 +1,10 @@
 """Filling a trader's approved actions on the book's executable prices.
 
-Market orders fill at the book's ask (buys) or bid (sells) moved `slippage_bps` against the
-taker, quantity rounded down to the step size and price to the tick (against the taker). A
-decision never fills on a price older than `max_price_age` (feed.max_price_age_seconds). An
-action the account refuses at fill time becomes a DecisionRejected; the others their fills.
+Market orders fill at the book's ask (buys) or bid (sells) moved `slippage_bps` plus the order
+size's market impact (`BrokerSettings.slippage_for`) against the taker, quantity rounded down to
+the step size and price to the tick (against the taker). A decision never fills on a price older
+than `max_price_age` (feed.max_price_age_seconds). An action the account refuses at fill time
+becomes a DecisionRejected; the others their fills.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Executor:
         f = self.filters.filter_for(a.symbol)
         buy = pos.side == "short"
         raw = q.ask if buy else q.bid
-        price = fill_price(raw, buy, self.settings.slippage_bps, f.tick_size)
+        price = fill_price(raw, buy, self.settings.slippage_for(pos.qty * raw), f.tick_size)
         qty = None
         if a.action == "close" and a.size_usdt is not None:
             qty = _floor(a.size_usdt / price, f.step_size)
@@ -121,7 +122,7 @@ class Executor:
         side = _side(a.action)
         buy = side == "long"
         raw = q.ask if buy else q.bid
-        price = fill_price(raw, buy, self.settings.slippage_bps, f.tick_size)
+        price = fill_price(raw, buy, self.settings.slippage_for(a.size_usdt or 0.0), f.tick_size)
         qty = _floor((a.size_usdt or 0.0) / price, f.step_size)
         if a.size_usdt is None or qty <= 0 or qty * price < f.min_notional:
             raise AccountError("min_notional", f"{qty * price:.2f} USDT is below the {symbol} "

@@ -194,8 +194,9 @@ class RiskManager:
         if pos is None:
             raise _Refused("no_position", f"no open position on {a.symbol} to close")
         f = self.filter_for(a.symbol)
-        price = fill_price(p.bid if pos.side == "long" else p.ask, pos.side == "short",
-                           self.broker.slippage_bps, f.tick_size)
+        raw = p.bid if pos.side == "long" else p.ask
+        price = fill_price(raw, pos.side == "short", self.broker.slippage_for(pos.qty * raw),
+                           f.tick_size)
         qty = pos.qty
         if a.size_usdt is not None:
             qty = min(pos.qty, floor_to_step(a.size_usdt / price, f.step_size))
@@ -223,7 +224,8 @@ class RiskManager:
                     prices: Mapping[str, Prices | None]) -> float:
         s, f = self.settings, self.filter_for(a.symbol)
         buy = side == "long"
-        price = fill_price(p.ask if buy else p.bid, buy, self.broker.slippage_bps, f.tick_size)
+        price = fill_price(p.ask if buy else p.bid, buy,
+                           self.broker.slippage_for(a.size_usdt or 0.0), f.tick_size)
         qty = floor_to_step((a.size_usdt or 0.0) / price, f.step_size)
         notional = qty * price
         if a.size_usdt is None or notional < f.min_notional or qty <= 0:
@@ -232,8 +234,9 @@ class RiskManager:
         trial = {k: _SimPos(v.side, v.qty, v.entry, v.margin, v.leverage) for k, v in sim.items()}
         trial_cash = cash
         if pos is not None and pos.side != side:  # flip: the old position closes first
-            close_price = fill_price(p.bid if pos.side == "long" else p.ask, not buy,
-                                     self.broker.slippage_bps, f.tick_size)
+            raw = p.bid if pos.side == "long" else p.ask
+            close_price = fill_price(raw, not buy, self.broker.slippage_for(pos.qty * raw),
+                                     f.tick_size)
             trial_cash += self._release(a.symbol, trial[a.symbol], pos.qty, close_price, trial)
         existing = trial.get(a.symbol)
         if existing is None and len(trial) >= s.max_open_positions:

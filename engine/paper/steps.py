@@ -25,6 +25,9 @@ class RiskStep:
         self._broker, self._bus = broker, bus
 
     async def __call__(self, ctx: CycleContext) -> None:
+        # The decisions are in: a replay reviews them against the book as it was live now.
+        await ctx.pace.wait(ctx.cycle_id, "risk")
+        ctx.pace.mark(ctx.cycle_id, "risk")
         for trader, outcome in ctx.outcomes.items():
             approved, rejected = self._broker.review(
                 trader, outcome.decision, ctx.snapshot, ctx.started_at, ctx.cycle_id
@@ -68,7 +71,11 @@ class ExecuteStep:
             return
         for trader, actions in ctx.approved.items():
             if actions:
+                point = f"fill:{trader}"
+                await ctx.pace.wait(ctx.cycle_id, point)  # a replay: the live fill's instant
                 events = self._broker.execute(trader, actions, ctx.cycle_id, ctx.snapshot)
+                if events:  # every event of one execution carries its instant
+                    ctx.pace.mark(ctx.cycle_id, point, getattr(events[0], "ts", None))
                 ctx.fills += sum(isinstance(e, OrderFilled) for e in events)
                 # Fill-time refusals join the review's, so the next prompt reports both.
                 ctx.rejections.extend(e for e in events if isinstance(e, DecisionRejected))

@@ -36,6 +36,21 @@ _INF = math.inf
 FundingOutcome = Literal["settled", "no_positions", "no_mark"]
 
 
+def trigger_price(reason: str, p: Position, touched: float) -> float:
+    """Return the price a triggered stop-loss or take-profit of `p` closes at, before slippage.
+
+    A take-profit is a limit: it fills at exactly its level, never better, even when the price
+    that triggered it (`touched`: the bid for a long, the ask for a short) went beyond it. A
+    stop-loss becomes a market order: it fills at its level or at `touched` (the first price at
+    or beyond it), whichever is worse for the trader, so a gap through the stop costs the gap.
+    """
+    if reason == "take_profit" and p.take_profit is not None:
+        return p.take_profit
+    if reason == "stop_loss" and p.stop_loss is not None:
+        return min(p.stop_loss, touched) if p.side == "long" else max(p.stop_loss, touched)
+    return touched
+
+
 class MarketTriggers:
     """Closes, liquidates and charges funding on the positions a market event reaches."""
 
@@ -96,7 +111,8 @@ class MarketTriggers:
                 px, stop = ask, p.stop_loss is not None and ask >= p.stop_loss
                 take = p.take_profit is not None and ask <= p.take_profit
             if stop or take:
-                self._close(trader, p, px, "stop_loss" if stop else "take_profit")
+                reason = "stop_loss" if stop else "take_profit"
+                self._close(trader, p, trigger_price(reason, p, px), reason)
 
     def book_triggers(self, symbol: str) -> bool:
         """Return True while a BookTicker of `symbol` can trigger anything: a position on it with
@@ -164,9 +180,10 @@ class MarketTriggers:
             self.bus.publish_many(events)
 
     def _close(self, trader: str, p: Position, raw: float, reason: str) -> None:
+        """Close `p` at `raw` (its `trigger_price`) moved by slippage and impact, taker fee."""
         acc, f, now = self.ledger[trader], self.filters.filter_for(p.symbol), self.clock.time()
         buy = p.side == "short"
-        price = fill_price(raw, buy, self.settings.slippage_bps, f.tick_size)
+        price = fill_price(raw, buy, self.settings.slippage_for(p.qty * raw), f.tick_size)
         fill = acc.close(p.symbol, None, price, fee_rate=self.settings.taker_fee)
         log.info(f"broker.{reason}", trader=trader, symbol=p.symbol, side=p.side, trigger=raw,
                  price=price, pnl=round(fill.realized_pnl, 2))
@@ -176,7 +193,8 @@ class MarketTriggers:
 
     def _liquidate(self, trader: str, p: Position, mark: float) -> None:
         acc, f, now = self.ledger[trader], self.filters.filter_for(p.symbol), self.clock.time()
-        price = fill_price(mark, p.side == "short", self.settings.slippage_bps, f.tick_size)
+        price = fill_price(mark, p.side == "short", self.settings.slippage_for(p.qty * mark),
+                           f.tick_size)
         fill = acc.liquidate(p.symbol, price)
         log.warning("broker.liquidation", trader=trader, symbol=p.symbol, side=p.side, mark=mark,
                     price=price, liquidation_price=p.liquidation_price,

@@ -48,7 +48,7 @@ _COLUMNS = {
     "rejections": "id, trader, rule, ts",
     "llm_cache_hits": "id, trader, saved_usd, ts",
 }
-_JSON = {"summary", "decision", "capital", "latency_cost"}
+_JSON = {"summary", "decision", "capital", "latency_cost", "labels"}
 
 
 def _plain(record: asyncpg.Record) -> dict[str, Any]:

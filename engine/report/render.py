@@ -68,11 +68,56 @@ def _why(t: Any, text: str) -> str:
     return str(t.stats.get("withheld") or text) if text == "-" else text
 
 
+def _model(t: TraderFigures, marks: dict[str, Any]) -> str:
+    """Return the model, labelled with its memory exposure (and blind) in a backtest."""
+    m = marks.get(t.trader)
+    if not m:
+        return t.model
+    return f"{t.model} [{m['exposure']} exposure{', blind' if m.get('blind') else ''}]"
+
+
+def exposure_table(f: RunFigures) -> Table | None:
+    """Return the backtest's memory-exposure table (None when the run has no labels)."""
+    marks: dict[str, Any] = f.run.get("labels") or {}
+    if not marks:
+        return None
+    rows = tuple((name, str(m.get("model")), str(m.get("cutoff")), str(m.get("exposure")),
+                  "yes" if m.get("blind") else "no") for name, m in marks.items())
+    return Table("Memory exposure", ("trader", "model", "training cutoff", "exposure", "blind"),
+                 rows, "Exposure of the window to each model's training data: none (the window "
+                 "starts after the cutoff day), partial (the cutoff day ends inside the window), "
+                 "full (the window ends before it does), unknown (no cutoff known). Blind: the "
+                 "prompts had no dates, clock times, real symbols or real price levels.")
+
+
+def blind_table(f: RunFigures) -> Table | None:
+    """Return each blind twin's result against its plain twin's (--blind-and-plain), or None."""
+    marks: dict[str, Any] = f.run.get("labels") or {}
+    by = {t.trader: t for t in f.traders}
+    rows = []
+    for name, m in marks.items():
+        plain = by.get(str(m.get("plain")))
+        blind = by.get(name)
+        if plain is None or blind is None:
+            continue
+        rows.append((str(m.get("model")), plain.trader, num(plain.return_pct, "+.3f"),
+                     blind.trader, num(blind.return_pct, "+.3f"),
+                     num(plain.return_pct - blind.return_pct, "+.3f")))
+    if not rows:
+        return None
+    return Table("Blind vs plain", ("model", "plain", "return %", "blind", "return %",
+                                    "plain - blind (pp)"), tuple(rows),
+                 "The same model on the same window, once with dates, symbols and prices and "
+                 "once blind: the difference estimates what memory of the window adds (one "
+                 "window: read it with its CIs in the leaderboard).")
+
+
 def tables(f: RunFigures) -> list[Table]:
-    """Return the report's tables: leaderboard, trading, decisions."""
+    """Return the report's tables: leaderboard, trading, decisions (and memory exposure)."""
     ts = f.traders
+    marks: dict[str, Any] = f.run.get("labels") or {}
     board = tuple(
-        (str(i), t.trader, t.model, num(t.end_equity), num(t.return_pct, "+.3f"),
+        (str(i), t.trader, _model(t, marks), num(t.end_equity), num(t.return_pct, "+.3f"),
          _why(t, span(t.stats.get("return_ci"), "+.3f")), num(t.max_drawdown_pct, ".2f"),
          _why(t, num(t.stats.get("sharpe"))), _why(t, span(t.stats.get("sharpe_ci"))),
          _why(t, num(t.stats.get("sortino"))),
@@ -113,6 +158,8 @@ def tables(f: RunFigures) -> list[Table]:
               "Hold: an answer with no action but hold (invalid answers included). Cool-down: "
               "turns skipped while the trader cooled down after repeated failures. Cache hits: "
               "answers served by the LLM answer cache; saved $: what they would have cost."),
+        *((exposure,) if (exposure := exposure_table(f)) is not None else ()),
+        *((blind,) if (blind := blind_table(f)) is not None else ()),
     ]
 
 

@@ -7,6 +7,8 @@ say so ("needs 30 returns, has 18") where the number would be.
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.paper import stats
 from engine.report.figures import RunFigures, TraderFigures
 from engine.report.intervals import N_BOOT, withheld
@@ -78,3 +80,15 @@ def render(figures: RunFigures, *, min_returns: int) -> str:
 
 def _prob(p: float | str) -> str:
     return p if isinstance(p, str) else f"{p:.2f}"
+
+
+def show(report: Any, min_returns: int, *, page_url: str | None, paths: bool) -> None:
+    """Print the verdict of `report` (engine.report.files.Report; None: nothing), its paths
+    when `paths`, and the page's URL when given."""
+    if report is not None:
+        print(render(report.figures, min_returns=min_returns), flush=True)
+        if paths:
+            print(f"report: {report.markdown}\nreport: {report.html}", flush=True)
+    if page_url:
+        print(f"page: {page_url} (the live leaderboard, served while the engine runs: "
+              "`python run.py` starts it live)", flush=True)

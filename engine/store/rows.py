@@ -71,7 +71,7 @@ def _table(name: str, spec: str) -> Table:
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     _table("runs", "id:uuid run_id:uuid started_at:ts version settings_hash fresh dry_run mode "
-                   "source"),
+                   "source labels:json"),
     _table("cycles", "id:uuid cycle_id trigger started_at:ts finished_at:ts duration_ms status "
                      "skip_reason summary:json snapshot:json"),
     _table("decisions", "id:uuid cycle_id trader provider model prompt_hash raw_answer "
@@ -94,7 +94,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 def _run(e: RunStarted) -> Row:
     return (e.id, e.run_id, e.started_at, e.version, e.settings_hash, e.fresh, e.dry_run, e.mode,
-            e.source)
+            e.source, dumps(e.labels))
 
 
 def _cycle(e: CycleFinished) -> Row:
@@ -182,6 +182,8 @@ def row_from_json(line: bytes | str) -> tuple[str, Row]:
         raise ValueError(f"bad spill line: {exc}") from None
     if table.name == "runs" and isinstance(values, list) and len(values) == 7:
         values = [*values, "live", None]  # spilled before runs had mode and source (0002)
+    if table.name == "runs" and isinstance(values, list) and len(values) == 9:
+        values = [*values, None]  # spilled before runs had labels (0006)
     if not isinstance(values, list) or len(values) != len(table.columns):
         raise ValueError(f"bad spill line: {table.name} row has the wrong number of columns")
     row = []

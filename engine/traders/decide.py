@@ -216,9 +216,15 @@ class DecideStep:
         risk_settings: Any,
         *,
         recent_fills: int = 10,
+        funding_settled: bool = False,
+        blind: Any = None,
     ) -> None:
         self._decisions, self._broker, self._risk = decisions, broker, risk_settings
         self._recent_fills = recent_fills
+        # A backtest's funding rate is the last settled one (history has no estimate of the
+        # next): the prompt says so.
+        self._funding_settled = funding_settled
+        self._blind = blind  # engine.traders.blind.Blind: the run's mapping for blind traders
         self._last: CycleContext | None = None  # the previous cycle, for its refusals
 
     def _refusals(self) -> dict[str, list[dict[str, Any]]]:
@@ -241,6 +247,8 @@ class DecideStep:
         symbols = tuple(getattr(ctx.snapshot, "symbols", None) or ())
         terms = trading_terms(broker.settings, broker.filter_for, symbols,
                               self._decisions.settings.funding_interval_hours)
+        if self._funding_settled:
+            terms["funding_rate"] = "last_settled"
         for trader in self._decisions.strategies:
             if trader not in broker.accounts:
                 continue
@@ -258,7 +266,8 @@ class DecideStep:
                 recent_fills=broker.recent_fills(trader, self._recent_fills),
                 previous_decisions=self._decisions.previous(trader),
                 risk=self._risk,
-                extra={"refusals": tuple(refusals.get(trader, ()))},
+                extra={"refusals": tuple(refusals.get(trader, ())),
+                       **({"blind": self._blind} if self._blind is not None else {})},
                 terms=terms,
             )
         ctx.outcomes = await self._decisions.decide_all(contexts)

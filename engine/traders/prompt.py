@@ -130,6 +130,7 @@ def trading_terms(broker: BrokerSettings, filter_for: Callable[[str], Any],
         filters[s] = {"min_notional": f.min_notional, "step_size": f.step_size,
                       "tick_size": f.tick_size}
     return {"taker_fee": broker.taker_fee, "slippage_bps": broker.slippage_bps,
+            "impact_bps": broker.impact_bps, "impact_notional": broker.impact_notional,
             "funding_interval_hours": funding_interval_hours, "filters": filters}
 
 
@@ -175,9 +176,15 @@ def rules_text(symbols: Iterable[str], risk: RiskSettings,
             "- Market orders fill at the ask (buys) or bid (sells) moved"
             f" {plain(terms['slippage_bps'])} basis points against you, price rounded to the tick"
             " against you.",
+            *([f"- Larger orders slip more: plus {plain(terms['impact_bps'])} basis points x"
+               f" sqrt(notional / {plain(terms['impact_notional'])} USDT)."]
+              if terms.get("impact_bps") else []),
             f"- Funding is settled every {plain(terms['funding_interval_hours'])} h at the"
-            " next_funding_time shown per symbol: a long pays funding_rate_pct % of its notional"
-            " when it is > 0 (a short receives it), and the reverse when it is < 0.",
+            " next_funding_time shown per symbol: a long pays "
+            + ("the rate settled then (funding_rate_pct is the last settled rate, not that one)"
+               if terms.get("funding_rate") == "last_settled" else "funding_rate_pct")
+            + " % of its notional when it is > 0 (a short receives it), and the reverse when it"
+            " is < 0.",
             "- An open needs initial margin (notional / leverage) plus the fee in free cash.",
             "Symbol filters (quantity = size_usdt / price rounded DOWN to step_size; an open whose"
             " rounded notional is below min_notional USDT is refused):",
@@ -241,10 +248,14 @@ def user_prompt(ctx: Any) -> str:
               for name in sorted(symbols) if name not in stale]
     hours = (ctx.terms or {}).get("funding_interval_hours")
     interval = f"the {plain(hours)} h funding interval" if hours else "one funding interval"
+    settled = (ctx.terms or {}).get("funding_rate") == "last_settled"
     lines = [
         f"Cycle {ctx.cycle_id} at {iso(snap.ts)}. You are trader {ctx.trader}.",
         "Prices in USDT, percentages in %, times in UTC. price is the reference (mark) price;"
         " bid/ask are what you buy and sell at; last is the latest trade.",
+        f"funding_rate_pct: the last settled rate: % of the notional longs paid (shorts received;"
+        f" the reverse when < 0) per {interval} at the last funding time; the rate settled at"
+        " next_funding_time is not known yet." if settled else
         f"funding_rate_pct: % of the notional paid by longs (received by shorts; the reverse"
         f" when < 0) per {interval}, settled at next_funding_time.",
         "Indicators per timeframe (ema20, ema50, sma20, rsi14, macd, macd_signal, macd_hist,"

@@ -66,6 +66,7 @@ LLM = """
 [llm.prices."claude-sonnet-4-6"]
 input = 3.0
 output = 15.0
+training_cutoff = "2025-01-31"
 
 [[traders]]
 name = "claude"

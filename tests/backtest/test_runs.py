@@ -17,7 +17,14 @@ START = datetime(2026, 10, 1, tzinfo=UTC)
 POISON = START.timestamp() + 2 * 3600  # every candle opening at or after 02:00 is x10
 WINDOW = ["--from", "2026-10-01T00:00", "--to", "2026-10-01T04:00", "--symbols",
           "BTCUSDT,ETHUSDT"]
-LLM_TRADER = """
+# A cutoff before the window: the contamination guard lets the window run (exposure none).
+CUTOFF = """
+[llm.prices."claude-sonnet-4-6"]
+input = 3.0
+output = 15.0
+training_cutoff = "2025-01-31"
+"""
+LLM_TRADER = CUTOFF + """
 [[traders]]
 name = "claude"
 strategy = "llm"
@@ -95,7 +102,7 @@ async def test_no_look_ahead_poisoning_every_candle_after_t_changes_nothing_up_t
 
 
 TEMPLATE = "{persona}\n{actions}\n{rules}\n{answer}\n"
-VARIANTS = """
+VARIANTS = CUTOFF.replace("{", "{{").replace("}", "}}") + """
 [[traders]]
 name = "claude_a"
 strategy = "llm"

@@ -13,9 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # A child that starts an embedded Postgres under the given directory and exits without stopping
 # it, as a benchmark module killed at its time limit would.
+# pgserver gives `pg_ctl start` 10 s; on a loaded machine the first start can take longer, and a
+# second call finds the server the first one started.
 ORPHAN = """
 import sys, pgserver
-server = pgserver.get_server(sys.argv[1], cleanup_mode=None)
+for attempt in range(3):
+    try:
+        server = pgserver.get_server(sys.argv[1], cleanup_mode=None)
+        break
+    except Exception:
+        if attempt == 2:
+            raise
 print(open(sys.argv[1] + "/postmaster.pid").read().split()[0], flush=True)
 """
 
@@ -24,7 +32,8 @@ def test_a_postgres_left_running_under_the_module_directory_is_stopped(tmp_path:
     data = tmp_path / "tmp" / "arena-bench-pg-x"
     data.parent.mkdir()
     out = subprocess.run([sys.executable, "-c", ORPHAN, str(data)], capture_output=True,
-                         text=True, timeout=180, check=True, cwd=ROOT)
+                         text=True, timeout=180, check=False, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
     pid = int(out.stdout.split()[-1])
     os.kill(pid, 0)  # still running after its starter exited
     assert stop_postgres_under(tmp_path) == [pid]

@@ -148,16 +148,17 @@ def test_long_stop_loss_triggers_on_the_bid_and_fills_there_with_slippage(clock,
     assert w.broker.accounts["a"].positions == {}
 
 
-def test_short_take_profit_triggers_on_the_ask(w: World) -> None:
+def test_short_take_profit_triggers_on_the_ask_and_fills_at_its_level(w: World) -> None:
     w.do(short("ETHUSDT", 3_000, take_profit=2_700.0))
     w.events()
     w.broker.on_market(book_ticker("ETHUSDT", 2_699.0, 2_700.5))  # bid crossed, ask not yet
     assert w.events() == []
     w.broker.on_market(book_ticker("ETHUSDT", 2_699.0, 2_699.5))
     fill, closed, _ = w.events()
-    assert (fill.reason, fill.side, fill.price) == ("take_profit", "buy", 2_699.5)
-    # realized = 1 * -1 * (2,699.5 - 3,000) = 300.5
-    assert closed.realized_pnl == pytest.approx(300.5)
+    # the ask went 0.5 beyond the level; a take-profit fills at its level, never better
+    assert (fill.reason, fill.side, fill.price) == ("take_profit", "buy", 2_700.0)
+    # realized = 1 * -1 * (2,700 - 3,000) = 300
+    assert closed.realized_pnl == pytest.approx(300.0)
 
 
 def test_a_tick_only_touches_positions_on_its_own_symbol(w: World) -> None:

@@ -150,9 +150,15 @@ async def test_arenas_of_different_modes_and_sources_are_kept_apart(database_url
 
 def test_a_runs_row_spilled_before_migration_0002_is_a_live_run() -> None:
     row = to_row(run_started(fresh=False))[1]
-    assert len(row) == 9
+    assert len(row) == 10
     table, old = row_from_json(row_to_json("runs", row[:7]))  # a spill line of the old shape
-    assert (table, old[:7], old[7:]) == ("runs", row[:7], ("live", None))
+    assert (table, old[:7], old[7:]) == ("runs", row[:7], ("live", None, None))
+
+
+def test_a_runs_row_spilled_before_migration_0006_has_no_labels() -> None:
+    row = to_row(run_started(fresh=False))[1]
+    table, old = row_from_json(row_to_json("runs", row[:9]))
+    assert (table, old[:9], old[9:]) == ("runs", row[:9], (None,))
 
 
 async def test_a_snapshot_its_committed_fills_contradict_is_rebuilt_from_them(

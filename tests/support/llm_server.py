@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -23,20 +24,29 @@ PLAYS = {"anthropic": ("BTCUSDT", "open_long", 1000.0), "openai": ("ETHUSDT", "o
          "deepseek": ("SOLUSDT", "open_long", 300.0)}
 
 
-def _actions(provider: str, prompt: str) -> list[dict[str, Any]]:
+Brackets = dict[str, tuple[float | None, float | None]]  # symbol → (stop-loss, take-profit)
+
+
+def _actions(provider: str, prompt: str, brackets: Brackets | None = None
+             ) -> list[dict[str, Any]]:
     symbol, action, size = PLAYS[provider]
+    if symbol not in prompt:  # a blind prompt: play the first asset it names
+        found = re.search(r"\bASSET_[A-Z]+\b", prompt)
+        symbol = found.group(0) if found else symbol
     opening = NO_POSITION in prompt
+    stop, take = (brackets or {}).get(symbol, (None, None)) if opening else (None, None)
     return [{"symbol": symbol, "action": action if opening else "close",
              "size_usdt": size if opening else None, "leverage": 2 if opening else None,
-             "stop_loss": None, "take_profit": None, "confidence": 0.6,
+             "stop_loss": stop, "take_profit": take, "confidence": 0.6,
              "reason": "flat: open" if opening else "in a position: close"}]
 
 
 class LLMServer:
     """Serves /v1/messages, /v1/chat/completions and /chat/completions."""
 
-    def __init__(self, delay: float = 0.05) -> None:
+    def __init__(self, delay: float = 0.05, brackets: Brackets | None = None) -> None:
         self.delay = delay  # seconds each LLM answer takes (the API's latency)
+        self.brackets = brackets  # stop-loss and take-profit of each opening, per symbol
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -73,7 +83,7 @@ class LLMServer:
         out = copy.deepcopy(load_fixture("anthropic/tool_call")["response"]["body"])
         out["id"] = f"msg_local_{len(self.requests):04d}"
         out["content"][0]["input"] = {
-            "actions": _actions("anthropic", body["messages"][0]["content"])}
+            "actions": _actions("anthropic", body["messages"][0]["content"], self.brackets)}
         return web.json_response(out, headers=self._headers("request-id",
                                                             "anthropic-organization-id"))
 
@@ -85,7 +95,7 @@ class LLMServer:
         out["id"] = f"chatcmpl-local-{len(self.requests):04d}"
         user = body["messages"][1]["content"]
         out["choices"][0]["message"]["content"] = json.dumps(
-            {"actions": _actions(provider, user)})
+            {"actions": _actions(provider, user, self.brackets)})
         return web.json_response(out, headers=self._headers("x-request-id",
                                                             "openai-organization"))
 

@@ -1,7 +1,8 @@
 """Shared by the browser tests of the live page: Debian's chromium driven headless by playwright.
 
 Never `playwright install`: the system's /usr/bin/chromium is launched through playwright's Python
-driver. Tests that use it are skipped with a reason when it is absent (`.ci/run` installs it).
+driver. Tests that use it are skipped with a reason when it is absent, except under CI (`CI=true`,
+as `.ci/run` sets it), where a missing chromium fails them: CI must not pass without them.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 CSP = "default-src 'self'"  # what the page must work under: no inline script or style
 
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+
 requires_chromium = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
+    not HAVE_CHROMIUM and not UNDER_CI,
     reason=f"{CHROMIUM} is absent (apt-get install chromium; .ci/run does)",
 )
 
@@ -37,6 +41,8 @@ async def launched_chromium() -> AsyncIterator[Any]:
     """Yield a headless Debian chromium driven by playwright; close it afterwards."""
     from playwright.async_api import async_playwright
 
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"{CHROMIUM} is absent under CI=true: apt-get install chromium", pytrace=False)
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                             headless=True)

@@ -247,3 +247,46 @@ def test_a_template_without_the_rules_is_refused(tmp_path):
     path.write_text("Trade well. {actions} {answer}")
     with pytest.raises(ValueError, match=r"lacks \{rules\}"):
         load_template(path)
+
+
+def test_a_backtest_prompt_says_its_funding_rate_is_the_last_settled_one():
+    terms = {**trading_terms(BrokerSettings(), BrokerSettings().filter_for, ["BTCUSDT"], 8.0),
+             "funding_rate": "last_settled"}  # what DecideStep(funding_settled=True) passes
+    prompt = build_prompt(dataclasses.replace(context(), terms=terms))
+    assert ("funding_rate_pct: the last settled rate: % of the notional longs paid (shorts "
+            "received; the reverse when < 0) per the 8 h funding interval at the last funding "
+            "time; the rate settled at next_funding_time is not known yet.") in prompt.user
+    assert "settled at next_funding_time." not in prompt.user
+    assert ("a long pays the rate settled then (funding_rate_pct is the last settled rate, "
+            "not that one) % of its notional") in prompt.system
+
+
+async def test_decide_step_in_a_backtest_passes_the_last_settled_funding_terms():
+    from engine.cycle import CycleContext
+
+    seen: list[dict] = []
+
+    class Decisions:
+        def __init__(self) -> None:
+            self.settings, self.strategies = LLMSettings(), {"t1": None}
+
+        def previous(self, trader):
+            return ()
+
+        def mark_refused(self, *a):
+            return None
+
+        async def decide_all(self, contexts):
+            seen.extend(c.terms for c in contexts.values())
+            return {}
+
+    from engine.bus import Bus
+    from engine.clock import SimClock
+
+    book = FakeBook()
+    book.set("BTCUSDT", 100.0, 100.0)
+    broker = PaperBroker(broker_settings(), risk_settings(), Bus(), SimClock(), book)
+    broker.open_account("t1", 1000.0)
+    step = DecideStep(Decisions(), broker, RiskSettings(), funding_settled=True)
+    await step(CycleContext("c1", "schedule", NOW, False, snapshot=snapshot()))
+    assert seen and seen[0]["funding_rate"] == "last_settled"
