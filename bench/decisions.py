@@ -39,8 +39,8 @@ from engine.traders.fixtures import (
     snapshot,
     trader,
 )
+from engine.traders.kinds import make_client
 from engine.traders.prompt import build_prompt
-from engine.traders.providers import make_client
 from strategies.base import Strategy
 from strategies.llm import LLMStrategy
 

@@ -87,3 +87,6 @@ class LeaderboardSettings(Section):
     returns_kept: Annotated[int, Field(ge=10, le=100_000)] = 2016  # per account, for the CIs
     bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
     ci_level: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    # share of its cycles a trader must have decided validly to be ranked (else ranked apart)
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.95
+    beats_p: Annotated[float, Field(gt=0.5, lt=1)] = 0.95  # P(A beats B) that outranks B

@@ -223,6 +223,7 @@ class DecisionMade:
     latency_ms: float
     request_id: str | None
     ts: float
+    model_version: str | None = None  # the exact model the API answered with (None: no answer)
     id: uuid.UUID = field(default_factory=new_id)
 
 
@@ -371,6 +372,22 @@ class TraderCooldown:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class TraderBudgetReached:
+    """A trader reached a spend cap and holds (reason `budget`) until `until` (not persisted).
+
+    `cap` names the cap (trader_daily_usd, trader_total_usd, run_daily_usd, run_total_usd);
+    `until` is the next 00:00 UTC for a daily cap, infinity for a total cap.
+    """
+
+    trader: str
+    cap: str
+    cap_usd: float
+    spent_usd: float
+    until: float
+    ts: float
+
+
 Event = (
     MarketEvent
     | FeedStatus
@@ -386,4 +403,5 @@ Event = (
     | AccountSnapshot
     | Leaderboard
     | TraderCooldown
+    | TraderBudgetReached
 )

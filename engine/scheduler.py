@@ -23,6 +23,7 @@ from engine import metrics
 from engine.bus import Bus
 from engine.clock import Clock, to_datetime
 from engine.events import JobRun
+from engine.halt import TradingGate
 from engine.settings import JobSettings
 
 log = structlog.get_logger("scheduler")
@@ -154,8 +155,9 @@ class Scheduler:
     """Fires jobs on time; one long-running `run()`."""
 
     def __init__(self, jobs: Iterable[Job], clock: Clock, bus: Bus, *,
-                 hold_clock: bool = False) -> None:
+                 hold_clock: bool = False, gate: TradingGate | None = None) -> None:
         self.jobs = {j.name: j for j in jobs}
+        self._gate = gate  # while halted (engine.halt) no job fires
         self._clock = clock
         self._bus = bus
         self._hold_clock = hold_clock  # replay: simulated time waits for running jobs
@@ -233,6 +235,8 @@ class Scheduler:
             return False, f"unknown job {name!r}", {}
         if not self._firing:
             return False, "engine is shutting down", {}
+        if self._gate is not None and self._gate.halted:
+            return False, f"trading {self._gate.describe()}", {}
         if job.busy:
             self._skip(job, trigger, "still_running")
             return False, f"{name} is already running", {}
@@ -356,6 +360,8 @@ class Scheduler:
                 return
             if self.paused:
                 log.info("job.paused_fire", job=job.name)
+            elif self._gate is not None and self._gate.halted:
+                log.warning("job.halted_fire", job=job.name, reason=self._gate.reason)
             elif job.busy:
                 self._skip(job, "schedule", "still_running")
             else:

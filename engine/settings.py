@@ -21,7 +21,10 @@ from engine.broker_settings import BrokerSettings as BrokerSettings
 from engine.broker_settings import LeaderboardSettings as LeaderboardSettings
 from engine.broker_settings import MarginBracket as MarginBracket
 from engine.broker_settings import SymbolFilter as SymbolFilter
-from engine.model_settings import TrainingCutoff
+from engine.llm_settings import NATIVE_PROVIDERS as NATIVE_PROVIDERS
+from engine.llm_settings import LLMSettings as LLMSettings
+from engine.llm_settings import ModelPrice as ModelPrice
+from engine.llm_settings import ProviderSettings as ProviderSettings
 from engine.output_settings import AlertSettings as AlertSettings
 from engine.output_settings import ReportSettings as ReportSettings
 from engine.settings_base import PositiveFloat as PositiveFloat
@@ -117,39 +120,6 @@ class RiskSettings(Section):
 # ---------------------------------------------------------------- decisions
 
 
-class ProviderSettings(Section):
-    base_url: str
-    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
-
-
-class ModelPrice(Section):  # USD per million tokens; the model's training-data cutoff
-    input: Annotated[float, Field(ge=0)]
-    output: Annotated[float, Field(ge=0)]
-    cache_read: Annotated[float, Field(ge=0)] = 0.0
-    cache_write: Annotated[float, Field(ge=0)] = 0.0
-    training_cutoff: TrainingCutoff = None  # "YYYY-MM-DD"; "unknown" or absent: not known
-
-
-class LLMSettings(Section):
-    deadline_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
-    max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
-    cooldown_seconds: Annotated[float, Field(ge=0)] = 1800.0
-    recent_fills: Annotated[int, Field(ge=0)] = 10
-    recent_decisions: Annotated[int, Field(ge=0)] = 5
-    # Hours between two funding times, shown in the prompt (Binance's interval for the defaults).
-    funding_interval_hours: Annotated[float, Field(gt=0, le=24)] = 8.0
-    providers: dict[Literal["anthropic", "openai", "deepseek"], ProviderSettings] = Field(
-        default_factory=lambda: {
-            "anthropic": ProviderSettings(base_url="https://api.anthropic.com"),
-            "openai": ProviderSettings(base_url="https://api.openai.com/v1"),
-            "deepseek": ProviderSettings(base_url="https://api.deepseek.com"),
-        }
-    )
-    prices: dict[str, ModelPrice] = Field(default_factory=dict)
-    # Model ids that reject sampling parameters (newer Claude models): temperature is not sent.
-    omit_temperature: tuple[str, ...] = ()
-
-
 class BacktestSettings(Section):  # `run.py backtest`: engine/market/history.py, app/backtest.py
     cache_dir: str = "./data/history"  # fetched Binance history, one file per symbol and UTC day
     max_days: Annotated[float, Field(gt=0, le=366)] = 31.0  # longest window accepted
@@ -166,8 +136,11 @@ class LLMCacheSettings(Section):  # the LLM answer cache (engine/traders/cache.p
 class TraderSettings(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     strategy: str  # "llm" or a rule-based strategy name in strategies/
-    provider: Literal["anthropic", "openai", "deepseek"] | None = None
-    model: str | None = None
+    provider: str | None = None  # a name of [llm.providers]
+    model: str | None = None  # a model of the models table [llm.prices]
+    # Spend caps of this trader in USD (None: llm.budget's trader caps apply)
+    daily_budget_usd: Annotated[float, Field(gt=0)] | None = None
+    total_budget_usd: Annotated[float, Field(gt=0)] | None = None
     starting_capital: PositiveFloat = 10_000.0
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.2
     max_tokens: Annotated[int, Field(ge=16, le=64_000)] = 1500
@@ -198,6 +171,17 @@ class DatabaseSettings(Section):
     connect_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
     write_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     shutdown_flush_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Fail closed (engine.store.writer, docs/operations/storage.md).
+    max_halted_rows: Annotated[int, Field(ge=100)] = 500_000
+    last_resort_dir: str = ""  # "" = the system temp directory
+    unhealthy_after_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Bounded waits on the database.
+    statement_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    lock_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    idle_in_transaction_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    query_statement_timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    keepalive_seconds: Annotated[float, Field(ge=1)] = 10.0
+    spill_replay_seconds: Annotated[float, Field(gt=0)] = 120.0
 
 
 class ControlSettings(Section):
@@ -289,7 +273,23 @@ class Settings(Section):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(dupes)}")
+        self._check_llm_traders()
         return self
+
+    def _check_llm_traders(self) -> None:
+        """Every LLM trader names a declared provider and a model of the models table."""
+        for t in self.traders:
+            if t.strategy != "llm" or t.provider is None or t.model is None:
+                continue
+            if t.provider not in self.llm.providers:
+                raise ValueError(
+                    f"trader {t.name!r}: unknown provider {t.provider!r}; declare "
+                    f"[llm.providers.{t.provider}] with kind and base_url (known: "
+                    f"{', '.join(sorted(self.llm.providers))})")
+            if t.model not in self.llm.prices:
+                raise ValueError(
+                    f"trader {t.name!r}: model {t.model!r} is not in the models table; add "
+                    f'[llm.prices."{t.model}"] with input and output (USD per million tokens)')
 
     def digest(self) -> str:
         """Return a short hash of the effective settings (stored with each run)."""
@@ -344,6 +344,8 @@ class Secrets:
     deepseek_api_key: str | None
     database_url: str | None
     control_token: str | None
+    # Every non-empty *_API_KEY variable (name, value): the key of a provider's api_key_env.
+    llm_keys: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Secrets:
@@ -359,15 +361,24 @@ class Secrets:
             deepseek_api_key=get("DEEPSEEK_API_KEY"),
             database_url=get("DATABASE_URL"),
             control_token=get("ARENA_CONTROL_TOKEN"),
+            llm_keys=tuple(sorted((k, v) for k, v in env.items()
+                                  if k.endswith("_API_KEY") and v)),
         )
 
-    def api_key(self, provider: str) -> str | None:
-        """Return the API key for an LLM provider."""
-        return {
+    def api_key(self, provider: str, env: str | None = None) -> str | None:
+        """Return the API key of an LLM provider: from its `api_key_env` variable when given,
+        else from the variable inferred for the names anthropic, openai and deepseek."""
+        native = {
             "anthropic": self.anthropic_api_key,
             "openai": self.openai_api_key,
             "deepseek": self.deepseek_api_key,
-        }.get(provider)
+        }
+        inferred = NATIVE_PROVIDERS.get(provider, {}).get("api_key_env")
+        if env is None or env == inferred:
+            if provider in native:
+                return native[provider]
+            env = env or inferred
+        return dict(self.llm_keys).get(env) if env else None
 
     def values(self) -> list[str]:
         """Return every secret value, and the password inside DATABASE_URL, for log redaction."""
@@ -379,6 +390,7 @@ class Secrets:
                 self.deepseek_api_key,
                 self.database_url,
                 self.control_token,
+                *(v for _, v in self.llm_keys),
             )
             if v
         ]

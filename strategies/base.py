@@ -65,6 +65,7 @@ class DecisionOutcome:
     latency_ms: float = 0.0
     request_id: str | None = None
     skipped: str | None = None
+    model_version: str | None = None  # the exact model the API answered with
 
 
 @runtime_checkable

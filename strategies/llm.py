@@ -115,7 +115,8 @@ class LLMStrategy:
             output_tokens=usage.output_tokens, cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens, cost_usd=cost_usd(self._price, usage),
             latency_ms=latency_ms,
-            request_id=answer.request_id if answer else None)
+            request_id=answer.request_id if answer else None,
+            model_version=answer.model if answer else None)
 
     async def aclose(self) -> None:
         """Close the provider client."""

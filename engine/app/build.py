@@ -14,6 +14,7 @@ from engine.app.options import Options
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock
 from engine.cycle import TradingCycle
+from engine.halt import TradingGate
 from engine.settings import Secrets, Settings
 
 if TYPE_CHECKING:  # imported at build time only (see the module doc)
@@ -49,16 +50,33 @@ class Components:
 
 async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Clock, *,
                      fresh: bool, mode: str = "live",
-                     source: str | None = None) -> tuple[Any, Any, Any]:
+                     source: str | None = None, gate: TradingGate | None = None,
+                     accept_reconcile: bool = False) -> tuple[Any, Any, Any]:
     """Open the database, migrate, start listening for rows; return (db, writer, recovered).
 
     `recovered` is the RecoveredState of the arena of `mode` and `source` (empty when fresh).
+    `gate` (engine.halt.TradingGate) is what the writer halts. Raise RecoveryRefused when the
+    stored accounts contradict their rows (unless `accept_reconcile`), SpillReplayFailed when
+    the spill file cannot be replayed; the database is closed then.
     """
-    from engine.store.database import Database, migrate
+    from engine.store.database import Database
+
+    db = await Database.open(settings.database, secrets)
+    try:
+        return await _open_store(db, settings, bus, clock, fresh=fresh, mode=mode, source=source,
+                                 gate=gate, accept_reconcile=accept_reconcile)
+    except BaseException:
+        await db.close()
+        raise
+
+
+async def _open_store(db: Any, settings: Settings, bus: Bus, clock: Clock, *, fresh: bool,
+                      mode: str, source: str | None, gate: TradingGate | None,
+                      accept_reconcile: bool) -> tuple[Any, Any, Any]:
+    from engine.store.database import migrate, writer_session
     from engine.store.recovery import RecoveredState, load_state
     from engine.store.writer import Writer
 
-    db = await Database.open(settings.database, secrets)
     applied = await migrate(db.dsn)
     if applied:
         log.info("store.migrated", versions=applied)
@@ -66,7 +84,7 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     # A backtest's writer runs on the wall clock, beside the replay (engine.store.writer).
     backtest = mode == "backtest"
     writer = Writer(bus, db.dsn, settings.database, LiveClock() if backtest else clock,
-                    asynchronous_commit=backtest)
+                    asynchronous_commit=backtest, gate=gate)
     if fresh:
         log.info("arena.fresh", mode=mode, source=source,
                  detail="starting a new arena; history is kept")
@@ -74,8 +92,13 @@ async def open_store(settings: Settings, secrets: Secrets, bus: Bus, clock: Cloc
     else:
         # Rows spilled during an outage before a crash are replayed first, or the accounts
         # would resume from before them.
-        state = await load_state(db.dsn, spill_path=settings.database.spill_path, mode=mode,
-                                 source=source, returns_kept=settings.leaderboard.returns_kept)
+        s = settings.database
+        state = await load_state(db.dsn, spill_path=s.spill_path, mode=mode,
+                                 source=source, returns_kept=settings.leaderboard.returns_kept,
+                                 accept_reconcile=accept_reconcile,
+                                 spill_limit_s=s.spill_replay_seconds,
+                                 connect_timeout_s=s.connect_timeout_seconds,
+                                 session=writer_session(s))
     await seed_from(db.dsn)  # after the spill replay: its rows are persisted ids too
     return db, writer, state
 
@@ -127,7 +150,8 @@ def build_llm_session(settings: Settings, options: Options, clock: Clock,
 def build_components(settings: Settings, secrets: Secrets, options: Options, bus: Bus,
                      clock: Clock,
                      recovered: dict[str, Any], *, dry_run: bool,
-                     dsn: str | None = None, on_fatal: Any = None) -> Components:
+                     dsn: str | None = None, on_fatal: Any = None,
+                     gate: TradingGate | None = None) -> Components:
     """Build the feed, the broker with its accounts, the traders and the cycle."""
     from engine.market.book import PriceBook
     from engine.market.candles import CandleStore
@@ -147,7 +171,10 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
                          snapshot_interval=s.engine.snapshot_interval_seconds,
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
-                         board=s.leaderboard, funding_history=_funding_history(s, options, clock))
+                         board=s.leaderboard, funding_history=_funding_history(s, options, clock),
+                         gate=gate)
+    broker.board.null_trader = next(
+        (t.name for t in s.traders if t.strategy == "random" and t.enabled), None)
     from engine.market.pacing import Pacer
     from engine.market.recording import read_timing
 

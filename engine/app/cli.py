@@ -62,6 +62,11 @@ def parser() -> Parser:
         "instant (default: a replay starts a fresh arena)",
     )
     p.add_argument(
+        "--accept-reconcile",
+        action="store_true",
+        help="resume even where an account contradicts its stored fills: rebuild it from them",
+    )
+    p.add_argument(
         "--include-tags",
         type=_tags,
         default=frozenset(),
@@ -208,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         live_llm=args.live_llm,
         console=arena_logging.console_mode(),
         no_alerts=args.no_alerts,
+        accept_reconcile=args.accept_reconcile,
     )
 
     async def _main() -> int:

@@ -64,8 +64,12 @@ def report_main(argv: list[str]) -> int:
     async def main() -> int:
         db = await _open(settings, secrets)
         try:
+            from engine.store.database import query_session
+
             report = await write_report(db.dsn, args.out or settings.report.dir, args.run,
-                                        min_returns=settings.leaderboard.min_returns)
+                                        min_returns=settings.leaderboard.min_returns,
+                                        session=query_session(settings.database),
+                                        min_coverage=settings.leaderboard.min_coverage)
         except RunNotFound as exc:
             print(f"report error: {exc}", file=sys.stderr)
             return 1
@@ -89,6 +93,9 @@ def db_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="PATH", help="settings file (default: ./settings.toml)")
     p.add_argument("--query", metavar="SQL", help="run this SQL and print the result as a table")
     p.add_argument("--no-psql", action="store_true", help="do not open psql even if installed")
+    p.add_argument("--quarantine", metavar="ID",
+                   help="quarantine the row the database refuses (its id, from the "
+                        "writer.row_refused log line): the writer takes it out and goes on")
     return p
 
 
@@ -113,11 +120,11 @@ def print_rows(rows: list[Any], *, file: Any = None) -> None:
     console.print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
-async def query(dsn: str, sql: str) -> list[Any]:
-    """Run `sql` read-only and return its rows."""
+async def query(dsn: str, sql: str, session: dict[str, str] | None = None) -> list[Any]:
+    """Run `sql` read-only and return its rows (`session`: server settings, its timeout)."""
     import asyncpg
 
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings=session or {})
     try:
         async with conn.transaction(readonly=True):
             return list(await conn.fetch(sql))
@@ -137,9 +144,13 @@ def db_main(argv: list[str]) -> int:
     async def main() -> int:
         db = await _open(settings, secrets)
         try:
+            if args.quarantine is not None:
+                return await _quarantine(db.dsn, args.quarantine)
             if args.query is not None:
+                from engine.store.database import query_session
+
                 try:
-                    rows = await query(db.dsn, args.query)
+                    rows = await query(db.dsn, args.query, query_session(settings.database))
                 except Exception as exc:  # asyncpg's errors: one line, exit 1
                     print(redact.redact(f"query error: {type(exc).__name__}: {exc}"),
                           file=sys.stderr)
@@ -151,6 +162,18 @@ def db_main(argv: list[str]) -> int:
             await db.close()
 
     return asyncio.run(main())
+
+
+async def _quarantine(dsn: str, row_id: str) -> int:
+    """Mark a refused row quarantined; print what happened (exit 1 when no such row)."""
+    from engine.store.quarantine import quarantine
+
+    try:
+        print(await quarantine(dsn, row_id))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def shown_url(dsn: str, *, embedded: bool) -> str:

@@ -49,7 +49,9 @@ def estimate(settings: Settings, start: float, end: float, *, live: bool,
     snap = snapshot({s: 100.0 for s in settings.feed.symbols})
     rows = []
     for t in settings.traders:
-        if t.strategy != "llm" or not t.enabled or not secrets.api_key(t.provider or ""):
+        provider = settings.llm.providers.get(t.provider or "")
+        if (t.strategy != "llm" or not t.enabled or provider is None
+                or not secrets.api_key(t.provider or "", provider.api_key_env)):
             continue
         prompt = build_prompt(context(t.name, snap=snap), load_template(t.prompt_template))
         tokens_in = (len(prompt.system) + len(prompt.user)) // CHARS_PER_TOKEN

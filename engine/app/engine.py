@@ -32,6 +32,7 @@ from engine.app.target import ControlTarget
 from engine.bus import Bus
 from engine.clock import Clock, LiveClock, SimClock
 from engine.events import AccountSnapshot, RunStarted, new_id
+from engine.halt import TradingGate
 from engine.loop_monitor import LoopMonitor
 from engine.market.pacing import BY_HAND, RecordedCycles
 from engine.scheduler import Job, Scheduler, select_jobs
@@ -68,6 +69,7 @@ class Engine:
             self.clock = SimClock(first_frame_time(options.replay))
         self._warmed = asyncio.Event()  # a replay starts once the LLM clients are warm (`_ready`)
         self.state = "starting"
+        self.gate = TradingGate()  # halted while storage cannot record (engine.halt)
         self.cycle_job_name = "trading_cycle"
         self.once_result: dict[str, Any] | None = None
         self._stop = asyncio.Event()
@@ -103,7 +105,8 @@ class Engine:
             self.run_mode, self.run_source = "backtest", self.options.backtest_source
         self.db, self.writer, self.recovery = await open_store(
             self.settings, self.secrets, self.bus, self.clock, fresh=self.options.fresh,
-            mode=self.run_mode, source=self.run_source,
+            mode=self.run_mode, source=self.run_source, gate=self.gate,
+            accept_reconcile=self.options.accept_reconcile,
         )
         if self.options.replay and self.options.resume:  # after its last persisted instant
             self.resume_at = await start_after(self)
@@ -113,17 +116,25 @@ class Engine:
         parts = build_components(
             self.settings, self.secrets, self.options, self.bus, self.clock, recovered,
             dry_run=self.dry_run, dsn=self.db.dsn if self.db is not None else None,
-            on_fatal=self._fatal)
+            on_fatal=self._fatal, gate=self.gate)
         self.llm_session, self.cycle_starts = parts.llm_session, parts.cycle_starts
         self.book, self.candles, self.feed = parts.book, parts.candles, parts.feed
         self.broker, self.strategies = parts.broker, parts.strategies
         self.decisions, self.cycle = parts.decisions, parts.cycle
         self.scheduler = Scheduler(
-            self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None
+            self._jobs(), self.clock, self.bus, hold_clock=self.options.replay is not None,
+            gate=self.gate,
         )
+        self.gate.listen(self._note_halt)
         self._equity_sub = self.bus.subscribe("app.equity", [AccountSnapshot], capacity=10_000)
         self.alerts = build_alerts(self)  # None with --no-alerts or no webhook
         metrics.ENGINE.attach(partial(engine_view, self))  # read at each /metrics scrape
+
+    def _note_halt(self, halted: bool, reason: str | None) -> None:
+        """Note a halt or a resume in the recording (`--record`), at its engine time."""
+        recorder = getattr(self.feed, "recorder", None)
+        if recorder is not None:
+            recorder.write_record("halt", {"halted": halted, "reason": reason}, self.clock.time())
 
     def _jobs(self) -> list[Job]:
         bodies = {
@@ -168,7 +179,18 @@ class Engine:
         """Run until stopped; return the process exit code."""
         pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
-        recovered = await self._open_store()
+        from engine.store.reconcile import RecoveryRefused
+        from engine.store.spill import SpillReplayFailed
+
+        try:
+            recovered = await self._open_store()
+        except (RecoveryRefused, SpillReplayFailed) as exc:
+            for line in exc.args:
+                log.error("recovery.refused" if isinstance(exc, RecoveryRefused)
+                          else "spill.replay_failed", detail=line)
+            if self.db is not None:
+                await self.db.close()
+            return 1
         self.pid = PidFiles(self.settings)  # arena.pid and control.url in the data directory
         try:
             self._build(recovered)
@@ -193,9 +215,12 @@ class Engine:
     async def _supervise(self) -> int:
         writer_task = None
         if self.writer is not None:  # outside the group: it outlives the producers to flush
+            from engine.store.writer import StorageFatal
+
             self.tasks["writer"] = Supervised("writer", self.writer.run, self.clock,
                                               on_fatal=self._fatal,
-                                              final=partial(last_flush, self.writer))
+                                              final=partial(last_flush, self.writer),
+                                              fatal_errors=(StorageFatal,))
             writer_task = asyncio.create_task(self.tasks["writer"].run(), name="writer")
         if not self.dry_run:
             self.bus.publish(RunStarted(
@@ -244,6 +269,8 @@ class Engine:
             code = 0 if ok else 1
         if self.fatal_error is not None:
             code = 1
+        if self.writer is not None and self.writer.fatal is not None:
+            code = 1  # rows went to the last-resort file: never exit 0 after that
         log.info("engine.stopped", exit_code=code)
         return code
 
@@ -257,6 +284,7 @@ class Engine:
                 self.clock,  # type: ignore[arg-type]
                 speed=self.options.speed, path_wanted=self.broker.book_triggers,
                 start_after=self.resume_at,
+                gate=self.gate,
             )
             from engine.market.progress import ReplayProgress
 

@@ -30,6 +30,7 @@ class Options:
     backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
     resume: bool = False  # a replay or backtest continues its arena after its last instant
     labels: dict[str, Any] | None = None  # run.py backtest: per trader exposure (runs.labels)
+    accept_reconcile: bool = False  # --accept-reconcile: rebuild contradicted accounts from rows
 
     @property
     def in_backtest(self) -> bool:

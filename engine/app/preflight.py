@@ -24,7 +24,8 @@ import orjson
 from engine.app.options import Options
 from engine.settings import Secrets, Settings, SettingsError
 
-KINDS = ("raw", "backfill", "llm", "cycle", "batch", "pace")  # recording.KINDS (heavy import)
+# recording.KINDS (not imported: heavy)
+KINDS = ("raw", "backfill", "llm", "cycle", "batch", "pace", "halt")
 DB_CHECK_TIMEOUT_S = 3.0  # a DATABASE_URL that does not answer within this is unreachable
 EXCHANGE_CHECK_TIMEOUT_S = 3.0  # Binance's REST host not connected within this is unreachable
 

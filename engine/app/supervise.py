@@ -4,7 +4,9 @@
 exception), counted and shown by `/health` and `/status`; the component is restarted after a
 jittered back-off on the engine clock (`engine.retry.Backoff`). After `max_restarts` crashes in a
 row (a run that lasted `healthy_after_s` resets the count) it gives up: `task.failed` at error,
-and `on_fatal` stops the engine, which then exits with code 1. Cancelled while the component is
+and `on_fatal` stops the engine, which then exits with code 1; so does at once a crash of one
+of its `fatal_errors` kinds (the writer's `StorageFatal`: the held rows are in the last-resort
+file). Cancelled while the component is
 down, it runs `final` (the writer's last flush) before re-raising.
 
 `fatal()` wraps the components of the engine's TaskGroup that are not restarted: their crash is
@@ -31,12 +33,14 @@ class Supervised:
     def __init__(self, name: str, run: Callable[[], Awaitable[None]], clock: Clock, *,
                  on_fatal: Callable[[str], None], max_restarts: int = 5,
                  healthy_after_s: float = 60.0, backoff: Backoff | None = None,
-                 final: Callable[[], Awaitable[None]] | None = None) -> None:
+                 final: Callable[[], Awaitable[None]] | None = None,
+                 fatal_errors: tuple[type[Exception], ...] = ()) -> None:
         self.name = name
         self._run = run
         self._clock = clock
         self._on_fatal = on_fatal
         self._final = final
+        self._fatal_errors = fatal_errors  # a crash of these kinds is never restarted
         self.max_restarts = max_restarts
         self.healthy_after_s = healthy_after_s
         self._backoff = backoff or Backoff(1.0, 30.0)
@@ -66,6 +70,10 @@ class Supervised:
                     raise RuntimeError(f"{self.name} returned; it must run until cancelled")
                 except asyncio.CancelledError:
                     raise
+                except self._fatal_errors as exc:
+                    self.crashes += 1
+                    self._gave_up(exc, "cannot go on")
+                    return
                 except Exception as exc:  # isolation boundary: a crash restarts the component
                     if self._clock.time() - started >= self.healthy_after_s:
                         self.restarts = 0
@@ -85,11 +93,7 @@ class Supervised:
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_crash_at = self._clock.time()
         if self.restarts > self.max_restarts:
-            self.state = "failed"
-            log.error("task.failed", task=self.name, crashes=self.crashes, error=self.last_error,
-                      detail=f"crashed {self.restarts} times in a row; stopping the engine")
-            self._on_fatal(f"{self.name} crashed {self.restarts} times in a row: "
-                           f"{self.last_error}")
+            self._gave_up(exc, f"crashed {self.restarts} times in a row")
             return False
         delay = self._backoff.next_delay()
         self.state = "restarting"
@@ -97,6 +101,14 @@ class Supervised:
                   max_restarts=self.max_restarts, retry_in_s=round(delay, 3), exc_info=exc)
         await self._clock.sleep(delay)
         return True
+
+
+    def _gave_up(self, exc: Exception, why: str) -> None:
+        self.state = "failed"
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.error("task.failed", task=self.name, crashes=self.crashes, error=self.last_error,
+                  detail=f"{why}; stopping the engine")
+        self._on_fatal(f"{self.name} {why}: {self.last_error}")
 
 
 async def fatal(name: str, aw: Awaitable[None], crashes: dict[str, str]) -> None:

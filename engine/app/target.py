@@ -18,6 +18,7 @@ class ControlTarget:
         feed = self._e.feed.status()
         return {
             "state": self._state(feed),
+            "halted": self._e.gate.describe(),  # `halted: storage (<reason>)` or None
             "version": __version__,
             "dry_run": self._e.dry_run,
             "paused": self._e.scheduler.paused,
@@ -118,13 +119,20 @@ class ControlTarget:
             problems.append("feed disconnected")
         if stale:
             problems.append(f"stale prices: {', '.join(stale)}")
+        if (halted := self._e.gate.describe()) is not None:
+            problems.append(halted)
         if writer and backlog > self._e.settings.database.batch_rows * 10:
             problems.append(f"writer backlog {backlog} rows")
+        limit = self._e.settings.database.unhealthy_after_seconds
+        if writer and writer["stalled_s"] >= limit:  # wall clock, rows in flight included
+            problems.append(f"nothing committed for {writer['stalled_s']:.0f}s with {backlog} "
+                            f"rows waiting (limit {limit:g}s)")
         for name, task in self._tasks().items():
             if task["state"] not in ("starting", "running", "stopped"):
                 problems.append(f"{name} {task['state']}: {task['last_error']}")
         return not problems, {
             "state": self._state(feed),
+            "halted": self._e.gate.describe(),
             "problems": problems,
             "feed_connected": feed.get("connected"),
             "stale": stale,

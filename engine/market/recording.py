@@ -19,8 +19,10 @@ per trading cycle (trigger: schedule, manual or once) and one `{"t": ..., "pace"
 ..., "point": ...}}` line per instant a cycle read the market after its decisions (`risk`, and
 `fill:<trader>` for each trader's execution; see `engine.market.pacing`), so a replay starts each
 cycle at its recorded instant, gives it the recorded id, its traders the recorded answers, and
-fills each trader against the book as it was at the recorded instant. The feed's replay skips
-those lines; it only moves the clock to their times.
+fills each trader against the book as it was at the recorded instant. When trading halts or
+resumes (engine.halt: storage could not record), a `{"t": ..., "halt": {"halted": true, "reason":
+"storage (...)"}}` line (`"halted": false, "reason": null` at resuming) notes the instant. The
+feed's replay skips those lines; it only moves the clock to their times.
 
 Replay moves the `SimClock` to each frame's receive time before handing the frame to
 `Feed.handle_frame`, so timers (the 5-minute cycles) fire at the recorded times. At `speed=None`
@@ -152,7 +154,7 @@ class FrameRecorder:
 
 
 Record = str | dict[str, Any]  # a raw frame, or a backfill record
-KINDS = ("raw", "backfill", "llm", "cycle", "batch", "pace")  # the line kinds of a recording
+KINDS = ("raw", "backfill", "llm", "cycle", "batch", "pace", "halt")  # a recording's line kinds
 
 
 def iter_records(path: str | Path) -> Iterator[tuple[float, str, Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from engine.clock import LiveClock, SimClock
+from engine.halt import TradingGate
 from engine.market.feed import Feed
 from engine.market.recording import iter_records
 
@@ -34,7 +35,7 @@ class Replay:
     def __init__(self, path: str | Path, feed: Feed, clock: SimClock, *,
                  speed: float | None = None,
                  path_wanted: Callable[[str], bool] | None = None,
-                 start_after: float | None = None) -> None:
+                 gate: TradingGate | None = None, start_after: float | None = None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive, or None for max speed")
         self.path = str(path)
@@ -48,13 +49,17 @@ class Replay:
         # candle history (backfill lines) is taken from them, without moving the clock.
         self.start_after = start_after
         self.skipped = 0
+        # While trading is halted (engine.halt) no frame is consumed: simulated time stands still,
+        # so a replay's results never depend on a database hiccup.
+        self.gate = gate
         self.frames = 0
         self.paths_skipped = 0
+        self.paused_s = 0.0  # wall time spent halted
         self._wall = LiveClock()
 
     async def run(self) -> None:
         """Replay every frame of the file in order, then return."""
-        feed, clock, bus = self.feed, self.clock, self.feed.bus
+        feed, clock, bus, gate = self.feed, self.clock, self.feed.bus, self.gate
         feed.start_replay(self.path)
         wall_start = self._wall.monotonic()
         first: float | None = None
@@ -70,6 +75,8 @@ class Replay:
                             self.skipped += 1
                         continue
                     skip_until = None
+                if gate is not None and gate.halted:
+                    await self._paused(gate)
                 if first is None:
                     first = t
                 if self.speed is not None:
@@ -87,7 +94,7 @@ class Replay:
                 elif kind == "batch":
                     self._batch(item, t)
                 else:
-                    continue  # an LLM or cycle line: its time only
+                    continue  # an LLM, cycle or halt line: its time only
                 bus.flush()  # the bus handlers (the broker's trigger watch) at this record's time
                 self.frames += 1
                 if self.frames % YIELD_EVERY == 0:
@@ -101,6 +108,15 @@ class Replay:
         log.info("feed.replay_finished", path=self.path, frames=self.frames,
                  paths_skipped=self.paths_skipped, skipped_before_resume=self.skipped,
                  wall_s=round(self._wall.monotonic() - wall_start, 3))
+
+    async def _paused(self, gate: TradingGate) -> None:
+        """Wait, consuming no frame, until trading resumes; a paced replay keeps its pace after."""
+        started = self._wall.monotonic()
+        log.warning("feed.replay_paused", reason=gate.reason, at=self.clock.time())
+        await gate.wait_open()
+        paused = self._wall.monotonic() - started
+        self.paused_s += paused
+        log.info("feed.replay_resumed", paused_s=round(paused, 3), at=self.clock.time())
 
     def _batch(self, items: list[Any], t: float) -> None:
         """Hand a batch line's items to the feed in order (one clock move for all of them)."""

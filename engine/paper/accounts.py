@@ -197,6 +197,7 @@ class AccountState:
     decisions: int = 0
     invalid: int = 0
     holds: int = 0
+    skipped: int = 0  # cycles it was due but not asked (cool-down, spend cap): no decision
     adjustments: int = 0  # stop-loss/take-profit moves of open positions (adjust, hold + prices)
     llm_cost: float = 0.0
     latency_cost: float = 0.0  # USDT lost (> 0) to price moves between snapshot and fill

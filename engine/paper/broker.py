@@ -26,6 +26,7 @@ from engine.bus import Bus
 from engine.clock import Clock
 from engine.decision import Action, Decision
 from engine.events import AccountSnapshot, BookTicker, DecisionRejected, Leaderboard, MarkPrice
+from engine.halt import TradingGate
 from engine.paper.accounts import Account, AccountState, Position
 from engine.paper.execution import Executor
 from engine.paper.fills import FillEvents
@@ -51,8 +52,10 @@ class PaperBroker:
                  symbols: Iterable[str] | None = None,
                  max_price_age: float | None = None,
                  board: LeaderboardSettings | None = None,
-                 funding_history: FundingHistory | None = None) -> None:
+                 funding_history: FundingHistory | None = None,
+                 gate: TradingGate | None = None) -> None:
         self.settings = settings
+        self.gate = gate or TradingGate()  # halted (engine.halt): the accounts are frozen
         self.bus, self.clock, self.book = bus, clock, book
         self.snapshot_interval = snapshot_interval
         self.symbols = frozenset(symbols) if symbols is not None else None
@@ -71,7 +74,8 @@ class PaperBroker:
         self.executor = Executor(settings, self.accounts, self.filters, book, self.watches,
                                  self.fills, self.limits, bus, clock, max_price_age)
         self.triggers = MarketTriggers(settings, self.accounts, self.filters, self.marks,
-                                       self.watches, self.fills, self.limits, bus, clock)
+                                       self.watches, self.fills, self.limits, bus, clock,
+                                       self.gate)
 
     # ------------------------------------------------------------ the parts' answers
 
@@ -176,9 +180,14 @@ class PaperBroker:
         log.info("broker.account_restored", trader=trader, positions=len(positions),
                  cash=round(acc.cash, 2), ledger_gap=round(acc.ledger_gap(), 6))
 
-    def record_decision(self, trader: str, *, valid: bool, holds: bool, cost_usd: float) -> None:
-        """Count one decision for the leaderboard: validity, hold, LLM cost."""
+    def record_decision(self, trader: str, *, valid: bool, holds: bool, cost_usd: float,
+                        skipped: bool = False) -> None:
+        """Count one decision for the leaderboard: validity, hold, LLM cost (or a cycle it was
+        due but not asked: a cool-down or a spend cap, which counts against its coverage)."""
         st = self.accounts.account(trader).state
+        if skipped:
+            st.skipped += 1
+            return
         st.decisions += 1
         st.invalid += not valid
         st.holds += bool(holds)
@@ -261,7 +270,8 @@ class PaperBroker:
         while True:
             await self.clock.sleep_until(due)
             try:
-                self.publish_snapshots("timer", None)
+                if not self.gate.halted:  # frozen accounts: nothing new to record
+                    self.publish_snapshots("timer", None)
             except Exception:  # isolation boundary: a failed snapshot must not end the timer
                 log.exception("broker.snapshot_failed")
             due += self.snapshot_interval

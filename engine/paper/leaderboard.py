@@ -1,10 +1,19 @@
 """The leaderboard: pure rows from the accounts, their statistics' uncertainty, a text table.
 
 Sharpe and Sortino (`engine.paper.stats`) are shown only from `leaderboard.min_returns` per-cycle
-returns on (None, "-" in the table, before). `board_stats` adds 95 % percentile-bootstrap CIs of
+returns on (None, "-" in the table, before). `board_stats` adds 95 % stationary-bootstrap CIs of
 the total return and the Sharpe ratio over each account's newest kept returns, the deflated
 Sharpe ratio (trials = the traders), and P(A beats B) for every pair of traders from a paired
-bootstrap over the cycles both were in. It is numpy work: the cycle runs it in a thread.
+stationary bootstrap over the cycles both were in. It is numpy work: the cycle runs it in a
+thread.
+
+Ranks respect that uncertainty: a trader's `rank` is 1 + the number of ranked traders that beat
+it with P(A beats B) >= `leaderboard.beats_p` (0.95); traders no one beats share rank 1, and
+while every P is withheld everyone ranks 1. `coverage` is the share of a trader's cycles with its
+own valid decision (invalid answers, errors, timeouts, not_recorded, cool-down and spend-cap
+cycles count against it); below `leaderboard.min_coverage` a row is ranked apart: `rank` None
+(shown as an en dash), listed after the ranked rows. Rows stay sorted by return within each
+group. With a trader of strategy `random` (the null), each row carries P(trader beats random).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import numpy as np
 
 from engine.paper.stats import (
     SECONDS_PER_YEAR,
+    block_length,
     bootstrap_ci,
     deflated_sharpe,
     prob_beats,
@@ -34,6 +44,7 @@ if TYPE_CHECKING:
 
 # keys each row gains from `board_stats` (None until there are enough returns)
 STAT_KEYS = ("return_ci", "sharpe_ci", "deflated_sharpe")
+UNRANKED = "\u2013"  # an en dash: how a row ranked apart shows its rank
 
 
 def _pct(part: float, whole: float) -> float | None:
@@ -76,6 +87,7 @@ def row(account: Account, marks: Mapping[str, float], now: float, *,
         "sortino": _r(st.returns.sortino(min_returns)),
         "returns_n": st.returns.n,
         "invalid_rate": _r(_pct(st.invalid, st.decisions), 1),
+        "coverage": coverage(st.decisions, st.invalid, st.skipped),
         "hold_rate": _r(_pct(st.holds, st.decisions), 1),
         "adjustments": st.adjustments,
         "latency_cost": round(st.latency_cost, 2),
@@ -85,16 +97,41 @@ def row(account: Account, marks: Mapping[str, float], now: float, *,
     }
 
 
+def coverage(decisions: int, invalid: int, skipped: int) -> float | None:
+    """Return the share of cycles with a valid decision of the trader's own (None: no cycle)."""
+    cycles = decisions + skipped
+    return None if cycles <= 0 else round((decisions - invalid) / cycles, 4)
+
+
 def build_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: float, *,
-               min_returns: int = 2,
-               stats: BoardStats | None = None) -> tuple[dict[str, Any], ...]:
-    """Return every trader's row, best return first, each with its rank (and `stats`' fields)."""
+               min_returns: int = 2, stats: BoardStats | None = None,
+               min_coverage: float = 0.0, beats_p: float = 0.95,
+               null: str | None = None) -> tuple[dict[str, Any], ...]:
+    """Return every trader's row with its honest rank (see the module doc) and `stats`' fields.
+
+    Ranked rows come first, best return first; rows below `min_coverage` follow with rank None.
+    `null` names the random trader: each other row gets `p_beats_random`.
+    """
     rows = sorted((row(a, marks, now, min_returns=min_returns) for a in accounts),
                   key=lambda r: (-(r["return_pct"] or 0.0), r["trader"]))
-    if stats is not None:
-        for r in rows:
+    for r in rows:
+        if stats is not None:
             r.update({k: stats.per_trader.get(r["trader"], {}).get(k) for k in STAT_KEYS})
-    return tuple({"rank": i, **r} for i, r in enumerate(rows, 1))
+        cov = r["coverage"]
+        r["ranked"] = cov is None or cov >= min_coverage
+    probs = stats.probabilities() if stats is not None else {}
+    ranked = [r["trader"] for r in rows if r["ranked"]]
+    out = []
+    for r in [*(r for r in rows if r["ranked"]), *(r for r in rows if not r["ranked"])]:
+        t = r["trader"]
+        rank = None
+        if r["ranked"]:
+            rank = 1 + sum(1 for u in ranked
+                           if u != t and (probs.get((u, t)) or 0.0) >= beats_p)
+        p_null = probs.get((t, null)) if null is not None and t != null else None
+        out.append({"rank": rank, **r,
+                    "p_beats_random": None if p_null is None else round(p_null, 4)})
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- uncertainty
@@ -107,6 +144,16 @@ class BoardStats:
     per_trader: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     pairwise: tuple[dict[str, Any], ...] = ()  # {"a", "b", "p_a_beats_b", "n"}, a before b
     info: Mapping[str, Any] = field(default_factory=dict)  # annualization, levels, sizes
+
+    def probabilities(self) -> dict[tuple[str, str], float]:
+        """Return P(a beats b) for every ordered pair whose probability is shown."""
+        out: dict[tuple[str, str], float] = {}
+        for p in self.pairwise:
+            prob = p["p_a_beats_b"]
+            if prob is not None:
+                out[(p["a"], p["b"])] = prob
+                out[(p["b"], p["a"])] = round(1 - prob, 4)
+        return out
 
     def ranked_pairs(self, order: Sequence[str]) -> tuple[dict[str, Any], ...]:
         """Return the pairs with the better-ranked trader (in `order`) as `a`."""
@@ -150,6 +197,7 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
                  settings: LeaderboardSettings) -> BoardStats:
     n_boot, level, min_n = settings.bootstrap_samples, settings.ci_level, settings.min_returns
     per: dict[str, dict[str, Any]] = {}
+    blocks: dict[str, int] = {}
     moments: dict[str, tuple[int, tuple[float, float, float]]] = {}
     for trader, pairs in series.items():
         r = np.fromiter((x for _, x in pairs), dtype=float, count=len(pairs))
@@ -157,8 +205,9 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         if r.size < min_n or ppy is None:
             per[trader] = dict.fromkeys(STAT_KEYS)
             continue
-        ret = bootstrap_ci(r, total_return, n_boot=n_boot, level=level)
-        shp = bootstrap_ci(r, sharpe_statistic(ppy), n_boot=n_boot, level=level)
+        block = blocks[trader] = block_length(r)
+        ret = bootstrap_ci(r, total_return, n_boot=n_boot, level=level, block=block)
+        shp = bootstrap_ci(r, sharpe_statistic(ppy), n_boot=n_boot, level=level, block=block)
         per[trader] = {"return_ci": _pair(None if ret is None else (ret[0] * 100, ret[1] * 100),
                                           3),
                        "sharpe_ci": _pair(shp, 2), "deflated_sharpe": None}
@@ -190,14 +239,17 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         "periods_per_year": None if ppy_mid is None else round(ppy_mid, 1),
         "period_seconds": None if ppy_mid is None else round(SECONDS_PER_YEAR / ppy_mid, 1),
         "min_returns": min_n, "ci_level": level, "bootstrap_samples": n_boot,
-        "returns_kept": settings.returns_kept,
+        "returns_kept": settings.returns_kept, "bootstrap": "stationary (Politis & Romano), "
+        "mean block length by Politis & White (2004, corrected 2009)",
+        "block_lengths": blocks, "min_coverage": settings.min_coverage,
+        "beats_p": settings.beats_p,
     }
     return BoardStats(per, tuple(pairwise), info)
 
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (header, key, format)
-    ("#", "rank", "d"),
+    ("#", "rank", "rank"),
     ("trader", "trader", "s"),
     ("equity", "equity", ",.2f"),
     ("ret%", "return_pct", "+.2f"),
@@ -215,6 +267,8 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sharpe95%", "sharpe_ci", "ci2"),
     ("sortino", "sortino", "+.2f"),
     ("inval%", "invalid_rate", ".0f"),
+    ("cover%", "coverage", "pct"),
+    ("P>rand", "p_beats_random", ".2f"),
     ("hold%", "hold_rate", ".0f"),
     ("adj", "adjustments", "d"),
     ("latency", "latency_cost", "+,.2f"),
@@ -224,8 +278,12 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def _cell(value: Any, fmt: str) -> str:
+    if fmt == "rank":
+        return UNRANKED if value is None else str(value)
     if value is None:
         return "-"
+    if fmt == "pct":
+        return f"{value * 100:.0f}"
     if fmt == "ci2":  # a confidence interval [lo, hi]
         return f"[{value[0]:+.2f},{value[1]:+.2f}]"
     return format(value, fmt)
@@ -250,6 +308,10 @@ def render_table(rows: Iterable[Mapping[str, Any]], *, info: Mapping[str, Any] |
         out.append("  ".join(parts).rstrip())
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
+    if any(r.get("rank") is None for r in rows):
+        floor = (info or {}).get("min_coverage")
+        out.append(f"{UNRANKED}: ranked apart, coverage (cycles with a valid decision of its own)"
+                   f" below {'the minimum' if floor is None else f'{floor:.0%}'}")
     if info:
         out.append(_note(info))
         need = int(info.get("min_returns") or 0)
@@ -271,5 +333,6 @@ def _note(info: Mapping[str, Any]) -> str:
         "x sqrt(periods per year)"
     return (f"sharpe/sortino: per-cycle returns, annualized {per}, no risk-free rate, shown from "
             f"{info.get('min_returns')} returns; {info.get('ci_level', 0.95):.0%} CIs: "
-            f"percentile bootstrap, {info.get('bootstrap_samples')} resamples of the newest "
-            f"{info.get('returns_kept')} returns")
+            f"stationary block bootstrap, {info.get('bootstrap_samples')} resamples of the newest "
+            f"{info.get('returns_kept')} returns; rank = 1 + traders beating it with "
+            f"P >= {info.get('beats_p', 0.95):.2f}")

@@ -9,7 +9,7 @@ import structlog
 
 from engine import metrics
 from engine.bus import Bus
-from engine.cycle import CycleContext
+from engine.cycle import CycleContext, SkipCycle
 from engine.events import DecisionRejected, OrderFilled
 from engine.paper.leaderboard import render_table
 
@@ -60,6 +60,8 @@ class ExecuteStep:
         self._broker = broker
 
     async def __call__(self, ctx: CycleContext) -> None:
+        if self._broker.gate.halted:  # storage cannot record fills: none is made
+            raise SkipCycle(f"trading {self._broker.gate.describe()}")
         if ctx.dry_run:
             ctx.summary["fills"] = 0
             planned = {

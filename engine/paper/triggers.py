@@ -6,6 +6,10 @@ MarkPrice. The per-symbol `Watch` keeps the nearest trigger of each kind, so a t
 none costs a few comparisons whatever the number of positions. Funding is settled when a
 MarkPrice shows its funding time has passed, once per funding time per position.
 
+While trading is halted (engine.halt: storage cannot record) the accounts are frozen: no trigger
+fill and no funding. A funding time that passes meanwhile is kept with its rate and charged at
+the first mark price after resuming; the first book ticker after resuming checks the stops.
+
 `MarketTriggers` is the broker's market-event part: it is handed the ledger, the filters, the
 marks, the watches, the fill recorder and the limits it closes positions through.
 """
@@ -21,6 +25,7 @@ import structlog
 from engine.bus import Bus
 from engine.clock import Clock
 from engine.events import BookTicker, FundingPaid, MarkPrice
+from engine.halt import TradingGate
 from engine.paper.accounts import Position
 from engine.paper.fills import FillEvents
 from engine.paper.ledger import Ledger, SymbolFilters
@@ -54,20 +59,26 @@ def trigger_price(reason: str, p: Position, touched: float) -> float:
 class MarketTriggers:
     """Closes, liquidates and charges funding on the positions a market event reaches."""
 
-    __slots__ = ("_funding", "bus", "clock", "errors", "fills", "filters", "ledger", "limits",
-                 "marks", "settings", "watches")
+    __slots__ = ("_funding", "_funding_due", "bus", "clock", "errors", "fills", "filters", "gate",
+                 "ledger", "limits", "marks", "settings", "watches")
 
     def __init__(self, settings: BrokerSettings, ledger: Ledger, filters: SymbolFilters,
                  marks: Marks, watches: Watches, fills: FillEvents, limits: Limits, bus: Bus,
-                 clock: Clock) -> None:
+                 clock: Clock, gate: TradingGate | None = None) -> None:
         self.settings, self.ledger, self.filters, self.marks = settings, ledger, filters, marks
         self.watches, self.fills, self.limits = watches, fills, limits
         self.bus, self.clock = bus, clock
         self._funding: dict[str, tuple[float, float]] = {}  # symbol → (next time, rate)
+        self.gate = gate or TradingGate()
+        # symbol → [(funding time, its rate)] passed while halted, charged at the next mark
+        self._funding_due: dict[str, list[tuple[float, float]]] = {}
         self.errors = 0  # market events whose handling raised (counted, logged, skipped)
 
     def on_market(self, event: object) -> None:
         """Check the triggers of this event's symbol, and settle funding at funding times."""
+        if self.gate.halted:
+            self._frozen((event,))
+            return
         kind = type(event)
         if kind is BookTicker:
             self.on_book(event)  # type: ignore[arg-type]
@@ -78,6 +89,9 @@ class MarketTriggers:
 
     def on_events(self, events: Iterable[object]) -> None:
         """Handle a batch of market events; one that raises is counted and skipped."""
+        if self.gate.halted:
+            self._frozen(events)
+            return
         on_book, on_mark = self.on_book, self.on_mark  # `on_market`, once per batch
         for event in events:
             try:
@@ -134,11 +148,28 @@ class MarketTriggers:
         w = self.watches.get(symbol)
         if w is None or not w.entries:
             return
+        for when, rate in self._funding_due.pop(symbol, ()):  # passed while halted
+            self._settle(w, symbol, when, rate, e.mark)
         if prev is not None and (e.next_funding_time > prev[0] or e.event_time >= prev[0]):
             self._settle(w, symbol, prev[0], prev[1], e.mark)
         if w.dirty:
             w.recompute()
         self._check_liquidation(w, e.mark)
+
+    def _frozen(self, events: Iterable[object]) -> None:
+        """Trading halted: take the marks, keep each funding time that passes with its rate."""
+        for e in events:
+            if type(e) is not MarkPrice:
+                continue
+            prev = self._funding.get(e.symbol)
+            self.marks.set(e.symbol, e.mark)
+            self._funding[e.symbol] = (e.next_funding_time, e.funding_rate)
+            w = self.watches.get(e.symbol)
+            if prev is not None and w is not None and w.entries and (
+                    e.next_funding_time > prev[0] or e.event_time >= prev[0]):
+                due = self._funding_due.setdefault(e.symbol, [])
+                if prev not in due:
+                    due.append(prev)
 
     def settle_funding(self, symbol: str, when: float, rate: float,
                        mark: float) -> FundingOutcome:

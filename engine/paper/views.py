@@ -116,13 +116,16 @@ class AccountViews:
 class BoardView:
     """The leaderboard of the ledger's accounts, published on the bus."""
 
-    __slots__ = ("bus", "clock", "ledger", "marks", "settings", "stats")
+    __slots__ = ("bus", "clock", "ledger", "marks", "null_trader", "settings", "stats")
 
     def __init__(self, ledger: Ledger, marks: Marks, bus: Bus, clock: Clock,
                  settings: LeaderboardSettings) -> None:
         self.ledger, self.marks, self.bus, self.clock = ledger, marks, bus, clock
         self.settings = settings
         self.stats: BoardStats | None = None  # CIs and pairwise of the last cycle
+        # the trader whose strategy is `random` (the null hypothesis), set by the app; each
+        # other leaderboard row then shows P(trader beats random)
+        self.null_trader: str | None = None
 
     async def refresh_board_stats(self) -> BoardStats:
         """Recompute the CIs and pairwise comparisons from the kept returns, in a thread."""
@@ -144,8 +147,10 @@ class BoardView:
                  for acc in self.ledger.values() for s, p in acc.positions.items()}
         now = self.clock.time()
         stats = self.stats
-        rows = build_rows(self.ledger.values(), marks, now,
-                          min_returns=self.settings.min_returns, stats=stats)
+        bs = self.settings
+        rows = build_rows(self.ledger.values(), marks, now, min_returns=bs.min_returns,
+                          stats=stats, min_coverage=bs.min_coverage, beats_p=bs.beats_p,
+                          null=self.null_trader)
         pairs = stats.ranked_pairs([r["trader"] for r in rows]) if stats is not None else ()
         board = Leaderboard(cycle_id, rows, now, pairwise=pairs,
                             stats=dict(stats.info) if stats is not None else {})

@@ -52,6 +52,8 @@ class TraderFigures:
     invalid_pct: float | None = None
     hold_pct: float | None = None
     cooldown_pct: float | None = None
+    # share of its cycles with a valid decision of its own (cool-down and budget cycles count)
+    coverage: float | None = None
     latency_cost: float = 0.0
     top_rules: list[tuple[str, int]] = field(default_factory=list)
     equity: list[tuple[float, float]] = field(default_factory=list)  # (ts, equity)
@@ -186,11 +188,16 @@ def _decisions(rows: RunRows, fig: Any) -> None:
         invalid[d["trader"]] += not d["valid"]
         holds[d["trader"]] += _is_hold(d["decision"])
     cooled: Counter[str] = Counter()
+    capped: Counter[str] = Counter()
     for c in rows.cycles:
         for trader in (c["summary"] or {}).get("cooldown") or ():
             cooled[trader] += 1
-    for trader in set(holds) | set(cooled) | set(invalid):
+        for trader in (c["summary"] or {}).get("budget") or ():
+            capped[trader] += 1
+    for trader in set(holds) | set(cooled) | set(invalid) | set(capped):
         t = fig(trader)
+        due = t.decisions + cooled[trader] + capped[trader]
+        t.coverage = (t.decisions - invalid[trader]) / due if due else None
         t.invalid_pct = _pct(invalid[trader], t.decisions)
         t.hold_pct = _pct(holds[trader], t.decisions)
         t.cooldown_pct = _pct(cooled[trader], t.decisions + cooled[trader])

@@ -28,15 +28,20 @@ class Report:
     figures: RunFigures
 
 
-async def run_figures(dsn: str, run: str = "latest", *, min_returns: int = 2) -> RunFigures:
-    """Return the figures of one run (`latest`, or a run id or a unique prefix of one)."""
-    conn = await asyncpg.connect(dsn)
+async def run_figures(dsn: str, run: str = "latest", *, min_returns: int = 2,
+                      session: dict[str, str] | None = None,
+                      min_coverage: float = 0.95) -> RunFigures:
+    """Return the figures of one run (`latest`, or a run id or a unique prefix of one).
+
+    `session`: the connection's server settings (engine.store.database.query_session: its
+    statement timeout)."""
+    conn = await asyncpg.connect(dsn, server_settings=session or {})
     try:
         rows = await load_run(conn, run)
     finally:
         await conn.close()
     figures = compute(rows)
-    annotate(figures, min_returns=min_returns)
+    annotate(figures, min_returns=min_returns, min_coverage=min_coverage)
     return figures
 
 
@@ -55,17 +60,27 @@ def as_json(f: RunFigures) -> bytes:
         "duration_s": f.duration_s, "cycles": f.cycles, "cycles_ok": f.cycles_ok,
         "traders": [dataclasses.asdict(t) for t in f.traders],
     }
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
-                        default=str)
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                        | orjson.OPT_SERIALIZE_NUMPY, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    """Return a numpy scalar as the number it is (never its string); anything else as text."""
+    item = getattr(value, "item", None)
+    if item is not None:
+        return item()
+    return str(value)
 
 
 async def write_report(dsn: str, out_dir: str | Path, run: str = "latest", *,
-                       min_returns: int = 2) -> Report:
+                       min_returns: int = 2, session: dict[str, str] | None = None,
+                       min_coverage: float = 0.95) -> Report:
     """Write `<out_dir>/run-<start>-<id>.{md,html,json}` for the run and return them.
 
     `min_returns`: the fewest per-cycle returns for Sharpe, Sortino and CIs (leaderboard setting).
     """
-    figures = await run_figures(dsn, run, min_returns=min_returns)
+    figures = await run_figures(dsn, run, min_returns=min_returns, session=session,
+                                min_coverage=min_coverage)
     return await asyncio.to_thread(save, figures, Path(out_dir))
 
 
@@ -109,8 +124,12 @@ async def report_on_exit(dsn: str, settings: Any, run_id: str, *,
 
     log = structlog.get_logger("report")
     try:
+        from engine.store.database import query_session
+
         report = await write_report(dsn, settings.report.dir, run_id,
-                                    min_returns=settings.leaderboard.min_returns)
+                                    min_returns=settings.leaderboard.min_returns,
+                                    session=query_session(settings.database),
+                                    min_coverage=settings.leaderboard.min_coverage)
     except Exception as exc:  # isolation boundary: a failed report never fails the run
         log.error("report.failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return None

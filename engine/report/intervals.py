@@ -5,6 +5,9 @@ All from `engine.paper.stats` over each trader's per-cycle equity returns in the
 - `sharpe_ci`: the same for the annualized Sharpe ratio;
 - `p_beats_next`: P(this trader's total return > the next-ranked trader's), a paired bootstrap over
   the cycles both have returns for (so the run's luck is shared);
+- `rank`: 1 + the number of traders that beat it with P >= 0.95 (as on the leaderboard); None
+  for a trader whose coverage is below `min_coverage` (listed after the ranked ones);
+- `p_beats_random`: P(this trader beats the trader named `random`, the null), when there is one;
 - `deflated_sharpe`: with several traders compared, the probability that the trader's Sharpe is
   above the best Sharpe that that many unskilled traders would show by chance (Bailey & López de
   Prado); the correction for comparing many variants.
@@ -43,7 +46,30 @@ def withheld(min_returns: int, has: int) -> str:
     return f"needs {min_returns} returns, has {has}"
 
 
-def annotate(figures: RunFigures, *, min_returns: int = 2) -> None:
+def _prob(a: TraderFigures, b: TraderFigures, min_returns: int) -> float | None:
+    ra, rb = dict(a.cycle_returns), dict(b.cycle_returns)
+    common = sorted(set(ra) & set(rb))
+    if len(common) < min_returns:
+        return None
+    return stats.prob_beats([ra[k] for k in common], [rb[k] for k in common], n_boot=N_BOOT)
+
+
+def _rank(figures: RunFigures, min_returns: int, min_coverage: float) -> None:
+    """Set each trader's honest rank and P(beats random); ranked traders first, by return."""
+    ts = figures.traders
+    probs = {(a.trader, b.trader): _prob(a, b, min_returns)
+             for a, b in itertools.permutations(ts, 2)}
+    ranked = [t for t in ts if t.coverage is None or t.coverage >= min_coverage]
+    for t in ts:
+        t.stats["rank"] = (1 + sum(1 for u in ranked if u is not t
+                                   and (probs[(u.trader, t.trader)] or 0.0) >= LEVEL)
+                           if t in ranked else None)
+        p = probs.get((t.trader, "random"))
+        t.stats["p_beats_random"] = p
+    figures.traders[:] = [*ranked, *(t for t in ts if t not in ranked)]
+
+
+def annotate(figures: RunFigures, *, min_returns: int = 2, min_coverage: float = 0.95) -> None:
     """Fill each trader's `stats` with its Sharpe, Sortino, CIs and comparisons.
 
     As on the leaderboard, a trader with fewer than `min_returns` per-cycle returns (the
@@ -69,6 +95,8 @@ def annotate(figures: RunFigures, *, min_returns: int = 2) -> None:
         if raw is not None:
             per_period[t.trader] = raw
         t.stats = out
+    _rank(figures, min_returns, min_coverage)
+    traders = figures.traders
     for a, b in itertools.pairwise(traders):
         ra, rb = dict(a.cycle_returns), dict(b.cycle_returns)
         common = sorted(set(ra) & set(rb))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from engine.paper.leaderboard import UNRANKED
 from engine.report.figures import RunFigures, TraderFigures
 from engine.report.svg import equity_chart
 
@@ -117,12 +118,16 @@ def tables(f: RunFigures) -> list[Table]:
     ts = f.traders
     marks: dict[str, Any] = f.run.get("labels") or {}
     board = tuple(
-        (str(i), t.trader, _model(t, marks), num(t.end_equity), num(t.return_pct, "+.3f"),
+        (UNRANKED if t.stats.get("rank") is None else str(t.stats["rank"]), t.trader,
+         _model(t, marks),
+         num(t.coverage * 100 if t.coverage is not None else None, ".0f"),
+         num(t.end_equity), num(t.return_pct, "+.3f"),
          _why(t, span(t.stats.get("return_ci"), "+.3f")), num(t.max_drawdown_pct, ".2f"),
          _why(t, num(t.stats.get("sharpe"))), _why(t, span(t.stats.get("sharpe_ci"))),
          _why(t, num(t.stats.get("sortino"))),
          _why(t, num(t.stats.get("p_beats_next"), ".2f")) if i < len(ts) else "-",
-         _why(t, num(t.stats.get("deflated_sharpe"), ".2f")))
+         _why(t, num(t.stats.get("deflated_sharpe"), ".2f")),
+         _why(t, num(t.stats.get("p_beats_random"), ".2f")) if t.trader != "random" else "-")
         for i, t in enumerate(ts, 1))
     trading = tuple(
         (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
@@ -137,14 +142,18 @@ def tables(f: RunFigures) -> list[Table]:
         for t in ts)
     return [
         Table("Leaderboard",
-              ("#", "trader", "model", "equity", "return %", "95% CI", "max DD %", "Sharpe",
-               "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe"), board,
-              "Return: last equity against the starting capital, as on the console. CIs: "
-              "percentile bootstrap over the per-cycle equity returns (2,000 resamples). "
-              "P(beats next): paired bootstrap of the total return against the trader ranked "
+              ("#", "trader", "model", "coverage %", "equity", "return %", "95% CI", "max DD %",
+               "Sharpe", "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe",
+               "P(beats random)"), board,
+              "# = 1 + the traders that beat it with P >= 0.95 (shared ranks); \u2013: coverage "
+              "(cycles with a valid decision of its own) below 95 %, ranked apart. Return over "
+              "the run (first to last equity). CIs: stationary block bootstrap over the "
+              "per-cycle equity returns (2,000 resamples, block length chosen from the data). "
+              "P(beats next): paired bootstrap of the total return against the trader listed "
               "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
-              "unskilled traders (multiple-comparison correction). A withheld figure says "
-              "why (needs N returns, has n)."),
+              "unskilled traders (multiple-comparison correction). P(beats random): against the "
+              "trader named random (the null). A withheld figure says why (needs N returns, "
+              "has n)."),
         Table("Trading",
               ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",
                "fills", "fees", "funding", "latency cost"), trading,

@@ -107,6 +107,26 @@ class RowQueue:
         if items:
             self._arrivals.appendleft([len(items), at])
 
+    def remove(self, table: str, row_id: object) -> bool:
+        """Take the row of `table` with id `row_id` out of the queue (a quarantined row)."""
+        rows = self._rows[table]
+        k = next((i for i, row in enumerate(rows) if row[0] == row_id), None)
+        if k is None:
+            return False
+        del rows[k]
+        seen = -1
+        for j, name in enumerate(self._order):
+            if name == table:
+                seen += 1
+                if seen == k:
+                    del self._order[j]
+                    break
+        self._arrivals[0][0] -= 1  # its arrival time no longer matters: the oldest group's
+        if not self._arrivals[0][0]:
+            self._arrivals.popleft()
+        self._retried = min(self._retried, len(self._order))
+        return True
+
     def take_all(self) -> list[tuple[str, Row]]:
         """Remove and return every row as (table, row), in publication order."""
         rows = {t: iter(q) for t, q in self._rows.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +172,66 @@ async def prepare_connection(conn: asyncpg.Connection, *, synchronous_commit: bo
             f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.name} INCLUDING DEFAULTS) "
             "ON COMMIT DELETE ROWS"
         )
+
+
+# ---------------------------------------------------------------- bounded waits
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+def keepalive_settings(settings: DatabaseSettings) -> dict[str, str]:
+    """Return the server side of TCP keepalives (probes after `keepalive_seconds` idle)."""
+    idle = max(1, round(settings.keepalive_seconds))
+    return {"tcp_keepalives_idle": str(idle), "tcp_keepalives_interval": str(max(1, idle // 3)),
+            "tcp_keepalives_count": "3"}
+
+
+def writer_session(settings: DatabaseSettings) -> dict[str, str]:
+    """Return the server settings of a writer connection: every wait on the server bounded."""
+    return {
+        **keepalive_settings(settings),
+        "application_name": "arena-writer",
+        "statement_timeout": _ms(settings.statement_timeout_seconds),
+        "lock_timeout": _ms(settings.lock_timeout_seconds),
+        "idle_in_transaction_session_timeout": _ms(settings.idle_in_transaction_timeout_seconds),
+    }
+
+
+def query_session(settings: DatabaseSettings) -> dict[str, str]:
+    """Return the server settings of a report or `run.py db` connection (a larger bound)."""
+    return {**keepalive_settings(settings), "application_name": "arena-query",
+            "statement_timeout": _ms(settings.query_statement_timeout_seconds)}
+
+
+def set_keepalive(conn: asyncpg.Connection, seconds: float) -> None:
+    """Turn on the client side of TCP keepalives: a dead peer is noticed in about 2 x `seconds`."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket has no peer to lose
+    idle = max(1, round(seconds))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(1, idle // 3)),
+                        ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 2 * idle * 1000)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+async def connect(dsn: str, settings: DatabaseSettings,
+                  session: dict[str, str]) -> asyncpg.Connection:
+    """Open a connection with `session`'s server settings and TCP keepalives."""
+    conn = await asyncpg.connect(dsn, timeout=settings.connect_timeout_seconds,
+                                 server_settings=session)
+    set_keepalive(conn, settings.keepalive_seconds)
+    return conn
+
+
+async def free_backend(conn: asyncpg.Connection, pid: int) -> bool:
+    """Terminate the writer's previous backend `pid` if it still lives (a partition can leave
+    it idle in a transaction, holding the locks of rows the retry writes again)."""
+    return bool(await conn.fetchval(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE pid = $1 AND application_name = 'arena-writer'", pid))

@@ -5,11 +5,15 @@ funding payment published before it. A database written by an older engine (each
 on its own timer) can hold a snapshot whose fill was lost in a kill -9. At start each account's
 latest snapshot is compared with the committed rows of its arena: realized PnL (sum of
 `fills.realized_pnl`), fees (sum of `fills.fee`), funding (sum of `funding.amount`) and the open
-positions (net signed quantity per symbol of the fills). When they disagree the account is
-rebuilt from the rows: those totals, the open positions (the newest snapshot holding the same
-position, else its latest `positions` open row), and cash from the ledger identity
-cash + margin = capital + realized - fees - funding; the risk state and counters are the latest
-snapshot's. `recovery.reconciled` is logged with the differences.
+positions (net signed quantity per symbol of the fills).
+
+With the writer's prefix rule they always agree; when they do not (a database written by an older
+engine, a hand edit), recovery never invents: `RecoveryRefused` stops the start, with one line
+per trader naming the difference and the choices (`--fresh`, or `--accept-reconcile`). Only with
+`--accept-reconcile` is the account rebuilt from the rows: those totals, the open positions (the
+newest snapshot holding the same position, else its latest `positions` open row), and cash from
+the ledger identity cash + margin = capital + realized - fees - funding; the risk state and
+counters are the latest snapshot's. `recovery.reconciled` is logged with every difference.
 """
 
 from __future__ import annotations
@@ -35,11 +39,27 @@ def _signed(positions: Any) -> dict[str, float]:
     return {p["symbol"]: (1 if p["side"] == "long" else -1) * float(p["qty"]) for p in positions}
 
 
-async def reconcile(conn: asyncpg.Connection, accounts: dict[str, dict[str, Any]],
-                    in_arena: str, mode: str, source: str | None) -> dict[str, dict[str, Any]]:
-    """Rebuild (in place) every account of `accounts` its committed rows contradict.
+class RecoveryRefused(Exception):
+    """Stored accounts contradict their rows; `args` holds one line per trader."""
 
-    Return trader → {field: {"snapshot": value, "rows": value}} for the rebuilt ones.
+
+def refusal_line(trader: str, mode: str, source: str | None, diff: dict[str, Any]) -> str:
+    """Return the one line naming a trader's difference and the operator's choices."""
+    parts = "; ".join(f"{k}: snapshot {v['snapshot']} vs rows {v['rows']}" for k, v in diff.items())
+    arena = mode if source is None else f"{mode} {source[:12]}"
+    return (f"trader {trader} ({arena} arena): latest account snapshot disagrees with its "
+            f"committed rows ({parts}); start with --fresh for a new arena, or "
+            "--accept-reconcile to rebuild the account from the stored rows")
+
+
+async def reconcile(conn: asyncpg.Connection, accounts: dict[str, dict[str, Any]],
+                    in_arena: str, mode: str, source: str | None, *,
+                    accept: bool = False) -> dict[str, dict[str, Any]]:
+    """Check every account of `accounts` against its committed rows.
+
+    Raise RecoveryRefused naming every contradicted account, unless `accept`: then rebuild
+    them (in place) from the rows and return trader → {field: {"snapshot": value, "rows":
+    value}} for the rebuilt ones.
     """
     arena = f"JOIN arena_runs($1, $2) a ON {in_arena}"
     totals = {r["trader"]: r for r in await conn.fetch(
@@ -55,6 +75,7 @@ async def reconcile(conn: asyncpg.Connection, accounts: dict[str, dict[str, Any]
         if not _same_qty(r["qty"], 0.0):
             held.setdefault(r["trader"], {})[r["symbol"]] = r["qty"]
     out: dict[str, dict[str, Any]] = {}
+    refused: list[str] = []
     for trader, snap in accounts.items():
         t = totals.get(trader)
         rows = {"realized_pnl": t["realized"] if t else 0.0, "fees": t["fees"] if t else 0.0,
@@ -64,11 +85,16 @@ async def reconcile(conn: asyncpg.Connection, accounts: dict[str, dict[str, Any]
         want, have = held.get(trader, {}), _signed(snap["positions"])
         if set(want) != set(have) or any(not _same_qty(want[s], have[s]) for s in want):
             diff["positions"] = {"snapshot": have, "rows": want}
+        if diff and not accept:
+            refused.append(refusal_line(trader, mode, source, diff))
+            continue
         if diff:
             accounts[trader] = await _rebuild(conn, arena, mode, source, snap, rows, want)
             out[trader] = diff
             log.warning("recovery.reconciled", trader=trader, mode=mode, source=source,
                         snapshot_id=str(snap["id"]), differences=diff)
+    if refused:
+        raise RecoveryRefused(*refused)
     return out
 
 

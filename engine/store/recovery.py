@@ -8,7 +8,9 @@ rows replayed late from the spill file stay with their run). The arena of a mode
 every run of that mode and source since the latest one stored with `fresh = true` (or since the
 first one): `arena_runs(mode, source)` in migration 0002. Recovery reads only that arena's rows;
 within it, a trader's latest snapshot is the one with the greatest id. Each account is then
-checked against the arena's committed fills and funding (`engine.store.reconcile`).
+checked against the arena's committed fills and funding (`engine.store.reconcile`): recovery
+never invents, so an account they contradict stops the start (`RecoveryRefused`) unless the
+operator chose `--accept-reconcile` (or `--fresh`).
 
 Snapshots carry the running return statistics but not the kept per-cycle return series: it is
 rebuilt from the arena's newest cycle snapshots of the trader (equity and time, in id order) by
@@ -60,6 +62,7 @@ class RecoveredState:
     source: str | None = None
     # trader → {field: {"snapshot": value, "rows": value}} for every account whose latest
     # snapshot disagreed with its committed fills/funding and was rebuilt from them
+    # (--accept-reconcile)
     reconciled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -69,26 +72,32 @@ class RecoveredState:
 
 
 async def load_state(dsn: str, *, spill_path: str | None = None, mode: str = "live",
-                     source: str | None = None,
-                     returns_kept: int | None = None) -> RecoveredState:
+                     source: str | None = None, returns_kept: int | None = None,
+                     accept_reconcile: bool = False, spill_limit_s: float = 120.0,
+                     connect_timeout_s: float = 5.0,
+                     session: dict[str, str] | None = None) -> RecoveredState:
     """Replay the spill file if given, then read the latest state of the arena (mode, source).
 
     `returns_kept` (leaderboard.returns_kept) is how many per-cycle returns to rebuild per
-    trader; by default the window its latest snapshot was made with.
+    trader; by default the window its latest snapshot was made with. An account its rows
+    contradict raises `RecoveryRefused`, unless `accept_reconcile` (then it is rebuilt from the
+    rows, every difference logged). The spill replay gives up after `spill_limit_s`
+    (`SpillReplayFailed`).
     """
     replayed = 0
     if spill_path is not None:
-        replayed = await replay_spill_file(dsn, spill_path)
-    conn = await asyncpg.connect(dsn)
+        replayed = await replay_spill_file(dsn, spill_path, limit_s=spill_limit_s,
+                                           connect_timeout_s=connect_timeout_s, session=session)
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            return await _read(conn, replayed, mode, source, returns_kept)
+            return await _read(conn, replayed, mode, source, returns_kept, accept_reconcile)
     finally:
         await conn.close()
 
 
 async def _read(conn: asyncpg.Connection, replayed: int, mode: str, source: str | None,
-                returns_kept: int | None) -> RecoveredState:
+                returns_kept: int | None, accept_reconcile: bool) -> RecoveredState:
     runs = await conn.fetchval("SELECT count(*) FROM runs")
     arena = await conn.fetch("SELECT run_id FROM arena_runs($1, $2) ORDER BY id", mode, source)
     rows = await conn.fetch(
@@ -103,7 +112,8 @@ async def _read(conn: asyncpg.Connection, replayed: int, mode: str, source: str 
         mode, source,
     )
     accounts = {r["trader"]: _snapshot_dict(r) for r in rows}
-    reconciled = await reconcile(conn, accounts, IN_ARENA, mode, source) if accounts else {}
+    reconciled = await reconcile(conn, accounts, IN_ARENA, mode, source,
+                                 accept=accept_reconcile) if accounts else {}
     for trader, snap in accounts.items():
         returns = snap["state"].get("returns") or {}
         snap["returns_series"] = None if "recent" in returns else await _returns_series(

@@ -27,6 +27,7 @@ from engine.events import (
     PositionOpened,
     RunStarted,
 )
+from engine.store.errors import Kind, RowRefused, classify
 
 # ---------------------------------------------------------------- events → rows
 
@@ -76,7 +77,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                      "skip_reason summary:json snapshot:json"),
     _table("decisions", "id:uuid cycle_id trader provider model prompt_hash raw_answer "
                         "decision:json valid error input_tokens output_tokens cache_read_tokens "
-                        "cache_write_tokens cost_usd latency_ms request_id ts:ts"),
+                        "cache_write_tokens cost_usd latency_ms request_id ts:ts model_version"),
     _table("rejections", "id:uuid cycle_id trader symbol action rule detail ts:ts"),
     _table("fills", "id:uuid trader symbol side qty price notional fee realized_pnl reason "
                     "cycle_id ref_price ts:ts"),
@@ -107,7 +108,7 @@ def _decision(e: DecisionMade) -> Row:
     return (e.id, e.cycle_id, e.trader, e.provider, e.model, e.prompt_hash, e.raw_answer,
             dumps(e.decision), e.valid, e.error, e.input_tokens, e.output_tokens,
             e.cache_read_tokens, e.cache_write_tokens, e.cost_usd, e.latency_ms, e.request_id,
-            e.ts)
+            e.ts, e.model_version)
 
 
 def _rejection(e: DecisionRejected) -> Row:
@@ -230,22 +231,9 @@ async def write_rows(
     return inserted
 
 
-# Errors about the rows themselves (retrying the same rows cannot help); anything else is taken
-# as the database being unavailable and is retried with back-off.
-ROW_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.exceptions.CharacterNotInRepertoireError,
-    asyncpg.exceptions.UntranslatableCharacterError,
-    TypeError,
-    ValueError,
-    OverflowError,
-)
-
-
-def is_row_error(exc: BaseException) -> bool:
-    """Tell whether `exc` is caused by the rows written rather than by the database's state."""
-    return isinstance(exc, ROW_ERRORS)
+# Python errors a value raises while being encoded (the timestamptz codec on a string, say): a bad
+# value when one row alone raises it, a programming error when no row does.
+_VALUE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
 async def write_batches(
@@ -253,15 +241,14 @@ async def write_batches(
     batches: Mapping[str, Sequence[Row]],
     *,
     limit_s: float,
-    reject: Callable[[str, Row, BaseException], None],
     fresh: bool = False,
 ) -> int:
-    """Write the batches in one transaction; if a row is bad, write row by row, rejecting it.
+    """Write the batches in one transaction; return how many rows were new.
 
     `fresh` batches (never attempted before) first go by plain COPY; only when some id turns out
-    to be present already is the batch written again the staged, duplicate-skipping way. Row by
-    row is still one transaction (a savepoint per row), so the batch commits all at once or not
-    at all, minus the rows Postgres refuses.
+    to be present already is the batch written again the staged, duplicate-skipping way. When
+    the database refuses a row (engine.store.errors), nothing commits: the rows are tried one by
+    one (savepoints in a transaction rolled back) and `RowRefused` names the first one refused.
     """
     try:
         async with asyncio.timeout(limit_s):
@@ -271,21 +258,36 @@ async def write_batches(
                 except asyncpg.UniqueViolationError:
                     pass
             return await write_rows(conn, batches)
-    except Exception as exc:
-        if not is_row_error(exc):
+    except (asyncpg.PostgresError, *_VALUE_ERRORS) as exc:
+        if isinstance(exc, asyncpg.PostgresError) and classify(exc) is not Kind.REFUSED:
             raise
-    new = 0
-    refused: list[tuple[str, Row, BaseException]] = []
-    async with conn.transaction():
-        for table, rows in batches.items():
-            for row in rows:
-                try:
-                    async with asyncio.timeout(limit_s):
-                        new += await write_rows(conn, {table: [row]})  # a savepoint
-                except Exception as exc:
-                    if not is_row_error(exc):
-                        raise
-                    refused.append((table, row, exc))
-    for table, row, exc in refused:  # only once the others are committed
-        reject(table, row, exc)
-    return new
+        culprit = await _first_refused(conn, batches, limit_s)
+        if culprit is None:
+            raise
+        raise culprit from exc
+
+
+class _Probed(Exception):
+    """Ends the probing transaction (rolled back) once every row was tried."""
+
+
+async def _first_refused(conn: asyncpg.Connection, batches: Mapping[str, Sequence[Row]],
+                         limit_s: float) -> RowRefused | None:
+    """Return the first row the database refuses, trying each in a savepoint; commit nothing."""
+    found: RowRefused | None = None
+    try:
+        async with asyncio.timeout(limit_s), conn.transaction():
+            for table, rows in batches.items():
+                for row in rows:
+                    try:
+                        await write_rows(conn, {table: [row]})  # a savepoint
+                    except (asyncpg.PostgresError, *_VALUE_ERRORS) as exc:
+                        if isinstance(exc, asyncpg.PostgresError) \
+                                and classify(exc) is not Kind.REFUSED:
+                            raise
+                        found = RowRefused(table, row, exc)
+                        raise _Probed from None
+            raise _Probed
+    except _Probed:
+        pass
+    return found

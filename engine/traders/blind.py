@@ -104,8 +104,7 @@ class Blind:
         self._rng.shuffle(order)
         self.alias = {s: f"ASSET_{_letters(i)}" for i, s in enumerate(order)}
         self.real = {a: s for s, a in self.alias.items()}
-        # The answer validator compares symbols without "_" (ASSET_A is ASSETA to it)
-        self._answered = {**self.real, **{a.replace("_", ""): s for a, s in self.real.items()}}
+        self._answered = dict(self.real)  # what a blind answer may name -> the real symbol
         self.k: dict[str, float] = {}
         self.on_leak = on_leak  # the engine's stop (fatal): the first leak ends the run
         self.leaked: str | None = None
@@ -240,9 +239,8 @@ class Blind:
     # ------------------------------------------------------------ answers
 
     def symbols(self, real: Iterable[str]) -> tuple[str, ...]:
-        """Return the aliases of `real` symbols as the answer validator compares them (what a
-        blind answer may name)."""
-        return tuple(self.alias[s].replace("_", "") for s in real if s in self.alias)
+        """Return the aliases of `real` symbols: the answer schema's enum in a blind prompt."""
+        return tuple(self.alias[s] for s in real if s in self.alias)
 
     def unblind(self, decision: Decision) -> Decision:
         """Map a blind answer back to real units: symbols, stop-loss and take-profit."""

@@ -23,9 +23,10 @@ from engine import metrics
 from engine.clock import to_datetime
 from engine.cycle import CycleContext
 from engine.decision import Decision
-from engine.events import DecisionMade, TraderCooldown
+from engine.events import DecisionMade, TraderBudgetReached, TraderCooldown
 from engine.scheduler import with_deadline
 from engine.settings import LLMSettings
+from engine.traders.budget import Budget, TraderCaps
 from engine.traders.prompt import trading_terms
 from strategies.base import DecisionOutcome, Strategy, TraderContext
 
@@ -54,6 +55,8 @@ class DecisionStep:
         self._bus = bus
         self._state = {name: _TraderState(history=deque(maxlen=settings.recent_decisions))
                        for name in strategies}
+        self.budget = Budget(settings.budget, {n: _caps(s) for n, s in strategies.items()})
+        self._capped: dict[str, tuple[str, float]] = {}  # trader -> (cap, until) alerted
 
     async def decide_all(self, contexts: dict[str, TraderContext]) -> dict[str, DecisionOutcome]:
         """Return every trader's outcome; one gather, per-trader deadlines, failures isolated."""
@@ -102,6 +105,9 @@ class DecisionStep:
                 return self._skipped(strategy, "cooldown")
             log.info("trader.resumed", trader=name, cycle_id=ctx.cycle_id)
             state.cooldown_until, state.failures = None, 0
+        if getattr(strategy, "provider", "rule") != "rule" and self._over_budget(name, ctx):
+            metrics.DECISIONS.labels(name, "hold", "false", "budget").inc()
+            return self._skipped(strategy, "budget")
         deadline = getattr(strategy, "timeout_seconds", None) or self.settings.deadline_seconds
         started = time.perf_counter()  # latency is wall time, even on a simulated clock
         try:
@@ -116,9 +122,25 @@ class DecisionStep:
             log.exception("decision.failed", trader=name, cycle_id=ctx.cycle_id)
             outcome = self._failed(strategy, ctx, f"{type(exc).__name__}: {exc}")
         outcome = self._drop_stale(name, ctx, outcome)
+        self.budget.add(name, outcome.cost_usd, self._clock.time())
         self._count(name, state, ctx, outcome)
         self._publish(name, ctx, outcome)
         return outcome
+
+    def _over_budget(self, name: str, ctx: TraderContext) -> bool:
+        """Return True when a spend cap stops `name`; log and alert once per cap reached."""
+        now = self._clock.time()
+        hit = self.budget.capped(name, now)
+        if hit is None:
+            return False
+        cap, cap_usd, spent, until = hit
+        if self._capped.get(name) != (cap, until):
+            self._capped[name] = (cap, until)
+            log.warning("trader.budget_reached", trader=name, cycle_id=ctx.cycle_id, cap=cap,
+                        cap_usd=cap_usd, spent_usd=spent,
+                        until=None if until == float("inf") else to_datetime(until).isoformat())
+            self._bus.publish(TraderBudgetReached(name, cap, cap_usd, spent, until, now))
+        return True
 
     def _failed(self, strategy: Strategy, ctx: TraderContext, error: str,
                 latency_ms: float = 0.0) -> DecisionOutcome:
@@ -180,7 +202,8 @@ class DecisionStep:
                      actions=len(o.decision.trades()), prompt_hash=o.prompt_hash,
                      latency_ms=o.latency_ms, input_tokens=o.input_tokens,
                      output_tokens=o.output_tokens, cache_read_tokens=o.cache_read_tokens,
-                     cost_usd=o.cost_usd, request_id=o.request_id)
+                     cost_usd=o.cost_usd, request_id=o.request_id,
+                     model_version=o.model_version)
         else:
             log.warning("decision.invalid", trader=name, cycle_id=ctx.cycle_id, reason=o.error,
                         raw=o.raw_answer, prompt_hash=o.prompt_hash, request_id=o.request_id)
@@ -190,7 +213,8 @@ class DecisionStep:
             valid=o.valid, error=o.error, input_tokens=o.input_tokens,
             output_tokens=o.output_tokens, cache_read_tokens=o.cache_read_tokens,
             cache_write_tokens=o.cache_write_tokens, cost_usd=o.cost_usd,
-            latency_ms=o.latency_ms, request_id=o.request_id, ts=self._clock.time()))
+            latency_ms=o.latency_ms, request_id=o.request_id, ts=self._clock.time(),
+            model_version=o.model_version))
         valid = "true" if o.valid else "false"
         reason = "" if o.valid else metrics.invalid_reason(o.error)
         for action in o.decision.actions or ():
@@ -202,6 +226,12 @@ class DecisionStep:
             for kind in ("input", "output", "cache_read", "cache_write"):
                 metrics.LLM_TOKENS.labels(name, o.model, kind).inc(getattr(o, f"{kind}_tokens"))
             metrics.LLM_COST.labels(name, o.model).inc(o.cost_usd)
+
+
+def _caps(strategy: Strategy) -> TraderCaps:
+    trader = getattr(strategy, "trader", None)
+    return TraderCaps(getattr(trader, "daily_budget_usd", None),
+                      getattr(trader, "total_budget_usd", None))
 
 
 class DecideStep:
@@ -273,7 +303,9 @@ class DecideStep:
         ctx.outcomes = await self._decisions.decide_all(contexts)
         valid = skipped = 0
         for trader, outcome in ctx.outcomes.items():
-            if outcome.skipped:  # cooling down: no call was made, nothing to count
+            if outcome.skipped:  # cool-down or spend cap: no call; counts against coverage only
+                broker.record_decision(trader, valid=False, holds=True, cost_usd=0.0,
+                                       skipped=True)
                 skipped += 1
                 continue
             holds = not outcome.decision.trades()
@@ -288,4 +320,5 @@ class DecideStep:
             llm_cost_usd=round(sum(o.cost_usd for o in ctx.outcomes.values()), 6),
             # traders that sat out this cycle in cool-down (the run report's cool-down rate)
             cooldown=sorted(t for t, o in ctx.outcomes.items() if o.skipped == "cooldown"),
+            budget=sorted(t for t, o in ctx.outcomes.items() if o.skipped == "budget"),
         )

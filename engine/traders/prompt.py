@@ -62,6 +62,7 @@ class Prompt:
     system: str
     user: str
     hash: str
+    symbols: tuple[str, ...] = ()  # the allowed symbols: the answer schema's enum
 
 
 def number(x: Any) -> Any:
@@ -197,24 +198,32 @@ def rules_text(symbols: Iterable[str], risk: RiskSettings,
     return "\n".join(lines)
 
 
-def answer_text() -> str:
-    """Return how to answer: the JSON schema and an example."""
+def answer_text(symbols: Iterable[str] = ()) -> str:
+    """Return how to answer: the JSON schema on `symbols` and an example."""
     return "\n".join([
         f"Answer with JSON only (via the {ANSWER_TOOL} tool when it is offered), matching this"
         " JSON schema:",
-        json.dumps(ANSWER_SCHEMA, sort_keys=True, separators=(",", ":")),
+        schema_text(symbols),
         "Example answer:",
         json.dumps(_EXAMPLE, sort_keys=True, separators=(",", ":")),
-        "Use null for fields that do not apply. An empty actions list means hold everything.",
+        "Every field is required: use null for fields that do not apply. Numbers are JSON"
+        " numbers (confidence from 0 to 1, leverage an integer). At most one action per symbol."
+        " An empty actions list means hold everything.",
     ])
+
+
+def schema_text(symbols: Iterable[str] = ()) -> str:
+    """Return the answer schema on `symbols` exactly as the prompt prints it."""
+    return json.dumps(answer_schema(symbols), sort_keys=True, separators=(",", ":"))
 
 
 def system_prompt(symbols: Iterable[str], risk: RiskSettings,
                   terms: Mapping[str, Any] | None = None, template: str | None = None) -> str:
     """Return the rules: actions, allowed symbols, limits, costs, filters and the schema."""
     text = template if template is not None else load_template()
+    symbols = sorted(symbols)
     parts = {"actions": actions_text(), "rules": rules_text(symbols, risk, terms),
-             "answer": answer_text()}
+             "answer": answer_text(symbols)}
     for name, part in parts.items():  # plain replacement: a template may hold other braces
         text = text.replace("{" + name + "}", part)
     return text.rstrip("\n")
@@ -302,4 +311,5 @@ def build_prompt(ctx: Any, template: str | None = None) -> Prompt:
     symbols = getattr(ctx.snapshot, "symbols", {}) or {}
     system = system_prompt(symbols.keys(), ctx.risk, getattr(ctx, "terms", None), template)
     user = user_prompt(ctx)
-    return Prompt(system=system, user=user, hash=prompt_hash(system, user))
+    return Prompt(system=system, user=user, hash=prompt_hash(system, user),
+                  symbols=tuple(sorted(symbols)))

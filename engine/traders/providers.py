@@ -1,8 +1,15 @@
 """LLM provider clients over aiohttp: structured-output requests, usage, cost, fixture recording.
 
-Each provider is asked for structured output the way it supports best: Anthropic with a forced
-tool call, OpenAI with a strict `json_schema` response format, DeepSeek (OpenAI-compatible API)
-with JSON mode. The official SDKs do the HTTP (over aiohttp, `DefaultAioHttpClient`) and their
+A provider is one `[llm.providers.NAME]` entry of a kind: `anthropic` (the Messages API),
+`openai` or `openai_compatible` (chat completions: DeepSeek, Qwen, Grok, Gemini, Kimi, a local
+vLLM or Ollama...). Structured output is asked for in one of the modes of `OUTPUT_MODES`, most to
+least strict: a strict `json_schema` response format, a forced tool (function) call, JSON mode
+(`json_object`), or plain text read by the tolerant parser. With `structured_output = "auto"`
+the client starts at its kind's first mode and, when the endpoint refuses a mode (an HTTP 400,
+404, 422 or 501 naming the feature), logs `llm.output_mode_learned` and asks again at once in the
+next mode, which it keeps. The mode of a call is part of its recorded parameters (see
+`output_param`), so replays and the answer cache serve the mode that was asked. The official SDKs
+do the HTTP (over aiohttp, `DefaultAioHttpClient`) and their
 own retries of 408/409/429/5xx/529 honouring `retry-after`; a response hook stops a retry whose
 `retry-after` would end past the trader's deadline, so the call fails at once with that reason.
 Every failure becomes `LLMError` whose message is the exact reason. With an
@@ -22,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from engine.llm_settings import NATIVE_PROVIDERS, OUTPUT_MODES, ModelPrice, ProviderSettings
 from engine.redact import redact
-from engine.settings import ModelPrice, ProviderSettings
-from engine.traders.prompt import ANSWER_SCHEMA, ANSWER_TOOL, Prompt
-from engine.traders.recorder import FixtureRecorder, exchange_of, replay_transport
+from engine.traders.prompt import Prompt
+from engine.traders.recorder import FixtureRecorder, exchange_of
 
 if TYPE_CHECKING:
     from engine.clock import Clock
@@ -34,10 +41,12 @@ __all__ = ["FixtureRecorder", "exchange_of"]  # kept importable from here
 
 log = structlog.get_logger("llm")
 
-DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com",
-                     "openai": "https://api.openai.com/v1",
-                     "deepseek": "https://api.deepseek.com"}
+DEFAULT_BASE_URLS = {name: p["base_url"] for name, p in NATIVE_PROVIDERS.items()}
 _TRANSIENT = {408, 409, 429}
+# An endpoint refusing an output mode answers one of these statuses naming the feature.
+_UNSUPPORTED_STATUS = {400, 404, 422, 501}
+_FEATURE_WORDS = ("response_format", "json_schema", "json_object", "tool", "function",
+                  "structured")
 
 
 class LLMError(Exception):
@@ -46,9 +55,11 @@ class LLMError(Exception):
     `latency_ms` is set when the time the failure took is known from a recording (replays).
     """
 
-    def __init__(self, message: str, *, latency_ms: float | None = None) -> None:
+    def __init__(self, message: str, *, latency_ms: float | None = None,
+                 unsupported_mode: bool = False) -> None:
         super().__init__(message)
         self.latency_ms = latency_ms
+        self.unsupported_mode = unsupported_mode  # the endpoint refused the output mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +80,17 @@ class LLMAnswer:
     stop_reason: str | None
     usage: Usage
     request_id: str | None
-    model: str
+    model: str  # the exact model version the API answered with (e.g. a dated snapshot)
     latency_ms: float | None = None  # set by a session: wall time live, the recorded one replayed
     source: str = "live"  # live | replay | cache
+
+
+def default_mode(name: str, kind: str) -> str:
+    """Return the output mode a provider of this name and kind asks in unless set otherwise."""
+    native = NATIVE_PROVIDERS.get(name, {})
+    if native.get("kind") == kind and "structured_output" in native:
+        return str(native["structured_output"])
+    return OUTPUT_MODES[kind][0]
 
 
 def cost_usd(price: ModelPrice | None, usage: Usage) -> float:
@@ -100,14 +119,22 @@ def retry_after_seconds(headers: Any) -> float | None:
 class LLMClient:
     """One provider connection for one trader; one call at a time."""
 
-    provider = ""
+    kind = ""
 
     def __init__(self, settings: ProviderSettings, api_key: str | None, clock: Clock, *,
                  recorder: FixtureRecorder | None = None, session: Any = None,
-                 trader: str = "") -> None:
+                 trader: str = "", name: str | None = None) -> None:
         self.settings = settings
+        self.provider = name or self.kind  # the provider's name in settings
         self.trader = trader
         self.live = bool(api_key)  # False: answers only from a recording or the cache
+        configured = settings.structured_output
+        ladder = OUTPUT_MODES[self.kind]
+        self._default_mode = default_mode(self.provider, self.kind)
+        start = self._default_mode if configured == "auto" else configured
+        # "auto" may step down from the start; a set mode is the only one tried
+        self._modes = ladder[ladder.index(start):] if configured == "auto" else (start,)
+        self.mode = start
         self._clock = clock
         self._deadline_at = math.inf
         self._gave_up: str | None = None
@@ -138,16 +165,42 @@ class LLMClient:
         """Why the last live call stopped retrying early (a retry-after past the deadline)."""
         return self._gave_up
 
+    @property
+    def output_param(self) -> str | None:
+        """Return the output mode as a recorded call parameter: None for the provider's default
+        mode (so recordings made before modes were recorded keep their keys)."""
+        return None if self.mode == self._default_mode else self.mode
+
     async def complete(self, prompt: Prompt, *, model: str, temperature: float | None,
                        max_tokens: int, deadline_seconds: float) -> LLMAnswer:
         """Ask the model, or the session (an `engine.traders.session.LLMSession`: recording,
-        cache, API); raise LLMError with the exact reason when no answer comes back."""
-        if self._session is not None:
-            return await self._session.complete(
-                self, prompt, model=model, temperature=temperature, max_tokens=max_tokens,
-                deadline_seconds=deadline_seconds)
-        return await self.ask_live(prompt, model=model, temperature=temperature,
-                                   max_tokens=max_tokens, deadline_seconds=deadline_seconds)
+        cache, API); raise LLMError with the exact reason when no answer comes back.
+
+        An output mode the endpoint refuses is replaced by the next one (with "auto") and the
+        call is made again at once; the learned mode is kept for every later call.
+        """
+        while True:
+            try:
+                if self._session is not None:
+                    return await self._session.complete(  # type: ignore[no-any-return]
+                        self, prompt, model=model, temperature=temperature,
+                        max_tokens=max_tokens, deadline_seconds=deadline_seconds)
+                return await self.ask_live(prompt, model=model, temperature=temperature,
+                                           max_tokens=max_tokens,
+                                           deadline_seconds=deadline_seconds)
+            except LLMError as exc:
+                if not exc.unsupported_mode or not self._step_down(str(exc), model):
+                    raise
+
+    def _step_down(self, reason: str, model: str) -> bool:
+        """Move to the next output mode; False when there is none (or the mode is fixed)."""
+        i = self._modes.index(self.mode)
+        if i + 1 >= len(self._modes):
+            return False
+        old, self.mode = self.mode, self._modes[i + 1]
+        log.warning("llm.output_mode_learned", provider=self.provider, trader=self.trader,
+                    model=model, refused=old, mode=self.mode, reason=reason)
+        return True
 
     def begin_capture(self) -> None:
         """Forget the last captured exchange (a session records the next call's)."""
@@ -169,7 +222,7 @@ class LLMClient:
             return await self._call(prompt, model, temperature, max_tokens,
                                     request_timeout=deadline_seconds, sdk=self._replay_sdk)
         except _sdk_errors("APIError") as exc:
-            raise LLMError(describe_error(exc, self._gave_up)) from exc
+            raise self._error(exc) from exc
         finally:
             self.serving = None
 
@@ -187,7 +240,16 @@ class LLMClient:
         except asyncio.CancelledError:
             raise
         except _sdk_errors("APIError") as exc:
-            raise LLMError(describe_error(exc, self._gave_up)) from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> LLMError:
+        """Return the LLMError of an SDK failure, marked when it refuses the output mode."""
+        _keep_request_id(exc)
+        status = getattr(exc, "status_code", None)
+        text = json.dumps(getattr(exc, "body", None) or str(exc), default=str).lower()
+        unsupported = (status in _UNSUPPORTED_STATUS and self.mode != "text"
+                       and any(w in text for w in _FEATURE_WORDS))
+        return LLMError(describe_error(exc, self._gave_up), unsupported_mode=unsupported)
 
     async def _call(self, prompt: Prompt, model: str, temperature: float | None,
                     max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
@@ -212,143 +274,14 @@ class LLMClient:
                 await sdk.close()
 
 
-class AnthropicClient(LLMClient):
-    provider = "anthropic"
-
-    def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
-        import anthropic  # the SDK is imported only when a client of it is made
-
-        return anthropic.AsyncAnthropic(api_key=api_key, base_url=self.settings.base_url,
-                                        max_retries=max_retries, http_client=http_client)
-
-    def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
-        import anthropic
-
-        return anthropic.DefaultAioHttpClient(event_hooks=hooks)
-
-    def _replay_http_client(self) -> Any:
-        import anthropic
-        import httpx2  # the Anthropic SDK's own httpx
-
-        return anthropic.DefaultAsyncHttpxClient(transport=replay_transport(httpx2, self))
-
-    async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
-        # SDK 1.x+ dropped `temperature` from the signature; the API still takes it in the body.
-        extra = {"temperature": temperature} if temperature is not None else None
-        msg = await (sdk or self._sdk).messages.create(
-            model=model, max_tokens=max_tokens, extra_body=extra,
-            system=[{"type": "text", "text": prompt.system,
-                     "cache_control": {"type": "ephemeral"}}],
-            messages=[{"role": "user", "content": prompt.user}],
-            tools=[{"name": ANSWER_TOOL, "input_schema": ANSWER_SCHEMA,
-                    "description": "Submit this cycle's trading decision."}],
-            tool_choice={"type": "tool", "name": ANSWER_TOOL},
-            timeout=request_timeout,
-        )
-        tool_inputs = [b.input for b in msg.content
-                       if b.type == "tool_use" and b.name == ANSWER_TOOL]
-        if tool_inputs:
-            text = json.dumps(tool_inputs[0], ensure_ascii=False)
-        else:
-            text = "".join(b.text for b in msg.content if b.type == "text")
-        u = msg.usage
-        return LLMAnswer(
-            text=text, reasoning="", truncated=msg.stop_reason == "max_tokens",
-            stop_reason=msg.stop_reason,
-            usage=Usage(input_tokens=u.input_tokens or 0, output_tokens=u.output_tokens or 0,
-                        cache_read_tokens=u.cache_read_input_tokens or 0,
-                        cache_write_tokens=u.cache_creation_input_tokens or 0),
-            request_id=msg._request_id or msg.id, model=msg.model)
-
-
-class OpenAIClient(LLMClient):
-    """OpenAI chat completions with a strict json_schema (or JSON mode for DeepSeek)."""
-
-    provider = "openai"
-    def _make_sdk(self, api_key: str, http_client: Any, max_retries: int) -> Any:
-        import openai  # the SDK is imported only when a client of it is made
-
-        return openai.AsyncOpenAI(api_key=api_key, base_url=self.settings.base_url,
-                                  max_retries=max_retries, http_client=http_client)
-
-    def _http_client(self, hooks: dict[str, list[Any]]) -> Any:
-        import openai
-
-        return openai.DefaultAioHttpClient(event_hooks=hooks)
-
-    def _replay_http_client(self) -> Any:
-        import httpx
-        import openai
-
-        return openai.DefaultAsyncHttpxClient(transport=replay_transport(httpx, self))
-
-    def _request(self, max_tokens: int) -> dict[str, Any]:
-        return {"max_completion_tokens": max_tokens,
-                "response_format": {"type": "json_schema", "json_schema": {
-                    "name": "trading_decision", "strict": True, "schema": ANSWER_SCHEMA}}}
-
-    async def _call(self, prompt: Prompt, model: str, temperature: float | None,
-                    max_tokens: int, request_timeout: float, sdk: Any = None) -> LLMAnswer:
-        sampling = {"temperature": temperature} if temperature is not None else {}
-        resp = await (sdk or self._sdk).chat.completions.create(
-            model=model, **sampling,
-            messages=[{"role": "system", "content": prompt.system},
-                      {"role": "user", "content": prompt.user}],
-            timeout=request_timeout, **self._request(max_tokens))
-        if not resp.choices:
-            raise LLMError(f"no choices in the response (id={resp.id})")
-        choice = resp.choices[0]
-        message = choice.message
-        text = message.content or ""
-        if not text and getattr(message, "refusal", None):
-            raise LLMError(f"refusal: {message.refusal}")
-        return LLMAnswer(
-            text=text, reasoning=getattr(message, "reasoning_content", None) or "",
-            truncated=choice.finish_reason == "length", stop_reason=choice.finish_reason,
-            usage=self._usage(resp.usage), request_id=resp._request_id or resp.id,
-            model=resp.model)
-
-    def _usage(self, u: Any) -> Usage:
-        if u is None:
-            return Usage()
-        details = getattr(u, "prompt_tokens_details", None)
-        cached = (getattr(details, "cached_tokens", None) or 0) if details else 0
-        prompt = u.prompt_tokens or 0
-        return Usage(input_tokens=prompt - cached, output_tokens=u.completion_tokens or 0,
-                     cache_read_tokens=cached)
-
-
-class DeepSeekClient(OpenAIClient):
-    provider = "deepseek"
-
-    def _request(self, max_tokens: int) -> dict[str, Any]:
-        return {"max_tokens": max_tokens, "response_format": {"type": "json_object"}}
-
-    def _usage(self, u: Any) -> Usage:
-        if u is None:
-            return Usage()
-        hit = getattr(u, "prompt_cache_hit_tokens", None)
-        if hit is None:
-            return super()._usage(u)
-        return Usage(input_tokens=(u.prompt_tokens or 0) - hit,
-                     output_tokens=u.completion_tokens or 0, cache_read_tokens=hit)
-
-
-CLIENTS: dict[str, type[LLMClient]] = {"anthropic": AnthropicClient, "openai": OpenAIClient,
-                                       "deepseek": DeepSeekClient}
-
-
-def make_client(provider: str, settings: ProviderSettings | None, api_key: str | None,
-                clock: Clock, *, recorder: FixtureRecorder | None = None,
-                session: Any = None, trader: str = "") -> LLMClient:
-    """Return the client of `provider` (anthropic, openai or deepseek).
-
-    Without `api_key` the client answers only through `session` (a recording or the cache).
-    """
-    settings = settings or ProviderSettings(base_url=DEFAULT_BASE_URLS[provider])
-    return CLIENTS[provider](settings, api_key, clock, recorder=recorder, session=session,
-                             trader=trader)
+def _keep_request_id(exc: BaseException) -> None:
+    """Take the request id from an error body when the SDK did not (Anthropic puts it there)."""
+    if getattr(exc, "request_id", None) or not hasattr(exc, "body"):
+        return
+    body = exc.body
+    rid = body.get("request_id") if isinstance(body, dict) else None
+    if isinstance(rid, str) and rid:
+        setattr(exc, "request_id", rid)  # noqa: B010 - an SDK error object, not ours
 
 
 def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:

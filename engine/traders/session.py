@@ -48,9 +48,17 @@ NEVER_S = 10 * 365 * 86_400.0  # a recorded call the deadline cut: it never answ
 SETTLE_ROUNDS = 20  # loop turns the rest of a cycle gets before simulated time is released
 
 
-def call_params(temperature: float | None, max_tokens: int) -> dict[str, Any]:
-    """Return the request parameters that key a recorded or cached answer."""
-    return {"max_tokens": max_tokens, "temperature": temperature}
+def call_params(temperature: float | None, max_tokens: int,
+                output: str | None = None) -> dict[str, Any]:
+    """Return the request parameters that key a recorded or cached answer.
+
+    `output` is the structured-output mode when it is not the provider's default one (absent
+    otherwise, so recordings made before modes were recorded keep their keys).
+    """
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if output is not None:
+        params["output"] = output
+    return params
 
 
 def _tape_key(trader: str, provider: str, model: str, params: dict[str, Any],
@@ -114,7 +122,7 @@ class LLMSession:
                        temperature: float | None, max_tokens: int,
                        deadline_seconds: float) -> LLMAnswer:
         """Answer one call from the recording, the cache or the API (see the module doc)."""
-        params = call_params(temperature, max_tokens)
+        params = call_params(temperature, max_tokens, client.output_param)
         args = (prompt, model, temperature, max_tokens, deadline_seconds)
         token = self._enter()
         try:

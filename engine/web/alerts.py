@@ -27,7 +27,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from engine import logging as arena_logging
 from engine.bus import Bus
 from engine.clock import Clock
-from engine.events import AccountSnapshot, FeedStatus, JobRun, OrderFilled, TraderCooldown
+from engine.events import (
+    AccountSnapshot,
+    FeedStatus,
+    JobRun,
+    OrderFilled,
+    TraderBudgetReached,
+    TraderCooldown,
+)
 from engine.output_settings import AlertSettings
 from engine.web.webhooks import LEVELS, Alert, Refused, Transient, Webhook
 
@@ -53,7 +60,8 @@ class Alerts:
             arena_logging.register_secrets(hook.secrets())
             self.webhooks.append(hook)
         self._sub = bus.subscribe(
-            "alerts", [JobRun, TraderCooldown, FeedStatus, OrderFilled, AccountSnapshot],
+            "alerts", [JobRun, TraderCooldown, TraderBudgetReached, FeedStatus, OrderFilled,
+                       AccountSnapshot],
             capacity=10_000, policy="drop_oldest")
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(settings.queue_size)
         self._last_sent: dict[tuple[str, str], float] = {}
@@ -110,6 +118,11 @@ class Alerts:
                         f"trader {event.trader} is cooling down after {event.failures} failed "
                         f"answers in a row: {event.last_error or 'no detail'}",
                         until=event.until, failures=event.failures)
+        elif isinstance(event, TraderBudgetReached):
+            self._alert("trader_budget", "warning", event.trader,
+                        f"trader {event.trader} reached its spend cap {event.cap} "
+                        f"({event.spent_usd:.2f} of {event.cap_usd:.2f} USD) and holds",
+                        cap=event.cap, until=event.until)
         elif isinstance(event, FeedStatus) and event.state == "disconnected":
             self._alert("feed_disconnected", "warning", "feed",
                         f"market feed disconnected: {event.detail or 'no detail'}")
@@ -139,6 +152,16 @@ class Alerts:
                 self._alert("symbol_stale", "warning", symbol,
                             f"{symbol} price is stale ({shown}; limit {limit:g}s)", age_s=age)
         writer = state.get("writer")
+        if writer and writer.get("halted"):  # storage cannot record: trading stands still
+            refused = writer.get("refused")
+            self._alert("trading_halted", "critical", "storage",
+                        f"trading {writer['halted'].removeprefix('halted: ')}"
+                        + (f"; quarantine with `run.py db --quarantine {refused['id']}` if it "
+                           "can never commit" if refused else ""), refused=refused)
+        if writer and writer.get("quarantined_rows"):
+            self._alert("row_quarantined", "warning", "storage",
+                        f"{writer['quarantined_rows']} refused row(s) quarantined: the writer "
+                        "went on without them", rows=writer["quarantined_rows"])
         if writer:
             if writer.get("spilled_rows"):
                 self._alert("writer_spilling", "critical", "writer",

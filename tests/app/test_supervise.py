@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from engine.app.supervise import Supervised, fatal
 from engine.app.target import ControlTarget
 from engine.clock import SimClock
+from engine.halt import TradingGate
 from engine.retry import Backoff
 from tests.support.feed import eventually
 
@@ -32,7 +33,7 @@ class DiskFullWriter:
         raise OSError(errno.ENOSPC, "No space left on device", "./data/spill.jsonl")
 
     def status(self) -> dict:
-        return {"backlog": 0}
+        return {"backlog": 0, "stalled_s": 0.0}
 
 
 async def test_a_writer_dying_on_a_full_disk_is_logged_shown_restarted_then_fatal() -> None:
@@ -75,10 +76,11 @@ async def test_health_and_status_show_a_crashed_task() -> None:
     task = asyncio.create_task(sup.run())
     await eventually(lambda: sup.crashes == 1, "the crash")
     engine = SimpleNamespace(  # the engine's parts ControlTarget.health reads
-        tasks={"writer": sup}, crashes={}, state="running", writer=writer,
+        tasks={"writer": sup}, crashes={}, state="running", writer=writer, gate=TradingGate(),
         options=SimpleNamespace(replay="sample"), feed=SimpleNamespace(
             status=lambda: {"connected": True, "stale": [], "state": "connected"}),
-        settings=SimpleNamespace(database=SimpleNamespace(batch_rows=500)))
+        settings=SimpleNamespace(database=SimpleNamespace(batch_rows=500,
+                                                          unhealthy_after_seconds=10.0)))
     ok, detail = ControlTarget(engine).health()
     assert ok is False
     assert detail["problems"] == [f"writer restarting: {sup.last_error}"]

@@ -54,7 +54,8 @@ def test_rows_rank_by_return_and_compute_rates() -> None:
     a.state.decisions, a.state.invalid, a.state.holds, a.state.llm_cost = 4, 1, 3, 2.0
     b.state.trades, b.state.wins = 4, 3
     rows = build_rows([a, b], {}, 0.0)
-    assert [(r["rank"], r["trader"]) for r in rows] == [(1, "beta"), (2, "alpha")]
+    # sorted by return; with no P(A beats B) yet, no one beats anyone: both rank 1
+    assert [(r["rank"], r["trader"]) for r in rows] == [(1, "beta"), (1, "alpha")]
     beta, alpha = rows
     assert beta["return_pct"] == 5.0 and beta["win_rate"] == 75.0
     assert alpha["invalid_rate"] == 25.0 and alpha["hold_rate"] == 75.0

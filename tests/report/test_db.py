@@ -109,3 +109,38 @@ def test_query_output_is_redacted_as_a_second_line_of_defence() -> None:
     assert key not in text
     assert "Incorrect API key provided: ***" in text
     assert "gpt" in text and "(1 row)" in text
+
+
+def test_db_quarantine_marks_a_refused_row_and_refuses_an_unknown_id(replayed: Replayed) -> None:
+    row_id = "01900000-0000-7000-8000-00000000abcd"
+    asyncio.run(_refused(replayed.url, row_id))
+    proc = replayed.run("db", "--config", str(replayed.settings), "--quarantine", row_id)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"row {row_id} of fills quarantined (CheckViolationError")
+    marked = asyncio.run(_quarantined(replayed.url, row_id))
+    assert marked is True
+
+    unknown = "01900000-0000-7000-8000-00000000ffff"
+    proc = replayed.run("db", "--config", str(replayed.settings), "--quarantine", unknown)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: no refused row has id {unknown} (see `writer.row_refused` in the log)")
+
+
+async def _refused(url: str, row_id: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "INSERT INTO quarantine (id, table_name, row_json, error) VALUES ($1, 'fills', "
+            "'{}', 'CheckViolationError [23514]: refused') ON CONFLICT DO NOTHING", row_id)
+    finally:
+        await conn.close()
+
+
+async def _quarantined(url: str, row_id: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return bool(await conn.fetchval(
+            "SELECT quarantined_at IS NOT NULL FROM quarantine WHERE id = $1", row_id))
+    finally:
+        await conn.close()

@@ -111,14 +111,15 @@ def test_a_second_cycle_snapshot_of_one_instant_is_skipped_as_the_leaderboard_sk
 
 def test_intervals_and_both_renderings() -> None:
     f = compute(rows())
-    annotate(f)
+    annotate(f, min_coverage=0.0)  # a decided validly on 2 of its 4 cycles: ranked here
     a, b = f.traders
+    assert a.coverage == 0.5 and (a.stats["rank"], b.stats["rank"]) == (1, 2)  # P = 1.0
     lo, hi = a.stats["return_ci"]
     assert lo <= hi and a.stats["n_returns"] == 2
     assert 0.0 <= a.stats["p_beats_next"] <= 1.0 and "p_beats_next" not in b.stats
     assert a.stats["deflated_sharpe"] is None or 0.0 <= a.stats["deflated_sharpe"] <= 1.0
     md, page = markdown(f), html(f)
-    assert "| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 |" in md
+    assert "| 1 | a | claude-sonnet-4-6 | 50 | 10,200.00 | +2.000 |" in md
     assert "exposure_cap x3, min_notional x2, price_stale x1" in md
     assert "| a | 3 | 245 | 0.0200 | 2 | 0.0200 | 33.3 | 66.7 | 25.0 |" in md
     assert "**mode**: replay" in md and "**duration**: 0h15m01s" in md
@@ -128,16 +129,16 @@ def test_intervals_and_both_renderings() -> None:
 def test_too_few_returns_give_no_sharpe_and_no_interval() -> None:
     f = compute(rows())
     annotate(f, min_returns=30)  # two returns per trader: below leaderboard.min_returns
-    a, b = f.traders
+    b, a = f.traders  # a's coverage (0.5) is below the default 0.95: ranked apart, listed last
     why = "needs 30 returns, has 2"
-    assert a.stats == {"n_returns": 2, "p_beats_next": None, "withheld": why}
-    assert b.stats == {"n_returns": 2, "withheld": why}
+    assert a.stats == {"n_returns": 2, "rank": None, "p_beats_random": None, "withheld": why}
+    assert b.stats == {"n_returns": 2, "rank": 1, "p_beats_random": None, "p_beats_next": None,
+                       "withheld": why}
     md = markdown(f)
     # each withheld figure says why instead of a bare "-"
-    assert ("| 1 | a | claude-sonnet-4-6 | 10,200.00 | +2.000 | needs 30 returns, has 2 |"
-            in md)
+    assert (f"| \u2013 | a | claude-sonnet-4-6 | 50 | 10,200.00 | +2.000 | {why} |" in md)
     board = md.split("## Leaderboard")[1].split("## Trading")[0]
-    assert board.count(why) == 2 * 6 - 1  # 6 statistics each; the last has no P(beats next)
+    assert board.count(why) == 2 * 7 - 1  # 7 statistics each; the last has no P(beats next)
 
 
 def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> None:
@@ -160,3 +161,19 @@ def test_the_return_is_against_the_starting_capital_as_on_the_console() -> None:
     a = next(t for t in compute(r).traders if t.trader == "a")
     assert a.start_equity == 10_500.0 and a.capital == 10_000.0
     assert a.return_pct == pytest.approx(2.0)  # not (10,200 - 10,500) / 10,500
+
+
+def test_the_json_report_writes_probabilities_as_numbers() -> None:
+    import json
+
+    import numpy as np
+
+    from engine.report.files import as_json
+
+    f = compute(rows())
+    annotate(f, min_coverage=0.0)
+    f.traders[0].stats["numpy_value"] = np.float64(0.575)  # as numpy code may hand it over
+    data = json.loads(as_json(f))
+    first = data["traders"][0]["stats"]
+    assert isinstance(first["p_beats_next"], float) and first["numpy_value"] == 0.575
+    assert isinstance(data["traders"][0]["coverage"], float)

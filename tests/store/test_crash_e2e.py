@@ -15,17 +15,15 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from engine.store.reconcile import MONEY_TOLERANCE
+from tests.support.llm_server import TradingModel
 from tests.support.process import Engine, is_event
 from tests.support.store import fetch
 
@@ -63,63 +61,6 @@ run = "trading_cycle"
 schedule = "interval"
 interval_seconds = 60
 """
-
-TRADED = ("BTCUSDT", "ETHUSDT")
-_MARKET_LINE = re.compile(r"^([A-Z0-9]+USDT) (\{.*\})$", re.M)
-
-
-class TradingModel:
-    """A chat-completions endpoint whose every answer trades each symbol it is shown."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def answer(self, prompt: str) -> dict[str, Any]:
-        self.calls += 1
-        actions = []
-        for symbol, data in _MARKET_LINE.findall(prompt):
-            if symbol not in TRADED:
-                continue
-            price = float(json.loads(data)["price"])
-            long = (self.calls + len(actions)) % 2 == 0
-            away = price * 0.0012
-            actions.append({
-                "symbol": symbol, "action": "open_long" if long else "open_short",
-                "size_usdt": 500, "leverage": 2, "confidence": 0.6,
-                "stop_loss": round(price - away if long else price + away, 2),
-                "take_profit": round(price + away if long else price - away, 2),
-                "reason": "crash test: always trade",
-            })
-        return {"actions": actions}
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-        content = json.dumps(self.answer(prompt))
-        return web.json_response({
-            "id": f"crash-{self.calls}", "object": "chat.completion", "created": 1767225600,
-            "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
-        })
-
-
-@pytest.fixture
-async def llm_url() -> AsyncIterator[tuple[str, TradingModel]]:
-    model = TradingModel()
-    app = web.Application()
-    app.router.add_post("/chat/completions", model.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", model
-    finally:
-        await runner.cleanup()
-
 
 async def start(dsn: str, settings: Path, tmp: Path) -> Engine:
     env = {**os.environ, "DATABASE_URL": dsn, "DEEPSEEK_API_KEY": "sk-local-test-not-a-key"}
@@ -176,9 +117,9 @@ async def restarted_cleanly(engine: Engine, *, first: bool) -> None:
 
 
 async def test_kill_9_right_after_fills_never_leaves_an_account_its_rows_contradict(
-    database_url: str, tmp_path: Path, llm_url: tuple[str, TradingModel]
+    database_url: str, tmp_path: Path, trading_model: tuple[str, TradingModel]
 ) -> None:
-    url, model = llm_url
+    url, model = trading_model
     settings = tmp_path / "settings.toml"
     settings.write_text(SETTINGS.format(tmp=tmp_path, llm_url=url))
     source = hashlib.sha256(SAMPLE.read_bytes()).hexdigest()

@@ -1,9 +1,10 @@
-"""A database whose latest snapshot its fills contradict: the restart rebuilds it and says so.
+"""A database whose latest snapshot its fills contradict: recovery refuses, never invents.
 
 The first `run.py` replays the sample with one rule-based trader and stops cleanly; then its last
 fill row is deleted (what an older engine could lose in a kill -9 while the snapshot after it was
-committed). The second start must log `recovery.reconciled` with the differences and list the
-trader under `reconciled` in `/status`.
+committed). The second start must refuse to resume (exit 1) with one line naming the trader,
+the difference and the choices; the third, with `--accept-reconcile`, must log
+`recovery.reconciled` with the differences and list the trader under `reconciled` in `/status`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ async def start(dsn: str, tmp: Path, port: int, *args: str) -> Engine:
     return Engine(proc)
 
 
-async def test_a_snapshot_its_fills_contradict_is_rebuilt_logged_and_shown_in_status(
+async def test_a_snapshot_its_fills_contradict_stops_the_start_until_the_operator_chooses(
     database_url: str, tmp_path: Path
 ) -> None:
     # Stopped cleanly mid-file (a finished file has nothing left for --resume to continue).
@@ -84,8 +85,17 @@ async def test_a_snapshot_its_fills_contradict_is_rebuilt_logged_and_shown_in_st
         await conn.close()
     assert lost is not None and lost["trader"] == "buy_and_hold"
 
+    refused = await start(database_url, tmp_path, 0, "--resume")  # a replay's default: fresh
+    assert await refused.exit_code(60) == 1
+    [line] = refused.events("recovery.refused")
+    assert line["detail"].startswith("trader buy_and_hold (replay ")
+    assert "fees: snapshot" in line["detail"] and "positions: snapshot" in line["detail"]
+    assert "--fresh" in line["detail"] and "--accept-reconcile" in line["detail"]
+    assert refused.events("recovery.reconciled") == [] and refused.events("engine.ready") == []
+
     port = free_port()
-    second = await start(database_url, tmp_path, port, "--resume", "--speed", "1")
+    second = await start(database_url, tmp_path, port, "--resume", "--speed", "1",
+                         "--accept-reconcile")
     try:
         line = await second.wait_for(is_event("recovery.reconciled"), "reconciliation", 60)
         assert line["trader"] == "buy_and_hold"

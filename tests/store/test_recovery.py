@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from engine.events import AccountSnapshot
 from engine.store.database import migrate
+from engine.store.reconcile import RecoveryRefused
 from engine.store.recovery import load_state
 from engine.store.rows import row_from_json, row_to_json, to_row
 from engine.store.spill import SpillFile
@@ -161,7 +163,7 @@ def test_a_runs_row_spilled_before_migration_0006_has_no_labels() -> None:
     assert (table, old[:9], old[9:]) == ("runs", row[:9], (None,))
 
 
-async def test_a_snapshot_its_committed_fills_contradict_is_rebuilt_from_them(
+async def test_a_snapshot_its_committed_fills_contradict_stops_recovery_unless_accepted(
     database_url: str,
 ) -> None:
     """An older database: a take-profit's snapshot was committed, its fill and close were lost."""
@@ -186,7 +188,15 @@ async def test_a_snapshot_its_committed_fills_contradict_is_rebuilt_from_them(
         cash=10_009.0, realized_pnl=10.0, fees=1.0)
     await persist(database_url, run, opened, funded, holding, closed)
 
-    state = await load_state(database_url)
+    with pytest.raises(RecoveryRefused) as refused:
+        await load_state(database_url)
+    assert refused.value.args == (
+        "trader claude (live arena): latest account snapshot disagrees with its committed rows "
+        "(realized_pnl: snapshot 10.0 vs rows 0.0; fees: snapshot 1.0 vs rows 0.5; positions: "
+        "snapshot {} vs rows {'BTCUSDT': 0.01}); start with --fresh for a new arena, or "
+        "--accept-reconcile to rebuild the account from the stored rows",)
+
+    state = await load_state(database_url, accept_reconcile=True)
 
     assert set(state.reconciled) == {"claude"}
     diff = state.reconciled["claude"]
@@ -211,3 +221,80 @@ async def test_accounts_that_agree_with_their_rows_are_left_alone(database_url: 
     state = await load_state(database_url)
     assert state.reconciled == {}
     assert state.accounts["claude"] == as_dict(snap)
+
+
+async def test_the_start_up_spill_replay_logs_its_progress(database_url: str,
+                                                            tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    await migrate(database_url)
+    spill = SpillFile(tmp_path / "spill.jsonl")
+    spill.append([to_row(fill(i)) for i in range(3)])
+    with capture_logs() as logs:
+        await load_state(database_url, spill_path=str(spill.path))
+    progress = [(e["rows"], e["of"]) for e in logs if e["event"] == "spill.replaying"]
+    assert progress == [(3, 3)]
+    assert [e["event"] for e in logs if e["event"].startswith("spill.replay")] == [
+        "spill.replay_started", "spill.replaying", "spill.replayed"]
+
+
+async def test_the_start_up_spill_replay_gives_up_after_its_bound_in_one_line(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from engine.store.spill import SpillReplayFailed
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # a server that accepts and never answers (a black hole)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    spill = SpillFile(tmp_path / "spill.jsonl")
+    spill.append([to_row(fill(i)) for i in range(2)])
+    try:
+        with pytest.raises(SpillReplayFailed) as failed:
+            await load_state(f"postgresql://postgres@127.0.0.1:{port}/x",
+                             spill_path=str(spill.path), spill_limit_s=0.3)
+    finally:
+        for writer in accepted:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
+    assert str(failed.value).startswith(
+        f"replaying the spill file {spill.path} gave up after 0 of 2 rows (TimeoutError")
+    assert len(file_lines(spill.path) or []) == 2  # kept for the next start
+
+
+async def test_a_spilled_row_the_database_refuses_stops_the_start_until_quarantined(
+    database_url: str, tmp_path: Path,
+) -> None:
+    from engine.events import OrderFilled
+    from engine.store.quarantine import quarantine
+    from engine.store.spill import SpillReplayFailed
+
+    await migrate(database_url)
+    bad = OrderFilled(trader="nul\x00byte", symbol="BTCUSDT", side="buy", qty=9.0, price=1.0,
+                      notional=9.0, fee=0.0, realized_pnl=0.0, reason="decision", cycle_id=None,
+                      ref_price=None, ts=T0)
+    spill = SpillFile(tmp_path / "spill.jsonl")
+    spill.append([to_row(fill(0)), to_row(bad), to_row(fill(2))])
+    with pytest.raises(SpillReplayFailed, match=f"run.py db --quarantine {bad.id}"):
+        await load_state(database_url, spill_path=str(spill.path))
+    assert await persisted_qtys(database_url) == []  # nothing past it, nothing before it either
+
+    await quarantine(database_url, str(bad.id))
+    await load_state(database_url, spill_path=str(spill.path))
+    assert await persisted_qtys(database_url) == [0.0, 2.0]
+    assert file_lines(spill.path) == []
+
+
+async def persisted_qtys(dsn: str) -> list[float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["qty"] for r in await conn.fetch("SELECT qty FROM fills ORDER BY id")]
+    finally:
+        await conn.close()

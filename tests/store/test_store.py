@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "runs", "cycles", "decisions", "rejections", "fills", "positions", "funding",
     "account_snapshots", "job_runs", "schema_migrations",
     "llm_cache", "llm_cache_hits",  # 0003: the LLM answer cache (engine/traders/cache.py)
+    "quarantine",  # 0004: rows the database refused (engine/store/quarantine.py)
 }
 
 
@@ -47,7 +48,8 @@ def one_of_each() -> list[object]:
                      model="claude-sonnet-4-5", prompt_hash="h1", raw_answer='{"actions": []}',
                      decision={"actions": []}, valid=True, error=None, input_tokens=1200,
                      output_tokens=80, cache_read_tokens=1000, cache_write_tokens=0,
-                     cost_usd=0.0042, latency_ms=1530.5, request_id="req_1", ts=t + 1),
+                     cost_usd=0.0042, latency_ms=1530.5, request_id="req_1", ts=t + 1,
+                     model_version="claude-sonnet-4-5-20250929"),
         DecisionRejected(cycle_id="c1", trader="claude", symbol="BTCUSDT", action="open_long",
                          rule="leverage_above_max", detail="leverage 20 > 10", ts=t + 1),
         fill(1),
@@ -138,6 +140,10 @@ async def test_every_persisted_event_lands_in_its_table_once(database_url: str) 
         assert await count(database_url, table) == expected, table
     ids = {r["id"] for t in TABLES for r in await fetch(database_url, f"SELECT id FROM {t}")}
     assert ids == {e.id for e in events}  # type: ignore[attr-defined]
+    # 0005: the exact model version the API answered with, beside the model id asked for
+    [decision] = await fetch(database_url, "SELECT model, model_version FROM decisions")
+    assert (decision["model"], decision["model_version"]) == (
+        "claude-sonnet-4-5", "claude-sonnet-4-5-20250929")
 
 
 async def test_rows_keep_values_exactly(database_url: str) -> None:

@@ -280,23 +280,54 @@ async def test_a_torn_last_spill_line_is_skipped_and_the_rest_replayed(
         assert writer.status()["spilled_rows"] == 0
 
 
-async def test_a_row_postgres_refuses_is_set_aside_and_the_rest_written(
+async def test_a_row_postgres_refuses_halts_trading_and_nothing_after_it_commits(
     dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
 ) -> None:
     settings = db_settings(tmp_path, batch_rows=5)
     bad = OrderFilled(trader="nul\x00byte", symbol="BTCUSDT", side="buy", qty=99.0, price=1.0,
                       notional=1.0, fee=0.0, realized_pnl=0.0, reason="decision", cycle_id=None,
                       ref_price=None, ts=1_767_225_600.0)
-    writer = Writer(bus, dsn, settings, clock)
+    writer = Writer(bus, dsn, settings, clock, wall=clock)
     async with running(writer):
         bus.publish_many([fill(0), fill(1), bad, fill(2), fill(3)])
         await clock.settle()
+        await clock.advance(3.0)  # retried with back-off: refused each time
+
+        assert await qtys(dsn) == []
+        status = writer.status()
+        assert status["halted"].startswith(f"halted: storage (row {bad.id} refused by fills")
+        assert status["refused"]["id"] == str(bad.id) and "22021" in status["refused"]["error"]
+        assert status["backlog"] == 5 and status["refused_rows"] == 1 and status["errors"] >= 2
+        recorded = await fetch(dsn, "SELECT table_name, error, quarantined_at FROM quarantine")
+        assert [(r["table_name"], r["quarantined_at"]) for r in recorded] == [("fills", None)]
+    assert not (tmp_path / "spill.rejected.jsonl").exists()
+
+
+async def test_a_quarantined_row_leaves_the_stream_and_the_writer_goes_on(
+    dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
+) -> None:
+    from engine.store.quarantine import quarantine
+
+    bad = OrderFilled(trader="nul\x00byte", symbol="BTCUSDT", side="buy", qty=99.0, price=1.0,
+                      notional=1.0, fee=0.0, realized_pnl=0.0, reason="decision", cycle_id=None,
+                      ref_price=None, ts=1_767_225_600.0)
+    writer = Writer(bus, dsn, db_settings(tmp_path, batch_rows=5), clock, wall=clock)
+    async with running(writer):
+        bus.publish_many([fill(0), fill(1), bad, fill(2), fill(3)])
+        await clock.settle()
+        assert writer.gate.halted
+
+        said = await quarantine(dsn, str(bad.id))
+        assert said.startswith(f"row {bad.id} of fills quarantined")
+        await clock.advance(2.0)  # the next retry takes it out
 
         assert await qtys(dsn) == [0.0, 1.0, 2.0, 3.0]
-        assert writer.status()["rejected_rows"] == 1
-        assert writer.status()["backlog"] == 0
-    rejected = (tmp_path / "spill.rejected.jsonl").read_text()
-    assert str(bad.id) in rejected and "error" in rejected
+        assert not writer.gate.halted
+        assert writer.status()["quarantined_rows"] == 1 and writer.status()["backlog"] == 0
+        moved = await fetch(dsn, "SELECT row_json, moved_at IS NOT NULL AS moved FROM quarantine")
+        assert moved[0]["moved"] and "nul\\u0000byte" in moved[0]["row_json"]
+    with pytest.raises(ValueError, match="no refused row"):
+        await quarantine(dsn, str(fill(9).id))
 
 
 async def test_a_malformed_event_is_counted_and_skipped(
@@ -313,18 +344,19 @@ async def test_a_malformed_event_is_counted_and_skipped(
         assert writer.status()["bad_events"] == 1
 
 
-async def test_a_row_with_a_value_of_the_wrong_type_is_set_aside(
+async def test_a_row_with_a_value_of_the_wrong_type_is_refused_and_halts(
     dsn: str, bus: Bus, clock: SimClock, tmp_path: Path
 ) -> None:
-    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock)
+    writer = Writer(bus, dsn, db_settings(tmp_path, flush_ms=10), clock, wall=clock)
     broken = snapshot("claude", 1.0, "not a time")  # type: ignore[arg-type]
     async with running(writer):
         bus.publish_many([fill(0), broken, snapshot("claude", 2.0, 1_767_225_600.0)])
         await clock.settle()
         await clock.advance(0.01)
-        assert await qtys(dsn) == [0.0]
-        assert await count(dsn, "account_snapshots") == 1
-        assert writer.status()["rejected_rows"] == 1
+        assert await count(dsn, "fills") == 0  # nothing commits, not even before it
+        assert writer.status()["refused"]["table"] == "account_snapshots"
+        assert "TypeError" in writer.status()["refused"]["error"]
+        assert writer.gate.halted
 
 
 async def test_nothing_published_after_construction_is_missed(

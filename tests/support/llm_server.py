@@ -10,9 +10,11 @@ carries a request id, a `set-cookie` and an organisation header (which a recordi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -104,3 +106,62 @@ class LLMServer:
 
     async def _deepseek(self, request: web.Request) -> web.Response:
         return await self._chat(request, "deepseek", "deepseek/json_mode")
+
+
+# ---------------------------------------------------------------- a model that always trades
+
+TRADED = ("BTCUSDT", "ETHUSDT")
+_MARKET_LINE = re.compile(r"^([A-Z0-9]+USDT) (\{.*\})$", re.M)
+
+
+class TradingModel:
+    """A chat-completions endpoint whose every answer trades each symbol it is shown."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer(self, prompt: str) -> dict[str, Any]:
+        self.calls += 1
+        actions = []
+        for symbol, data in _MARKET_LINE.findall(prompt):
+            if symbol not in TRADED:
+                continue
+            price = float(json.loads(data)["price"])
+            long = (self.calls + len(actions)) % 2 == 0
+            away = price * 0.0012
+            actions.append({
+                "symbol": symbol, "action": "open_long" if long else "open_short",
+                "size_usdt": 500, "leverage": 2, "confidence": 0.6,
+                "stop_loss": round(price - away if long else price + away, 2),
+                "take_profit": round(price + away if long else price - away, 2),
+                "reason": "crash test: always trade",
+            })
+        return {"actions": actions}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        content = json.dumps(self.answer(prompt))
+        return web.json_response({
+            "id": f"crash-{self.calls}", "object": "chat.completion", "created": 1767225600,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100},
+        })
+
+
+@contextlib.asynccontextmanager
+async def serve_model(model: TradingModel) -> AsyncIterator[str]:
+    """Serve `model`'s chat completions on 127.0.0.1; yield the base URL."""
+    app = web.Application()
+    app.router.add_post("/chat/completions", model.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -23,6 +23,7 @@ def db_settings(tmp_path: Path, **overrides: Any) -> DatabaseSettings:
     values: dict[str, Any] = {
         "spill_path": str(tmp_path / "spill.jsonl"),
         "embedded_dir": str(tmp_path / "pg"),
+        "last_resort_dir": str(tmp_path / "last-resort"),
         "max_backoff_seconds": 1.0,
         "connect_timeout_seconds": 2.0,
         "write_timeout_seconds": 5.0,
@@ -197,3 +198,77 @@ class PgProxy:
 
     async def close(self) -> None:
         await self.refuse()
+
+
+class CommitEater:
+    """A TCP proxy in front of Postgres that can swallow one COMMIT and keep the session open.
+
+    What a partition at COMMIT looks like: the client never hears back, and the server keeps the
+    session idle in its transaction, holding the locks of every row it wrote. Speaks just enough
+    of the wire protocol (SSL off) to find a simple-query COMMIT in what the client sends.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._proxy = PgProxy(dsn)  # its target parsing; not its server
+        self._server: asyncio.Server | None = None
+        self._upstreams: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.armed = False
+        self.eaten = 0
+        self.port = 0
+
+    @property
+    def dsn(self) -> str:
+        self._proxy.port = self.port
+        return self._proxy.dsn + "?sslmode=disable"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for w in self._upstreams:
+            w.transport.abort()
+        for t in list(self._tasks):
+            t.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await self._proxy._open_target()
+        self._upstreams.append(up_writer)
+        back = asyncio.create_task(self._back(up_reader, writer))
+        self._tasks.add(back)
+        try:
+            await self._forth(reader, up_writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        # The client is gone: the server side stays open (a partition keeps the session alive).
+
+    async def _forth(self, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:
+        while True:  # untyped start-up packets: SSLRequest, GSSENCRequest, StartupMessage
+            head = await reader.readexactly(8)
+            rest = await reader.readexactly(int.from_bytes(head[:4], "big") - 8)
+            up.write(head + rest)
+            if int.from_bytes(head[4:8], "big") not in (80877103, 80877104):
+                break
+        while True:
+            head = await reader.readexactly(5)
+            body = await reader.readexactly(int.from_bytes(head[1:5], "big") - 4)
+            if self.armed and head[:1] == b"Q" and body.upper().startswith(b"COMMIT"):
+                self.armed = False
+                self.eaten += 1
+                await reader.read()  # swallow everything after it until the client gives up
+                return
+            up.write(head + body)
+            await up.drain()
+
+    async def _back(self, up: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await up.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()

@@ -12,6 +12,7 @@ import pytest
 
 from engine.broker_settings import BrokerSettings
 from engine.decision import Action, Decision
+from engine.traders.answers import InvalidAnswer, parse_decision
 from engine.traders.blind import Blind, BlindLeak, relative
 from engine.traders.fixtures import NOW, context
 from engine.traders.prompt import build_prompt, trading_terms
@@ -111,10 +112,15 @@ def test_an_answer_in_blind_units_is_mapped_back_to_real_ones() -> None:
     (a,) = blind.unblind(answer).actions
     assert (a.symbol, a.size_usdt, a.leverage) == ("BTCUSDT", 1000, 2)
     assert a.stop_loss == pytest.approx(95000) and a.take_profit == pytest.approx(99000)
-    assert blind.symbols(SYMBOLS) == tuple(blind.alias[s].replace("_", "") for s in SYMBOLS)
-    (b,) = blind.unblind(Decision(actions=(Action(symbol=alias.replace("_", ""),
-                                                  action="close"),))).actions
-    assert b.symbol == "BTCUSDT"  # as the answer validator normalises it
+    assert blind.symbols(SYMBOLS) == tuple(blind.alias[s] for s in SYMBOLS)
+    good = {"symbol": alias, "action": "close", "size_usdt": None, "leverage": None,
+            "stop_loss": None, "take_profit": None, "confidence": 0.5, "reason": "Done."}
+    (c,) = blind.unblind(parse_decision(json.dumps({"actions": [good]}),
+                                        blind.symbols(SYMBOLS))).actions
+    assert c.symbol == "BTCUSDT"
+    with pytest.raises(InvalidAnswer, match="symbol"):  # the schema's enum is the aliases
+        parse_decision(json.dumps({"actions": [{**good, "symbol": alias.replace("_", "")}]}),
+                       blind.symbols(SYMBOLS))
 
 
 @pytest.mark.parametrize(("text", "leak"), [

@@ -13,7 +13,7 @@ from engine.decision import Action, Decision
 from engine.events import DecisionMade
 from engine.traders.decide import DecisionStep
 from engine.traders.fixtures import context, llm_settings, register_fixture, snapshot, trader
-from engine.traders.providers import make_client
+from engine.traders.kinds import make_client
 from strategies.base import DecisionOutcome, TraderContext
 from strategies.llm import LLMStrategy
 

@@ -13,7 +13,8 @@ from engine import redact
 from engine.clock import LiveClock
 from engine.market.recording import FrameRecorder
 from engine.traders.fixtures import context, llm_settings, trader
-from engine.traders.providers import FixtureRecorder, make_client
+from engine.traders.kinds import make_client
+from engine.traders.providers import FixtureRecorder
 from engine.traders.session import LLMSession
 from strategies.llm import LLMStrategy
 

@@ -1,5 +1,5 @@
 # ruff: noqa: RUF001 - full-width punctuation is what these tests feed in
-"""Tolerant parsing of model answers into decisions (pure, no I/O)."""
+"""Model answers into decisions: tolerant in finding the JSON, strict in judging it (pure)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,16 @@ def test_prose_with_brackets_before_the_json_is_skipped():
     assert parse(text).actions[0].size_usdt == 1000
 
 
+def full(**fields):
+    """Return one action with every field of the schema, `fields` applied."""
+    return {**{k: None for k in ("size_usdt", "leverage", "stop_loss", "take_profit")},
+            "confidence": 0.5, "reason": "", **fields}
+
+
 def test_full_width_punctuation_is_normalized():
-    text = "｛“actions”：［｛“symbol”：“ETHUSDT”，“action”：“close”｝］｝"
+    text = ("｛“actions”：［｛“symbol”：“ETHUSDT”，“action”：“close”，“size_usdt”：null，"
+            "“leverage”：null，“stop_loss”：null，“take_profit”：null，“confidence”：0.5，"
+            "“reason”：“x”｝］｝")
     [a] = parse(text).actions
     assert (a.symbol, a.action) == ("ETHUSDT", "close")
 
@@ -50,36 +58,44 @@ def test_curly_quotes_inside_a_valid_string_are_left_alone():
     assert parse(text).actions[0].reason == "he said “go”"
 
 
-@pytest.mark.parametrize(("field", "raw", "value"), [
-    ("size_usdt", "1,500", 1500.0), ("size_usdt", "2000 USDT", 2000.0),
-    ("size_usdt", "$750", 750.0), ("leverage", "5x", 5), ("leverage", "3", 3),
-    ("leverage", 4.0, 4), ("stop_loss", "95100.5", 95100.5), ("take_profit", "null", None),
-    ("confidence", "80%", 0.8), ("confidence", 65, 0.65), ("confidence", "0.4", 0.4),
+@pytest.mark.parametrize(("field", "raw"), [
+    ("size_usdt", "1,500"), ("size_usdt", "2000 USDT"), ("size_usdt", "$750"),
+    ("leverage", "5x"), ("leverage", "3"), ("stop_loss", "95100.5"), ("take_profit", "null"),
+    ("confidence", "80%"), ("confidence", 65), ("confidence", "0.4"),
 ])
-def test_numbers_written_as_strings_are_accepted(field, raw, value):
-    [a] = parse(json.dumps({"actions": [{**ACTION, field: raw}]})).actions
-    assert getattr(a, field) == value
+def test_numbers_not_written_as_json_numbers_in_range_are_refused(field, raw):
+    with pytest.raises(InvalidAnswer, match=rf"^actions\.0\.{field}: "):
+        parse(json.dumps({"actions": [{**ACTION, field: raw}]}))
 
 
-def test_extra_fields_are_ignored():
-    text = json.dumps({"analysis": "x", "actions": [{**ACTION, "horizon": "4h"}]})
-    assert parse(text).actions[0].symbol == "BTCUSDT"
+def test_an_integral_float_leverage_is_an_integer():
+    [a] = parse(json.dumps({"actions": [{**ACTION, "leverage": 4.0}]})).actions
+    assert a.leverage == 4
 
 
-def test_action_names_in_another_case_or_spacing_are_normalized():
-    [a] = parse(json.dumps({"actions": [{**ACTION, "action": "Open-Long"}]})).actions
-    assert a.action == "open_long"
+def test_extra_fields_are_refused_by_name():
+    with pytest.raises(InvalidAnswer, match=r"^actions\.0\.horizon: Extra inputs"):
+        parse(json.dumps({"actions": [{**ACTION, "horizon": "4h"}]}))
+    with pytest.raises(InvalidAnswer, match=r"^analysis: Extra inputs"):
+        parse(json.dumps({"analysis": "x", "actions": [ACTION]}))
+
+
+def test_action_names_must_be_spelled_as_listed():
+    with pytest.raises(InvalidAnswer, match=r"^actions\.0\.action: "):
+        parse(json.dumps({"actions": [{**ACTION, "action": "Open-Long"}]}))
 
 
 @pytest.mark.parametrize("symbol", ["BTC/USDT", "btcusdt", "BTC", "BTC-USDT", "BTCUSDT-PERP"])
-def test_symbol_spellings_map_to_the_allowed_symbol(symbol):
-    assert parse(json.dumps({"actions": [{**ACTION, "symbol": symbol}]})).actions[0].symbol == \
-        "BTCUSDT"
+def test_symbols_must_be_one_of_the_allowed_symbols(symbol):
+    with pytest.raises(InvalidAnswer, match=r"^actions\.0\.symbol: Input should be 'BTCUSDT'"):
+        parse(json.dumps({"actions": [{**ACTION, "symbol": symbol}]}))
 
 
-def test_a_bare_list_or_a_single_action_object_is_accepted():
-    assert len(parse(json.dumps([ACTION])).actions) == 1
-    assert len(parse(json.dumps(ACTION)).actions) == 1
+def test_a_bare_list_or_a_single_action_object_is_refused():
+    with pytest.raises(InvalidAnswer, match=r"^\(answer\): "):
+        parse(json.dumps([ACTION]))
+    with pytest.raises(InvalidAnswer, match=r"^actions: Field required"):
+        parse(json.dumps(ACTION))
 
 
 def test_an_empty_actions_list_is_a_valid_hold():
@@ -92,18 +108,20 @@ def test_an_empty_actions_list_is_a_valid_hold():
     ('{"actions": [{"symbol": "BTCUSDT", "action": "open_long",, }]}',
      "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 58 "
      "(char 57)"),
-    ('{"actions": [{"symbol": "DOGEUSDT", "action": "hold"}]}',
-     "actions.0: unknown symbol 'DOGEUSDT'; allowed: BTCUSDT, ETHUSDT, SOLUSDT"),
-    ('{"actions": [{"symbol": "BTCUSDT", "action": "buy"}]}',
-     "actions.0: unknown action 'buy' for BTCUSDT; expected one of open_long, open_short, "
-     "close, adjust, hold"),
-    ('{"actions": [{"symbol": "BTCUSDT", "action": "open_long", "leverage": 0}]}',
+    (json.dumps({"actions": [full(symbol="DOGEUSDT", action="hold")]}),
+     "actions.0.symbol: Input should be 'BTCUSDT', 'ETHUSDT' or 'SOLUSDT' (got 'DOGEUSDT')"),
+    (json.dumps({"actions": [full(symbol="BTCUSDT", action="buy")]}),
+     "actions.0.action: Input should be 'open_long', 'open_short', 'close', 'adjust' or "
+     "'hold' (got 'buy')"),
+    (json.dumps({"actions": [full(symbol="BTCUSDT", action="open_long", leverage=0)]}),
      "actions.0.leverage: Input should be greater than or equal to 1 (got 0)"),
-    ('{"actions": [{"symbol": "BTCUSDT", "action": "open_long", "size_usdt": "lots"}]}',
-     "actions.0.size_usdt: not a number: 'lots'"),
-    ('{"actions": {"symbol": "BTCUSDT"}}', "'actions' must be a list, got dict"),
-    ('{"plan": "wait"}', "no 'actions' list in the answer (keys: plan)"),
-    ('{"actions": [{"action": "hold"}]}', "actions.0: missing symbol"),
+    (json.dumps({"actions": [full(symbol="BTCUSDT", action="open_long", size_usdt="lots")]}),
+     "actions.0.size_usdt: must be a JSON number, not str (got 'lots')"),
+    ('{"actions": {"symbol": "BTCUSDT"}}',
+     "actions: Input should be a valid list (got {'symbol': 'BTCUSDT'})"),
+    ('{"plan": "wait"}', "actions: Field required (got {'plan': 'wait'})"),
+    ('{"actions": [{"action": "hold"}]}', "actions.0.symbol: Field required (got {'action': "
+     "'hold'})"),
 ])
 def test_invalid_answers_raise_with_the_exact_reason(text, reason):
     with pytest.raises(InvalidAnswer) as exc:
@@ -125,8 +143,7 @@ def test_a_broken_outer_object_does_not_yield_an_inner_action():
 
 
 def test_adjust_is_parsed_with_its_new_stops_and_counts_as_a_trade():
-    text = ('{"actions":[{"symbol":"btc","action":"Adjust","stop_loss":"96,000",'
-            '"take_profit":null}]}')
+    text = json.dumps({"actions": [full(symbol="BTCUSDT", action="adjust", stop_loss=96000)]})
     (a,) = parse(text).actions
     assert (a.action, a.stop_loss, a.take_profit, a.moves_stops) == ("adjust", 96000.0, None,
                                                                      True)
@@ -134,7 +151,9 @@ def test_adjust_is_parsed_with_its_new_stops_and_counts_as_a_trade():
 
 
 def test_hold_with_prices_stays_accepted_and_moves_stops_like_adjust():
-    (a,) = parse('{"actions":[{"symbol":"BTCUSDT","action":"hold","stop_loss":95000}]}').actions
+    text = json.dumps({"actions": [full(symbol="BTCUSDT", action="hold", stop_loss=95000)]})
+    (a,) = parse(text).actions
     assert a.action == "hold" and a.moves_stops
-    (plain_hold,) = parse('{"actions":[{"symbol":"BTCUSDT","action":"hold"}]}').actions
+    (plain_hold,) = parse(json.dumps({"actions": [full(symbol="BTCUSDT", action="hold")]})
+                          ).actions
     assert not plain_hold.moves_stops

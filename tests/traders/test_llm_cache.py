@@ -14,7 +14,7 @@ from engine.settings import Settings
 from engine.store.database import migrate
 from engine.traders.cache import LLMCache, cache_key
 from engine.traders.fixtures import context, llm_settings, trader
-from engine.traders.providers import make_client
+from engine.traders.kinds import make_client
 from engine.traders.session import LLMSession, Tape
 from strategies.llm import LLMStrategy
 from tests.support.llm_server import LLMServer

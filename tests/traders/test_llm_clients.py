@@ -15,7 +15,7 @@ from engine.traders.fixtures import (
     sent_requests,
     trader,
 )
-from engine.traders.providers import make_client
+from engine.traders.kinds import make_client
 from strategies.llm import LLMStrategy
 
 MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4o", "deepseek": "deepseek-chat"}
@@ -101,16 +101,16 @@ async def test_json_in_a_fenced_block_with_prose_is_accepted(clock, mocked):
     assert out.raw_answer.startswith("Based on the 15m and 4h trend")
 
 
-async def test_full_width_punctuation_and_numbers_as_strings_are_accepted(clock, mocked):
+async def test_full_width_punctuation_is_read_but_numbers_as_strings_are_refused(clock, mocked):
     register_fixture(mocked, "deepseek/fullwidth_strings")
     s = strategy(clock, "deepseek")
     out = await s.decide(context())
     await s.aclose()
 
-    assert out.valid, out.error
-    [a] = out.decision.actions
-    assert (a.symbol, a.action, a.size_usdt, a.leverage) == ("BTCUSDT", "open_long", 1500, 3)
-    assert (a.stop_loss, a.take_profit, a.confidence) == (95100.5, 101800, 0.7)
+    # The JSON is found through the full-width punctuation; the schema then judges it.
+    assert not out.valid and out.decision.actions == ()
+    assert out.error == ("actions.0.symbol: Input should be 'BTCUSDT', 'ETHUSDT' or 'SOLUSDT'"
+                         " (got 'BTC/USDT')")
 
 
 async def test_deepseek_reasoning_content_is_kept_but_not_parsed(clock, mocked):
@@ -119,9 +119,9 @@ async def test_deepseek_reasoning_content_is_kept_but_not_parsed(clock, mocked):
     out = await s.decide(context())
     await s.aclose()
 
-    assert out.valid
-    [a] = out.decision.actions
-    assert (a.size_usdt, a.leverage, a.confidence) == (2000, 3, 0.6)
+    # The answer (not the reasoning) is judged: a number written as a string is refused.
+    assert not out.valid
+    assert out.error == "actions.0.size_usdt: must be a JSON number, not str (got '2000')"
     assert out.raw_answer.startswith("<reasoning>\nThe user wants a JSON decision.")
 
 
@@ -146,8 +146,8 @@ async def test_unknown_symbol_makes_the_answer_invalid(clock, mocked):
     await s.aclose()
 
     assert not out.valid and out.decision.actions == ()
-    assert out.error == ("actions.0: unknown symbol 'PEPEUSDT'; allowed: BTCUSDT, ETHUSDT, "
-                         "SOLUSDT")
+    assert out.error == ("actions.0.symbol: Input should be 'BTCUSDT', 'ETHUSDT' or 'SOLUSDT'"
+                         " (got 'PEPEUSDT')")
 
 
 @pytest.mark.parametrize(("provider", "fixture", "stop"), [

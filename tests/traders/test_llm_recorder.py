@@ -15,7 +15,8 @@ from engine.traders.fixtures import (
     response_headers,
     trader,
 )
-from engine.traders.providers import FixtureRecorder, make_client
+from engine.traders.kinds import make_client
+from engine.traders.providers import FixtureRecorder
 from strategies.llm import LLMStrategy
 from strategies.registry import build_strategies
 

@@ -17,7 +17,7 @@ from aioresponses import aioresponses
 from engine.clock import LiveClock, SimClock
 from engine.market.recording import FrameRecorder, read_session
 from engine.traders.fixtures import context, llm_settings, register_fixture, trader
-from engine.traders.providers import make_client
+from engine.traders.kinds import make_client
 from engine.traders.session import LLMSession, Tape
 from strategies.llm import LLMStrategy
 

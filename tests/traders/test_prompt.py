@@ -21,7 +21,6 @@ from engine.settings import BrokerSettings, FeedSettings, LLMSettings, RiskSetti
 from engine.traders.decide import DecideStep, DecisionStep
 from engine.traders.fixtures import NOW, context, snapshot
 from engine.traders.prompt import (
-    ANSWER_SCHEMA,
     RISK_LINES,
     actions_text,
     answer_text,
@@ -29,6 +28,7 @@ from engine.traders.prompt import (
     load_template,
     number,
     plain,
+    schema_text,
     system_prompt,
     trading_terms,
 )
@@ -64,7 +64,7 @@ def test_system_prompt_has_the_rules_from_risk_settings_and_the_schema():
     assert "Leverage: integer from 1 to 5." in text
     assert "One position's notional at most 25 % of your equity." in text
     assert "At most 3 open positions." in text
-    assert json.dumps(ANSWER_SCHEMA, sort_keys=True, separators=(",", ":")) in text
+    assert schema_text(["BTCUSDT", "SOLUSDT"]) in text
 
 
 def test_system_prompt_does_not_change_between_cycles():
@@ -238,7 +238,7 @@ def test_a_trader_template_replaces_the_wording_but_keeps_every_number(tmp_path)
     default, terse = build_prompt(ctx), build_prompt(ctx, load_template(path))
 
     assert terse.system.startswith("You are a terse scalper {not a placeholder}.")
-    assert actions_text() in terse.system and answer_text() in terse.system
+    assert actions_text() in terse.system and answer_text(ctx.snapshot.symbols) in terse.system
     assert terse.user == default.user and terse.hash != default.hash
 
 

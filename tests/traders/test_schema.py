@@ -29,8 +29,8 @@ from engine.traders.fixtures import (
     snapshot,
     trader,
 )
+from engine.traders.kinds import make_client
 from engine.traders.prompt import ANSWER_SCHEMA, RISK_LINES, build_prompt
-from engine.traders.providers import make_client
 from strategies.llm import LLMStrategy
 from tests.support.broker import T0, FakeBook, broker_settings, snapshot_of
 
@@ -51,13 +51,14 @@ def test_the_schema_fields_are_exactly_the_validators_fields():
     assert list(ITEM["properties"]) == list(Action.model_fields) == ITEM["required"]
     assert ANSWER_SCHEMA == answer_schema()
     system = build_prompt(context()).system
-    assert json.dumps(ANSWER_SCHEMA, sort_keys=True, separators=(",", ":")) in system
+    assert json.dumps(answer_schema(SYMBOLS), sort_keys=True, separators=(",", ":")) in system
 
 
 @pytest.mark.parametrize("field", ["size_usdt", "leverage", "stop_loss", "take_profit",
                                    "confidence"])
 def test_the_schemas_bounds_are_the_validators_bounds(field):
     prop = ITEM["properties"][field]
+    prop = next((p for p in prop.get("anyOf", ()) if p["type"] != "null"), prop)
     base = {"symbol": "BTCUSDT", "action": "hold"}
     integer = "integer" in prop["type"]
     step = 1 if integer else 1e-9
@@ -79,7 +80,8 @@ def test_the_schemas_bounds_are_the_validators_bounds(field):
 @pytest.mark.parametrize("name", ACTIONS)
 def test_every_listed_action_is_accepted_by_the_validator_and_known_to_the_risk_manager(name):
     answer = {"actions": [{"symbol": "BTCUSDT", "action": name, "size_usdt": 1000,
-                           "leverage": 2, "stop_loss": 90_000, "take_profit": 110_000}]}
+                           "leverage": 2, "stop_loss": 90_000, "take_profit": 110_000,
+                           "confidence": 0.5, "reason": ""}]}
     decision = parse_decision(json.dumps(answer), SYMBOLS)
     risk = RiskManager(RiskSettings(), broker_settings())
     account = Account.new("t", 10_000.0, T0)
@@ -90,8 +92,11 @@ def test_every_listed_action_is_accepted_by_the_validator_and_known_to_the_risk_
 
 
 def test_an_action_outside_the_schema_is_refused_by_validator_and_risk_manager():
-    with pytest.raises(InvalidAnswer, match=r"unknown action 'buy'.*adjust, hold"):
-        parse_decision('{"actions":[{"symbol":"BTC","action":"buy"}]}', SYMBOLS)
+    answer = {"actions": [{"symbol": "BTCUSDT", "action": "buy", "size_usdt": None,
+                           "leverage": None, "stop_loss": None, "take_profit": None,
+                           "confidence": 0.5, "reason": ""}]}
+    with pytest.raises(InvalidAnswer, match=r"actions\.0\.action: .*'adjust' or 'hold'"):
+        parse_decision(json.dumps(answer), SYMBOLS)
     rogue = Action.model_construct(symbol="BTCUSDT", action="buy", size_usdt=10.0)
     _, (refusal,) = RiskManager(RiskSettings(), broker_settings()).review(
         Account.new("t", 10_000.0, T0), [rogue], symbols=SYMBOLS,

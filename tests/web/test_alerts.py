@@ -389,3 +389,19 @@ async def test_a_replaying_engine_sends_start_drawdown_and_stop_alerts(
 async def test_no_alerts_sends_nothing(hooks: Hooks, database_url: str, tmp_path: Any) -> None:
     assert await _replay_with_webhook(database_url, tmp_path, hooks, "--no-alerts") == 0
     assert hooks.requests == []
+
+
+async def test_a_storage_halt_and_a_quarantine_raise_alerts(bus: Bus, clock: SimClock) -> None:
+    refused = {"table": "fills", "id": "0190abcd", "error": "CheckViolationError [23514]: no"}
+    state: dict[str, Any] = {"price_age": {}, "writer": {
+        "spilled_rows": 0, "down_since": None, "refused": refused, "quarantined_rows": 1,
+        "halted": "halted: storage (row 0190abcd refused by fills: CheckViolationError)"}}
+    alerts = Alerts(settings(), bus, clock, {}, probe=lambda: state)
+    raised: list[Alert] = []
+    alerts.raise_alert = lambda a: raised.append(a) or True  # type: ignore[method-assign]
+    alerts.check()
+    assert [(a.kind, a.level, a.subject) for a in raised] == [
+        ("trading_halted", "critical", "storage"), ("row_quarantined", "warning", "storage")]
+    assert raised[0].text == (
+        "trading storage (row 0190abcd refused by fills: CheckViolationError); quarantine with "
+        "`run.py db --quarantine 0190abcd` if it can never commit")

@@ -133,7 +133,8 @@
     ["net_return_pct", "Net of LLM"], ["realized_pnl", "Realized"], ["unrealized_pnl", "Unrealized"],
     ["max_drawdown_pct", "Max DD"], ["sharpe", "Sharpe"], ["trades", "Trades"],
     ["win_rate", "Win %"], ["open_positions", "Open"], ["fees", "Fees"], ["funding", "Funding"],
-    ["invalid_rate", "Invalid %"], ["hold_rate", "Hold %"], ["llm_cost", "LLM $"],
+    ["invalid_rate", "Invalid %"], ["coverage", "Coverage"], ["p_beats_random", "P(beats random)"],
+    ["hold_rate", "Hold %"], ["llm_cost", "LLM $"],
     ["liquidations", "Liq."], ["status", "Status"],
   ];
   const POSITION_COLS = [
@@ -178,6 +179,8 @@
     else if (key === "liquidation_price") text = F.liq(symbol, value);
     else if (/(price|^mark$|stop_loss|take_profit)/.test(key)) text = F.price(symbol, value);
     else if (key === "sharpe") text = value.toFixed(2);
+    else if (key === "coverage") text = `${(value * 100).toFixed(0)}%`;
+    else if (key === "p_beats_random") text = value.toFixed(2);
     else if (/_rate$/.test(key)) text = F.num(value);
     else if (/drawdown/.test(key)) text = `${F.money(value)}%`;
     else if (/_pct$/.test(key)) text = F.pct(value);
@@ -445,7 +448,9 @@
   }
 
   function renderStatus(st, cycleJob) {
-    badge("engine-badge", `engine ${st.state || "?"}`, st.state === "running" ? "ok" : "warn");
+    // A storage halt (the writer cannot record) outranks the state: `halted: storage (...)`.
+    badge("engine-badge", st.halted || `engine ${st.state || "?"}`,
+          st.halted ? "bad" : st.state === "running" ? "ok" : "warn");
     renderMode(st);
     $("paused-badge").hidden = !st.paused;
     document.body.classList.toggle("paused", !!st.paused);
