@@ -77,7 +77,7 @@ class BrokerSettings(Section):
         the impact term, impact_bps x sqrt(notional / impact_notional)."""
         if self.impact_bps <= 0 or not notional > 0:
             return self.slippage_bps
-        return self.slippage_bps + self.impact_bps * (notional / self.impact_notional) ** 0.5
+        return float(self.slippage_bps + self.impact_bps * (notional / self.impact_notional) ** 0.5)
 
 
 class LeaderboardSettings(Section):

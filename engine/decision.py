@@ -174,7 +174,7 @@ def answer_model(symbols: tuple[str, ...]) -> type[BaseModel]:
          "minContains": 0, "maxContains": 1} for s in symbols]} if symbols else {}
     return create_model(
         "Answer", __base__=_Answer,
-        actions=(list[item], Field(  # type: ignore[valid-type]
+        actions=(list[item], Field(
             description="One entry per symbol you act on (at most one per symbol); symbols"
                         " left out are held.",
             json_schema_extra=one_per_symbol)))

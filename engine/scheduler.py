@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -278,7 +278,9 @@ class Scheduler:
         start = self._clock.time()
         wall_start = time.perf_counter()  # the duration is wall time, even in a replay
         state.running, state.last_start = True, start
-        status, error, result = "ok", None, None
+        status: Literal["ok", "failed", "timeout", "cancelled"] = "ok"
+        error: str | None = None
+        result: Any = None
         log.info("job.started", job=job.name, trigger=trigger)
         try:
             result = await with_deadline(self._clock, job.func(trigger),

@@ -49,7 +49,8 @@ class ControlTarget:
         return out
 
     def jobs(self) -> list[dict[str, Any]]:
-        return self._e.scheduler.states()
+        states: list[dict[str, Any]] = self._e.scheduler.states()
+        return states
 
     def next_run(self) -> dict[str, Any]:
         job = self._e.scheduler.jobs[self._e.cycle_job_name]
@@ -66,13 +67,15 @@ class ControlTarget:
     async def trigger(self) -> tuple[bool, str, dict[str, Any]]:
         if self._e.state != "running":
             return False, f"engine is {self._e.state}", {}
-        return await self._e.scheduler.trigger(self._e.cycle_job_name)
+        answer: tuple[bool, str, dict[str, Any]] = await self._e.scheduler.trigger(
+            self._e.cycle_job_name)
+        return answer
 
     def pause(self) -> bool:
-        return self._e.scheduler.pause()
+        return bool(self._e.scheduler.pause())
 
     def resume(self) -> bool:
-        return self._e.scheduler.resume()
+        return bool(self._e.scheduler.resume())
 
     def leaderboard(self) -> dict[str, Any]:
         board = self._e.broker.leaderboard(None, publish=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from functools import cache
 from typing import Any, Literal
 
 from engine.paper.stats import ReturnStats
@@ -28,10 +27,15 @@ SideName = Literal["long", "short"]
 RECENT_FILLS_KEPT = 20
 
 
-@cache
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _names(cls: type) -> tuple[str, ...]:
     """Return a dataclass's field names in order (`fields()` is slow on every snapshot)."""
-    return tuple(f.name for f in fields(cls))
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 class AccountError(Exception):

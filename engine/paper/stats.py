@@ -78,19 +78,22 @@ def sortino(returns: Iterable[float], periods_per_year: float) -> float | None:
 
 
 def _log_growth(r: np.ndarray) -> np.ndarray:
-    return np.log1p(np.maximum(r, -1 + 1e-15))  # equity never goes below zero
+    out: np.ndarray = np.log1p(np.maximum(r, -1 + 1e-15))  # equity never goes below zero
+    return out
 
 
 class _TotalReturn:
     """The compounded return of a series (of each row of a 2-D array)."""
 
     def __call__(self, returns: np.ndarray) -> np.ndarray | float:
-        return np.prod(1.0 + np.asarray(returns, dtype=float), axis=-1) - 1.0
+        out: np.ndarray | float = np.prod(1.0 + np.asarray(returns, dtype=float), axis=-1) - 1.0
+        return out
 
     @staticmethod
     def from_counts(counts: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Return the statistic of every resample given as draw counts per observation."""
-        return np.expm1(counts @ _log_growth(r))
+        out: np.ndarray = np.expm1(counts @ _log_growth(r))
+        return out
 
 
 class _Sharpe:

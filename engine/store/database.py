@@ -72,7 +72,7 @@ def _start_embedded(data_dir: str) -> Any:
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import pgserver  # imported lazily: only the embedded default needs it
 
-        return pgserver.get_server(path, cleanup_mode="stop")
+        return pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- migrations

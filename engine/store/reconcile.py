@@ -127,7 +127,8 @@ async def _position(conn: asyncpg.Connection, arena: str, mode: str, source: str
         "ORDER BY t.id DESC LIMIT 500", mode, source, trader, symbol):
         for p in orjson.loads(r["positions"]):
             if p["symbol"] == symbol and p["side"] == side and _same_qty(p["qty"], abs(qty)):
-                return p
+                found: dict[str, Any] = p
+                return found
     opened = await conn.fetchrow(
         f"SELECT t.* FROM positions t {arena} WHERE t.trader = $3 AND t.symbol = $4 "
         "AND t.event = 'open' ORDER BY t.id DESC LIMIT 1", mode, source, trader, symbol)

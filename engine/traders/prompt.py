@@ -234,7 +234,7 @@ def system_prompt(symbols: Iterable[str], risk: RiskSettings,
 
 def _symbol_view(sym: Any) -> dict[str, Any]:
     out = {f: getattr(sym, f, None) for f in QUOTE_FIELDS}
-    rate = getattr(sym, "funding_rate", None)
+    rate: Any = getattr(sym, "funding_rate", None)
     out["funding_rate_pct"] = round(rate * 100, 6) + 0.0 if _finite(rate) else None
     indicators = getattr(sym, "indicators", None) or {}
     out["indicators"] = {tf: dict(values) for tf, values in indicators.items()}

@@ -302,11 +302,12 @@ def _reason(exc: BaseException, gave_up: str | None) -> str:
     if isinstance(exc, _sdk_errors("APITimeoutError")):
         return "timeout: the provider did not answer in time (SDK timeout)"
     if isinstance(exc, _sdk_errors("APIStatusError")):
-        body = exc.body if isinstance(exc.body, dict) else {}
+        status: Any = exc  # the SDKs' APIStatusError: .body, .status_code, .request_id
+        body = status.body if isinstance(status.body, dict) else {}
         err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
         kind = err.get("type") or err.get("code") or "error"
         message = err.get("message") or str(exc)
-        text = (f"http {exc.status_code} {kind}: {message} "
+        text = (f"http {status.status_code} {kind}: {message} "
                 f"(request_id={getattr(exc, 'request_id', None)})")
         return f"{text}; {gave_up}" if gave_up else text
     if isinstance(exc, _sdk_errors("APIConnectionError")):

@@ -113,7 +113,7 @@ def replay_transport(httpx_module: Any, client: Any) -> Any:
     Anthropic) serving `client.serving`, the record an `engine.traders.providers.LLMClient` is
     answering from, as the HTTP response the SDK then parses."""
 
-    class ReplayTransport(httpx_module.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+    class ReplayTransport(httpx_module.AsyncBaseTransport):  # type: ignore[misc]
         async def handle_async_request(self, request: Any) -> Any:
             record = client.serving
             if record is None:

@@ -146,7 +146,7 @@ class LLMSession:
         finally:
             self._leave(token)
 
-    async def _ask(self, client: LLMClient, params: dict[str, Any], args: tuple,
+    async def _ask(self, client: LLMClient, params: dict[str, Any], args: tuple[Any, ...],
                    token: list[bool]) -> LLMAnswer:
         prompt, model, temperature, max_tokens, deadline = args
         asked_at = self.clock.time()
@@ -199,7 +199,7 @@ class LLMSession:
                 "error": error, "gave_up": client.gave_up}
 
     async def _serve(self, client: LLMClient, record: dict[str, Any], source: str,
-                     args: tuple, token: list[bool]) -> LLMAnswer:
+                     args: tuple[Any, ...], token: list[bool]) -> LLMAnswer:
         prompt, model, temperature, max_tokens, deadline = args
         latency_ms = float(record["latency_ms"])
         asked_at = self.clock.time()
