@@ -116,6 +116,30 @@ def _route_stdlib(shared: list[Any], renderer: list[Any], stream: TextIO, level:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(max(level, logging.INFO))
+    for name in CHATTY:
+        chatty = logging.getLogger(name)
+        for f in [f for f in chatty.filters if isinstance(f, _DebugLevel)]:
+            chatty.removeFilter(f)
+        chatty.addFilter(_DebugLevel(level <= logging.DEBUG))
+
+
+# Libraries whose info lines are start-up chatter (pgserver's initdb and pg_ctl output): shown
+# at debug level only; their warnings and errors stay as they are.
+CHATTY = ("pgserver",)
+
+
+class _DebugLevel(logging.Filter):
+    """Demote a logger's records below WARNING to DEBUG (dropped unless debug is on)."""
+
+    def __init__(self, show: bool) -> None:
+        super().__init__()
+        self.show = show
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return self.show
 
 
 def _stdlib_name(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +29,7 @@ from engine.output_settings import AlertSettings as AlertSettings
 from engine.output_settings import ReportSettings as ReportSettings
 from engine.settings_base import PositiveFloat as PositiveFloat
 from engine.settings_base import Section as Section
+from engine.settings_merge import merge, read_toml
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "settings.toml"
 
@@ -325,16 +325,12 @@ def _format_error(exc: ValidationError, path: Path) -> str:
 def load_settings(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> Settings:
-    """Load and validate settings from `path` (default: ./settings.toml next to run.py)."""
+    """Load and validate settings from `path` (default: ./settings.toml next to run.py),
+    merged over settings.toml's values: a key the file leaves out takes the value shown there."""
     path = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: settings file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot read settings file: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, SettingsError)
+    if path.resolve() != DEFAULT_PATH.resolve() and DEFAULT_PATH.is_file():
+        raw = merge(read_toml(DEFAULT_PATH, SettingsError), raw)
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")

@@ -86,7 +86,7 @@ def rule_outcome(decision: Decision, strategy: str, explanation: str = "") -> De
 Factory = Callable[[TraderSettings, Settings], Strategy]
 _REGISTRY: dict[str, Factory] = {}
 # Modules imported by `build_strategies` so their `@register` runs; add new baselines here.
-RULE_MODULES = ("strategies.buy_and_hold", "strategies.ema_cross")
+RULE_MODULES = ("strategies.buy_and_hold", "strategies.ema_cross", "strategies.random_trader")
 
 
 def register(name: str) -> Callable[[Factory], Factory]:

@@ -17,13 +17,15 @@ import argparse
 import hashlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.app.args import Parser
 from engine.app.costs import confirm, estimate
-from engine.settings import Secrets, Settings, SettingsError, load_settings
+from engine.settings import DEFAULT_PATH, Secrets, Settings, SettingsError, load_settings
 
 
 class BadInput(Exception):
@@ -43,8 +45,8 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py backtest",
+def parser() -> Parser:
+    p = Parser(prog="run.py backtest",
                                 description="Run the arena on a window of Binance history.")
     p.add_argument("--from", dest="start", type=_when, required=True, metavar="TIME",
                    help="window start, UTC (e.g. 2026-10-01T00:00)")
@@ -57,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--live-llm", action="store_true",
                    help="let LLM traders call the real APIs (needs their keys; costs money)")
     p.add_argument("--yes", action="store_true", help="do not ask before spending")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the arena of this window after its last persisted instant "
+                   "(default: a fresh arena)")
     p.add_argument("--blind", action="store_true",
                    help="LLM traders see no dates, clock times, real symbols or price levels")
     p.add_argument("--blind-and-plain", action="store_true",
@@ -143,6 +148,8 @@ async def prepare(settings: Settings, start: float, end: float, now: float) -> t
     rest = BinanceRest(settings.feed, LiveClock())
     history = History(settings, rest, now=now)
     try:
+        if not _cached(history, settings, start):
+            await _check_reachable(settings)
         await _check_symbols(history, settings, start, end)
         data = await history.load(settings.feed.symbols, start, end)
     finally:
@@ -157,13 +164,27 @@ async def prepare(settings: Settings, start: float, end: float, now: float) -> t
     return path, history
 
 
-async def _check_symbols(history: Any, settings: Settings, start: float, end: float) -> None:
-    """Refuse a symbol Binance does not list (asked only when its days are not cached)."""
+def _cached(history: Any, settings: Settings, start: float) -> bool:
     from engine.market.history import DAY
 
-    cached = all((history.cache / "futures" / s / f"{int(start // DAY) * DAY}.json.gz").exists()
-                 for s in settings.feed.symbols)
-    if cached:
+    return all((history.cache / "futures" / s / f"{int(start // DAY) * DAY}.json.gz").exists()
+               for s in settings.feed.symbols)
+
+
+async def _check_reachable(settings: Settings) -> None:
+    """Refuse, in one line, a history server that does not answer (instead of retrying)."""
+    from engine.market.reach import offline_command, unreachable
+
+    url = settings.feed.futures_rest_url
+    why = await unreachable(url)
+    if why is not None:
+        raise BadInput(f"cannot fetch history from {url}: {why}; offline, try "
+                       f"`{offline_command()}` (a synthetic market)")
+
+
+async def _check_symbols(history: Any, settings: Settings, start: float, end: float) -> None:
+    """Refuse a symbol Binance does not list (asked only when its days are not cached)."""
+    if _cached(history, settings, start):
         return
     info = await history.rest.get("exchangeInfo", {}, 1)
     listed = {e.get("symbol") for e in info.get("symbols", [])}
@@ -176,10 +197,9 @@ async def _check_symbols(history: Any, settings: Settings, start: float, end: fl
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
          now: float | None = None) -> int:
     """Run a backtest from the command line; return the exit code."""
-    import uvloop
-
     from engine import logging as arena_logging
     from engine import redact
+    from engine.app.preflight import check_models
     from engine.clock import LiveClock
 
     try:
@@ -196,6 +216,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
     now = LiveClock().time() if now is None else now
     try:
         settings = plan(load_settings(args.config), args, now)
+        check_models(settings, args.config or DEFAULT_PATH)
     except SettingsError as exc:
         print(f"settings error: {exc}", file=sys.stderr)
         return 2
@@ -207,34 +228,80 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
                             args.log_format or settings.engine.log_format)
     redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
 
-    async def _run() -> int:
-        try:
-            path, history = await prepare(settings, args.start, args.end, now)
-        except BadInput as exc:
-            print(f"backtest error: {exc}", file=sys.stderr)
-            return 2
-        print(f"backtest: {_iso(args.start)} to {_iso(args.end)} UTC, "
-              f"{', '.join(settings.feed.symbols)}; history: {history.fetched_days} day(s) "
-              f"fetched, {history.cached_days} from the cache; stream {path}", flush=True)
-        rows = estimate(settings, args.start, args.end, live=args.live_llm, secrets=secrets)
-        if not confirm(rows, live=args.live_llm, assume_yes=args.yes, stdin=stdin or sys.stdin):
-            print("backtest: cancelled, nothing was spent", flush=True)
-            return 1
-        if args.windows > 1:
-            from engine.app.walkforward import run_windows
+    run = Run(settings, secrets, args.start, args.end, now, speed=speed,
+              live_llm=args.live_llm, assume_yes=args.yes, resume=args.resume,
+              stdin=stdin or sys.stdin)
+    return run_sync(execute(run, args))
 
-            return await run_windows(settings, secrets, args, now, speed, run_window)
-        code, _ = await run_window(settings, secrets, args, args.start, args.end, now, speed,
-                                   path=path)
-        return code
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One backtest to execute: its settings, window and options."""
+
+    settings: Settings
+    secrets: Secrets
+    start: float
+    end: float
+    now: float
+    speed: float | None = None
+    live_llm: bool = False
+    assume_yes: bool = False
+    resume: bool = False
+    stdin: TextIO | None = None
+    page_url: str | None = None  # printed at the end (the demo: where the live page is)
+
+
+def run_sync(main: Coroutine[Any, Any, int]) -> int:
+    """Run a backtest coroutine on uvloop; map the errors a user can fix to exit code 2."""
+    import uvloop
+
+    from engine.app.preflight import UserError
 
     try:
-        return uvloop.run(_run())
+        return uvloop.run(main)
     except SettingsError as exc:
         print(f"settings error: {exc}", file=sys.stderr)
         return 2
+    except UserError as exc:
+        print(f"backtest error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+async def execute(run: Run, args: argparse.Namespace | None = None) -> int:
+    """Fetch the window, replay it in the backtest's arena (or its walk-forward windows),
+    print the verdict; return the exit code. `args`: the command line's (the demo: none)."""
+    from engine.market.binance import RestError
+    from engine.market.history import HistoryError
+
+    settings = run.settings
+    args = args or argparse.Namespace(live_llm=run.live_llm, resume=run.resume, windows=1)
+    try:
+        path, history = await prepare(settings, run.start, run.end, run.now)
+    except (BadInput, RestError, HistoryError) as exc:
+        print(f"backtest error: {exc}", file=sys.stderr)
+        return 2
+    print(f"backtest: {_iso(run.start)} to {_iso(run.end)} UTC, "
+          f"{', '.join(settings.feed.symbols)}; history: {history.fetched_days} day(s) "
+          f"fetched, {history.cached_days} from the cache; stream {path}", flush=True)
+    rows = estimate(settings, run.start, run.end, live=run.live_llm, secrets=run.secrets)
+    if not confirm(rows, live=run.live_llm, assume_yes=run.assume_yes,
+                   stdin=run.stdin or sys.stdin):
+        print("backtest: cancelled, nothing was spent", flush=True)
+        return 1
+    if getattr(args, "windows", 1) > 1:
+        from engine.app.walkforward import run_windows
+
+        return await run_windows(settings, run.secrets, args, run.now, run.speed, run_window)
+    code, engine = await run_window(settings, run.secrets, args, run.start, run.end, run.now,
+                                    run.speed, path=path)
+    from engine import logging as arena_logging
+    from engine.report.verdict import show
+
+    show(getattr(engine, "report", None), settings.leaderboard.min_returns,
+         page_url=run.page_url, paths=not arena_logging.console_mode())  # console: printed
+    return code
 
 
 async def run_window(settings: Settings, secrets: Secrets, args: argparse.Namespace,
@@ -248,7 +315,9 @@ async def run_window(settings: Settings, secrets: Secrets, args: argparse.Namesp
     if path is None:
         path, _ = await prepare(settings, start, end, now)
     marks = labels(settings, start, end)
-    options = Options(replay=str(path), speed=speed, fresh=True, live_llm=args.live_llm,
+    resume = bool(getattr(args, "resume", False))  # --resume: this window's arena continues
+    options = Options(replay=str(path), speed=speed, fresh=not resume, resume=resume,
+                      live_llm=args.live_llm,
                       console=arena_logging.console_mode(),
                       backtest_source=source_hash(settings, start, end), labels=marks or None)
     engine = Engine(settings, secrets, options)

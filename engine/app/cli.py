@@ -11,6 +11,7 @@ import structlog
 
 from engine import logging as arena_logging
 from engine import redact
+from engine.app.args import Parser
 from engine.settings import DEFAULT_PATH, Secrets, SettingsError, load_settings
 
 
@@ -32,8 +33,8 @@ def _tags(text: str) -> frozenset[str]:
     return frozenset(t.strip() for t in text.split(",") if t.strip())
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="run.py",
         description="arena: LLMs trading side by side. Subcommands: "
         + ", ".join(f"run.py {name} --help" for name in SUBCOMMANDS),
@@ -52,7 +53,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fresh",
         action="store_true",
-        help="start a new arena instead of resuming the persisted one",
+        help="start a new arena instead of resuming the persisted one (live runs)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --replay: continue the arena of this recording after its last persisted "
+        "instant (default: a replay starts a fresh arena)",
     )
     p.add_argument(
         "--accept-reconcile",
@@ -125,8 +132,28 @@ def _sweep(argv: list[str]) -> int:
     return sweep_main(argv)
 
 
+def _demo(argv: list[str]) -> int:
+    from engine.app.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+def _remote(command: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        from engine.app.remote import main as remote_main
+
+        return remote_main(command, argv)
+
+    return run
+
+
 # `python run.py <name> ...` runs a subcommand; anything else runs the engine.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "demo": _demo,
+    "trigger": _remote("trigger"),
+    "pause": _remote("pause"),
+    "resume": _remote("resume"),
+    "status": _remote("status"),
     "backtest": _backtest,
     "sweep": _sweep,
     "report": _report,
@@ -181,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options(
         once=args.once,
         dry_run=args.dry_run,
-        fresh=args.fresh,
+        # A replay starts a fresh arena unless --resume; a live run resumes unless --fresh.
+        fresh=args.fresh or (args.replay is not None and not args.resume),
+        resume=args.resume,
         include_tags=args.include_tags,
         exclude_tags=args.exclude_tags,
         record=args.record,

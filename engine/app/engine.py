@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import sys
 from collections import deque
@@ -24,6 +25,8 @@ from engine.app.build import build_alerts, build_components, load_exchange_filte
 from engine.app.memory import pin_malloc_threshold
 from engine.app.observe import engine_view
 from engine.app.options import Options as Options  # re-exported: run.py and tests use it
+from engine.app.pidfile import PidFiles
+from engine.app.resume import start_after
 from engine.app.supervise import Supervised, fatal, last_flush
 from engine.app.target import ControlTarget
 from engine.bus import Bus
@@ -41,8 +44,6 @@ log = structlog.get_logger("app")
 
 def _file_sha256(path: str) -> str:
     """Return the sha256 hex digest of a file (a replay's source)."""
-    import hashlib
-
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -87,6 +88,8 @@ class Engine:
         self.run_source: str | None = None  # replay: sha256 of the file
         self.run_id: Any = None  # RunStarted.run_id of this run (its report's key)
         self.progress: Any = None  # a replay's ReplayProgress
+        self.resume_at: float | None = None  # --resume: the replay skips frames up to this
+        self.report: Any = None  # the report written on exit (engine.report.files.Report)
 
     # ------------------------------------------------------------------ building
 
@@ -105,6 +108,8 @@ class Engine:
             mode=self.run_mode, source=self.run_source, gate=self.gate,
             accept_reconcile=self.options.accept_reconcile,
         )
+        if self.options.replay and self.options.resume:  # after its last persisted instant
+            self.resume_at = await start_after(self)
         return dict(self.recovery.accounts)
 
     def _arena_id(self) -> Any:
@@ -193,6 +198,7 @@ class Engine:
             if self.db is not None:
                 await self.db.close()
             return 1
+        self.pid = PidFiles(self.settings)  # arena.pid and control.url in the data directory
         try:
             self._build(recovered)
             if self.settings.broker.use_exchange_info and not self.options.replay:
@@ -201,10 +207,11 @@ class Engine:
             if self.db is not None and self.settings.report.on_exit and self.run_id is not None:
                 from engine.report.files import report_on_exit
 
-                await report_on_exit(self.db.dsn, self.settings, str(self.run_id),
-                                     console=self.options.console)
+                self.report = await report_on_exit(self.db.dsn, self.settings,
+                                                   str(self.run_id), console=self.options.console)
             return code
         finally:
+            self.pid.release()
             if getattr(self, "llm_session", None) is not None:
                 await self.llm_session.aclose()  # its summary; the cache's connections
             if self.db is not None:
@@ -255,6 +262,8 @@ class Engine:
                     )
                     tg.create_task(fatal("control", self.control.run(), self.crashes),
                                    name="control")
+                    tg.create_task(self.pid.publish(self.control, self.settings.control.host),
+                                   name="control.url")
                 tg.create_task(self._lifecycle(tg), name="lifecycle")
         except* _Shutdown:
             pass
@@ -285,6 +294,7 @@ class Engine:
                 self.feed,
                 self.clock,  # type: ignore[arg-type]
                 speed=self.options.speed, path_wanted=self.broker.book_triggers,
+                start_after=self.resume_at,
                 gate=self.gate,
             )
             from engine.market.progress import ReplayProgress
@@ -374,12 +384,8 @@ class Engine:
     def _on_usr1(self) -> None:
         log.info("signal.received", signal="SIGUSR1", action="manual cycle")
         if self.state != "running":
-            log.warning(
-                "job.skipped",
-                job=self.cycle_job_name,
-                reason=f"engine {self.state}",
-                trigger="manual",
-            )
+            log.warning("job.skipped", job=self.cycle_job_name, reason=f"engine {self.state}",
+                        trigger="manual")
             return
         self._spawn(self.scheduler.trigger(self.cycle_job_name, wait=False))
 

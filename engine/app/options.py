@@ -29,6 +29,7 @@ class Options:
     no_alerts: bool = False  # --no-alerts
     backtest_source: str | None = None  # run.py backtest: the hash of its window and settings
     run_id: Any = None  # the RunStarted.run_id to use (a sweep records it before the run starts)
+    resume: bool = False  # a replay or backtest continues its arena after its last instant
     labels: dict[str, Any] | None = None  # run.py backtest: per trader exposure (runs.labels)
     accept_reconcile: bool = False  # --accept-reconcile: rebuild contradicted accounts from rows
 

@@ -283,6 +283,25 @@ class CandleStore:
         return (float(s.edits), float(fetched.changes) if fetched is not None else -1.0,
                 -(-first // seconds) * seconds if fetched is not None else first, closed)
 
+    def missing_bucket(self, symbol: str, timeframe: str) -> float | None:
+        """Return the open time of the first higher-timeframe bucket missing between the
+        fetched ones and those the 1m series builds (None: they join, or nothing was fetched).
+
+        The buckets built from 1m start at the first one the series covers whole; the fetched
+        ones must reach the bucket just before it, or that timeframe has a hole."""
+        fetched = self._higher.get((symbol, timeframe))
+        s = self._series.get(symbol)
+        if fetched is None or not fetched.by_key or s is None or not s.n:
+            return None
+        seconds = timeframe_seconds(timeframe)
+        first_full = -(-int(s.cols[0, s.lo]) // seconds) * seconds
+        keys = fetched.columns()[0]
+        i = int(keys.searchsorted(first_full))
+        if i == 0:
+            return None  # every fetched bucket is newer than the 1m series' start
+        newest_older = int(keys[i - 1])
+        return float(newest_older + seconds) if newest_older < first_full - seconds else None
+
     def last_closed_time(self, symbol: str) -> float | None:
         """Return the open time of the newest closed candle, if any."""
         s = self._series.get(symbol)

@@ -25,7 +25,9 @@ from engine.market.binance import BinanceRest
 from engine.market.book import PriceBook
 from engine.market.candles import MINUTE, Candle, CandleStore
 from engine.market.frames import FrameParser, stream_names
+from engine.market.gaps import fetch_missing_bucket
 from engine.market.hotpath import FrameHandler, Route, frame_handler
+from engine.market.reach import offline_command
 from engine.market.recording import FrameRecorder
 from engine.retry import Backoff
 from engine.settings import FeedSettings
@@ -35,7 +37,6 @@ log = structlog.get_logger("feed")
 DROP_LOG_EVERY_S = 10.0  # at most one log line per drop reason this often
 YIELD_EVERY = 64  # frames read between two yields to the loop
 OFFLINE_HINT_AFTER_S = 60.0  # failing to connect this long logs how to run offline, once
-OFFLINE_HINT = "python run.py --replay tests/data/sample.jsonl.gz"
 
 
 class Feed:
@@ -44,12 +45,8 @@ class Feed:
     def __init__(self, settings: FeedSettings, bus: Bus, clock: Clock, book: PriceBook,
                  candles: CandleStore, *, record_path: str | None = None,
                  rest: BinanceRest | None = None, rng: random.Random | None = None) -> None:
-        self.settings = settings
-        self.bus = bus
-        self.clock = clock
-        self.book = book
-        self.candles = candles
-        self.rest = rest
+        self.settings, self.bus, self.clock = settings, bus, clock
+        self.book, self.candles, self.rest = book, candles, rest
         self.url = settings.ws_url.rstrip("/") + "/stream?streams=" + "/".join(
             stream_names(settings.symbols, settings.market))
         self._parser = FrameParser(settings.symbols, settings.market, settings.max_frame_bytes,
@@ -226,6 +223,8 @@ class Feed:
             await asyncio.gather(*(self._backfill_higher(rest, s, tf)
                                    for s in self.settings.symbols
                                    for tf in self.settings.timeframes))
+        await asyncio.gather(*(fetch_missing_bucket(self, rest, s, tf)  # a hole in a timeframe
+                               for s in self.settings.symbols for tf in self.settings.timeframes))
         self._backfilled_once = True
         missing = sum(r[0] for r in results)
         added = sum(r[1] for r in results)
@@ -361,7 +360,7 @@ class Feed:
         if not self._hinted and now - self._failing_since >= OFFLINE_HINT_AFTER_S:
             self._hinted = True
             log.warning("feed.offline_hint", failing_s=round(now - self._failing_since, 1),
-                        hint=f"Binance unreachable; to run offline: {OFFLINE_HINT}")
+                        hint=f"Binance unreachable; to run offline: {offline_command()}")
 
     async def _stream(self, ws: ClientConnection) -> bool:
         """Read frames until the connection drops (raise/False) or the planned reconnect (True)."""

@@ -116,10 +116,11 @@ class _Symbol:
             self.low_24h = min(c.low for c in day)
             self.volume_24h = sum(c.volume for c in day)
         out: dict[str, list] = {"1m": rows[-minutes:] if minutes else []}
-        kept_from = out["1m"][0].open_time if out["1m"] else start
         for tf, n in higher.items():
+            # Every bucket closed by the start, as Binance's klines answer a live backfill:
+            # the ones the 1m history covers too, so none is missing where the two meet.
             sec = timeframe_seconds(tf)
-            done = [c for c in resample(rows, sec) if c.open_time + sec <= kept_from]
+            done = [c for c in resample(rows, sec) if c.open_time + sec <= start]
             out[tf] = done[-n:] if n else []
         return out
 
@@ -179,7 +180,8 @@ def generate(symbols: tuple[str, ...] = tuple(PROFILES), *, start: float = DEFAU
     """Yield (receive time, raw frame or backfill record) for `hours` of synthetic market.
 
     The file opens with the candle history a live run would backfill over REST:
-    `history_minutes` closed 1m candles and `higher_candles` older candles per higher timeframe.
+    `history_minutes` closed 1m candles and the newest `higher_candles` closed candles per
+    higher timeframe (every bucket closed by the start, so the timeframes have no hole).
     """
     rng = random.Random(seed)
     syms = [_Symbol(s, rng) for s in symbols]
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history-minutes", type=int, default=1000,
                     help="closed 1m candles of history at the start (a live run's backfill)")
     ap.add_argument("--higher-candles", type=int, default=100,
-                    help="older 15m and 4h candles of history at the start")
+                    help="closed 15m and 4h candles of history at the start")
     ap.add_argument("--book-per-s", type=float, default=_DEFAULT_RATES.book_per_s)
     ap.add_argument("--kline-every-s", type=float, default=_DEFAULT_RATES.kline_every_s)
     ap.add_argument("--mark-every-s", type=float, default=_DEFAULT_RATES.mark_every_s)

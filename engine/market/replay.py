@@ -35,7 +35,7 @@ class Replay:
     def __init__(self, path: str | Path, feed: Feed, clock: SimClock, *,
                  speed: float | None = None,
                  path_wanted: Callable[[str], bool] | None = None,
-                 gate: TradingGate | None = None) -> None:
+                 gate: TradingGate | None = None, start_after: float | None = None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive, or None for max speed")
         self.path = str(path)
@@ -45,6 +45,10 @@ class Replay:
         # A batch's `path` frames (a backtest's book inside a minute) go to the feed only when
         # this says so for their symbol (the engine: a stop or take could trigger); None: always.
         self.path_wanted = path_wanted
+        # A resumed arena: frames up to this instant happened in an earlier run; only the
+        # candle history (backfill lines) is taken from them, without moving the clock.
+        self.start_after = start_after
+        self.skipped = 0
         # While trading is halted (engine.halt) no frame is consumed: simulated time stands still,
         # so a replay's results never depend on a database hiccup.
         self.gate = gate
@@ -61,7 +65,16 @@ class Replay:
         first: float | None = None
         woken = bus.wakeups
         try:
+            skip_until = self.start_after
             for t, kind, item in iter_records(self.path):
+                if skip_until is not None:
+                    if t <= skip_until:
+                        if kind == "backfill":
+                            feed.replay_backfill(item, clock.time())
+                        else:
+                            self.skipped += 1
+                        continue
+                    skip_until = None
                 if gate is not None and gate.halted:
                     await self._paused(gate)
                 if first is None:
@@ -93,7 +106,7 @@ class Replay:
         finally:
             feed.end_replay(self.frames)
         log.info("feed.replay_finished", path=self.path, frames=self.frames,
-                 paths_skipped=self.paths_skipped,
+                 paths_skipped=self.paths_skipped, skipped_before_resume=self.skipped,
                  wall_s=round(self._wall.monotonic() - wall_start, 3))
 
     async def _paused(self, gate: TradingGate) -> None:

@@ -166,6 +166,7 @@ class IndicatorCache:
         self.minutes: dict[str, _Window] = {}  # symbol -> its 1m window (`_minute_indicators`)
         # (symbol, higher timeframe) -> (CandleStore.closed_key, indicators, recent closes)
         self.closed: dict[tuple[str, str], tuple[Any, Any, tuple[float, ...]]] = {}
+        self.holes: set[tuple[str, str, float]] = set()  # missing buckets already logged
 
     def values(self, key: tuple[str, str], arrays: OHLCV) -> dict[str, float | None]:
         """Return the indicators of the window `arrays` (closed candles, oldest first)."""
@@ -219,6 +220,21 @@ def _minute_indicators(candles: CandleStore, symbol: str, limit: int, cache: Ind
     return MappingProxyType(values), tuple(cols[4, -RECENT_CLOSES:].tolist())
 
 
+def _withheld(symbol: str, tf: str, hole: float, cache: IndicatorCache
+              ) -> tuple[Mapping[str, float | None], tuple[float, ...]]:
+    """Return no indicators for a timeframe with a missing bucket (never computed over the
+    gap); log `candles.missing_bucket` once per hole."""
+    if (symbol, tf, hole) not in cache.holes:
+        cache.holes.add((symbol, tf, hole))
+        log.warning("candles.missing_bucket", symbol=symbol, timeframe=tf, open_time=hole,
+                    detail=f"the {tf} bucket opening then was not fetched: its indicators are "
+                    "withheld until the 1m series covers the gap")
+    empty = np.empty(0, dtype=np.float64)
+    values = cache.values((symbol, tf), OHLCV(*(empty for _ in range(6))))
+    values["closed_until"] = None
+    return MappingProxyType(values), ()
+
+
 def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: IndicatorCache
                 ) -> tuple[Mapping[str, float | None], tuple[float, ...]]:
     """Return `tf`'s indicators on closed candles only, with `closed_until` (newest close).
@@ -231,6 +247,8 @@ def _indicators(candles: CandleStore, symbol: str, tf: str, limit: int, cache: I
     seconds = timeframe_seconds(tf)
     if seconds == MINUTE and (got := _minute_indicators(candles, symbol, limit, cache)):
         return got
+    if seconds != MINUTE and (hole := candles.missing_bucket(symbol, tf)) is not None:
+        return _withheld(symbol, tf, hole, cache)
     key = candles.closed_key(symbol, tf) if seconds != MINUTE else None
     if key is not None:
         hit = cache.closed.get((symbol, tf))

@@ -296,6 +296,7 @@ def render_table(rows: Iterable[Mapping[str, Any]], *, info: Mapping[str, Any] |
     With `info`, a note on the statistics follows; with `pairwise`, one line per pair of traders
     with P(A beats B).
     """
+    rows = list(rows)
     cells = [[h for h, _, _ in _COLUMNS]]
     for r in rows:
         cells.append([_cell(r.get(key), fmt) for _, key, fmt in _COLUMNS])
@@ -313,6 +314,11 @@ def render_table(rows: Iterable[Mapping[str, Any]], *, info: Mapping[str, Any] |
                    f" below {'the minimum' if floor is None else f'{floor:.0%}'}")
     if info:
         out.append(_note(info))
+        need = int(info.get("min_returns") or 0)
+        short = [int(r["returns_n"]) for r in rows if r.get("returns_n") is not None
+                 and int(r["returns_n"]) < need]
+        if short:  # why the statistics show "-": too few returns yet
+            out.append(f"-: withheld, needs {need} returns, has {min(short)}")
     shown = [p for p in pairwise if p.get("p_a_beats_b") is not None]
     if shown:
         out.append("P(A beats B), paired bootstrap of total return over common cycles:")

@@ -131,7 +131,10 @@ def _equity(rows: RunRows, fig: Any) -> None:
         first, last = snaps[0], snaps[-1]
         t.capital = last["capital"]
         t.start_equity, t.end_equity = first["equity"], last["equity"]
-        t.return_pct = _pct(t.end_equity - t.start_equity, t.start_equity) or 0.0
+        # Against the starting capital, as the console's leaderboard defines it (a resumed
+        # arena's first snapshot of this run is not where the trader started).
+        base = t.capital if t.capital else t.start_equity
+        t.return_pct = _pct(t.end_equity - base, base) or 0.0
         t.max_drawdown_pct = max(s["drawdown_pct"] for s in snaps)
         t.latency_cost = (last["latency_cost"] or 0.0) - (first["latency_cost"] or 0.0)
         t.equity = sorted((s["ts"], s["equity"]) for s in snaps)

@@ -110,14 +110,15 @@ def print_table(figures: RunFigures, *, file: Any = None) -> None:
     console.print(table)
 
 
-async def report_on_exit(dsn: str, settings: Any, run_id: str, *, console: bool) -> None:
+async def report_on_exit(dsn: str, settings: Any, run_id: str, *,
+                         console: bool) -> Report | None:
     """Write the ending run's report, log `report.written` and print its table and paths.
 
     `settings`: the engine's `Settings` (its `[report]` directory and `leaderboard.min_returns`).
 
     In console mode the table and the paths are printed on stdout; in JSON log mode the output
     keeps only JSON lines: the `report.written` line carries the paths. A failure is logged and
-    never changes the exit code.
+    never changes the exit code. Return the report written (None when it failed).
     """
     import structlog
 
@@ -131,9 +132,10 @@ async def report_on_exit(dsn: str, settings: Any, run_id: str, *, console: bool)
                                     min_coverage=settings.leaderboard.min_coverage)
     except Exception as exc:  # isolation boundary: a failed report never fails the run
         log.error("report.failed", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
-        return
+        return None
     log.info("report.written", run_id=run_id, markdown=str(report.markdown),
              html=str(report.html), json=str(report.json))
     if console:
         print_table(report.figures)
         print(f"report: {report.markdown}\nreport: {report.html}", flush=True)
+    return report

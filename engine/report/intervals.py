@@ -41,6 +41,11 @@ def _moments(r: np.ndarray) -> tuple[float, float]:
     return float(np.mean(z ** 3)), float(np.mean(z ** 4))
 
 
+def withheld(min_returns: int, has: int) -> str:
+    """Return why a figure is withheld: too few per-cycle returns."""
+    return f"needs {min_returns} returns, has {has}"
+
+
 def _prob(a: TraderFigures, b: TraderFigures, min_returns: int) -> float | None:
     ra, rb = dict(a.cycle_returns), dict(b.cycle_returns)
     common = sorted(set(ra) & set(rb))
@@ -77,6 +82,7 @@ def annotate(figures: RunFigures, *, min_returns: int = 2, min_coverage: float =
         ppy = t.periods_per_year or 0.0
         out: dict[str, Any] = {"n_returns": int(r.size)}
         if r.size < min_returns:
+            out["withheld"] = withheld(min_returns, int(r.size))
             t.stats = out
             continue
         out["sharpe"] = stats.sharpe(r, ppy) if ppy else None
@@ -96,6 +102,7 @@ def annotate(figures: RunFigures, *, min_returns: int = 2, min_coverage: float =
         common = sorted(set(ra) & set(rb))
         if len(common) < min_returns:
             a.stats["p_beats_next"] = None
+            a.stats.setdefault("withheld", withheld(min_returns, len(common)))
             continue
         a.stats["p_beats_next"] = stats.prob_beats(
             [ra[k] for k in common], [rb[k] for k in common], n_boot=N_BOOT)

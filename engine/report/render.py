@@ -64,6 +64,11 @@ def _rules(t: TraderFigures) -> str:
     return ", ".join(f"{rule} x{n}" for rule, n in t.top_rules) or "-"
 
 
+def _why(t: Any, text: str) -> str:
+    """Return a figure, or why it is withheld ("needs 30 returns, has 18") instead of "-"."""
+    return str(t.stats.get("withheld") or text) if text == "-" else text
+
+
 def _model(t: TraderFigures, marks: dict[str, Any]) -> str:
     """Return the model, labelled with its memory exposure (and blind) in a backtest."""
     m = marks.get(t.trader)
@@ -117,11 +122,13 @@ def tables(f: RunFigures) -> list[Table]:
          _model(t, marks),
          num(t.coverage * 100 if t.coverage is not None else None, ".0f"),
          num(t.end_equity), num(t.return_pct, "+.3f"),
-         span(t.stats.get("return_ci"), "+.3f"), num(t.max_drawdown_pct, ".2f"),
-         num(t.stats.get("sharpe")), span(t.stats.get("sharpe_ci")),
-         num(t.stats.get("sortino")), num(t.stats.get("p_beats_next"), ".2f"),
-         num(t.stats.get("deflated_sharpe"), ".2f"), num(t.stats.get("p_beats_random"), ".2f"))
-        for t in ts)
+         _why(t, span(t.stats.get("return_ci"), "+.3f")), num(t.max_drawdown_pct, ".2f"),
+         _why(t, num(t.stats.get("sharpe"))), _why(t, span(t.stats.get("sharpe_ci"))),
+         _why(t, num(t.stats.get("sortino"))),
+         _why(t, num(t.stats.get("p_beats_next"), ".2f")) if i < len(ts) else "-",
+         _why(t, num(t.stats.get("deflated_sharpe"), ".2f")),
+         _why(t, num(t.stats.get("p_beats_random"), ".2f")) if t.trader != "random" else "-")
+        for i, t in enumerate(ts, 1))
     trading = tuple(
         (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
          num(t.biggest_loss, "+,.2f"), duration(t.avg_holding_s), str(t.fills), num(t.fees),
@@ -145,7 +152,8 @@ def tables(f: RunFigures) -> list[Table]:
               "P(beats next): paired bootstrap of the total return against the trader listed "
               "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
               "unskilled traders (multiple-comparison correction). P(beats random): against the "
-              "trader named random (the null)."),
+              "trader named random (the null). A withheld figure says why (needs N returns, "
+              "has n)."),
         Table("Trading",
               ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",
                "fills", "fees", "funding", "latency cost"), trading,

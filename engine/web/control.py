@@ -126,6 +126,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def page_url(host: str, port: int) -> str:
+    """Return the page's URL on the bound host and port (a wildcard host as 127.0.0.1)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
 def to_json(obj: Any) -> bytes:
     """Serialize `obj` (dicts, dataclasses, uuids, numpy scalars) to JSON bytes."""
     return orjson.dumps(obj, default=str, option=_JSON_OPTS)
@@ -191,7 +199,7 @@ class ControlServer:
             await site.start()
             self.port = int(runner.addresses[0][1])
             log.info("control.started", host=self._settings.host, port=self.port,
-                     auth=self._token is not None)
+                     url=page_url(self._settings.host, self.port), auth=self._token is not None)
             self.started.set()
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:

@@ -67,11 +67,48 @@ def _not_recording(tmp_path: Path) -> str:
     return str(tmp_path / "notes.jsonl.gz")
 
 
+def _recording(tmp_path: Path) -> bytes:
+    """Return the gzip bytes of a good recording: the shipped sample's first 2,000 lines."""
+    with gzip.open(ROOT / "tests" / "data" / "sample.jsonl.gz", "rb") as f:
+        lines = [next(f) for _ in range(2000)]
+    return gzip.compress(b"".join(lines), mtime=0)
+
+
+def _truncated_gz(tmp_path: Path) -> str:
+    data = _recording(tmp_path)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) * 2 // 3])  # cut mid-stream
+    return str(tmp_path / "cut.jsonl.gz")
+
+
+def _damaged_gz(tmp_path: Path) -> str:
+    data = bytearray(_recording(tmp_path))
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)  # zeros in the middle of the deflate stream
+    (tmp_path / "damaged.jsonl.gz").write_bytes(bytes(data))
+    return str(tmp_path / "damaged.jsonl.gz")
+
+
 CASES: dict[str, tuple[Callable[[Path], tuple[str, list[str]]], list[str]]] = {
     "missing replay": (lambda t: ("[control]\nenabled = false\n", ["--replay", "nope.jsonl.gz"]),
                        ["error: --replay nope.jsonl.gz: no such file", "--record FILE"]),
     "corrupt replay": (lambda t: ("[control]\nenabled = false\n", ["--replay", _corrupt_gz(t)]),
                        ["cannot read it", "--record"]),
+    "replay truncated mid-file": (lambda t: ("[control]\nenabled = false\n",
+                                             ["--replay", _truncated_gz(t)]),
+                                  ["corrupt or truncated", "nothing was started"]),
+    "replay damaged mid-file": (lambda t: ("[control]\nenabled = false\n",
+                                           ["--replay", _damaged_gz(t)]),
+                                ["corrupt or truncated", "nothing was started"]),
+    "a speed that is not a number": (lambda t: ("", ["--speed", "abc"]),
+                                     ["run.py: error: argument --speed:", "'abc'",
+                                      "run.py --help"]),
+    "an unknown model": (lambda t: ('[control]\nenabled = false\n[[traders]]\nname = "x"\n'
+                                    'strategy = "llm"\nprovider = "openai"\n'
+                                    'model = "gpt-99-turbo"\n', ["--dry-run"]),
+                         ["settings error: ", "trader 'x': model 'gpt-99-turbo'",
+                          '[llm.prices."gpt-99-turbo"]']),
+    "--resume without --replay": (lambda t: ("[control]\nenabled = false\n", ["--resume"]),
+                                  ["--resume continues a replay's arena"]),
     "not a recording": (lambda t: ("[control]\nenabled = false\n",
                                    ["--replay", _not_recording(t)]),
                         ["not a recording"]),

@@ -202,3 +202,20 @@ def test_redact_covers_text_and_bytes_answers() -> None:
     token = KEYS["ARENA_CONTROL_TOKEN"]
     assert arena_logging.redact(f"bad {token}!") == "bad ***!"
     assert arena_logging.redact_bytes(json.dumps({"m": token}).encode()) == b'{"m": "***"}'
+
+
+def test_pgserver_start_up_chatter_shows_only_at_debug_but_its_errors_always() -> None:
+    pg = logging.getLogger("pgserver")
+    out = io.StringIO()
+    arena_logging.configure("info", "json", out)
+    pg.info("running pg_ctl... pg_ctl_args=['start']")
+    pg.error("Failed to start server.")
+    (line,) = lines(out)
+    assert (line["event"], line["level"], line["component"]) == (
+        "Failed to start server.", "error", "pgserver")
+    debug = io.StringIO()
+    arena_logging.configure("debug", "json", debug)
+    pg.info("running pg_ctl... pg_ctl_args=['start']")
+    (shown,) = lines(debug)
+    assert shown["level"] == "debug" and shown["event"].startswith("running pg_ctl")
+    assert len(pg.filters) == 1  # configure() replaces its filter, never stacks them

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import io
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.app import backtest, cli, commands, sweep
+from engine.app import backtest, cli, commands, demo, remote, sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -26,7 +27,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 COMMAND = re.compile(r"(?:^|[\s;&|(`])(?:\S*/)?python3?\s+(run\.py|-m\s+[\w.]+)(?=[\s`]|$)(.*)")
 SHELL_OPERATORS = {"&", "&&", "|", "||", ";", "<", "2>", "2>&1"}
 SUBPARSERS = {"backtest": backtest.parser, "report": commands.report_parser,
-              "db": commands.db_parser, "sweep": sweep.parser}
+              "db": commands.db_parser, "demo": demo.parser, "sweep": sweep.parser,
+              **{name: functools.partial(remote.parser, name) for name in remote.COMMANDS}}
 
 
 def documented_commands() -> Iterator[tuple[str, str]]:

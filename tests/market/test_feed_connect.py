@@ -14,7 +14,8 @@ from engine.bus import Bus
 from engine.clock import SimClock
 from engine.market.book import PriceBook
 from engine.market.candles import CandleStore
-from engine.market.feed import OFFLINE_HINT, Feed
+from engine.market.feed import Feed
+from engine.market.reach import offline_command
 from engine.settings import FeedSettings
 from tests.support.feed import eventually
 
@@ -59,6 +60,6 @@ async def test_failed_connects_log_url_attempt_and_delay_and_status_says_connect
     # first minute of failures the hint comes once, not with every later attempt.
     hints = [e for e in logs if e["event"] == "feed.offline_hint"]
     assert len(hints) == 1
-    assert OFFLINE_HINT in hints[0]["hint"]
-    assert "--replay tests/data/sample.jsonl.gz" in OFFLINE_HINT
+    assert hints[0]["hint"].endswith(offline_command())
+    assert offline_command().endswith("run.py demo")
     assert hints[0]["failing_s"] >= 60

@@ -234,3 +234,16 @@ async def test_the_cycle_computes_the_board_statistics_off_the_loop(clock, bus) 
     board = broker.leaderboard("c1", publish=False)
     assert all(r["sharpe_ci"] is not None for r in board.rows)
     assert len(board.pairwise) == 1 and board.stats["bootstrap_samples"] == 500
+
+
+def test_console_table_says_why_its_statistics_are_withheld() -> None:
+    returns = [0.002, -0.001] * 10
+    accs = [account_with_returns("short", returns[:18]), account_with_returns("long", returns)]
+    stats = stats_of(accs, LeaderboardSettings(min_returns=30))
+    rows = build_rows(accs, {}, 0.0, min_returns=30, stats=stats)
+    text = render_table(rows, info=stats.info)
+    assert text.splitlines()[-1] == "-: withheld, needs 30 returns, has 18"
+    enough = build_rows(accs, {}, 0.0, min_returns=10, stats=stats_of(
+        accs, LeaderboardSettings(min_returns=10)))
+    assert "withheld" not in render_table(enough, info=stats_of(
+        accs, LeaderboardSettings(min_returns=10)).info)

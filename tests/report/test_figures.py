@@ -130,10 +130,15 @@ def test_too_few_returns_give_no_sharpe_and_no_interval() -> None:
     f = compute(rows())
     annotate(f, min_returns=30)  # two returns per trader: below leaderboard.min_returns
     b, a = f.traders  # a's coverage (0.5) is below the default 0.95: ranked apart, listed last
-    assert a.stats == {"n_returns": 2, "rank": None, "p_beats_random": None}
-    assert b.stats == {"n_returns": 2, "rank": 1, "p_beats_random": None, "p_beats_next": None}
+    why = "needs 30 returns, has 2"
+    assert a.stats == {"n_returns": 2, "rank": None, "p_beats_random": None, "withheld": why}
+    assert b.stats == {"n_returns": 2, "rank": 1, "p_beats_random": None, "p_beats_next": None,
+                       "withheld": why}
     md = markdown(f)
-    assert "| \u2013 | a | claude-sonnet-4-6 | 50 | 10,200.00 | +2.000 | - |" in md
+    # each withheld figure says why instead of a bare "-"
+    assert (f"| \u2013 | a | claude-sonnet-4-6 | 50 | 10,200.00 | +2.000 | {why} |" in md)
+    board = md.split("## Leaderboard")[1].split("## Trading")[0]
+    assert board.count(why) == 2 * 7 - 1  # 7 statistics each; the last has no P(beats next)
 
 
 def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> None:
@@ -147,6 +152,15 @@ def test_two_runs_of_one_window_30_s_apart_write_separate_files(tmp_path) -> Non
         paths.append(save(compute(r), tmp_path).markdown)
     assert paths[0] != paths[1] and len(list(tmp_path.iterdir())) == 6  # md, html, json each
     assert paths[0].name.startswith("run-20260101T000000Z-")
+
+
+def test_the_return_is_against_the_starting_capital_as_on_the_console() -> None:
+    r = rows()
+    # a resumed arena: this run's first snapshot is not where the trader started
+    r.snapshots = [snap("a", 10_500.0, T0, cause="start"), snap("a", 10_200.0, T0 + 300)]
+    a = next(t for t in compute(r).traders if t.trader == "a")
+    assert a.start_equity == 10_500.0 and a.capital == 10_000.0
+    assert a.return_pct == pytest.approx(2.0)  # not (10,200 - 10,500) / 10,500
 
 
 def test_the_json_report_writes_probabilities_as_numbers() -> None:

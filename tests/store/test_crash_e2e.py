@@ -68,7 +68,7 @@ async def start(dsn: str, settings: Path, tmp: Path) -> Engine:
         env.pop(key, None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "run.py"), "--config", str(settings), "--replay", str(SAMPLE),
-        "--live-llm", "--log-format", "json", cwd=str(tmp), env=env,
+        "--live-llm", "--resume", "--log-format", "json", cwd=str(tmp), env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     return Engine(proc)

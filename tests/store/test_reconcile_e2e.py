@@ -71,7 +71,10 @@ async def start(dsn: str, tmp: Path, port: int, *args: str) -> Engine:
 async def test_a_snapshot_its_fills_contradict_stops_the_start_until_the_operator_chooses(
     database_url: str, tmp_path: Path
 ) -> None:
-    first = await start(database_url, tmp_path, 0, "--fresh")
+    # Stopped cleanly mid-file (a finished file has nothing left for --resume to continue).
+    first = await start(database_url, tmp_path, 0, "--fresh", "--speed", "100")
+    await first.wait_for(lambda line: len(first.events("order.filled")) >= 2, "fills", 120)
+    first.signal(signal.SIGTERM)
     assert await first.exit_code(180) == 0
     conn = await asyncpg.connect(database_url)
     try:
@@ -82,7 +85,7 @@ async def test_a_snapshot_its_fills_contradict_stops_the_start_until_the_operato
         await conn.close()
     assert lost is not None and lost["trader"] == "buy_and_hold"
 
-    refused = await start(database_url, tmp_path, 0)
+    refused = await start(database_url, tmp_path, 0, "--resume")  # a replay's default: fresh
     assert await refused.exit_code(60) == 1
     [line] = refused.events("recovery.refused")
     assert line["detail"].startswith("trader buy_and_hold (replay ")
@@ -91,7 +94,8 @@ async def test_a_snapshot_its_fills_contradict_stops_the_start_until_the_operato
     assert refused.events("recovery.reconciled") == [] and refused.events("engine.ready") == []
 
     port = free_port()
-    second = await start(database_url, tmp_path, port, "--speed", "1", "--accept-reconcile")
+    second = await start(database_url, tmp_path, port, "--resume", "--speed", "1",
+                         "--accept-reconcile")
     try:
         line = await second.wait_for(is_event("recovery.reconciled"), "reconciliation", 60)
         assert line["trader"] == "buy_and_hold"

@@ -106,6 +106,21 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+async def wait_for_open_positions(dsn: str, run: asyncio.subprocess.Process) -> None:
+    """Poll the database until a snapshot with open positions is persisted."""
+    for _ in range(3000):  # real process, real I/O: poll the database
+        try:
+            rows = await fetch(dsn, "SELECT count(*) AS n FROM account_snapshots "
+                                    "WHERE positions::text <> '[]'")
+        except asyncpg.UndefinedTableError:  # not migrated yet
+            rows = [{"n": 0}]
+        if rows[0]["n"] >= 1:
+            return
+        assert run.returncode is None, "the run ended before it could be stopped"
+        await asyncio.sleep(0.02)
+    raise AssertionError("no open position was persisted")
+
+
 async def assert_second_start_restores(dsn: str, tmp: Path, settings: Path) -> None:
     # A replay's arena is its file's: the same file resumes it, any other file or live does not.
     before = await load_state(dsn, spill_path=str(tmp / "spill.jsonl"), mode="replay",
@@ -115,7 +130,7 @@ async def assert_second_start_restores(dsn: str, tmp: Path, settings: Path) -> N
     assert before.reconciled == {}  # every snapshot agrees with the committed fills
     assert (await load_state(dsn, mode="live")).empty
 
-    second = await start(dsn, settings, SAMPLE)
+    second = await start(dsn, settings, SAMPLE, "--resume")  # a replay's default is fresh
     assert await asyncio.wait_for(second.wait(), 120) == 0
 
     restored = await start_snapshots_of_last_run(dsn)
@@ -134,7 +149,10 @@ async def test_restart_after_a_clean_stop_rebuilds_the_same_accounts(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = write_settings(tmp_path)
-    first = await start(database_url, settings, SAMPLE, "--fresh")
+    # Stopped cleanly mid-file (a finished file has nothing left for --resume to continue).
+    first = await start(database_url, settings, SAMPLE, "--fresh", "--speed", "100")
+    await wait_for_open_positions(database_url, first)
+    first.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(first.wait(), 180) == 0
     assert not (tmp_path / "spill.jsonl").exists() or not (tmp_path / "spill.jsonl").stat().st_size
 
@@ -146,16 +164,7 @@ async def test_restart_after_kill_9_rebuilds_what_the_persisted_rows_imply(
 ) -> None:
     settings = write_settings(tmp_path)
     first = await start(database_url, settings, SAMPLE, "--fresh")
-    for _ in range(3000):  # real process, real I/O: poll the database
-        try:
-            rows = await fetch(database_url, "SELECT count(*) AS n FROM account_snapshots "
-                                             "WHERE positions::text <> '[]'")
-        except asyncpg.UndefinedTableError:  # not migrated yet
-            rows = [{"n": 0}]
-        if rows[0]["n"] >= 1:  # positions are open and persisted: kill it mid-run
-            break
-        assert first.returncode is None, "the run ended before it could be killed"
-        await asyncio.sleep(0.02)
+    await wait_for_open_positions(database_url, first)  # then kill it mid-run
     first.send_signal(signal.SIGKILL)
     assert await asyncio.wait_for(first.wait(), 30) == -signal.SIGKILL
 

@@ -134,7 +134,7 @@ async def stop(engine: Engine) -> int:
 
 
 async def restart_finds_nothing_to_rebuild(dsn: str, tmp: Path, llm_url: str) -> Engine:
-    engine = await start(dsn, tmp, llm_url)
+    engine = await start(dsn, tmp, llm_url, "--resume")  # a replay's default is a fresh arena
     try:
         loaded = await engine.wait_for(is_event("store.state_loaded"), "recovery", 60)
         assert loaded["traders"] == 1 and loaded["reconciled"] == [], loaded

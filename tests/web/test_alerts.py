@@ -345,7 +345,7 @@ async def test_raising_never_waits_even_when_the_queue_is_full(bus: Bus,
 
 ENGINE_ALERTS = """
 [alerts]
-drawdown_pct = 0.5
+drawdown_pct = 0.25
 dedup_seconds = 86400
 [[alerts.webhooks]]
 format = "json"
@@ -382,7 +382,8 @@ async def test_a_replaying_engine_sends_start_drawdown_and_stop_alerts(
     assert kinds[0] == "engine_started" and kinds[-1] == "engine_stopped"
     drawdowns = [b for b in hooks.on("/engine") if b["kind"] == "drawdown"]
     assert {b["subject"] for b in drawdowns} == {"ema_cross", "buy_and_hold"}  # once each
-    assert len(drawdowns) == 2 and all(b["fields"]["drawdown_pct"] > 0.5 for b in drawdowns)
+    # (settings.toml's filters apply: ema_cross's deepest drawdown on the sample is 0.34 %)
+    assert len(drawdowns) == 2 and all(b["fields"]["drawdown_pct"] > 0.25 for b in drawdowns)
 
 
 async def test_no_alerts_sends_nothing(hooks: Hooks, database_url: str, tmp_path: Any) -> None:
