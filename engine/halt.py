@@ -5,6 +5,11 @@ refuses a row (engine.store.writer); it opens again by itself once either store 
 rows. While halted no cycle fires (engine.scheduler), no decision or trigger fill executes and
 no funding is charged (engine.paper), and a replay or backtest consumes no frame, so simulated
 time stands still (engine.market.replay). Prices, the page and the control API stay up.
+
+A halt has a source. `storage` is this run's own writer; `recorded` is a halt a session replay
+reads from its recording (a `halt` line), so trading stands still over the same interval it did
+live while the recorded market goes on. Each source halts and resumes only itself; trading acts
+when no source holds it.
 """
 
 from __future__ import annotations
@@ -23,16 +28,28 @@ class TradingGate:
     """Whether trading may act; `reason` says why not (e.g. `storage (row refused ...)`)."""
 
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self._reasons: dict[str, str] = {}  # source -> why it holds trading
         self.halts = 0  # how many times it halted since start
-        self._open = asyncio.Event()
+        self._open = asyncio.Event()  # set while no source holds trading
         self._open.set()
+        self._storage_clear = asyncio.Event()  # set while storage does not hold it
+        self._storage_clear.set()
         self._listeners: list[Listener] = []
+
+    @property
+    def reason(self) -> str | None:
+        """Return why trading is halted (every source's reason), or None while it is not."""
+        return "; ".join(self._reasons.values()) if self._reasons else None
 
     @property
     def halted(self) -> bool:
         """Tell whether trading is halted."""
-        return self.reason is not None
+        return bool(self._reasons)
+
+    @property
+    def storage_halted(self) -> bool:
+        """Tell whether this run's storage holds trading (a replay then consumes no frame)."""
+        return "storage" in self._reasons
 
     def describe(self) -> str | None:
         """Return `halted: <reason>` while halted, else None (shown by /status and /health)."""
@@ -42,13 +59,13 @@ class TradingGate:
         """Call `listener(halted, reason)` after each halt and each resume."""
         self._listeners.append(listener)
 
-    def halt(self, reason: str) -> None:
-        """Halt trading (again, with a new reason, if already halted)."""
-        first = self.reason is None
-        if self.reason == reason:
+    def halt(self, reason: str, source: str = "storage") -> None:
+        """Halt trading for `source` (again, with a new reason, if it already holds it)."""
+        first = not self._reasons
+        if self._reasons.get(source) == reason:
             return
-        self.reason = reason
-        self._open.clear()
+        self._reasons[source] = reason
+        self._sync()
         if first:
             self.halts += 1
             log.error("trading.halted", reason=reason)
@@ -56,14 +73,30 @@ class TradingGate:
             log.error("trading.still_halted", reason=reason)
         self._notify()
 
-    def resume(self) -> None:
-        """Let trading act again (nothing if it was not halted)."""
-        if self.reason is None:
+    def resume(self, source: str = "storage") -> None:
+        """Release `source`'s hold (nothing if it held none); trading acts once no source holds."""
+        after = self._reasons.pop(source, None)
+        if after is None:
             return
-        log.warning("trading.resumed", after=self.reason)
-        self.reason = None
-        self._open.set()
+        if self._reasons:
+            log.warning("trading.still_halted", released=after, reason=self.reason)
+        else:
+            log.warning("trading.resumed", after=after)
+        self._sync()
         self._notify()
+
+    async def wait_storage(self) -> None:
+        """Return once this run's storage no longer holds trading."""
+        while "storage" in self._reasons:
+            await self._storage_clear.wait()
+
+    def _sync(self) -> None:
+        for event, held in ((self._open, bool(self._reasons)),
+                            (self._storage_clear, "storage" in self._reasons)):
+            if held:
+                event.clear()
+            else:
+                event.set()
 
     async def wait_open(self) -> None:
         """Return once trading is not halted."""

@@ -75,7 +75,7 @@ class Replay:
                             self.skipped += 1
                         continue
                     skip_until = None
-                if gate is not None and gate.halted:
+                if gate is not None and gate.storage_halted:
                     await self._paused(gate)
                 if first is None:
                     first = t
@@ -94,7 +94,9 @@ class Replay:
                 elif kind == "batch":
                     self._batch(item, t)
                 else:
-                    continue  # an LLM, cycle or halt line: its time only
+                    if kind == "halt" and gate is not None:  # trading stood still live here
+                        self._recorded_halt(gate, item)
+                    continue  # an LLM, cycle, pace or halt line: its time only
                 bus.flush()  # the bus handlers (the broker's trigger watch) at this record's time
                 self.frames += 1
                 if self.frames % YIELD_EVERY == 0:
@@ -113,10 +115,17 @@ class Replay:
         """Wait, consuming no frame, until trading resumes; a paced replay keeps its pace after."""
         started = self._wall.monotonic()
         log.warning("feed.replay_paused", reason=gate.reason, at=self.clock.time())
-        await gate.wait_open()
+        await gate.wait_storage()
         paused = self._wall.monotonic() - started
         self.paused_s += paused
         log.info("feed.replay_resumed", paused_s=round(paused, 3), at=self.clock.time())
+
+    def _recorded_halt(self, gate: TradingGate, item: dict[str, Any]) -> None:
+        """Halt or resume trading where the recorded run did (`halt` lines of --record)."""
+        if item.get("halted"):
+            gate.halt(f"recorded ({item.get('reason') or 'halted'})", source="recorded")
+        else:
+            gate.resume(source="recorded")
 
     def _batch(self, items: list[Any], t: float) -> None:
         """Hand a batch line's items to the feed in order (one clock move for all of them)."""

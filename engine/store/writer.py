@@ -374,7 +374,7 @@ class Writer:
                               self._settings.max_backoff_seconds, self._rng)
         # While halted a replay consumes no frame, so simulated time stands still: wait on the
         # wall clock then.
-        self._retry_clock = self._wall if self.gate.halted else self._clock
+        self._retry_clock = self._wall if self.gate.storage_halted else self._clock
         self._retry_at = self._retry_clock.time() + delay
         return delay
 
@@ -456,7 +456,7 @@ class Writer:
         else:
             self.gate.halt(f"storage ({why})")
         # A retry pending on simulated time would never come while the replay stands still.
-        clock = self._wall if self.gate.halted else self._clock
+        clock = self._wall if self.gate.storage_halted else self._clock
         if self._retry_at is not None and clock is not self._retry_clock:
             left = max(0.0, self._retry_at - self._retry_clock.time())
             self._retry_clock, self._retry_at = clock, clock.time() + left
@@ -464,7 +464,7 @@ class Writer:
 
     def _check_halted_bound(self) -> None:
         held = self._queued + len(self._held.sub)
-        if self.gate.halted and held > self._settings.max_halted_rows:
+        if self.gate.storage_halted and held > self._settings.max_halted_rows:
             self._to_last_resort(f"{held} rows held while halted, over database.max_halted_rows "
                                  f"({self._settings.max_halted_rows})")
             raise StorageFatal(self.fatal)
