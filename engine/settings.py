@@ -315,6 +315,8 @@ def _format_error(exc: ValidationError, path: Path) -> str:
         return f"{path}: unknown key '{key}' (value {value!r}); remove it or check its spelling"
     if err["type"] == "missing":
         return f"{path}: missing key '{key}': {err['msg'].lower()}"
+    if not err["loc"] and err["type"] == "value_error":  # a check across sections: its message
+        return f"{path}: {err['msg'].removeprefix('Value error, ')}"
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
