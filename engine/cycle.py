@@ -7,6 +7,8 @@ DecideStep`, `engine.paper.steps` (risk, execution, PnL) and `engine.store.write
 the cycle itself knows none of them. A step
 raises `SkipCycle` to end the cycle early with a reason (e.g. every price is stale). Every cycle,
 whatever its end, publishes one `CycleFinished` carrying the exact snapshot the traders saw.
+A cycle starts by flushing the bus (`Bus.flush`), so the broker's trigger watch has seen every
+frame the book has: the accounts the prompts show match the snapshot, live as in a replay.
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ class TradingCycle:
         self._dry_run = dry_run
 
     async def __call__(self, trigger: str) -> dict[str, Any]:
+        # Every frame handled so far reaches the bus handlers first (the broker's trigger watch:
+        # marks, stops, funding), as a replay hands each record's events over before moving on;
+        # live, they would otherwise wait for the next loop turn, and the prompts (mark,
+        # unrealized P&L, closed positions) could show a state the replay never has.
+        self._bus.flush()
         now = self._clock.time()  # read once: the id, the start and the snapshot share it
         try:
             cycle_id, skip = self._cycle_ids(now, trigger), None

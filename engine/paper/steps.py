@@ -27,6 +27,7 @@ class RiskStep:
     async def __call__(self, ctx: CycleContext) -> None:
         # The decisions are in: a replay reviews them against the book as it was live now.
         await ctx.pace.wait(ctx.cycle_id, "risk")
+        self._bus.flush()  # the trigger watch catches up with the book first (see ExecuteStep)
         ctx.pace.mark(ctx.cycle_id, "risk")
         for trader, outcome in ctx.outcomes.items():
             approved, rejected = self._broker.review(
@@ -75,6 +76,10 @@ class ExecuteStep:
             if actions:
                 point = f"fill:{trader}"
                 await ctx.pace.wait(ctx.cycle_id, point)  # a replay: the live fill's instant
+                # Every frame handled so far reaches the broker's trigger watch before the fill
+                # (live, the bus hands it over a loop turn later; a replay, at once): a stop
+                # on a frame before the fill never sees the position it opens, live or replayed.
+                self._broker.bus.flush()
                 events = self._broker.execute(trader, actions, ctx.cycle_id, ctx.snapshot)
                 if events:  # every event of one execution carries its instant
                     ctx.pace.mark(ctx.cycle_id, point, getattr(events[0], "ts", None))

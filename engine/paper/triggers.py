@@ -114,7 +114,7 @@ class MarketTriggers:
         bid, ask = e.bid, e.ask
         if (e.symbol not in self.marks and bid > 0 and ask > 0
                 and not self.marks.book_has_mark(e.symbol)):
-            self._check_liquidation(w, (bid + ask) / 2)  # no mark stream (spot)
+            self._check_liquidation(w, (bid + ask) / 2, e.recv_time)  # no mark stream (spot)
         if not (bid <= w.long_sl or bid >= w.long_tp or ask >= w.short_sl or ask <= w.short_tp):
             return
         for trader, p in list(w.entries.items()):
@@ -126,7 +126,7 @@ class MarketTriggers:
                 take = p.take_profit is not None and ask <= p.take_profit
             if stop or take:
                 reason = "stop_loss" if stop else "take_profit"
-                self._close(trader, p, trigger_price(reason, p, px), reason)
+                self._close(trader, p, trigger_price(reason, p, px), reason, e.recv_time)
 
     def book_triggers(self, symbol: str) -> bool:
         """Return True while a BookTicker of `symbol` can trigger anything: a position on it with
@@ -154,7 +154,7 @@ class MarketTriggers:
             self._settle(w, symbol, prev[0], prev[1], e.mark)
         if w.dirty:
             w.recompute()
-        self._check_liquidation(w, e.mark)
+        self._check_liquidation(w, e.mark, e.recv_time)
 
     def _frozen(self, events: Iterable[object]) -> None:
         """Trading halted: take the marks, keep each funding time that passes with its rate."""
@@ -183,14 +183,14 @@ class MarketTriggers:
         self._settle(watch, symbol, when, rate, price)
         return "settled"
 
-    def _check_liquidation(self, w: Watch, mark: float) -> None:
+    def _check_liquidation(self, w: Watch, mark: float, at: float) -> None:
         if w.dirty:
             w.recompute()
         if not (mark <= w.long_liq or mark >= w.short_liq):
             return
         for trader, p in list(w.entries.items()):
             if p.liquidated_at(mark):
-                self._liquidate(trader, p, mark)
+                self._liquidate(trader, p, mark, at)
 
     def _settle(self, w: Watch, symbol: str, when: float, rate: float, mark: float) -> None:
         now = self.clock.time()
@@ -210,9 +210,13 @@ class MarketTriggers:
             events.append(self.limits.after_change(acc, "funding", None, now))
             self.bus.publish_many(events)
 
-    def _close(self, trader: str, p: Position, raw: float, reason: str) -> None:
-        """Close `p` at `raw` (its `trigger_price`) moved by slippage and impact, taker fee."""
-        acc, f, now = self.ledger[trader], self.filters.filter_for(p.symbol), self.clock.time()
+    def _close(self, trader: str, p: Position, raw: float, reason: str, at: float) -> None:
+        """Close `p` at `raw` (its `trigger_price`) moved by slippage and impact, taker fee.
+
+        `at` is the receive time of the market event that reached the trigger: the fill's time,
+        live as in a replay, whichever loop turn the bus hands the event over in.
+        """
+        acc, f, now = self.ledger[trader], self.filters.filter_for(p.symbol), at
         buy = p.side == "short"
         price = fill_price(raw, buy, self.settings.slippage_for(p.qty * raw), f.tick_size)
         fill = acc.close(p.symbol, None, price, fee_rate=self.settings.taker_fee)
@@ -222,8 +226,8 @@ class MarketTriggers:
         events.append(self.limits.after_change(acc, "fill", None, now))
         self.bus.publish_many(events)
 
-    def _liquidate(self, trader: str, p: Position, mark: float) -> None:
-        acc, f, now = self.ledger[trader], self.filters.filter_for(p.symbol), self.clock.time()
+    def _liquidate(self, trader: str, p: Position, mark: float, at: float) -> None:
+        acc, f, now = self.ledger[trader], self.filters.filter_for(p.symbol), at
         price = fill_price(mark, p.side == "short", self.settings.slippage_for(p.qty * mark),
                            f.tick_size)
         fill = acc.liquidate(p.symbol, price)
@@ -233,3 +237,4 @@ class MarketTriggers:
         events = self.fills.record(acc, fill, "liquidation", None, None, mark, now)
         events.append(self.limits.after_change(acc, "liquidation", None, now))
         self.bus.publish_many(events)
+
