@@ -78,7 +78,7 @@ class RandomTrader:
             elif kind in ("open_long", "open_short") and held != kind.removeprefix("open_"):
                 size = round(equity * pct / 100, 2)
                 if size > 0:
-                    actions.append(Action(symbol=symbol, action=kind,  # type: ignore[arg-type]
+                    actions.append(Action(symbol=symbol, action=kind,
                                           size_usdt=size, leverage=leverage, confidence=0.5,
                                           reason=f"random: {pct:.1f}% of equity at {leverage}x"))
         return Decision(actions=tuple(actions))

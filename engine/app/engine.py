@@ -15,6 +15,7 @@ import hashlib
 import signal
 import sys
 from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -66,7 +67,10 @@ class Engine:
             from engine.market.recording import first_frame_time
 
             # Simulated time starts at the recording's first frame and follows its frames.
-            self.clock = SimClock(first_frame_time(options.replay))
+            start = first_frame_time(options.replay)
+            if start is None:  # preflight.check_replay refuses a recording with no frame first
+                raise ValueError(f"--replay {options.replay}: no frame to start from")
+            self.clock = SimClock(start)
         self._warmed = asyncio.Event()  # a replay starts once the LLM clients are warm (`_ready`)
         self.state = "starting"
         self.gate = TradingGate()  # halted while storage cannot record (engine.halt)
@@ -144,7 +148,7 @@ class Engine:
             recorder.write_record("halt", {"halted": halted, "reason": reason}, self.clock.time())
 
     def _jobs(self) -> list[Job]:
-        bodies = {
+        bodies: dict[str, Callable[[str], Awaitable[dict[str, Any] | None]]] = {
             "trading_cycle": self.cycle,
             "health_check": self.health_job,
             "account_sync": self.account_sync_job,
@@ -212,8 +216,9 @@ class Engine:
             return code
         finally:
             self.pid.release()
-            if getattr(self, "llm_session", None) is not None:
-                await self.llm_session.aclose()  # its summary; the cache's connections
+            llm_session = getattr(self, "llm_session", None)
+            if llm_session is not None:
+                await llm_session.aclose()  # its summary; the cache's connections
             if self.db is not None:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -146,7 +146,7 @@ class CandleStore:
         self.max_candles = max_candles
         self._series: dict[str, _Series] = {}
         self._higher: dict[tuple[str, str], Fetched] = {}
-        self._cache: dict[tuple[str, str, int], object] = {}
+        self._cache: dict[tuple[str, str, int], tuple[int, OHLCV]] = {}
 
     def _get(self, symbol: str) -> _Series:
         s = self._series.get(symbol)
@@ -347,7 +347,7 @@ class CandleStore:
                 first_full = -(-int(rows[0].open_time) // seconds) * seconds if rows else None
                 keep = [c for c in built if first_full is None or c.open_time >= first_full]
                 start = keep[0].open_time if keep else float("inf")
-                older = [fetched[k] for k in sorted(fetched) if k < start]
+                older = [cast(Candle, fetched[k]) for k in sorted(fetched) if k < start]
                 built = older + keep
             rows = built
         if limit is not None:
@@ -364,8 +364,8 @@ class CandleStore:
         key = (symbol, timeframe, limit or 0)
         version = self.version(symbol)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:  # type: ignore[index]
-            return hit[1]  # type: ignore[index]
+        if hit is not None and hit[0] == version:
+            return hit[1]
         # Straight from the columns, no Candle objects: the same values as candles() gives.
         s = self._series.get(symbol)
         seconds = timeframe_seconds(timeframe)

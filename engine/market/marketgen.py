@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import orjson
 
@@ -91,7 +91,7 @@ class _Symbol:
         self.low_24h = min(self.low_24h, self.price)
         self.funding = min(0.003, max(-0.003, self.funding + self.rng.gauss(0, 2e-7)))
 
-    def history(self, start: float, minutes: int, higher: dict[str, int]) -> dict[str, list]:
+    def history(self, start: float, minutes: int, higher: dict[str, int]) -> dict[str, list[Any]]:
         """Walk the price up to `start`; return closed candles per interval, as a backfill has."""
         span = max([minutes * 60] + [n * timeframe_seconds(tf) + minutes * 60
                                      for tf, n in higher.items()])
@@ -106,8 +106,8 @@ class _Symbol:
             h = max(o, price) + wick
             lo = min(o, price) - wick * self.rng.random()
             vol = abs(self.rng.gauss(1, 0.3)) * 1.2e6 / price
-            rows.append(Candle(float(t), *(float(self.p(x)) for x in (o, h, lo, price)),
-                               float(self.q(vol))))
+            rows.append(Candle(float(t), float(self.p(o)), float(self.p(h)), float(self.p(lo)),
+                               float(self.p(price)), float(self.q(vol))))
         self.price = price
         if rows:  # the rolling 24 h statistics continue from this history
             day = rows[-1440:]
@@ -115,7 +115,7 @@ class _Symbol:
             self.high_24h = max(c.high for c in day)
             self.low_24h = min(c.low for c in day)
             self.volume_24h = sum(c.volume for c in day)
-        out: dict[str, list] = {"1m": rows[-minutes:] if minutes else []}
+        out: dict[str, list[Any]] = {"1m": rows[-minutes:] if minutes else []}
         for tf, n in higher.items():
             # Every bucket closed by the start, as Binance's klines answer a live backfill:
             # the ones the 1m history covers too, so none is missing where the two meet.
@@ -130,7 +130,7 @@ class _Symbol:
     def q(self, x: float) -> str:
         return f"{max(x, 10.0**-self.qd):.{self.qd}f}"
 
-    def book(self, e: int) -> dict:
+    def book(self, e: int) -> dict[str, Any]:
         self.update_id += self.rng.randrange(1, 50)
         bid = math.floor(self.price / self.tick) * self.tick
         ask = bid + self.tick * self.spread_ticks
@@ -138,7 +138,7 @@ class _Symbol:
                 "s": self.name, "b": self.p(bid), "B": self.q(self.rng.expovariate(1) * 1e4 / bid),
                 "a": self.p(ask), "A": self.q(self.rng.expovariate(1) * 1e4 / ask)}
 
-    def kline(self, e: int, closed: bool) -> dict:
+    def kline(self, e: int, closed: bool) -> dict[str, Any]:
         assert self.minute is not None
         t = self.minute * 1000
         quote = self.v * self.c
@@ -149,14 +149,14 @@ class _Symbol:
             "x": closed, "q": f"{quote:.4f}", "V": self.q(self.v / 2), "Q": f"{quote / 2:.4f}",
             "B": "0"}}
 
-    def mark(self, e: int) -> dict:
+    def mark(self, e: int) -> dict[str, Any]:
         next_funding = (e // 28_800_000 + 1) * 28_800_000  # 00:00, 08:00, 16:00 UTC
         index = self.price * (1 - self.rng.gauss(0, 5e-5))
         return {"e": "markPriceUpdate", "E": e, "s": self.name, "p": f"{self.price:.8f}",
                 "i": f"{index:.8f}", "P": f"{index:.8f}", "r": f"{self.funding:.8f}",
                 "T": next_funding}
 
-    def ticker(self, e: int) -> dict:
+    def ticker(self, e: int) -> dict[str, Any]:
         change = self.price - self.open_24h
         vol = self.volume_24h
         self.trades += self.n
@@ -169,7 +169,7 @@ class _Symbol:
                 "L": self.trades, "n": 10**6}
 
 
-def _frame(stream: str, data: dict) -> str:
+def _frame(stream: str, data: dict[str, Any]) -> str:
     return orjson.dumps({"stream": stream, "data": data}).decode()
 
 
@@ -198,7 +198,7 @@ def generate(symbols: tuple[str, ...] = tuple(PROFILES), *, start: float = DEFAU
              "ticker": rates.ticker_every_s}
     next_due = {(s.name, k): t + rng.uniform(0, v) for s in syms for k, v in every.items()}
     while t < end:
-        batch: list[tuple[int, str, dict]] = []  # (exchange ms, stream, data)
+        batch: list[tuple[int, str, dict[str, Any]]] = []  # (exchange ms, stream, data)
         second_ms = int(t * 1000)
         for s in syms:
             # The candle of the minute that just ended closes first, before prices move on.
@@ -242,7 +242,8 @@ def write(path: str | Path, frames: Iterator[tuple[float, Record]]) -> int:
     with open(path, "wb") as raw, contextlib.ExitStack() as stack:
         fh: IO[bytes] = raw
         if path.suffix == ".gz":  # mtime 0: the same seed gives the same bytes
-            fh = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0))
+            fh = cast(IO[bytes], stack.enter_context(
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)))
         for t, item in frames:
             key = "raw" if isinstance(item, str) else "backfill"
             fh.write(orjson.dumps({"t": t, key: item}))
