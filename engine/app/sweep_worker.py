@@ -10,6 +10,7 @@ the engine's exit code (2: the run could not start).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     from engine import logging as arena_logging
+    from engine import redact
     from engine.app.backtest import BadInput, plan, prepare, source_hash
     from engine.app.options import Options
     from engine.clock import LiveClock
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     secrets = Secrets.from_env()
     arena_logging.configure(settings.engine.log_level, "json")
-    arena_logging.register_secrets(secrets.values())
+    redact.register_configured(secrets.values(), settings, os.environ)  # + *_env settings
 
     async def run() -> int:
         from engine.app.engine import Engine

@@ -1,7 +1,8 @@
 """A run's figures per trader, computed from its database rows (pure: no I/O).
 
 Definitions (docs/reports.md and docs/glossary.md state them too):
-- return %: (last equity - first equity) / first equity of the run's account snapshots;
+- return %: (last equity of the run - starting capital) / starting capital (the first equity
+  when the capital is unknown), as the console's leaderboard defines it;
 - max drawdown %: the largest `drawdown_pct` among the run's snapshots (from the peak equity);
 - trades: positions closed completely; a win nets realized PnL - fees - the funding paid on that
   position > 0; biggest win / loss: the best / worst such net; holding time: close - open;

@@ -146,8 +146,8 @@ def tables(f: RunFigures) -> list[Table]:
                "Sharpe", "Sharpe 95% CI", "Sortino", "P(beats next)", "deflated Sharpe",
                "P(beats random)"), board,
               "# = 1 + the traders that beat it with P >= 0.95 (shared ranks); \u2013: coverage "
-              "(cycles with a valid decision of its own) below 95 %, ranked apart. Return over "
-              "the run (first to last equity). CIs: stationary block bootstrap over the "
+              "(cycles with a valid decision of its own) below leaderboard.min_coverage, ranked "
+              "apart. Return against starting capital. CIs: stationary block bootstrap over the "
               "per-cycle equity returns (2,000 resamples, block length chosen from the data). "
               "P(beats next): paired bootstrap of the total return against the trader listed "
               "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
