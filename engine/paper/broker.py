@@ -251,8 +251,9 @@ class PaperBroker:
         """Watch every market event for triggers and publish timer snapshots, until cancelled.
 
         The watch is a bus handler, not a task: the bus hands it what was published at its next
-        flush (the loop's next turn; a replay's, right after each record), so a tick costs no
-        task wake-up and a replay needs no loop turn per frame for it."""
+        flush (the loop's next turn; a replay's, right after each record; a cycle's, before it
+        starts, reviews and fills), so a tick costs no task wake-up and a replay needs no loop
+        turn per frame for it. A trigger fills at its event's receive time."""
         sub = self.bus.subscribe("broker", (BookTicker, MarkPrice), capacity=100_000,
                                  policy="block", handler=self.triggers.on_events)
         try:
