@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.paper import stats
+from engine.paper.leaderboard import UNRANKED
 from engine.report.figures import RunFigures, TraderFigures
 from engine.report.intervals import N_BOOT, withheld
 
@@ -36,11 +37,13 @@ def pairwise(figures: RunFigures, min_returns: int) -> dict[tuple[str, str], flo
     return out
 
 
-def _row(i: int, t: TraderFigures) -> list[str]:
+def _row(t: TraderFigures) -> list[str]:
     why = str(t.stats.get("withheld") or "-")
+    rank = t.stats.get("rank")
     ret_ci = _ci(t.stats.get("return_ci"), "+.2f")
     sharpe = t.stats.get("sharpe")
-    return [str(i), t.trader, f"{t.end_equity:,.2f}", f"{t.return_pct:+.2f}",
+    return [UNRANKED if rank is None else str(rank), t.trader, f"{t.end_equity:,.2f}",
+            f"{t.return_pct:+.2f}",
             why if ret_ci == "-" else ret_ci,
             why if sharpe is None else f"{sharpe:.2f}",
             why if not t.stats.get("sharpe_ci") else _ci(t.stats.get("sharpe_ci"), ".2f"),
@@ -64,8 +67,9 @@ def render(figures: RunFigures, *, min_returns: int) -> str:
     lines = [f"Leaderboard: {len(figures.traders)} traders over {hours:.1f} h of market, "
              f"{figures.cycles} cycles. Return against starting capital; 95% CIs: bootstrap "
              f"over the per-cycle returns ({N_BOOT:,} resamples); withheld under "
-             f"{min_returns} returns."]
-    rows = [_row(i, t) for i, t in enumerate(figures.traders, 1)]
+             f"{min_returns} returns. # = 1 + the traders that beat it with P >= 0.95 "
+             "(shared ranks); \u2013: coverage below leaderboard.min_coverage, ranked apart."]
+    rows = [_row(t) for t in figures.traders]
     lines += _table(["#", "trader", "equity", "return %", "return 95% CI", "Sharpe",
                      "Sharpe 95% CI", "returns"], rows)
     names = [t.trader for t in figures.traders]
