@@ -9,7 +9,6 @@ Postgres database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from engine.market.fakebinance import FakeBinance
 from engine.traders.fixtures import load_fixture
-from tests.support.feed import book_ticker, mark_price
+from tests.support.feed import fresh_prices
 from tests.support.process import Engine, is_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,21 +101,10 @@ async def services() -> AsyncIterator[LocalServices]:
     async with FakeBinance(symbols=PRICES, candles=None) as binance:
         svc = LocalServices(binance, f"http://127.0.0.1:{runner.addresses[0][1]}")
 
-        async def feed_prices() -> None:
-            # Keep prices fresh, as Binance does (pacing a server, not waiting for a result).
-            while True:
-                e_ms = int(time.time() * 1000)
-                for sym, px in PRICES.items():
-                    binance.send(book_ticker(sym, px, px * 1.0001, e_ms), mark_price(sym, px, e_ms))
-                await asyncio.sleep(0.2)
-
-        feeder = asyncio.create_task(feed_prices())
         try:
-            yield svc
+            async with fresh_prices(binance, PRICES):
+                yield svc
         finally:
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
             await runner.cleanup()
 
 

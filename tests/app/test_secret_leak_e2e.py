@@ -13,7 +13,6 @@ test cannot pass on an empty run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -31,7 +30,7 @@ from aiohttp import web
 
 from engine.market.fakebinance import FakeBinance
 from tests.app.test_engine_process import PRICES, _with_password
-from tests.support.feed import book_ticker, mark_price
+from tests.support.feed import fresh_prices
 from tests.support.process import Engine, is_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,21 +145,10 @@ async def services() -> AsyncIterator[Services]:
         await site.start()
         svc.http = f"http://127.0.0.1:{runner.addresses[0][1]}"
 
-        async def feed_prices() -> None:
-            while True:  # pacing a server as Binance does, not waiting for a result
-                e_ms = int(time.time() * 1000)
-                for sym, px in PRICES.items():
-                    binance.send(book_ticker(sym, px, px * 1.0001, e_ms),
-                                 mark_price(sym, px, e_ms))
-                await asyncio.sleep(0.2)
-
-        feeder = asyncio.create_task(feed_prices())
         try:
-            yield svc
+            async with fresh_prices(binance, PRICES):
+                yield svc
         finally:
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
             await runner.cleanup()
 
 

@@ -9,9 +9,11 @@ Frames follow Binance's documented USD-M futures payloads (combined stream wrapp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -127,3 +129,23 @@ def comparable(q: Quote | None) -> tuple | None:
         return None
     return tuple(None if isinstance(v, float) and math.isnan(v) else v
                  for v in (getattr(q, f) for f in q.__dataclass_fields__))
+
+
+@contextlib.asynccontextmanager
+async def fresh_prices(binance: Any, prices: Mapping[str, float]) -> AsyncIterator[None]:
+    """Send a book ticker and a mark price of every symbol every 0.2 s while inside, as Binance
+    keeps prices fresh (pacing a server on the wall clock, not waiting for a result)."""
+    async def feed() -> None:
+        while True:
+            e_ms = int(time.time() * 1000)
+            for sym, px in prices.items():
+                binance.send(book_ticker(sym, px, px * 1.0001, e_ms), mark_price(sym, px, e_ms))
+            await asyncio.sleep(0.2)
+
+    feeder = asyncio.create_task(feed())
+    try:
+        yield
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
