@@ -286,3 +286,19 @@ def _funding_history(s: Settings, options: Options, clock: Clock) -> FundingHist
     from engine.paper.funding import binance_funding_history
 
     return binance_funding_history(s.feed, clock)
+
+
+def providers_to_warm(settings: Settings, secrets: Secrets,
+                      options: Options) -> dict[str, tuple[Any, str]]:
+    """Return the providers whose traders will call an API (name → (settings, a model)): what
+    `engine.traders.warmup.prewarm` warms while the database starts."""
+    from strategies.registry import provider_key
+
+    if options.replay and not options.live_llm:
+        return {}  # a replay without --live-llm hands no key to a client: nothing to warm
+    out: dict[str, tuple[Any, str]] = {}
+    for t in settings.traders:
+        if t.enabled and t.strategy == "llm" and t.provider is not None and t.model is not None \
+                and t.provider not in out and provider_key(settings, secrets, t.provider):
+            out[t.provider] = (settings.llm.providers.get(t.provider), t.model)
+    return out

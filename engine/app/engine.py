@@ -22,7 +22,13 @@ from typing import Any
 import structlog
 
 from engine import __version__, metrics
-from engine.app.build import build_alerts, build_components, load_exchange_filters, open_store
+from engine.app.build import (
+    build_alerts,
+    build_components,
+    load_exchange_filters,
+    open_store,
+    providers_to_warm,
+)
 from engine.app.memory import freeze_startup_heap, pin_malloc_threshold, thaw_heap
 from engine.app.observe import engine_view
 from engine.app.options import Options as Options  # re-exported: run.py and tests use it
@@ -38,7 +44,7 @@ from engine.loop_monitor import LoopMonitor
 from engine.market.pacing import BY_HAND, RecordedCycles
 from engine.scheduler import Job, Scheduler, select_jobs
 from engine.settings import JobSettings, Secrets, Settings
-from engine.traders.warmup import warm_up
+from engine.traders.warmup import prewarm, warm_up
 
 log = structlog.get_logger("app")
 
@@ -72,6 +78,7 @@ class Engine:
                 raise ValueError(f"--replay {options.replay}: no frame to start from")
             self.clock = SimClock(start)
         self._warmed = asyncio.Event()  # a replay starts once the LLM clients are warm (`_ready`)
+        self._prewarm: asyncio.Future[dict[str, float]] | None = None  # started by `run`
         self.state = "starting"
         self.gate = TradingGate()  # halted while storage cannot record (engine.halt)
         self.cycle_job_name = "trading_cycle"
@@ -190,6 +197,18 @@ class Engine:
         """Run until stopped; return the process exit code."""
         pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
+        # The SDKs warm in a thread while the database starts (`_ready` waits for it).
+        self._prewarm = asyncio.ensure_future(
+            prewarm(providers_to_warm(self.settings, self.secrets, self.options)))
+
+        try:
+            return await self._run()
+        finally:
+            if self._prewarm is not None and not self._prewarm.done():
+                self._prewarm.cancel()  # stopped before ready (its thread ends by itself)
+                await asyncio.gather(self._prewarm, return_exceptions=True)
+
+    async def _run(self) -> int:
         from engine.store.reconcile import RecoveryRefused
         from engine.store.spill import SpillReplayFailed
 
@@ -345,8 +364,9 @@ class Engine:
         """Warm the LLM clients up (in a thread; a replay starts only then, so it never races
         ahead of the start-up), wait for every symbol's price, then say so."""
         try:
+            if self._prewarm is not None:
+                await self._prewarm
             await warm_up(self.strategies)
-            freeze_startup_heap()  # before the replay starts: no simulated time passes here
         finally:
             self._warmed.set()
         stale = await self._wait_prices()
@@ -355,6 +375,7 @@ class Engine:
         self.state = "running"
         log.info("engine.ready", traders=sorted(self.strategies), dry_run=self.dry_run,
                  paused=self.scheduler.paused, stale=stale)
+        freeze_startup_heap()  # once, off the path to ready (app.memory)
 
     async def _orderly_stop(self) -> None:
         self.state = "stopping"
