@@ -15,12 +15,13 @@ Then every trader has a valid decision row of its own in Postgres for every cycl
 decision names the model version its endpoint answered with, qwen's client learned its mode from
 the refusal, and `/leaderboard` ranks honestly (1 + the traders that beat it with P >= beats_p,
 from the pairwise probabilities the same answer carries), shows full coverage and P(trader beats
-the random-strategy trader).
+the random-strategy trader), as the run report written on exit does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -165,7 +166,8 @@ async def call(session: aiohttp.ClientSession, method: str, url: str) -> dict[st
         return body
 
 
-async def test_any_model_arena_decides_live_and_ranks_honestly(arena, database_url: str) -> None:
+async def test_any_model_arena_decides_live_and_ranks_honestly(arena, database_url: str,
+                                                              tmp_path: Path) -> None:
     engine, llm = arena
     started = await engine.wait_for(is_event("control.started"), "control.started")
     await engine.wait_for(is_event("engine.ready"), "engine.ready")
@@ -220,5 +222,13 @@ async def test_any_model_arena_decides_live_and_ranks_honestly(arena, database_u
         else:
             assert r["p_beats_random"] == pytest.approx(probs[(t, NULL)], abs=1e-4), t
     assert min(r["rank"] for r in board["rows"]) == 1
+
+    # The report written on exit compares with the same null, and ranks every trader too.
+    (report,) = (tmp_path / "data" / "reports").glob("*.json")
+    stats = {t["trader"]: t["stats"] for t in json.loads(report.read_text())["traders"]}
+    assert sorted(stats) == sorted(TRADERS)
+    assert stats[NULL]["p_beats_random"] is None
+    assert all(isinstance(stats[t]["p_beats_random"], float) for t in TRADERS if t != NULL)
+    assert all(isinstance(s["rank"], int) for s in stats.values())
     # the market and the traders moved the accounts: returns to compare, not a flat board
     assert any(r["trades"] > 0 for r in board["rows"])
