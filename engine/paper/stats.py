@@ -188,8 +188,9 @@ def _prewhitened(r: np.ndarray) -> tuple[float, float] | None:
     returns cannot resolve lag by lag; the residuals' long-run variance is the flat-top lag-window
     estimate with the lags of `optimal_block` (Politis & White's M, chosen on the residuals),
     scaled by n / (n - 2M - 1) for the sample mean's bias; recoloured, LRV = LRV_u / (1 - phi)^2.
-    Its degrees of freedom nu = 2 / var(log LRV) by the delta method: 2 (1 + 2 sum lambda^2) / n
-    from the lag window and 4 (1 + phi) / ((1 - phi) n) from phi.
+    Its degrees of freedom nu = 2 / var(log LRV) by the delta method, over the n - 1 residuals:
+    2 (1 + 2 sum lambda^2) / (n - 1) from the lag window and 4 (1 + phi) / ((1 - phi) (n - 1))
+    from phi.
     """
     n = r.size
     if n < 8:
