@@ -10,6 +10,7 @@ always there unless the file gives its own entry. `[llm.budget]` caps spending i
 
 from __future__ import annotations
 
+import re
 from datetime import date as date_type
 from typing import Annotated, Any, Literal
 
@@ -44,9 +45,19 @@ class ProviderSettings(Section):
 
     kind: ProviderKind | None = None
     base_url: str | None = None
-    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    # the variable holding the key; it must end in _API_KEY: only those variables are read as
+    # keys (and redacted from every log line and row)
+    api_key_env: str | None = None
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
     structured_output: Literal["auto"] | OutputMode = "auto"
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variable(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY", v):
+            raise ValueError("an environment variable name ending in _API_KEY (only those are "
+                             "read as keys and redacted)")
+        return v
 
 
 class ModelPrice(Section):

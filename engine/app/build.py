@@ -178,8 +178,9 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
                          max_price_age=s.feed.max_price_age_seconds,
                          board=s.leaderboard, funding_history=_funding_history(s, options, clock),
                          gate=gate)
-    broker.board.null_trader = next(
-        (t.name for t in s.traders if t.strategy == "random" and t.enabled), None)
+    # the null: the trader of strategy `random` (the first by name if several), as in the report
+    broker.board.null_trader = min(
+        (t.name for t in s.traders if t.strategy == "random" and t.enabled), default=None)
     from engine.market.pacing import Pacer
     from engine.market.recording import read_timing
 

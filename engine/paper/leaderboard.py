@@ -240,7 +240,8 @@ def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         "period_seconds": None if ppy_mid is None else round(SECONDS_PER_YEAR / ppy_mid, 1),
         "min_returns": min_n, "ci_level": level, "bootstrap_samples": n_boot,
         "returns_kept": settings.returns_kept, "bootstrap": "stationary (Politis & Romano), "
-        "mean block length by Politis & White (2004, corrected 2009)",
+        "mean block length by Politis & White (2004, corrected 2009), spread widened to the "
+        "prewhitened long-run variance with t quantiles",
         "block_lengths": blocks, "min_coverage": settings.min_coverage,
         "beats_p": settings.beats_p,
     }

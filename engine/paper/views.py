@@ -123,8 +123,8 @@ class BoardView:
         self.ledger, self.marks, self.bus, self.clock = ledger, marks, bus, clock
         self.settings = settings
         self.stats: BoardStats | None = None  # CIs and pairwise of the last cycle
-        # the trader whose strategy is `random` (the null hypothesis), set by the app; each
-        # other leaderboard row then shows P(trader beats random)
+        # the trader whose strategy is `random` (the null hypothesis; the first by name if
+        # several), set by the app; each other leaderboard row then shows P(trader beats random)
         self.null_trader: str | None = None
 
     async def refresh_board_stats(self) -> BoardStats:

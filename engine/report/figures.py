@@ -31,6 +31,8 @@ class TraderFigures:
 
     trader: str
     model: str = "-"
+    # "llm", or a rule-based trader's strategy (its decision rows' model: "random" is the null)
+    strategy: str | None = None
     capital: float | None = None
     start_equity: float = 0.0
     end_equity: float = 0.0
@@ -176,6 +178,11 @@ def _trades(rows: RunRows, fig: Any) -> None:
         t.avg_holding_s = sum(held[trader]) / len(held[trader])
 
 
+def null_trader(figures: RunFigures) -> str | None:
+    """Return the null: the trader of strategy `random` (the first by name if several)."""
+    return min((t.trader for t in figures.traders if t.strategy == "random"), default=None)
+
+
 def _decisions(rows: RunRows, fig: Any) -> None:
     holds: Counter[str] = Counter()
     invalid: Counter[str] = Counter()
@@ -183,6 +190,7 @@ def _decisions(rows: RunRows, fig: Any) -> None:
         t = fig(d["trader"])
         t.decisions += 1
         t.model = d["model"] if d["provider"] != "rule" else "rule-based"
+        t.strategy = d["model"] if d["provider"] == "rule" else "llm"
         t.tokens += (d["input_tokens"] + d["output_tokens"] + d["cache_read_tokens"]
                      + d["cache_write_tokens"])
         t.llm_cost_usd += d["cost_usd"]

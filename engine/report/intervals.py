@@ -7,7 +7,8 @@ All from `engine.paper.stats` over each trader's per-cycle equity returns in the
   the cycles both have returns for (so the run's luck is shared);
 - `rank`: 1 + the number of traders that beat it with P >= 0.95 (as on the leaderboard); None
   for a trader whose coverage is below `min_coverage` (listed after the ranked ones);
-- `p_beats_random`: P(this trader beats the trader named `random`, the null), when there is one;
+- `p_beats_random`: P(this trader beats the null, the trader of strategy `random` (the first by
+  name if several), as on the leaderboard), when there is one;
 - `deflated_sharpe`: with several traders compared, the probability that the trader's Sharpe is
   above the best Sharpe that that many unskilled traders would show by chance (Bailey & López de
   Prado); the correction for comparing many variants.
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.paper import stats
-from engine.report.figures import RunFigures, TraderFigures
+from engine.report.figures import RunFigures, TraderFigures, null_trader
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -57,6 +58,7 @@ def _prob(a: TraderFigures, b: TraderFigures, min_returns: int) -> float | None:
 def _rank(figures: RunFigures, min_returns: int, min_coverage: float) -> None:
     """Set each trader's honest rank and P(beats random); ranked traders first, by return."""
     ts = figures.traders
+    null = null_trader(figures)
     probs = {(a.trader, b.trader): _prob(a, b, min_returns)
              for a, b in itertools.permutations(ts, 2)}
     ranked = [t for t in ts if t.coverage is None or t.coverage >= min_coverage]
@@ -64,8 +66,7 @@ def _rank(figures: RunFigures, min_returns: int, min_coverage: float) -> None:
         t.stats["rank"] = (1 + sum(1 for u in ranked if u is not t
                                    and (probs[(u.trader, t.trader)] or 0.0) >= LEVEL)
                            if t in ranked else None)
-        p = probs.get((t.trader, "random"))
-        t.stats["p_beats_random"] = p
+        t.stats["p_beats_random"] = None if null is None else probs.get((t.trader, null))
     figures.traders[:] = [*ranked, *(t for t in ts if t not in ranked)]
 
 

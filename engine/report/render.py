@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from engine.paper.leaderboard import UNRANKED
-from engine.report.figures import RunFigures, TraderFigures
+from engine.report.figures import RunFigures, TraderFigures, null_trader
 from engine.report.svg import equity_chart
 
 
@@ -117,6 +117,7 @@ def tables(f: RunFigures) -> list[Table]:
     """Return the report's tables: leaderboard, trading, decisions (and memory exposure)."""
     ts = f.traders
     marks: dict[str, Any] = f.run.get("labels") or {}
+    null = null_trader(f)
     board = tuple(
         (UNRANKED if t.stats.get("rank") is None else str(t.stats["rank"]), t.trader,
          _model(t, marks),
@@ -127,7 +128,7 @@ def tables(f: RunFigures) -> list[Table]:
          _why(t, num(t.stats.get("sortino"))),
          _why(t, num(t.stats.get("p_beats_next"), ".2f")) if i < len(ts) else "-",
          _why(t, num(t.stats.get("deflated_sharpe"), ".2f")),
-         _why(t, num(t.stats.get("p_beats_random"), ".2f")) if t.trader != "random" else "-")
+         _why(t, num(t.stats.get("p_beats_random"), ".2f")) if t.trader != null else "-")
         for i, t in enumerate(ts, 1))
     trading = tuple(
         (t.trader, str(t.trades), num(t.win_rate_pct, ".1f"), num(t.biggest_win, "+,.2f"),
@@ -152,7 +153,7 @@ def tables(f: RunFigures) -> list[Table]:
               "P(beats next): paired bootstrap of the total return against the trader listed "
               "below. Deflated Sharpe: probability the Sharpe beats the best of that many "
               "unskilled traders (multiple-comparison correction). P(beats random): against the "
-              "trader named random (the null). A withheld figure says why (needs N returns, "
+              "trader of strategy random (the null). A withheld figure says why (needs N returns, "
               "has n)."),
         Table("Trading",
               ("trader", "trades", "win %", "biggest win", "biggest loss", "avg holding",

@@ -12,8 +12,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from engine.paper.stats import block_length, bootstrap_ci, mean_return, optimal_block, prob_beats
+from engine.paper.stats import (
+    block_length,
+    bootstrap_ci,
+    long_run_variance,
+    mean_return,
+    optimal_block,
+    prob_beats,
+    t_quantile,
+)
 
 SERIES, N, BOOT = 2000, 288, 999
 
@@ -46,12 +55,29 @@ def ks_uniform(values: np.ndarray) -> float:
     return float(max(upper.max(), lower.max()))
 
 
-def test_ci_coverage_on_ar1_returns_with_rho_03_is_at_least_092():
-    assert coverage(ar1(np.random.default_rng(23), 0.3, SERIES, N)) >= 0.92
+def test_ci_coverage_on_ar1_returns_with_rho_03_is_at_least_093():
+    # the issue asks 0.92; 0.9375 to 0.958 measured on ten seeds (docs/leaderboard.md)
+    assert coverage(ar1(np.random.default_rng(23), 0.3, SERIES, N)) >= 0.93
 
 
-def test_ci_coverage_on_iid_returns_is_at_least_093():
-    assert coverage(np.random.default_rng(5).standard_normal((SERIES, N))) >= 0.93
+def test_ci_coverage_on_iid_returns_is_at_least_093_and_not_grossly_over():
+    assert 0.93 <= coverage(np.random.default_rng(5).standard_normal((SERIES, N))) <= 0.975
+
+
+def test_the_long_run_variance_of_ar1_returns_is_nearly_unbiased():
+    # n var(mean) of an AR(1) with unit innovations, exactly at n = 288
+    rho, k = 0.3, np.arange(1, N)
+    truth = (1 + 2 * np.sum((1 - k / N) * rho ** k)) / (1 - rho * rho)
+    estimates = [long_run_variance(x) for x in ar1(np.random.default_rng(8), rho, 500, N)]
+    # measured +1.7 %; the lag window alone (mostly cut at lag 2 here) came out 9.9 % low
+    assert abs(np.mean(estimates) / truth - 1) < 0.05
+
+
+def test_t_quantiles_match_the_table():
+    for p, df, exact in ((0.975, 4, 2.7764), (0.975, 10, 2.2281), (0.975, 30, 2.0423),
+                         (0.95, 4, 2.1318), (0.95, 10, 1.8125)):
+        assert abs(t_quantile(p, df) / exact - 1) < 0.003, (p, df)
+    assert t_quantile(0.975, 1e9) == pytest.approx(1.95996, abs=1e-4)
 
 
 def test_the_block_length_grows_with_dependence():

@@ -177,3 +177,39 @@ def test_the_json_report_writes_probabilities_as_numbers() -> None:
     first = data["traders"][0]["stats"]
     assert isinstance(first["p_beats_next"], float) and first["numpy_value"] == 0.575
     assert isinstance(data["traders"][0]["coverage"], float)
+
+
+def test_p_beats_random_is_against_the_trader_of_strategy_random_whatever_its_name() -> None:
+    from engine.paper.stats import prob_beats
+    from engine.report.figures import null_trader
+
+    r = rows()
+    # "coin" and "die" trade at random (their decision rows name the rule strategy); "random"
+    # is an LLM trader that only carries the name
+    for name, path in (("coin", (9_950.0, 10_000.0, 9_900.0)), ("die", (10_050.0, 9_990.0,
+                                                                          10_020.0)),
+                       ("random", (10_010.0, 10_030.0, 10_060.0))):
+        r.snapshots += [snap(name, 10_000.0, T0, cause="start"),
+                        *(snap(name, e, T0 + 300 * (i + 1)) for i, e in enumerate(path))]
+    r.decisions += [{**decision("coin", ["open_long"], provider="rule"), "model": "random"},
+                    {**decision("die", ["close"], provider="rule"), "model": "random"},
+                    decision("random", ["hold"])]
+    f = compute(r)
+    by = {t.trader: t for t in f.traders}
+    assert (by["coin"].strategy, by["random"].strategy, by["b"].model) == ("random", "llm",
+                                                                           "rule-based")
+    assert null_trader(f) == "coin"  # the first by name of the two, as on the leaderboard
+    annotate(f, min_coverage=0.0)
+
+    def returns(t: str) -> list[float]:
+        return [x for _, x in by[t].cycle_returns]
+
+    for t in ("a", "b", "die", "random"):
+        assert by[t].stats["p_beats_random"] == prob_beats(returns(t), returns("coin"),
+                                                           n_boot=2000), t
+    assert by["coin"].stats["p_beats_random"] is None
+    assert by["random"].stats["p_beats_random"] > 0.5  # it gained while coin lost
+    board = markdown(f).split("## Leaderboard")[1].split("## Trading")[0]
+    coin = next(line for line in board.splitlines() if "| coin |" in line)
+    assert coin.endswith("| - |")  # the null is not compared with itself
+    assert "trader of strategy random (the null)" in board

@@ -1,6 +1,12 @@
-"""A local LLM API server on 127.0.0.1 (Anthropic messages, OpenAI/DeepSeek chat completions),
-for whole-session tests: the providers' base_url settings point here, with dummy keys. Binance's
-endpoints are the fake Binance's (`engine.market.fakebinance`).
+"""A local LLM API server on 127.0.0.1 (Anthropic messages, OpenAI/DeepSeek chat completions,
+and any number of other OpenAI-compatible endpoints), for whole-session tests: the providers'
+base_url settings point here, with dummy keys. Binance's endpoints are the fake Binance's
+(`engine.market.fakebinance`).
+
+An OpenAI-compatible endpoint NAME (`compatible={NAME: refused modes}`) answers at
+`{url}/NAME/v1/chat/completions` in the shape of vLLM's and Ollama's answers: a request in a mode
+it refuses (json_schema, tool, json_object) gets the 400 such servers send; otherwise it answers
+in the mode asked (a tool call for tools, JSON content for the rest), with a dated model version.
 
 Each answer is a function of the prompt alone: a trader with no open position opens one, a
 trader holding one closes it. Bodies are the shapes of the hand-written fixtures; every response
@@ -20,10 +26,13 @@ from typing import Any
 from aiohttp import web
 
 from engine.traders.fixtures import load_fixture
+from engine.traders.prompt import ANSWER_TOOL
 
 NO_POSITION = "plan): none"  # the prompt's "## Your open positions (...your plan): none"
 PLAYS = {"anthropic": ("BTCUSDT", "open_long", 1000.0), "openai": ("ETHUSDT", "open_short", 500.0),
          "deepseek": ("SOLUSDT", "open_long", 300.0)}
+OTHER_PLAY = ("BTCUSDT", "open_short", 400.0)  # any other provider's
+COMPATIBLE_VERSION = "-2025-09-23"  # the dated snapshot an OpenAI-compatible endpoint says it ran
 
 
 Brackets = dict[str, tuple[float | None, float | None]]  # symbol → (stop-loss, take-profit)
@@ -31,7 +40,7 @@ Brackets = dict[str, tuple[float | None, float | None]]  # symbol → (stop-loss
 
 def _actions(provider: str, prompt: str, brackets: Brackets | None = None
              ) -> list[dict[str, Any]]:
-    symbol, action, size = PLAYS[provider]
+    symbol, action, size = PLAYS.get(provider, OTHER_PLAY)
     if symbol not in prompt:  # a blind prompt: play the first asset it names
         found = re.search(r"\bASSET_[A-Z]+\b", prompt)
         symbol = found.group(0) if found else symbol
@@ -44,11 +53,15 @@ def _actions(provider: str, prompt: str, brackets: Brackets | None = None
 
 
 class LLMServer:
-    """Serves /v1/messages, /v1/chat/completions and /chat/completions."""
+    """Serves /v1/messages, /v1/chat/completions, /chat/completions and each compatible
+    endpoint's /NAME/v1/chat/completions."""
 
-    def __init__(self, delay: float = 0.05, brackets: Brackets | None = None) -> None:
+    def __init__(self, delay: float = 0.05, brackets: Brackets | None = None,
+                 compatible: dict[str, tuple[str, ...]] | None = None) -> None:
         self.delay = delay  # seconds each LLM answer takes (the API's latency)
         self.brackets = brackets  # stop-loss and take-profit of each opening, per symbol
+        self.compatible = compatible or {}  # endpoint name → the modes it refuses
+        self.modes: dict[str, list[str]] = {name: [] for name in self.compatible}  # asked, in order
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.refuse = 0  # the next Anthropic requests answered 429 (rate limited)
         self._runner: web.AppRunner | None = None
@@ -63,6 +76,7 @@ class LLMServer:
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/chat/completions", self._deepseek)
+        app.router.add_post("/{name}/v1/chat/completions", self._compatible)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -105,6 +119,36 @@ class LLMServer:
             {"actions": _actions(provider, user, self.brackets)})
         return web.json_response(out, headers=self._headers("x-request-id",
                                                             "openai-organization"))
+
+    async def _compatible(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.compatible:
+            raise web.HTTPNotFound()
+        body = await request.json()
+        self.requests.append((name, body))
+        fmt = (body.get("response_format") or {}).get("type")
+        mode = "tool" if body.get("tools") else fmt or "text"
+        self.modes[name].append(mode)
+        if mode in self.compatible[name]:
+            what = {"tool": "tools / tool_choice"}.get(mode, f"response_format {mode}")
+            return web.json_response(
+                {"object": "error", "message": f"{what} is not supported by this server",
+                 "type": "BadRequestError", "param": None, "code": 400}, status=400)
+        await asyncio.sleep(self.delay)
+        out = copy.deepcopy(load_fixture("openai/json_schema")["response"]["body"])
+        out["id"] = f"chatcmpl-{name}-{len(self.requests):04d}"
+        out["model"] = body["model"] + COMPATIBLE_VERSION
+        user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        answer = json.dumps({"actions": _actions(name, user, self.brackets)})
+        message = out["choices"][0]["message"]
+        if mode == "tool":
+            message["content"] = None
+            message["tool_calls"] = [{"id": f"call_{len(self.requests):04d}", "type": "function",
+                                      "function": {"name": ANSWER_TOOL, "arguments": answer}}]
+            out["choices"][0]["finish_reason"] = "tool_calls"
+        else:
+            message["content"] = answer
+        return web.json_response(out, headers={"x-request-id": f"req-{name}-{len(self.requests)}"})
 
     async def _openai(self, request: web.Request) -> web.Response:
         return await self._chat(request, "openai", "openai/json_schema")

@@ -133,6 +133,11 @@ def test_a_trader_without_its_key_is_left_out_naming_the_variable(tmp_path):
      "anthropic"),
     ('[llm.prices."m"]\ninput = 1\noutput = 2\ntraining_cutoff = "last spring"\n',
      'expected a date "YYYY-MM-DD" or "unknown"'),
+    # a key in OLLAMA_KEY would never be read (only *_API_KEY variables are): refused, not lost
+    ('[llm.providers.ollama]\nkind = "openai_compatible"\nbase_url = "http://h/v1"\n'
+     'api_key_env = "OLLAMA_KEY"\n',
+     "bad value for 'llm.providers.ollama.api_key_env': 'OLLAMA_KEY'; expected an environment "
+     "variable name ending in _API_KEY"),
 ])
 def test_settings_errors_name_what_to_add(tmp_path, extra, message):
     with pytest.raises(SettingsError) as err:
