@@ -367,6 +367,8 @@ class Engine:
             if self._prewarm is not None:
                 await self._prewarm
             await warm_up(self.strategies)
+            if self.options.replay:
+                freeze_startup_heap()  # before the replay's first frame (app.memory)
         finally:
             self._warmed.set()
         stale = await self._wait_prices()
@@ -375,7 +377,8 @@ class Engine:
         self.state = "running"
         log.info("engine.ready", traders=sorted(self.strategies), dry_run=self.dry_run,
                  paused=self.scheduler.paused, stale=stale)
-        freeze_startup_heap()  # once, off the path to ready (app.memory)
+        if not self.options.replay:
+            freeze_startup_heap()  # once, off the path to ready (app.memory)
 
     async def _orderly_stop(self) -> None:
         self.state = "stopping"

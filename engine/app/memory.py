@@ -13,11 +13,11 @@ from 5.4 % to -2.1 % (median of its runs), and a later full run's three soaks gr
 The cyclic garbage collector's full collections walk every tracked object, so they grow with the
 heap (modules, settings, SDK clients, candles): in the writer benchmark's process, before this,
 they took 28-97 ms each, a stall of the loop and of the writer flush in flight. Once the engine is
-ready, `freeze_startup_heap` collects once and moves what is alive into the permanent generation
-(`gc.freeze`), so later collections walk only what the run itself allocates. Start-up objects freed
-later are still freed by reference counting; only a reference cycle among them would stay until the
-engine stops: `thaw_heap` then returns them to the collector (a process, a test or a benchmark that
-runs several engines collects each one's).
+ready (a replay: before its first frame), `freeze_startup_heap` collects once and moves what is
+alive into the permanent generation (`gc.freeze`), so later collections walk only what the run
+itself allocates. Start-up objects freed later are still freed by reference counting; only a
+reference cycle among them would stay until the engine stops: `thaw_heap` then returns them to the
+collector (a process, a test or a benchmark that runs several engines collects each one's).
 """
 
 from __future__ import annotations
