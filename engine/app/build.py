@@ -5,6 +5,7 @@ Heavy imports (asyncpg, the SDKs) happen here, when the parts are built, not whe
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +31,18 @@ if TYPE_CHECKING:  # imported at build time only (see the module doc)
     from strategies.base import Strategy
 
 log = structlog.get_logger("app")
+
+# What building the engine imports lazily (`build_components` and what it calls): imported in a
+# thread while Postgres starts (`preload`), so building finds them loaded.
+BUILD_MODULES = (
+    "engine.events", "engine.market.binance", "engine.market.book", "engine.market.candles",
+    "engine.market.feed", "engine.market.pacing", "engine.market.recording",
+    "engine.market.snapshot", "engine.paper.broker", "engine.paper.funding",
+    "engine.paper.steps", "engine.store.database", "engine.store.recovery",
+    "engine.store.rows", "engine.store.writer", "engine.traders.blind", "engine.traders.cache",
+    "engine.traders.decide", "engine.traders.kinds", "engine.traders.rate_budget",
+    "engine.traders.session", "engine.web.alerts", "strategies.llm", "strategies.registry",
+)
 
 
 @dataclass(slots=True)
@@ -303,3 +316,9 @@ def providers_to_warm(settings: Settings, secrets: Secrets,
                 and t.provider not in out and provider_key(settings, secrets, t.provider):
             out[t.provider] = (settings.llm.providers.get(t.provider), t.model)
     return out
+
+
+def preload(modules: tuple[str, ...] = BUILD_MODULES) -> None:
+    """Import `modules` (in a worker thread, while the database starts)."""
+    for name in modules:
+        importlib.import_module(name)

@@ -27,6 +27,7 @@ from engine.app.build import (
     build_components,
     load_exchange_filters,
     open_store,
+    preload,
     providers_to_warm,
 )
 from engine.app.memory import freeze_startup_heap, pin_malloc_threshold, thaw_heap
@@ -197,9 +198,9 @@ class Engine:
         """Run until stopped; return the process exit code."""
         pin_malloc_threshold()  # long runs: large numpy temporaries mapped, not heap (app.memory)
         self.install_signals()
-        # The SDKs warm in a thread while the database starts (`_ready` waits for it).
-        self._prewarm = asyncio.ensure_future(
-            prewarm(providers_to_warm(self.settings, self.secrets, self.options)))
+        # What building imports, and the SDKs' first calls, in a thread while the database
+        # starts (`_ready` waits for it).
+        self._prewarm = asyncio.ensure_future(self._early_start_up())
 
         try:
             return await self._run()
@@ -207,6 +208,10 @@ class Engine:
             if self._prewarm is not None and not self._prewarm.done():
                 self._prewarm.cancel()  # stopped before ready (its thread ends by itself)
                 await asyncio.gather(self._prewarm, return_exceptions=True)
+
+    async def _early_start_up(self) -> dict[str, float]:
+        await asyncio.to_thread(preload)
+        return await prewarm(providers_to_warm(self.settings, self.secrets, self.options))
 
     async def _run(self) -> int:
         from engine.store.reconcile import RecoveryRefused
