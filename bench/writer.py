@@ -14,8 +14,10 @@ Every figure is measured in the same run, on the same database, with the same ro
 Each comparison is run side by side (writer, floor, baselines back to back) after a warm-up; the
 figures are medians of the runs, the ratio the median of the per-run ratios. Flush latency: 500
 fills published on the bus at once, timed until the writer has committed them (bus → queue →
-rows → COPY → commit), p99 of 300 flushes; an absolute figure, shown next to the commit floor (a
-1-row COPY transaction on a connection of its own, alternating with them: the server's WAL flush).
+rows → COPY → commit), p99 of 300 flushes, over the p99 of its floor: the same 500 rows, already
+rows, COPYed in one transaction on a connection of its own, alternating with the flushes (the
+server's share under the same disk conditions). Before the flushes the heap is frozen as the
+engine freezes its own once ready (engine.app.memory.freeze_startup_heap).
 
 Uses TEST_DATABASE_URL when set (a scratch database is created and dropped there), else an
 embedded pgserver in a temporary directory, stopped in a `finally` (SIGTERM from `python -m
@@ -40,6 +42,7 @@ import asyncpg
 import uvloop
 
 from bench.common import Result, at_least, at_most, p99, timer
+from engine.app.memory import freeze_startup_heap
 from engine.bus import Bus
 from engine.clock import LiveClock
 from engine.events import OrderFilled
@@ -49,7 +52,7 @@ from engine.store.rows import TABLES, to_row
 from engine.store.writer import Writer
 
 RATIO_TARGET = 0.60  # the writer against raw COPY of the same rows in the writer's transactions
-FLUSH_P99_TARGET_MS = 10.0
+FLUSH_OVER_FLOOR_TARGET_MS = 5.0  # the engine's share of a flush's p99, over raw COPY's
 TX_ROWS = 500
 _COLUMNS = TABLES["fills"].columns
 
@@ -213,9 +216,9 @@ async def _flush_latencies(dsn: str, batches: int,
     """Time `batches` flushes through the whole writer: 500 fills published on the bus at once,
     until the writer has committed them (bus → queue → rows → COPY → one commit).
 
-    Alternating with each flush, the commit floor: a transaction of one COPYed row on a
-    connection of its own, whose time is the server's commit (WAL flush) under the same disk
-    conditions.
+    Alternating with each flush, the floor: the same 500 rows (already rows) COPYed in one
+    transaction on a connection of its own, opened before: the server's share of the same work
+    under the same disk conditions, which the writer cannot beat.
     """
     await (await _connect(dsn)).close()  # fills truncated
     conn = await _connect(dsn)
@@ -227,17 +230,18 @@ async def _flush_latencies(dsn: str, batches: int,
     try:
         bus.publish(_fills(1, offset=20_000_000)[0])  # connects (outside the timed windows)
         await _committed(writer, 1)
+        freeze_startup_heap()  # as the engine does once it is ready (engine.app.memory)
         flushes, floor = [], []
         for b in range(batches + 5):
             events = _fills(TX_ROWS, offset=b * TX_ROWS)
-            extra = to_row(_fills(1, offset=30_000_000 + b)[0])[1]
+            same = [to_row(e)[1] for e in _fills(TX_ROWS, offset=40_000_000 + b * TX_ROWS)]
             done = writer.written + TX_ROWS
             start = timer()
             bus.publish_many(events)
             await _committed(writer, done)
             middle = timer()
             async with conn.transaction():
-                await conn.copy_records_to_table("fills", records=[extra], columns=_COLUMNS)
+                await conn.copy_records_to_table("fills", records=same, columns=_COLUMNS)
             flushes.append((middle - start) * 1000)
             floor.append((timer() - middle) * 1000)
         if writer.flushes != batches + 6:  # each timed batch must be one flush, one commit
@@ -281,6 +285,7 @@ async def _measure(quick: bool, tiny: bool = False) -> list[Result]:
     ratios = [w / c for w, c in zip(per["writer"], per["copy"], strict=True)]
     ratio = statistics.median(ratios)
     p99_ms = p99(flush_ms)
+    over_ms = p99_ms - p99(floor_ms)
     of = f"median of {runs} runs"
     shapes = "; ".join(f"{len(t)} transactions of median {statistics.median(t):g} rows "
                        f"(max {max(t)})" for t in tx_sizes)
@@ -303,17 +308,21 @@ async def _measure(quick: bool, tiny: bool = False) -> list[Result]:
         Result("writer.insert_per_row_rows_per_s", round(med["insert"]), "rows/s", "", None,
                f"baseline: {n_row} rows, one prepared INSERT per row, autocommit (1-row "
                f"transactions), {of}", workload=n_row),
-        Result("writer.flush_500_p99_ms", round(p99_ms, 2), "ms", f"<= {FLUSH_P99_TARGET_MS:g}",
-               at_most(p99_ms, FLUSH_P99_TARGET_MS),
-               f"absolute: {len(flush_ms)} batches of {TX_ROWS} fills published on the bus at "
-               f"once, each timed until the Writer has committed it (bus, queue, rows, COPY, "
-               f"commit: one flush each); median {statistics.median(flush_ms):.2f} ms; the "
-               f"commit floor's p99 {p99(floor_ms):.2f} ms",
+        Result("writer.flush_500_p99_over_floor_ms", round(over_ms, 2), "ms",
+               f"<= {FLUSH_OVER_FLOOR_TARGET_MS:g}", at_most(over_ms, FLUSH_OVER_FLOOR_TARGET_MS),
+               f"p99 of {len(flush_ms)} flushes through the whole writer ({TX_ROWS} fills "
+               f"published on the bus at once, each timed until the Writer has committed it: bus, "
+               f"queue, rows, COPY, commit) minus the p99 of the floor: the same {TX_ROWS} rows, "
+               f"already rows, COPYed in one transaction on a connection of its own, alternating "
+               f"with the flushes; medians {statistics.median(flush_ms):.2f} and "
+               f"{statistics.median(floor_ms):.2f} ms",
                workload=len(flush_ms) * TX_ROWS),
-        Result("writer.commit_floor_p99_ms", round(p99(floor_ms), 2), "ms", "", None,
-               f"floor of a flush: a 1-row COPY transaction (the server's commit, WAL flush), "
-               f"alternating with the flushes above; median {statistics.median(floor_ms):.2f} ms",
-               workload=len(floor_ms)),
+        Result("writer.flush_500_p99_ms", round(p99_ms, 2), "ms", "", None,
+               "absolute (depends on the disk): the p99 behind writer.flush_500_p99_over_floor_ms",
+               workload=len(flush_ms) * TX_ROWS),
+        Result("writer.copy_500_floor_p99_ms", round(p99(floor_ms), 2), "ms", "", None,
+               f"the floor's p99: raw COPY of {TX_ROWS} rows in one transaction (the server's "
+               f"share, WAL flush included)", workload=len(floor_ms) * TX_ROWS),
     ]
 
 

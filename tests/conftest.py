@@ -7,6 +7,7 @@ empty database of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,14 @@ import pytest
 
 from engine.bus import Bus
 from engine.clock import SimClock
+
+
+@pytest.fixture(autouse=True)
+def _thawed_heap() -> Iterator[None]:
+    """A test that readies an engine without running it to its end freezes the heap
+    (engine.app.memory): thaw it, so the next test's garbage is collected as usual."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -81,10 +81,11 @@ async def _open_store(db: Any, settings: Settings, bus: Bus, clock: Clock, *, fr
     if applied:
         log.info("store.migrated", versions=applied)
     # The writer subscribes at construction, before any producer exists: nothing is lost.
-    # A backtest's writer runs on the wall clock, beside the replay (engine.store.writer).
+    # A backtest's writer runs on the wall clock, beside the replay (engine.store.writer); a
+    # replay's and a backtest's commit asynchronously (their recording or history is the source).
     backtest = mode == "backtest"
     writer = Writer(bus, db.dsn, settings.database, LiveClock() if backtest else clock,
-                    asynchronous_commit=backtest, gate=gate)
+                    asynchronous_commit=mode in ("replay", "backtest"), gate=gate)
     if fresh:
         log.info("arena.fresh", mode=mode, source=source,
                  detail="starting a new arena; history is kept")

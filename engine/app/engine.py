@@ -23,7 +23,7 @@ import structlog
 
 from engine import __version__, metrics
 from engine.app.build import build_alerts, build_components, load_exchange_filters, open_store
-from engine.app.memory import pin_malloc_threshold
+from engine.app.memory import freeze_startup_heap, pin_malloc_threshold, thaw_heap
 from engine.app.observe import engine_view
 from engine.app.options import Options as Options  # re-exported: run.py and tests use it
 from engine.app.pidfile import PidFiles
@@ -223,6 +223,7 @@ class Engine:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:
                 await self.decisions.aclose()  # the SDKs' HTTP sessions
+            thaw_heap()  # what the start-up froze can be collected again (app.memory)
 
     async def _supervise(self) -> int:
         writer_task = None
@@ -345,6 +346,7 @@ class Engine:
         ahead of the start-up), wait for every symbol's price, then say so."""
         try:
             await warm_up(self.strategies)
+            freeze_startup_heap()  # before the replay starts: no simulated time passes here
         finally:
             self._warmed.set()
         stale = await self._wait_prices()

@@ -1,4 +1,4 @@
-"""The C allocator's settings for a long-running engine.
+"""The C allocator's and the garbage collector's settings for a long-running engine.
 
 glibc raises its mmap threshold each time a large block is freed (up to 32 MB), so the next large
 numpy temporaries — the leaderboard's bootstrap matrices grow by a row of resamples every cycle —
@@ -9,12 +9,22 @@ and returned on free. It does not make growth vanish: the soak measured when thi
 from 5.4 % to -2.1 % (median of its runs), and a later full run's three soaks grew 6.37, 1.59 and
 0.40 % from hour 1 to the end, so `bench/soak.py` now reports the worst run
 (docs/benchmarks.md).
+
+The cyclic garbage collector's full collections walk every tracked object, so they grow with the
+heap (modules, settings, SDK clients, candles): in the writer benchmark's process, before this,
+they took 28-97 ms each, a stall of the loop and of the writer flush in flight. Once the engine is
+ready, `freeze_startup_heap` collects once and moves what is alive into the permanent generation
+(`gc.freeze`), so later collections walk only what the run itself allocates. Start-up objects freed
+later are still freed by reference counting; only a reference cycle among them would stay until the
+engine stops: `thaw_heap` then returns them to the collector (a process, a test or a benchmark that
+runs several engines collects each one's).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import platform
 
 import structlog
@@ -36,3 +46,18 @@ def pin_malloc_threshold() -> bool:
         return False
     log.debug("engine.malloc_pinned", mmap_threshold=MMAP_THRESHOLD, ok=done)
     return done
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then exempt every object alive now from later collections; return how many
+    objects were frozen."""
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    log.debug("engine.heap_frozen", objects=frozen)
+    return frozen
+
+
+def thaw_heap() -> None:
+    """Return every frozen object to the collector (the engine stopped)."""
+    gc.unfreeze()

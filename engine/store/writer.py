@@ -33,9 +33,11 @@ On a simulated clock a flush holds time (`Clock.busy`), so a replay's rows are w
 simulated times they would be live; while trading is halted the replay consumes no frame, so the
 writer's retries wait on the wall clock (`wall`). A backtest's writer is given the wall clock
 (`open_store`): nothing in the run reads its rows before the end, so its flushes run beside the
-replay rather than stopping it, `flush_ms` is wall time, and it commits asynchronously
-(`asynchronous_commit`: Postgres replays WAL in commit order after a crash, so what survives is
-still a prefix; only the last few commits can be lost, never one without those before it).
+replay rather than stopping it and `flush_ms` is wall time. A replay's and a backtest's writer
+commit asynchronously (`asynchronous_commit`: their recording or history can be run again; a commit
+returns before its WAL reaches the disk, which loses nothing when the engine dies, only when
+Postgres or the machine does, and then Postgres replays WAL in commit order, so what survives is
+still a prefix: only the last few commits can be lost, never one without those before it).
 """
 
 from __future__ import annotations

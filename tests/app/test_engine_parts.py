@@ -41,7 +41,7 @@ def test_status_says_connecting_while_starting_without_the_live_feed() -> None:
     assert target._state(feed) == "running"
 
 
-async def test_a_backtests_writer_runs_on_the_wall_clock_and_commits_asynchronously(
+async def test_a_backtests_writer_runs_on_the_wall_clock_and_a_replays_on_simulated_time(
         database_url: str, tmp_path) -> None:
     from engine.app.build import open_store
     from engine.bus import Bus
@@ -51,7 +51,9 @@ async def test_a_backtests_writer_runs_on_the_wall_clock_and_commits_asynchronou
     settings = Settings(database=DatabaseSettings(spill_path=str(tmp_path / "spill.jsonl")))
     secrets = Secrets.from_env({"DATABASE_URL": database_url})
     clock = SimClock()
-    for mode, wall, commit in (("backtest", True, "off"), ("replay", False, "on")):
+    # both commit asynchronously (their source can be run again); a live writer does not
+    for mode, wall, commit in (("backtest", True, "off"), ("replay", False, "off"),
+                               ("live", False, "on")):
         _, writer, _ = await open_store(settings, secrets, Bus(), clock, fresh=True, mode=mode,
                                         source="s")
         # a backtest's flushes never hold simulated time: nothing reads its rows before the end

@@ -1,7 +1,10 @@
-"""glibc's mmap threshold is pinned, so large freed blocks do not move later ones onto the heap."""
+"""glibc's mmap threshold is pinned, so large freed blocks do not move later ones onto the heap;
+the start-up heap is frozen once the engine is ready, so full collections skip it, and thawed when
+the engine stops."""
 
 from __future__ import annotations
 
+import gc
 import platform
 import subprocess
 import sys
@@ -47,3 +50,19 @@ def test_elsewhere_the_allocator_is_left_alone(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("musl", "1.2"))
     assert memory.pin_malloc_threshold() is False
+
+
+def test_the_start_up_heap_is_frozen_and_what_the_run_allocates_is_not() -> None:
+    from engine.app import memory
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a reference cycle: only the cyclic collector frees it
+
+    before = Node()
+    assert memory.freeze_startup_heap() == gc.get_freeze_count() > 0
+    assert gc.is_tracked(before) and not any(before is o for o in gc.get_objects())  # frozen
+    after = Node()
+    assert any(after is o for o in gc.get_objects())  # the run's own objects are collected
+    memory.thaw_heap()
+    assert gc.get_freeze_count() == 0 and any(before is o for o in gc.get_objects())

@@ -4,6 +4,7 @@ engine.ready_wait_seconds, and lists the symbols still stale when the wait expir
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import SimpleNamespace
 
 from structlog.testing import capture_logs
@@ -45,6 +46,10 @@ async def test_ready_waits_for_every_symbol_then_says_so() -> None:
     (ready,) = [x for x in logs if x["event"] == "engine.ready"]
     assert ready["stale"] == [] and e.state == "running"
     assert clock.time() < T0 + 4
+    # the start-up heap was frozen before ready (engine.app.memory; conftest thaws it)
+    events = [x["event"] for x in logs]
+    assert events.index("engine.heap_frozen") < events.index("engine.ready")
+    assert gc.get_freeze_count() > 0
 
 
 async def test_ready_lists_the_stale_symbols_when_the_wait_expires() -> None:

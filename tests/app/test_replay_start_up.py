@@ -7,6 +7,7 @@ a 24 h soak on a loaded machine ran 287 of its 288 cycles, a 2 h one 21 of 24.""
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ async def replay_cycle_starts(tmp_path: Path, warm_up_turns: int,
     monkeypatch.setattr(engine_module, "warm_up", slow_warm_up)
     runs = engine.bus.subscribe("test.runs", [JobRun], capacity=10_000, policy="block")
     assert await engine.run() == 0
+    assert gc.get_freeze_count() == 0  # frozen once ready, thawed when the engine stopped
     return [e.started_at for e in runs.drain()
             if isinstance(e, JobRun) and e.job == "trading_cycle" and e.status == "ok"]
 
