@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.paper.pbo import MIN_VARIANTS, MIN_WINDOWS, pbo, pooled
+from engine.paper.pbo import described, pbo, pooled, withheld
 from engine.settings import Secrets, Settings
 
 RunWindow = Callable[..., Awaitable[tuple[int, Any]]]
@@ -77,15 +77,8 @@ def summary(windows: list[tuple[float, float]], results: list[dict[str, list[flo
                      f"{int(p['cycles'])} |")
     lines += ["", "## Probability of backtest overfitting (CSCV)", ""]
     result = pbo(results)
-    if result is None:
-        lines.append(f"Not computed: it needs at least {MIN_VARIANTS} variants and an even number"
-                     f" of windows, at least {MIN_WINDOWS} ({len(variants)} variants, "
-                     f"{len(windows)} windows here).")
-    else:
-        lines.append(f"PBO = {result.pbo:.4f} over {result.combinations} combinations of "
-                     f"{len(windows) // 2} in-sample windows (the share where the in-sample "
-                     "best variant ranks at or below the out-of-sample median: logit ≤ 0). "
-                     "Metric: Sharpe of per-cycle returns.")
+    lines.append(withheld(len(variants), len(windows)) if result is None
+                 else described(result, len(windows)))
     return "\n".join(lines)
 
 

@@ -80,6 +80,19 @@ def pbo(windows: Sequence[Mapping[str, Sequence[float]]]) -> PBO | None:
     return PBO(share, tuple(logits), len(logits))
 
 
+def withheld(variants: int, windows: int) -> str:
+    """Return the sentence saying why `pbo` gave None for `variants` over `windows`."""
+    return (f"Not computed: it needs at least {MIN_VARIANTS} variants and an even number of "
+            f"windows, at least {MIN_WINDOWS} ({variants} variants, {windows} windows here).")
+
+
+def described(result: PBO, windows: int) -> str:
+    """Return one sentence stating a computed PBO and how it was computed."""
+    return (f"PBO = {result.pbo:.4f} over {result.combinations} combinations of {windows // 2} "
+            "in-sample windows (the share where the in-sample best variant ranks at or below the "
+            "out-of-sample median: logit ≤ 0). Metric: Sharpe of per-cycle returns.")
+
+
 def _joined(windows: Sequence[Mapping[str, Sequence[float]]], chosen: Sequence[int],
             variant: str) -> list[float]:
     return [r for i in sorted(chosen) for r in windows[i][variant]]

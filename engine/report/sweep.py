@@ -6,6 +6,14 @@ Pooled per variant: the mean, the lowest and the highest return over the windows
 the share of the windows in which A's return was above B's (a tie counts half), over the windows
 both ran. LLM cost is the sum of the runs' `decisions.cost_usd`; cache savings the sum of their
 `llm_cache_hits.saved_usd`. Each run links to its own report (written by the run at its end).
+
+The Probability of Backtest Overfitting across variants is `engine.paper.pbo`'s CSCV, as
+`run.py backtest --windows N` computes it, with the sweep's windows as the submatrices: a run's
+per-cycle returns are rebuilt from its traders' cycle snapshots (`account_snapshots`, cause
+`cycle`, by run_id) as recovery does (`ReturnStats.series_from_equity`); a variant's return in a
+cycle is the mean of its traders' returns in that cycle (and of its replicates'). It needs at
+least 3 variants with returns in every window and an even number of windows, at least 4; the
+report says so otherwise.
 """
 
 from __future__ import annotations
@@ -16,9 +24,13 @@ import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
+
+from engine.paper.pbo import described, pbo, withheld
+from engine.paper.stats import ReturnStats
 
 
 @dataclass(slots=True)
@@ -34,6 +46,9 @@ class RunResult:
     cost_usd: float = 0.0
     saved_usd: float = 0.0
     report: str | None = None  # the run's own HTML report
+    # the variant's per-cycle returns: (cycle ts, mean of its traders' returns), oldest first;
+    # left out of report.json
+    cycle_returns: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -47,7 +62,9 @@ class SweepReport:
     beats: dict[str, dict[str, float | None]]  # a → b → P(a beats b) across windows
     cost_usd: float
     saved_usd: float
-    pbo: float | None = None  # needs the backtest branch's CSCV: not computed yet
+    pbo: float | None = None  # CSCV across variants (engine.paper.pbo); None: withheld
+    pbo_combinations: int = 0
+    pbo_note: str = ""  # the sentence the report shows: the PBO, or why it is withheld
 
 
 async def load_sweep_report(conn: asyncpg.Connection, sweep: str) -> SweepReport:
@@ -68,6 +85,11 @@ async def _run_result(conn: asyncpg.Connection, r: asyncpg.Record) -> RunResult:
         "SELECT coalesce(sum(cost_usd), 0) FROM decisions WHERE run_id = $1", r["run_id"])
     saved = await conn.fetchval(
         "SELECT coalesce(sum(saved_usd), 0) FROM llm_cache_hits WHERE run_id = $1", r["run_id"])
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for snap in await conn.fetch(
+            "SELECT trader, ts, equity FROM account_snapshots WHERE run_id = $1 "
+            "AND cause = 'cycle' ORDER BY id", r["run_id"]):
+        points[snap["trader"]].append((snap["ts"].timestamp(), snap["equity"]))
     reports = _html_reports(r["run_dir"])
     return RunResult(
         key=r["key"], variant=r["variant"], window_start=r["window_start"].timestamp(),
@@ -75,7 +97,18 @@ async def _run_result(conn: asyncpg.Connection, r: asyncpg.Record) -> RunResult:
         run_id=str(r["run_id"]) if r["run_id"] else None,
         return_pct=statistics.fmean(traders.values()) if traders else None, traders=traders,
         cost_usd=float(cost), saved_usd=float(saved),
-        report=str(reports[-1]) if reports else None)
+        report=str(reports[-1]) if reports else None,
+        cycle_returns=mean_per_cycle([
+            ReturnStats.series_from_equity(p, len(p)) for p in points.values()]))
+
+
+def mean_per_cycle(series: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Return the mean return per cycle time of several (ts, return) series, oldest first."""
+    at: dict[float, list[float]] = defaultdict(list)
+    for one in series:
+        for ts, r in one:
+            at[ts].append(r)
+    return [(ts, statistics.fmean(at[ts])) for ts in sorted(at)]
 
 
 def _html_reports(run_dir: str) -> list[Path]:
@@ -118,9 +151,28 @@ def summarise(sweep: str, runs: list[RunResult]) -> SweepReport:
                 if x is not None and y is not None]
         score = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in both)
         beats[a][b] = score / len(both) if both else None
+    returns = pbo_inputs(runs)
+    result = pbo(returns)
+    usable = len(set.intersection(*(set(w) for w in returns))) if returns else 0
     return SweepReport(sweep, runs, windows, variants, table, pooled, beats,
                        cost_usd=sum(r.cost_usd for r in runs),
-                       saved_usd=sum(r.saved_usd for r in runs))
+                       saved_usd=sum(r.saved_usd for r in runs),
+                       pbo=result.pbo if result else None,
+                       pbo_combinations=result.combinations if result else 0,
+                       pbo_note=described(result, len(returns)) if result
+                       else withheld(usable, len(returns)))
+
+
+def pbo_inputs(runs: list[RunResult]) -> list[dict[str, list[float]]]:
+    """Return, per window in time order, each variant's per-cycle returns (its replicates'
+    mean per cycle): what `engine.paper.pbo.pbo` takes."""
+    cells: dict[tuple[float, float], dict[str, list[list[tuple[float, float]]]]] = defaultdict(
+        lambda: defaultdict(list))
+    for run in runs:
+        if run.cycle_returns:
+            cells[(run.window_start, run.window_end)][run.variant].append(run.cycle_returns)
+    return [{v: [r for _, r in mean_per_cycle(reps)] for v, reps in cells[w].items()}
+            for w in sorted(cells)]
 
 
 def _pct(x: float | None) -> str:
@@ -156,7 +208,9 @@ def render_markdown(r: SweepReport) -> str:
                                              for b in r.variants) + " |")
     out += ["", "## LLM cost", "", f"Spent {r.cost_usd:.4f} USD on LLM calls; the answer cache "
             f"saved {r.saved_usd:.4f} USD.", "",
-            "Probability of Backtest Overfitting: not computed by this version.", "",
+            "## Probability of backtest overfitting (CSCV)", "",
+            "Across the variants, with the windows as the submatrices; a variant's return in a "
+            "cycle is the mean of its traders' (and replicates') returns.", "", r.pbo_note, "",
             "## Runs", "", "| window | variant | replicate | return | run | report |",
             "|---|---|---:|---:|---|---|"]
     for run in r.runs:
@@ -209,7 +263,10 @@ def _table(rows: list[list[str]]) -> str:
 
 def render_json(r: SweepReport) -> bytes:
     """Return the report as JSON."""
-    return orjson.dumps(asdict(r), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    data: dict[str, Any] = asdict(r)
+    for run in data["runs"]:
+        del run["cycle_returns"]
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
 
 
 async def write_sweep_report(conn: asyncpg.Connection, sweep: str,

@@ -7,6 +7,7 @@ import io
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 import structlog
 
@@ -55,6 +56,10 @@ async def test_the_demo_runs_four_backtests_each_in_its_own_arena_then_nothing(
     report = (tmp_path / "reports" / "sweeps" / "demo" / "report.md").read_text()
     assert "| window | ema | hold |" in report
     assert report.count("[report](") == 4
+    assert ("Not computed: it needs at least 3 variants and an even number of windows, at least 4"
+            " (2 variants, 2 windows here).") in report
+    data = orjson.loads((tmp_path / "reports" / "sweeps" / "demo" / "report.json").read_bytes())
+    assert data["pbo"] is None and data["pbo_note"].startswith("Not computed")
 
     assert await run_demo(_args(), io.StringIO(), tmp_path, _env(database_url)) == 0
     assert "sweep: 0 of 4 runs to run" in capsys.readouterr().out
