@@ -220,10 +220,8 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
                        funding_settled=in_backtest, blind=build_blind(s, options, on_fatal)),
             RiskStep(broker, bus),
             ExecuteStep(broker),
-            # the shown CIs: a replay and a backtest go on while a worker thread resamples
             PnLStep(broker, console=options.console, board_every=s.backtest.board_every_cycles
-                    if in_backtest else 1,
-                    board_in_background=in_backtest or options.replay is not None),
+                    if in_backtest else 1, board_in_background=in_backtest),
             PersistStep(bus),
         ],
         clock,

@@ -100,10 +100,9 @@ class PnLStep:
         # The CIs and P(A beats B) (a bootstrap) are recomputed every `board_every` cycles; in
         # between the leaderboard shows current points and the last CIs (backtests: 12).
         self._board_every, self._cycles = board_every, 0
-        # A replay or a backtest does not wait for them: they are shown, never stored nor put in
-        # a prompt, so the replay goes on while a worker thread resamples, and a refresh still
-        # running when the next one is due is not doubled (the table then shows the CIs of the
-        # last one finished). A live cycle waits: its table shows this cycle's.
+        # A backtest does not wait for them: they are shown, never stored, so the replay goes on
+        # while a worker thread resamples, and a refresh still running when the next one is due
+        # is not doubled (the table then shows the CIs of the last one finished).
         self._background = board_in_background
         self._refresh: asyncio.Task[Any] | None = None
 

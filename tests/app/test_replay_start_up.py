@@ -16,7 +16,6 @@ import engine.app.engine as engine_module
 from engine.app.engine import Engine, Options
 from engine.events import JobRun
 from engine.market.recording import first_frame_time
-from engine.paper.steps import PnLStep
 from engine.settings import Secrets, load_settings
 from tests.app.test_cycle_timing import default_cycle_job
 from tests.support.live_engine import BUY_AND_HOLD, SAMPLE
@@ -41,8 +40,6 @@ async def replay_cycle_starts(tmp_path: Path, warm_up_turns: int,
     runs = engine.bus.subscribe("test.runs", [JobRun], capacity=10_000, policy="block")
     assert await engine.run() == 0
     assert gc.get_freeze_count() == 0  # frozen once ready, thawed when the engine stopped
-    (pnl,) = [s for s in engine.cycle.steps if isinstance(s, PnLStep)]
-    assert pnl._background  # a replay does not wait for the shown CIs' resampling
     return [e.started_at for e in runs.drain()
             if isinstance(e, JobRun) and e.job == "trading_cycle" and e.status == "ok"]
 
