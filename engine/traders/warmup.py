@@ -10,7 +10,7 @@ the live clients share are loaded off the loop. Only traders that have an API ke
 
 `prewarm` does the same from the settings alone, once per client class, before the traders exist:
 the engine starts it first thing, so it runs while the database starts, and `warm_up` later finds
-each SDK warm (tens of milliseconds instead of most of a second).
+each SDK warm (a few milliseconds instead of most of a second, measured here).
 """
 
 from __future__ import annotations
