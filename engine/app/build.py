@@ -202,7 +202,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
     pacer = Pacer(clock, recorder=feed.recorder, recorded=timing.pace if timing else None)
     strategies = build_strategies(
         s, secrets, clock, record_llm_dir=options.record_llm, session=llm_session,
-        live_calls=not options.replay or options.live_llm)
+        live_calls=options.calls_apis)
     for trader in s.traders:
         if trader.name not in strategies:
             continue
@@ -308,7 +308,7 @@ def providers_to_warm(settings: Settings, secrets: Secrets,
     `engine.traders.warmup.prewarm` warms while the database starts."""
     from strategies.registry import provider_key
 
-    if options.replay and not options.live_llm:
+    if not options.calls_apis:
         return {}  # a replay without --live-llm hands no key to a client: nothing to warm
     out: dict[str, tuple[Any, str]] = {}
     for t in settings.traders:

@@ -37,3 +37,8 @@ class Options:
     def in_backtest(self) -> bool:
         """Return True for `run.py backtest`'s run (a replay of a fetched window)."""
         return self.backtest_source is not None
+
+    @property
+    def calls_apis(self) -> bool:
+        """Return True when LLM clients get their API keys: live, or a replay with --live-llm."""
+        return not self.replay or self.live_llm

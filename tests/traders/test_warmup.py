@@ -9,21 +9,9 @@ from engine.app.build import providers_to_warm
 from engine.app.options import Options
 from engine.settings import ProviderSettings, Secrets, load_settings
 from engine.traders.warmup import prewarm
+from tests.traders.test_any_provider import EXAMPLE  # issue 23's qwen provider and trader
 
-SETTINGS = """\
-[llm.providers.qwen]
-kind = "openai_compatible"
-base_url = "http://127.0.0.1:9/v1"
-api_key_env = "QWEN_API_KEY"
-[llm.prices."qwen3-max"]
-input = 1.2
-output = 6.0
-[[traders]]
-name = "qwen"
-strategy = "llm"
-provider = "qwen"
-model = "qwen3-max"
-starting_capital = 10000
+SETTINGS = EXAMPLE + """\
 [[traders]]
 name = "claude"
 strategy = "llm"
