@@ -288,10 +288,14 @@ def _resample(n: int, n_boot: int, seed: int, block: float = 1.0) -> np.ndarray:
         return starts
     new = rng.random((n_boot, n)) < 1.0 / block
     new[:, 0] = True
-    pos = np.arange(n)
-    began = np.maximum.accumulate(np.where(new, pos, 0), axis=1)  # where each block began
-    first = np.take_along_axis(starts, began, axis=1)
-    return (first + (pos - began)) % n
+    # On the flattened matrix (one pass each: numpy's accumulate along the rows of a matrix is
+    # several times slower): every row begins a block, so no block spans two rows.
+    pos = np.arange(n_boot * n)
+    began = np.maximum.accumulate(pos * new.ravel())  # where each block began
+    out = starts.ravel()[began]
+    out += pos - began  # the step into the block: below n, so one wrap at most
+    out[out >= n] -= n
+    return out.reshape(n_boot, n)
 
 
 @lru_cache(maxsize=4)
