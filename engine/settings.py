@@ -50,6 +50,7 @@ class EngineSettings(Section):
     ready_wait_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0  # fresh prices before ready
     loop_lag_interval_seconds: Annotated[float, Field(gt=0, le=10)] = 0.05
     loop_lag_warn_seconds: Annotated[float, Field(gt=0)] = 0.1
+    gc_interval_seconds: Annotated[float, Field(ge=0)] = 3600.0  # 0: only Python's own collections
 
 
 # ---------------------------------------------------------------- market data

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import signal
 import sys
-from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -30,7 +29,8 @@ from engine.app.build import (
     preload,
     providers_to_warm,
 )
-from engine.app.memory import freeze_startup_heap, pin_malloc_threshold, thaw_heap
+from engine.app.equity import EquityCurve
+from engine.app.memory import GarbageCollector, freeze_startup_heap, pin_malloc_threshold, thaw_heap
 from engine.app.observe import engine_view
 from engine.app.options import Options as Options  # re-exported: run.py and tests use it
 from engine.app.pidfile import PidFiles
@@ -48,6 +48,12 @@ from engine.settings import JobSettings, Secrets, Settings
 from engine.traders.warmup import prewarm, warm_up
 
 log = structlog.get_logger("app")
+
+
+def _warm_board_stats(settings: Settings) -> None:
+    from engine.paper.leaderboard import warm_board_stats  # numpy: imported off the loop
+
+    warm_board_stats(settings.leaderboard)
 
 
 def _file_sha256(path: str) -> str:
@@ -87,10 +93,11 @@ class Engine:
         self._stop = asyncio.Event()
         self._interrupts = 0
         self._background: set[asyncio.Future[Any]] = set()
-        self.equity: dict[str, deque[tuple[float, float]]] = {}  # bounded: 5000 points each
+        self.equity: dict[str, EquityCurve] = {}  # the newest 5000 points each (app.equity)
         self.tasks: dict[str, Supervised] = {}  # restarted on a crash (the writer)
         self.crashes: dict[str, str] = {}  # crashes that ended the engine, by task
         self.loop_monitor = LoopMonitor(settings.engine)
+        self.gc: GarbageCollector | None = None  # started with the other services (app.memory)
         self.fatal_error: str | None = None
         self.target = ControlTarget(self)
         self.db: Any = None
@@ -211,6 +218,8 @@ class Engine:
 
     async def _early_start_up(self) -> dict[str, float]:
         await asyncio.to_thread(preload)
+        # in the pool the leaderboard's refreshes use (asyncio.to_thread: the default executor)
+        await asyncio.to_thread(_warm_board_stats, self.settings)
         return await prewarm(providers_to_warm(self.settings, self.secrets, self.options))
 
     async def _run(self) -> int:
@@ -278,6 +287,9 @@ class Engine:
                                  ("equity", self._track_equity()),
                                  ("loop_monitor", self.loop_monitor.run())):
                     tg.create_task(fatal(name, aw, self.crashes), name=name)
+                if self.settings.engine.gc_interval_seconds > 0:
+                    self.gc = GarbageCollector(self.clock, self.settings.engine.gc_interval_seconds)
+                    tg.create_task(fatal("gc", self.gc.run(), self.crashes), name="gc")
                 if self.alerts is not None:
                     tg.create_task(fatal("alerts", self.alerts.run(), self.crashes), name="alerts")
                 if self.cycle_starts:  # a session replay: each recorded cycle at its instant
@@ -405,8 +417,8 @@ class Engine:
             assert isinstance(event, AccountSnapshot)
             series = self.equity.get(event.trader)
             if series is None:
-                series = self.equity[event.trader] = deque(maxlen=5000)
-            series.append((event.ts, event.equity))  # the oldest point falls off, O(1)
+                series = self.equity[event.trader] = EquityCurve(5000)
+            series.append(event.ts, event.equity)  # the oldest point is overwritten, O(1)
 
     # ------------------------------------------------------------------ signals
 

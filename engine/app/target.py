@@ -144,4 +144,4 @@ class ControlTarget:
         }
 
     def equity_history(self) -> dict[str, list[tuple[float, float]]]:
-        return {k: list(v) for k, v in self._e.equity.items()}
+        return {k: v.points() for k, v in self._e.equity.items()}

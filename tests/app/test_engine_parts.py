@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from types import SimpleNamespace
 
 from engine.app.engine import Engine, Options
@@ -21,13 +20,15 @@ async def test_the_equity_series_keeps_the_newest_5000_points_per_trader() -> No
         engine.bus.publish(snapshot("claude", 10_000.0 + i, 1_767_225_600.0 + i))
     for _ in range(100):
         await asyncio.sleep(0)
-        if len(engine.equity.get("claude", ())) and engine.equity["claude"][-1][1] == 15_999.0:
+        curve = engine.equity.get("claude")
+        if curve is not None and curve.last() == (1_767_225_600.0 + 5_999, 15_999.0):
             break
     task.cancel()
     series = engine.equity["claude"]
-    assert isinstance(series, deque) and series.maxlen == 5_000
-    assert len(series) == 5_000
-    assert series[0] == (1_767_225_600.0 + 1_000, 11_000.0)  # the oldest 1000 fell off
+    assert series.size == 5_000 and len(series) == 5_000
+    points = series.points()
+    assert points[0] == (1_767_225_600.0 + 1_000, 11_000.0)  # the oldest 1000 fell off
+    assert points == [(1_767_225_600.0 + i, 10_000.0 + i) for i in range(1_000, 6_000)]
     assert engine.target.equity_history()["claude"][-1] == (1_767_225_600.0 + 5_999, 15_999.0)
 
 

@@ -1,15 +1,20 @@
 """glibc's mmap threshold is pinned, so large freed blocks do not move later ones onto the heap;
 the start-up heap is frozen once the engine is ready, so full collections skip it, and thawed when
-the engine stops."""
+the engine stops; a full collection runs on the engine clock's timer."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import platform
 import subprocess
 import sys
+import weakref
 
 import pytest
+
+from engine.app.memory import GarbageCollector
+from engine.clock import SimClock
 
 PROBE = """
 import ctypes, ctypes.util, sys
@@ -66,3 +71,39 @@ def test_the_start_up_heap_is_frozen_and_what_the_run_allocates_is_not() -> None
     assert any(after is o for o in gc.get_objects())  # the run's own objects are collected
     memory.thaw_heap()
     assert gc.get_freeze_count() == 0 and any(before is o for o in gc.get_objects())
+
+
+class _Cycle:
+    """Half of a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.other: _Cycle | None = None
+
+
+async def test_the_collector_frees_reference_cycles_on_the_engine_clock() -> None:
+    clock = SimClock(start=0.0)
+    collector = GarbageCollector(clock, 3600.0)
+    task = asyncio.create_task(collector.run())
+    await clock.advance(0)
+    gc.disable()  # only the collector under test may collect
+    try:
+        a, b = _Cycle(), _Cycle()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        await clock.advance(3599)
+        assert gone() is not None and collector.runs == 0
+        await clock.advance(1)
+        assert gone() is None
+        assert collector.runs == 1 and collector.collected >= 2 and collector.last_ms is not None
+        await clock.advance(3600 * 3)
+        assert collector.runs == 4
+    finally:
+        gc.enable()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_collection_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        GarbageCollector(SimClock(), 0)
