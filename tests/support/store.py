@@ -209,10 +209,12 @@ class PgProxy:
 
 
 class CommitEater:
-    """A TCP proxy in front of Postgres that can swallow one COMMIT and keep the session open.
+    """A TCP proxy in front of Postgres that can swallow one commit and keep the session open.
 
     What a partition at COMMIT looks like: the client never hears back, and the server keeps the
-    session idle in its transaction, holding the locks of every row it wrote. Speaks just enough
+    session idle in its transaction, holding the locks of every row it wrote. A COPY outside a
+    transaction (the writer's one-table flush) commits when its CopyDone arrives: swallowing that
+    leaves the COPY open on the server, holding the same locks. Speaks just enough
     of the wire protocol (SSL off) to find a simple-query COMMIT in what the client sends.
     """
 
@@ -260,10 +262,20 @@ class CommitEater:
             up.write(head + rest)
             if int.from_bytes(head[4:8], "big") not in (80877103, 80877104):
                 break
+        in_tx = False
         while True:
             head = await reader.readexactly(5)
             body = await reader.readexactly(int.from_bytes(head[1:5], "big") - 4)
-            if self.armed and head[:1] == b"Q" and body.upper().startswith(b"COMMIT"):
+            query = body.upper().lstrip() if head[:1] == b"Q" else b""
+            if query.startswith((b"BEGIN", b"START")):
+                in_tx = True
+            elif query.startswith((b"ROLLBACK", b"END")):
+                in_tx = False
+            # what commits: a COMMIT, or the CopyDone ending a COPY outside a transaction
+            commits = query.startswith(b"COMMIT") or (head[:1] == b"c" and not in_tx)
+            if commits:
+                in_tx = False
+            if self.armed and commits:
                 self.armed = False
                 self.eaten += 1
                 await reader.read()  # swallow everything after it until the client gives up
