@@ -7,7 +7,8 @@ Every figure is measured in the same run, on the same database, with the same ro
   the last row is committed; the writer has connected before the timed window;
 * the floor: raw `COPY` of the same rows (already rows) in transactions of exactly the sizes the
   writer committed in that round (read back from Postgres: rows sharing an `xmin` were committed
-  by one transaction), on a connection opened before the timed window;
+  by one transaction), each one `COPY` that commits by itself, as the writer writes a flush of
+  one table, on a connection opened before the timed window;
 * baselines: one autocommit INSERT per row (1-row transactions), and `executemany` in 500-row
   transactions.
 
@@ -16,9 +17,9 @@ figures are medians of the runs, the ratio the median of the per-run ratios. Flu
 fills published on the bus at once, timed until the writer has committed them (bus → queue → rows →
 COPY → commit), p99 of 1,000 flushes (at 300 the p99 was the 3rd-largest and moved by the disk's
 occasional slow commit from one side to the other), over the p99 of its floor: the same 500 rows,
-already rows, COPYed in one transaction on a connection of its own, alternating with the flushes
-(the server's share under the same disk conditions). Before the flushes the heap is frozen as the
-engine freezes its own once ready (engine.app.memory.freeze_startup_heap).
+already rows, in one COPY (its own transaction) on a connection of its own, alternating with the
+flushes (the server's share under the same disk conditions). Before the flushes the heap is
+frozen as the engine freezes its own once ready (engine.app.memory.freeze_startup_heap).
 
 Uses TEST_DATABASE_URL when set (a scratch database is created and dropped there), else an
 embedded pgserver in a temporary directory, stopped in a `finally` (SIGTERM from `python -m
@@ -164,9 +165,8 @@ async def _raw_copy(dsn: str, rows: list[tuple[Any, ...]], sizes: list[int]) -> 
         start = timer()
         i = 0
         for size in sizes:
-            async with conn.transaction():
-                await conn.copy_records_to_table("fills", records=rows[i:i + size],
-                                                 columns=_COLUMNS)
+            # one table: a COPY is its own transaction, as the writer writes a one-table flush
+            await conn.copy_records_to_table("fills", records=rows[i:i + size], columns=_COLUMNS)
             i += size
         return len(rows) / (timer() - start)
     finally:
@@ -217,9 +217,9 @@ async def _flush_latencies(dsn: str, batches: int,
     """Time `batches` flushes through the whole writer: 500 fills published on the bus at once,
     until the writer has committed them (bus → queue → rows → COPY → one commit).
 
-    Alternating with each flush, the floor: the same 500 rows (already rows) COPYed in one
-    transaction on a connection of its own, opened before: the server's share of the same work
-    under the same disk conditions, which the writer cannot beat.
+    Alternating with each flush, the floor: the same 500 rows (already rows) in one COPY, its own
+    transaction as the writer's one-table flush is, on a connection of its own, opened before: the
+    server's share of the same work under the same disk conditions, which the writer cannot beat.
     """
     await (await _connect(dsn)).close()  # fills truncated
     conn = await _connect(dsn)
@@ -241,8 +241,7 @@ async def _flush_latencies(dsn: str, batches: int,
             bus.publish_many(events)
             await _committed(writer, done)
             middle = timer()
-            async with conn.transaction():
-                await conn.copy_records_to_table("fills", records=same, columns=_COLUMNS)
+            await conn.copy_records_to_table("fills", records=same, columns=_COLUMNS)
             flushes.append((middle - start) * 1000)
             floor.append((timer() - middle) * 1000)
         if writer.flushes != batches + 6:  # each timed batch must be one flush, one commit
@@ -314,8 +313,8 @@ async def _measure(quick: bool, tiny: bool = False) -> list[Result]:
                f"p99 of {len(flush_ms)} flushes through the whole writer ({TX_ROWS} fills "
                f"published on the bus at once, each timed until the Writer has committed it: bus, "
                f"queue, rows, COPY, commit) minus the p99 of the floor: the same {TX_ROWS} rows, "
-               f"already rows, COPYed in one transaction on a connection of its own, alternating "
-               f"with the flushes; medians {statistics.median(flush_ms):.2f} and "
+               f"already rows, in one COPY (its own transaction) on a connection of its own, "
+               f"alternating with the flushes; medians {statistics.median(flush_ms):.2f} and "
                f"{statistics.median(floor_ms):.2f} ms",
                workload=len(flush_ms) * TX_ROWS),
         Result("writer.flush_500_p99_ms", round(p99_ms, 2), "ms", "", None,

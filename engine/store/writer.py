@@ -4,8 +4,9 @@ It subscribes when constructed (policy "block"), so nothing published afterwards
 Rows wait in ONE queue, in publication order across every table, and are flushed when it holds
 `batch_rows` rows or its oldest row is `flush_ms` old (engine clock). A flush takes the oldest
 rows (up to 16 x `batch_rows` when behind) and writes them, whatever their tables, in one
-transaction of COPY (a retried batch goes through staging tables and `INSERT ... ON CONFLICT (id)
-DO NOTHING`, so it never duplicates a row). What is committed is therefore always a prefix of the
+transaction of COPY (rows of one table: one COPY, a transaction by itself; a retried batch goes
+through staging tables and `INSERT ... ON CONFLICT (id) DO NOTHING`, so it never duplicates a
+row). What is committed is therefore always a prefix of the
 event stream (and a flush never ends between a fill and its account snapshot): a committed row
 never lacks an event published before it, whenever the process dies.
 
