@@ -1,8 +1,9 @@
 """Soak: a generated 24-hour market replayed at max speed through the whole engine, in-process.
 
 Feed → bus → broker and 288 five-minute cycles of every configured trader (the three LLM traders
-are the real SDK clients over aiohttp, answered by the hand-written fixtures of
-engine/traders/fixtures through aioresponses; the baselines run for real) → writer → Postgres.
+are the real SDK clients over aiohttp, sending each request over a socket to a local server in a
+process of its own that answers with the hand-written fixtures of engine/traders/fixtures,
+bench.llm_fixtures; the baselines run for real) → writer → Postgres.
 Measured, each the median of 3 runs (a fresh database each):
 * `soak.vs_feed_replay`: frames/s of the replay through the whole engine (from the replay's first
   frame to its last) over frames/s of a feed-only replay of the same file (`Replay` → `Feed` →
@@ -40,10 +41,9 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiohttp import ClientSession
-from aioresponses import aioresponses
 
 from bench.common import Result, schedstat, timer
+from bench.llm_fixtures import FixtureServer
 from bench.soak_results import results as _results
 from bench.writer import _scratch_database
 from engine.events import CycleFinished, DecisionMade, FeedStatus
@@ -62,8 +62,6 @@ BOOK_PER_S = {"BTCUSDT": 10.0, "ETHUSDT": 8.0, "SOLUSDT": 5.0, "BNBUSDT": 3.0, "
 DEFAULT_BOOK_PER_S = 3.0
 KLINE_EVERY_S, MARK_EVERY_S, TICKER_EVERY_S = 1.0, 1.0, 2.0
 SEED = 24
-FIXTURES = {"anthropic": "anthropic/tool_call", "deepseek": "deepseek/json_mode",
-            "openai": "openai/json_schema"}
 RUNS = 3
 
 
@@ -120,13 +118,13 @@ def rss_mb() -> float:
 class Probe:
     """Counts what the writer is handed per table, samples RSS at sim-time hours."""
 
-    def __init__(self, engine: Any, mocked: aioresponses, hours: int) -> None:
+    def __init__(self, engine: Any, server: FixtureServer, hours: int) -> None:
         bus = engine.bus
         # The same event types the writer subscribes to, lossless: every row it is handed.
         self._rows_sub = bus.subscribe("bench.soak.rows", tuple(ROW_OF), policy="block",
                                        capacity=1_000_000)
         self._feed_sub = bus.subscribe("bench.soak.feed", (FeedStatus,), capacity=1_000)
-        self._mocked = mocked
+        self._server = server
         self.hours = hours
         self.rows: Counter[str] = Counter()
         self.cycles: Counter[str] = Counter()
@@ -158,22 +156,14 @@ class Probe:
         for event in self._rows_sub.drain():
             self._take(event)
 
-    def _served(self) -> None:
-        # The mock keeps every exchange: aioresponses each request (prompts included) and each
-        # response it built, unittest.mock each call of the patched ClientSession._request.
-        # Count the requests, then reset that bookkeeping (and re-register the fixtures), so the
-        # mock's own memory (~2 MB per simulated hour) does not show up as the engine's growth.
-        for (_, url), calls in self._mocked.requests.items():
-            self.llm_requests[url.host or ""] += len(calls)
-        self._mocked.requests.clear()
-        self._mocked.clear()
-        serve_fixtures(self._mocked)
-        ClientSession._request.reset_mock()  # type: ignore[attr-defined]  # the patch's mock
+    def count_requests(self) -> None:
+        """Count the LLM requests the fixture server answered (once the engine has stopped: the
+        call is a blocking HTTP request)."""
+        self.llm_requests.update(self._server.served())
 
     async def sample_hours(self, clock: Any, start: float) -> None:
         for hour in range(1, self.hours):
             await clock.sleep_until(start + hour * 3600)
-            self._served()
             self.rss[hour] = rss_mb()
 
     def watch_loop_lag(self, monitor: Any) -> None:
@@ -194,7 +184,6 @@ class Probe:
                 self.replay_start_wall = timer()
                 self.replay_sched.append(schedstat())
             if event.state == "disconnected" and "replay finished" in event.detail:
-                self._served()
                 self.rss[self.hours] = rss_mb()
                 self.replay_done_wall = timer()
                 self.replay_sched.append(schedstat())
@@ -204,18 +193,12 @@ class Probe:
 # ---------------------------------------------------------------- the run
 
 
-def serve_fixtures(mocked: aioresponses) -> None:
-    """Answer every request of the three LLM providers with its recorded fixture."""
-    from engine.traders.fixtures import register_fixture
-
-    for fixture in FIXTURES.values():
-        register_fixture(mocked, fixture, repeat=True)
-
-
-def soak_settings(workdir: Path) -> Settings:
-    """Return the repository's settings with the control API off and the spill file in workdir."""
+def soak_settings(workdir: Path, llm: FixtureServer | None = None) -> Settings:
+    """Return the repository's settings with the control API off, the spill file in workdir and
+    (given `llm`) the three LLM providers' base URLs on the fixture server."""
     return load_settings(SETTINGS_FILE, overrides={
-        "control.enabled": False, "database.spill_path": str(workdir / "spill.jsonl"),
+        **(llm.base_urls() if llm is not None else {}), "control.enabled": False,
+        "database.spill_path": str(workdir / "spill.jsonl"),
         "database.embedded_dir": str(workdir / "pg")})
 
 
@@ -227,33 +210,33 @@ async def _count_in_database(dsn: str) -> dict[str, int]:
         await conn.close()
 
 
-async def _soak(path: Path, settings: Settings, hours: int) -> dict[str, Any]:
+async def _soak(path: Path, settings: Settings, hours: int,
+                server: FixtureServer) -> dict[str, Any]:
     from engine.app.engine import Engine, Options
 
     async with _scratch_database() as dsn:
         secrets = Secrets(anthropic_api_key="sk-bench-fixture", openai_api_key="sk-bench-fixture",
                           deepseek_api_key="sk-bench-fixture", database_url=dsn,
                           control_token=None)
-        with aioresponses() as mocked:  # unmatched requests fail: nothing leaves the machine
-            serve_fixtures(mocked)
-            engine = Engine(settings, secrets, Options(replay=str(path), speed=None, live_llm=True))
-            probe = Probe(engine, mocked, hours)
-            probe.watch_loop_lag(engine.loop_monitor)
-            start = engine.clock.time()
-            rss_start = rss_mb()
-            tasks = [asyncio.create_task(probe.count_rows()),
-                     asyncio.create_task(probe.sample_hours(engine.clock, start)),
-                     asyncio.create_task(probe.sample_end_of_replay())]
-            t0 = timer()
-            try:
-                code = await engine.run()
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            wall = timer() - t0
-            probe.drain()
-            probe._served()
+        server.served()  # from zero
+        engine = Engine(settings, secrets, Options(replay=str(path), speed=None, live_llm=True))
+        probe = Probe(engine, server, hours)
+        probe.watch_loop_lag(engine.loop_monitor)
+        start = engine.clock.time()
+        rss_start = rss_mb()
+        tasks = [asyncio.create_task(probe.count_rows()),
+                 asyncio.create_task(probe.sample_hours(engine.clock, start)),
+                 asyncio.create_task(probe.sample_end_of_replay())]
+        t0 = timer()
+        try:
+            code = await engine.run()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        wall = timer() - t0
+        probe.drain()
+        probe.count_requests()
         in_db = await _count_in_database(dsn)
     replay_wall = (probe.replay_done_wall or timer()) - (probe.replay_start_wall or t0)
     sched = probe.replay_sched
@@ -336,17 +319,18 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
     configure(level="warning", fmt="json", stream=sys.stderr)
     hours = 1 if tiny else 2 if quick else 24
     outs = []
-    with tempfile.TemporaryDirectory(prefix="arena-bench-soak-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="arena-bench-soak-") as workdir, \
+            FixtureServer() as server:
         settings = soak_settings(Path(workdir))
         t0 = timer()
         path, cached = market_file(tuple(settings.feed.symbols), hours)
         gen_s = timer() - t0
         for i in range(1 if tiny else RUNS):
-            run_settings = soak_settings(Path(workdir) / f"run{i}")
+            run_settings = soak_settings(Path(workdir) / f"run{i}", server)
             idle = IdleLoopFloor(settings.engine.loop_lag_interval_seconds)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 try:
-                    out = runner.run(_soak(path, run_settings, hours))
+                    out = runner.run(_soak(path, run_settings, hours, server))
                 finally:
                     out_idle = idle.stop()
                 out["idle_lags"] = out_idle

@@ -119,7 +119,7 @@ def results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: Pa
                all(c == expected for c in cycles_ok) and all_ok,
                f"per run {cycles_ok}; last run by status {dict(probe.cycles)}; traders "
                f"{last['traders']}; decisions {dict(probe.decisions)}, invalid "
-               f"{dict(probe.invalid) or 0}; LLM requests served by fixtures {asked} "
+               f"{dict(probe.invalid) or 0}; LLM requests answered by the fixture server {asked} "
                f"({dict(probe.llm_requests)}) for {len(llm)} LLM traders",
                workload=min(min(cycles_ok), asked)),
         Result("soak.rows_in_database", sum(last["in_db"].values()), "rows",
