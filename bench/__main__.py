@@ -112,7 +112,7 @@ def run_module(name: str, quick: bool,
     env = dict(os.environ)
     if env.get("DATABASE_URL") and not env.get("TEST_DATABASE_URL"):
         env["TEST_DATABASE_URL"] = env["DATABASE_URL"]  # the modules make scratch databases there
-    # bench.decisions and bench.soak serve the recorded fixtures with tests/ helpers.
+    # the child imports bench and engine from this checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="arena-bench-") as tmp:
         out = Path(tmp) / "result.json"
