@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -201,8 +202,6 @@ def warm_board_stats(settings: LeaderboardSettings) -> float:
     thread pool the refreshes use, that happens before a run is watched rather than at the
     first cycle with enough returns, where it looked like growth.
     """
-    import time
-
     started = time.perf_counter()
     n = max(settings.min_returns, 8)
     rng = np.random.default_rng(0)
