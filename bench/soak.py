@@ -214,6 +214,11 @@ async def _soak(path: Path, settings: Settings, hours: int,
                 server: FixtureServer) -> dict[str, Any]:
     from engine.app.engine import Engine, Options
 
+    remote = {t.name: settings.llm.providers[t.provider].base_url for t in settings.traders
+              if t.provider is not None
+              and not settings.llm.providers[t.provider].base_url.startswith(server.url)}
+    if remote:  # nothing leaves the machine: every LLM trader asks the fixture server
+        raise RuntimeError(f"LLM traders not pointed at the fixture server: {remote}")
     async with _scratch_database() as dsn:
         secrets = Secrets(anthropic_api_key="sk-bench-fixture", openai_api_key="sk-bench-fixture",
                           deepseek_api_key="sk-bench-fixture", database_url=dsn,
