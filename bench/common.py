@@ -67,3 +67,14 @@ def schedstat() -> tuple[float, float]:
     except OSError:  # not Linux: CPU time only
         return time.thread_time(), 0.0
     return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+async def serve_locally(app: Any) -> tuple[Any, int]:
+    """Start the aiohttp `app` on 127.0.0.1 at a free port; return its runner (`cleanup()` stops
+    it) and the port."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, int(runner.addresses[0][1])

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.common import Result, at_most, timer
+from bench.common import Result, at_most, serve_locally, timer
 from engine.bus import Bus
 from engine.clock import LiveClock
 from engine.logging import configure
@@ -78,11 +78,8 @@ class FixtureServer:
     async def running(self) -> AsyncIterator[FixtureServer]:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._answer)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runner, port = await serve_locally(app)
+        self.url = f"http://127.0.0.1:{port}"
         try:
             yield self
         finally:

@@ -25,6 +25,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.common import serve_locally
+
 FIXTURES = {"anthropic": "anthropic/tool_call", "openai": "openai/json_schema",
             "deepseek": "deepseek/json_mode"}
 
@@ -63,11 +65,7 @@ def _serve(conn: Any) -> None:
             paths[provider] = path = urlsplit(fixture["request"]["url"]).path
             app.router.add_route(fixture["request"]["method"], path, answer(provider, fixture))
         app.router.add_get("/served", served)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_locally(app)
         conn.send({"port": port, "paths": paths})
         loop = asyncio.get_running_loop()
         try:
@@ -78,7 +76,7 @@ def _serve(conn: Any) -> None:
     asyncio.run(main())
 
 
-class FixtureServer:
+class FixtureProcess:
     """The recorded LLM answers on 127.0.0.1, in a child process, while the `with` lasts."""
 
     def __init__(self) -> None:
@@ -93,7 +91,7 @@ class FixtureServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> FixtureServer:
+    def __enter__(self) -> FixtureProcess:
         self._proc.start()
         if not self._conn.poll(60):
             self._proc.kill()

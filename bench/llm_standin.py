@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.common import serve_locally
 from engine.traders.fixtures import load_fixture
 
 NO_POSITION = "plan): none"  # the prompt's "## Your open positions (... your plan): none"
@@ -64,11 +65,7 @@ class SlowModel:
         self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._answer)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, self.port = await serve_locally(app)
         self._ready.set()
         try:
             await self._stop.wait()

@@ -43,7 +43,7 @@ import asyncpg
 import orjson
 
 from bench.common import Result, schedstat, timer
-from bench.llm_fixtures import FixtureServer
+from bench.llm_fixtures import FixtureProcess
 from bench.soak_results import results as _results
 from bench.writer import _scratch_database
 from engine.events import CycleFinished, DecisionMade, FeedStatus
@@ -118,7 +118,7 @@ def rss_mb() -> float:
 class Probe:
     """Counts what the writer is handed per table, samples RSS at sim-time hours."""
 
-    def __init__(self, engine: Any, server: FixtureServer, hours: int) -> None:
+    def __init__(self, engine: Any, server: FixtureProcess, hours: int) -> None:
         bus = engine.bus
         # The same event types the writer subscribes to, lossless: every row it is handed.
         self._rows_sub = bus.subscribe("bench.soak.rows", tuple(ROW_OF), policy="block",
@@ -193,7 +193,7 @@ class Probe:
 # ---------------------------------------------------------------- the run
 
 
-def soak_settings(workdir: Path, llm: FixtureServer | None = None) -> Settings:
+def soak_settings(workdir: Path, llm: FixtureProcess | None = None) -> Settings:
     """Return the repository's settings with the control API off, the spill file in workdir and
     (given `llm`) the three LLM providers' base URLs on the fixture server."""
     return load_settings(SETTINGS_FILE, overrides={
@@ -211,7 +211,7 @@ async def _count_in_database(dsn: str) -> dict[str, int]:
 
 
 async def _soak(path: Path, settings: Settings, hours: int,
-                server: FixtureServer) -> dict[str, Any]:
+                server: FixtureProcess) -> dict[str, Any]:
     from engine.app.engine import Engine, Options
 
     remote = {t.name: settings.llm.providers[t.provider].base_url for t in settings.traders
@@ -325,7 +325,7 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
     hours = 1 if tiny else 2 if quick else 24
     outs = []
     with tempfile.TemporaryDirectory(prefix="arena-bench-soak-") as workdir, \
-            FixtureServer() as server:
+            FixtureProcess() as server:
         settings = soak_settings(Path(workdir))
         t0 = timer()
         path, cached = market_file(tuple(settings.feed.symbols), hours)
