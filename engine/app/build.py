@@ -37,9 +37,10 @@ log = structlog.get_logger("app")
 BUILD_MODULES = (
     "engine.events", "engine.market.binance", "engine.market.book", "engine.market.candles",
     "engine.market.feed", "engine.market.pacing", "engine.market.recording",
-    "engine.market.snapshot", "engine.paper.broker", "engine.paper.funding",
-    "engine.paper.steps", "engine.store.database", "engine.store.recovery",
-    "engine.store.rows", "engine.store.writer", "engine.traders.blind", "engine.traders.cache",
+    "engine.market.snapshot", "engine.paper.board_worker", "engine.paper.broker",
+    "engine.paper.funding", "engine.paper.steps", "engine.store.database",
+    "engine.store.recovery", "engine.store.rows", "engine.store.writer", "engine.traders.blind",
+    "engine.traders.cache",
     "engine.traders.decide", "engine.traders.kinds", "engine.traders.rate_budget",
     "engine.traders.session", "engine.web.alerts", "strategies.llm", "strategies.registry",
 )
@@ -175,6 +176,7 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
     from engine.market.candles import CandleStore
     from engine.market.feed import Feed
     from engine.market.snapshot import MarketSnapshotStep
+    from engine.paper.board_worker import BoardWorker
     from engine.paper.broker import PaperBroker
     from engine.paper.steps import ExecuteStep, PnLStep, RiskStep
     from engine.store.writer import PersistStep
@@ -190,7 +192,10 @@ def build_components(settings: Settings, secrets: Secrets, options: Options, bus
                          symbols=s.feed.symbols,
                          max_price_age=s.feed.max_price_age_seconds,
                          board=s.leaderboard, funding_history=_funding_history(s, options, clock),
-                         gate=gate)
+                         gate=gate,
+                         # the bootstrap of the engine's per-cycle leaderboard in a process of its
+                         # own; a backtest's, rare and one of many in a sweep, in a thread
+                         board_worker=BoardWorker(processes=not options.in_backtest))
     # the null: the trader of strategy `random` (the first by name if several), as in the report
     broker.board.null_trader = min(
         (t.name for t in s.traders if t.strategy == "random" and t.enabled), default=None)

@@ -49,11 +49,7 @@ from engine.traders.warmup import prewarm, warm_up
 
 log = structlog.get_logger("app")
 
-
-def _warm_board_stats(settings: Settings) -> None:
-    from engine.paper.leaderboard import warm_board_stats  # numpy: imported off the loop
-
-    warm_board_stats(settings.leaderboard)
+_BOARD_AT_STOP_S = 10.0  # how long a stop waits for the last cycle's leaderboard refresh
 
 
 def _file_sha256(path: str) -> str:
@@ -218,8 +214,6 @@ class Engine:
 
     async def _early_start_up(self) -> dict[str, float]:
         await asyncio.to_thread(preload)
-        # in the pool the leaderboard's refreshes use (asyncio.to_thread: the default executor)
-        await asyncio.to_thread(_warm_board_stats, self.settings)
         return await prewarm(providers_to_warm(self.settings, self.secrets, self.options))
 
     async def _run(self) -> int:
@@ -256,6 +250,8 @@ class Engine:
                 await self.db.close()
             if getattr(self, "decisions", None) is not None:
                 await self.decisions.aclose()  # the SDKs' HTTP sessions
+            if getattr(self, "broker", None) is not None:
+                self.broker.board.worker.close()  # the leaderboard's worker process
             thaw_heap()  # what the start-up froze can be collected again (app.memory)
 
     async def _supervise(self) -> int:
@@ -310,6 +306,10 @@ class Engine:
         except* _Shutdown:
             pass
         finally:
+            try:  # the last cycle's leaderboard (shown only: it never holds up a stop for long)
+                await asyncio.wait_for(self.broker.board_published(), _BOARD_AT_STOP_S)
+            except TimeoutError:
+                log.warning("leaderboard.not_published", waited_s=_BOARD_AT_STOP_S)
             await self._final_snapshots()
             if writer_task is not None:
                 writer_task.cancel()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -28,6 +28,7 @@ from engine.decision import Action, Decision
 from engine.events import AccountSnapshot, BookTicker, DecisionRejected, Leaderboard, MarkPrice
 from engine.halt import TradingGate
 from engine.paper.accounts import Account, AccountState, Position
+from engine.paper.board_worker import BoardWorker
 from engine.paper.execution import Executor
 from engine.paper.fills import FillEvents
 from engine.paper.funding import FundingHistory, settle_missed_funding
@@ -53,7 +54,8 @@ class PaperBroker:
                  max_price_age: float | None = None,
                  board: LeaderboardSettings | None = None,
                  funding_history: FundingHistory | None = None,
-                 gate: TradingGate | None = None) -> None:
+                 gate: TradingGate | None = None,
+                 board_worker: BoardWorker | None = None) -> None:
         self.settings = settings
         self.gate = gate or TradingGate()  # halted (engine.halt): the accounts are frozen
         self.bus, self.clock, self.book = bus, clock, book
@@ -67,7 +69,7 @@ class PaperBroker:
         self.watches = Watches()
         self.views = AccountViews(self.accounts, self.marks, clock)
         self.board = BoardView(self.accounts, self.marks, bus, clock,
-                               board or LeaderboardSettings())
+                               board or LeaderboardSettings(), board_worker)
         self.limits = Limits(self.risk, self.accounts, self.marks, self.views, bus)
         self.fills = FillEvents(self.watches)
         # feed.max_price_age_seconds: a decision never fills on a price older than this
@@ -128,8 +130,19 @@ class PaperBroker:
         return self.board.leaderboard(cycle_id, publish=publish, log_rows=log_rows)
 
     async def refresh_board_stats(self) -> BoardStats:
-        """Recompute the CIs and pairwise comparisons from the kept returns, in a thread."""
+        """Recompute the CIs and pairwise comparisons from the kept returns, off the loop."""
         return await self.board.refresh_board_stats()
+
+    def publish_board_when_refreshed(self, cycle_id: str | None, *, log_rows: bool = True,
+                                     on_board: Callable[[Leaderboard], None] | None = None
+                                     ) -> asyncio.Task[Leaderboard]:
+        """Publish `cycle_id`'s leaderboard (points as of now) once its statistics are
+        refreshed, without waiting for it (BoardView.publish_when_refreshed)."""
+        return self.board.publish_when_refreshed(cycle_id, log_rows=log_rows, on_board=on_board)
+
+    async def board_published(self) -> None:
+        """Wait until the leaderboard being refreshed, if any, is published."""
+        await self.board.published()
 
     # ------------------------------------------------------------ state the parts keep
 

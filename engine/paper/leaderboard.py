@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -113,8 +112,23 @@ def build_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: flo
     Ranked rows come first, best return first; rows below `min_coverage` follow with rank None.
     `null` names the random trader: each other row gets `p_beats_random`.
     """
-    rows = sorted((row(a, marks, now, min_returns=min_returns) for a in accounts),
-                  key=lambda r: (-(r["return_pct"] or 0.0), r["trader"]))
+    return rank_rows(point_rows(accounts, marks, now, min_returns=min_returns), stats=stats,
+                     min_coverage=min_coverage, beats_p=beats_p, null=null)
+
+
+def point_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: float, *,
+               min_returns: int = 2) -> tuple[dict[str, Any], ...]:
+    """Return every trader's row of point estimates, best return first (no rank, no CI yet):
+    what the accounts show now, kept while the bootstrap for `rank_rows` runs."""
+    return tuple(sorted((row(a, marks, now, min_returns=min_returns) for a in accounts),
+                        key=lambda r: (-(r["return_pct"] or 0.0), r["trader"])))
+
+
+def rank_rows(points: Sequence[Mapping[str, Any]], *, stats: BoardStats | None = None,
+              min_coverage: float = 0.0, beats_p: float = 0.95,
+              null: str | None = None) -> tuple[dict[str, Any], ...]:
+    """Return `point_rows`' rows (left unchanged) with `stats`' fields and their ranks."""
+    rows = [dict(r) for r in points]
     for r in rows:
         if stats is not None:
             r.update({k: stats.per_trader.get(r["trader"], {}).get(k) for k in STAT_KEYS})
@@ -191,24 +205,6 @@ def board_stats(series: Mapping[str, Sequence[tuple[float, float]]],
         return _board_stats(series, periods_per_year, settings)
     finally:
         release_resamples()  # the next refresh has a longer series: nothing to share with it
-
-
-def warm_board_stats(settings: LeaderboardSettings) -> float:
-    """Compute the statistics once on a made-up series of `min_returns` returns and two traders;
-    return the seconds it took.
-
-    The first refresh of a process loads what numpy's random generator, BLAS and the quantile
-    code keep for later (about 5 MB, measured in the soak); done at start-up, in the worker
-    thread pool the refreshes use, that happens before a run is watched rather than at the
-    first cycle with enough returns, where it looked like growth.
-    """
-    started = time.perf_counter()
-    n = max(settings.min_returns, 8)
-    rng = np.random.default_rng(0)
-    series = {name: [(i * 300.0, float(x)) for i, x in enumerate(rng.normal(0, 1e-3, n))]
-              for name in ("a", "b")}
-    board_stats(series, dict.fromkeys(series, 105_120.0), settings)
-    return time.perf_counter() - started
 
 
 def _board_stats(series: Mapping[str, Sequence[tuple[float, float]]],

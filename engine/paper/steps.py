@@ -111,16 +111,30 @@ class PnLStep:
         broker.mark_all()
         if not ctx.dry_run:
             broker.publish_snapshots("cycle", ctx.cycle_id)
-        if self._cycles % self._board_every == 0:
-            if not self._background:
-                await broker.refresh_board_stats()
-            elif self._refresh is None or self._refresh.done():
-                self._refresh = asyncio.create_task(broker.refresh_board_stats())
-                self._refresh.add_done_callback(_log_failure)
+        refresh = self._cycles % self._board_every == 0
         self._cycles += 1
+        if refresh and not self._background:
+            # The engine: this cycle's leaderboard is published when the refresh of its own
+            # statistics is done (its points as of now), beside what follows; the last
+            # cycle's first, so there is one refresh at a time and boards come in order.
+            await broker.board_published()
+            broker.publish_board_when_refreshed(
+                ctx.cycle_id, log_rows=not self._console,
+                on_board=self._print if self._console else None)
+            if self._console:  # a console's table is printed among its own cycle's lines
+                await broker.board_published()
+            return
+        if refresh and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(broker.refresh_board_stats())
+            self._refresh.add_done_callback(_log_failure)
         # In console mode the table is the leaderboard's only trace (no repr of its rows).
         board = broker.leaderboard(ctx.cycle_id, log_rows=not self._console)
-        if self._console and board.rows:
+        if self._console:
+            self._print(board)
+
+    @staticmethod
+    def _print(board: Any) -> None:
+        if board.rows:
             print(render_table(board.rows, info=board.stats, pairwise=board.pairwise),
                   flush=True)
 

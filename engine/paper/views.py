@@ -3,12 +3,14 @@
 `AccountViews` reads the ledger at the marks: the prompt's account and positions, the recent
 fills, and the whole-account `AccountSnapshot` row (taking one also tracks the account's peak
 equity). `BoardView` ranks the accounts: point estimates now, CIs and pairwise comparisons from
-the last `refresh_board_stats`.
+the last `refresh_board_stats`; `publish_when_refreshed` publishes a cycle's leaderboard once
+the refresh of its own statistics is done, without holding up the cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -18,7 +20,8 @@ from engine.bus import Bus
 from engine.clock import Clock
 from engine.events import AccountSnapshot, Leaderboard
 from engine.paper.accounts import Account
-from engine.paper.leaderboard import BoardStats, board_stats, build_rows
+from engine.paper.board_worker import BoardWorker
+from engine.paper.leaderboard import BoardStats, point_rows, rank_rows
 from engine.paper.ledger import Ledger
 from engine.paper.marks import Marks
 from engine.settings import LeaderboardSettings
@@ -116,47 +119,99 @@ class AccountViews:
 class BoardView:
     """The leaderboard of the ledger's accounts, published on the bus."""
 
-    __slots__ = ("bus", "clock", "ledger", "marks", "null_trader", "settings", "stats")
+    __slots__ = ("_publishing", "bus", "clock", "ledger", "marks", "null_trader", "settings",
+                 "stats", "worker")
 
     def __init__(self, ledger: Ledger, marks: Marks, bus: Bus, clock: Clock,
-                 settings: LeaderboardSettings) -> None:
+                 settings: LeaderboardSettings, worker: BoardWorker | None = None) -> None:
         self.ledger, self.marks, self.bus, self.clock = ledger, marks, bus, clock
         self.settings = settings
-        self.stats: BoardStats | None = None  # CIs and pairwise of the last cycle
+        self.stats: BoardStats | None = None  # CIs and pairwise of the last refresh
         # the trader whose strategy is `random` (the null hypothesis; the first by name if
         # several), set by the app; each other leaderboard row then shows P(trader beats random)
         self.null_trader: str | None = None
+        # where the bootstrap runs (engine.paper.board_worker): a thread unless told otherwise
+        self.worker = worker or BoardWorker(processes=False)
+        self._publishing: asyncio.Task[Leaderboard] | None = None
 
-    async def refresh_board_stats(self) -> BoardStats:
-        """Recompute the CIs and pairwise comparisons from the kept returns, in a thread."""
+    def _returns(self) -> tuple[dict[str, tuple[tuple[float, float], ...]],
+                                dict[str, float | None]]:
+        """Return each account's kept (ts, return) pairs and periods per year, as of now."""
         series = {t: tuple(a.state.returns.recent) for t, a in self.ledger.items()}
         ppy = {t: a.state.returns.periods_per_year() for t, a in self.ledger.items()}
-        # numpy bootstrap work: off the event loop, so ticks and triggers never wait for it
-        self.stats = await asyncio.to_thread(board_stats, series, ppy, self.settings)
+        return series, ppy
+
+    async def refresh_board_stats(self) -> BoardStats:
+        """Recompute the CIs and pairwise comparisons from the kept returns, off the loop."""
+        series, ppy = self._returns()  # numpy bootstrap work: ticks and triggers never wait
+        self.stats = await self.worker.compute(series, ppy, self.settings)
         return self.stats
+
+    def publish_when_refreshed(self, cycle_id: str | None, *, log_rows: bool = True,
+                               on_board: Callable[[Leaderboard], None] | None = None
+                               ) -> asyncio.Task[Leaderboard]:
+        """Refresh the statistics from the returns kept now, then publish the leaderboard of
+        `cycle_id` (and hand it to `on_board`): its points and time as of now, its CIs and
+        ranks from that refresh. The caller goes on meanwhile; a refresh that fails is logged
+        (`leaderboard.refresh_failed`) and the board shows the last statistics. Call
+        `published()` first: one refresh at a time, boards in cycle order."""
+        points, now = self._points(), self.clock.time()
+        series, ppy = self._returns()
+
+        async def refresh_then_publish() -> Leaderboard:
+            try:
+                self.stats = await self.worker.compute(series, ppy, self.settings)
+            except Exception as exc:  # isolation boundary: shown statistics only, never stored
+                log.error("leaderboard.refresh_failed", cycle_id=cycle_id, error=repr(exc))
+            board = self._publish(cycle_id, points, now, self.stats, log_rows=log_rows)
+            if on_board is not None:
+                on_board(board)
+            return board
+
+        self._publishing = asyncio.create_task(refresh_then_publish(), name="leaderboard")
+        return self._publishing
+
+    async def published(self) -> None:
+        """Wait until the leaderboard `publish_when_refreshed` started (if any) is published."""
+        task, self._publishing = self._publishing, None
+        if task is not None:
+            await task
+
+    def _points(self) -> tuple[dict[str, Any], ...]:
+        marks = {s: self.marks.get(s, p.entry_price)
+                 for acc in self.ledger.values() for s, p in acc.positions.items()}
+        return point_rows(self.ledger.values(), marks, self.clock.time(),
+                          min_returns=self.settings.min_returns)
 
     def leaderboard(self, cycle_id: str | None, *, publish: bool = True,
                     log_rows: bool = True) -> Leaderboard:
         """Return the leaderboard; when `publish`, also publish it and (when `log_rows`) log it
         as `leaderboard`.
 
-        Point estimates are current; CIs and P(A beats B) are those of the last
-        `refresh_board_stats` (the last cycle).
+        Point estimates are current; CIs and P(A beats B) are those of the last refresh.
         """
-        marks = {s: self.marks.get(s, p.entry_price)
-                 for acc in self.ledger.values() for s, p in acc.positions.items()}
-        now = self.clock.time()
-        stats = self.stats
-        bs = self.settings
-        rows = build_rows(self.ledger.values(), marks, now, min_returns=bs.min_returns,
-                          stats=stats, min_coverage=bs.min_coverage, beats_p=bs.beats_p,
-                          null=self.null_trader)
-        pairs = stats.ranked_pairs([r["trader"] for r in rows]) if stats is not None else ()
-        board = Leaderboard(cycle_id, rows, now, pairwise=pairs,
-                            stats=dict(stats.info) if stats is not None else {})
+        board = self._board(cycle_id, self._points(), self.clock.time(), self.stats)
         if publish:
-            self.bus.publish(board)
-            if log_rows:
-                log.info("leaderboard", cycle_id=cycle_id, rows=list(board.rows),
-                         pairwise=list(board.pairwise))
+            self._announce(board, log_rows=log_rows)
         return board
+
+    def _publish(self, cycle_id: str | None, points: Sequence[Mapping[str, Any]], now: float,
+                 stats: BoardStats | None, *, log_rows: bool) -> Leaderboard:
+        board = self._board(cycle_id, points, now, stats)
+        self._announce(board, log_rows=log_rows)
+        return board
+
+    def _board(self, cycle_id: str | None, points: Sequence[Mapping[str, Any]], now: float,
+               stats: BoardStats | None) -> Leaderboard:
+        bs = self.settings
+        rows = rank_rows(points, stats=stats, min_coverage=bs.min_coverage, beats_p=bs.beats_p,
+                         null=self.null_trader)
+        pairs = stats.ranked_pairs([r["trader"] for r in rows]) if stats is not None else ()
+        return Leaderboard(cycle_id, rows, now, pairwise=pairs,
+                           stats=dict(stats.info) if stats is not None else {})
+
+    def _announce(self, board: Leaderboard, *, log_rows: bool) -> None:
+        self.bus.publish(board)
+        if log_rows:
+            log.info("leaderboard", cycle_id=board.cycle_id, rows=list(board.rows),
+                     pairwise=list(board.pairwise))

@@ -17,7 +17,6 @@ from engine.paper.leaderboard import (
     board_stats,
     build_rows,
     render_table,
-    warm_board_stats,
 )
 from engine.paper.stats import SECONDS_PER_YEAR, ReturnStats
 from engine.settings import LeaderboardSettings
@@ -253,21 +252,3 @@ def test_console_table_says_why_its_statistics_are_withheld() -> None:
         accs, LeaderboardSettings(min_returns=10)))
     assert "withheld" not in render_table(enough, info=stats_of(
         accs, LeaderboardSettings(min_returns=10)).info)
-
-
-def test_the_start_up_warm_up_runs_the_statistics_once_on_enough_returns(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.paper.leaderboard as board
-
-    seen: list[BoardStats] = []
-    real = board.board_stats
-
-    def spy(*args: object) -> BoardStats:
-        seen.append(real(*args))  # type: ignore[arg-type]
-        return seen[-1]
-
-    monkeypatch.setattr(board, "board_stats", spy)
-    took = warm_board_stats(LeaderboardSettings(min_returns=30, bootstrap_samples=200))
-    assert took > 0 and len(seen) == 1
-    assert all(row["sharpe_ci"] is not None for row in seen[0].per_trader.values())
-    assert [p["p_a_beats_b"] is not None for p in seen[0].pairwise] == [True]

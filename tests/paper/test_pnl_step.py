@@ -1,4 +1,5 @@
-"""The PnL step's leaderboard refresh: awaited live, in the background in a backtest."""
+"""The PnL step's leaderboard refresh. Live: the cycle's board is published once the refresh of
+its own statistics is done, and the next cycle waits for it. A backtest: in the background."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from engine.bus import Bus
+from engine.bus import Bus, Subscription
 from engine.clock import SimClock
 from engine.cycle import CycleContext
+from engine.events import Leaderboard
+from engine.paper.board_worker import BoardWorker, Series
 from engine.paper.broker import PaperBroker
 from engine.paper.leaderboard import BoardStats
 from engine.paper.steps import PnLStep
+from engine.settings import LeaderboardSettings
 from tests.support.broker import FakeBook, broker_settings, risk_settings
 
 
@@ -45,11 +49,89 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_live_the_cycle_waits_for_the_leaderboards_cis(clock: SimClock, bus: Bus) -> None:
-    broker = GatedBroker(clock, bus)
-    broker.gate.set()
-    await PnLStep(broker)(ctx_of(clock, 1))
-    assert (broker.started, broker.finished) == (1, 1)
+class GatedWorker(BoardWorker):
+    """The real worker (in a thread) whose refreshes wait for the test to let them finish."""
+
+    def __init__(self) -> None:
+        super().__init__(processes=False)
+        self.gate = asyncio.Event()
+        self.started = self.finished = 0
+        self.fail = False
+
+    async def compute(self, series: Series, periods_per_year: dict[str, float | None],
+                      settings: LeaderboardSettings) -> BoardStats:
+        self.started += 1
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("resampling failed")
+        stats = await super().compute(series, periods_per_year, settings)
+        self.finished += 1
+        return stats
+
+
+def live_broker(clock: SimClock, bus: Bus, worker: GatedWorker) -> PaperBroker:
+    broker = PaperBroker(broker_settings(), risk_settings(), bus, clock, FakeBook(),
+                         symbols=["BTCUSDT"], board_worker=worker)
+    broker.open_account("a", 10_000.0)
+    return broker
+
+
+def boards(sub: Subscription) -> list[Leaderboard]:
+    return [e for e in sub.drain() if isinstance(e, Leaderboard)]
+
+
+async def test_live_a_cycles_board_is_published_when_its_refresh_is_done_as_of_the_cycle(
+        clock: SimClock, bus: Bus) -> None:
+    worker = GatedWorker()
+    broker = live_broker(clock, bus, worker)
+    sub = bus.subscribe("test", [Leaderboard])
+    ctx = ctx_of(clock, 1)
+    await PnLStep(broker)(ctx)  # returns while the refresh waits at the gate
+    await settle()
+    assert (worker.started, worker.finished) == (1, 0) and boards(sub) == []
+    await clock.advance(60)
+    broker.open_account("b", 5_000.0)  # after the cycle: not on its board
+    worker.gate.set()
+    await broker.board_published()
+    [board] = boards(sub)
+    assert (board.cycle_id, board.ts) == ("c1", ctx.started_at)
+    assert [r["trader"] for r in board.rows] == ["a"] and board.stats == dict(
+        broker.board_stats.info)  # type: ignore[union-attr]
+
+
+async def test_live_the_next_cycle_waits_for_the_last_boards_refresh(
+        clock: SimClock, bus: Bus) -> None:
+    worker = GatedWorker()
+    broker = live_broker(clock, bus, worker)
+    sub = bus.subscribe("test", [Leaderboard])
+    step = PnLStep(broker)
+    await step(ctx_of(clock, 1))
+    second = asyncio.create_task(step(ctx_of(clock, 2)))
+    await settle()
+    assert not second.done() and worker.started == 1  # one refresh at a time
+    worker.gate.set()
+    await second
+    await broker.board_published()
+    assert [b.cycle_id for b in boards(sub)] == ["c1", "c2"] and worker.finished == 2
+
+
+async def test_live_a_failed_refresh_is_logged_and_the_board_shows_the_last_statistics(
+        clock: SimClock, bus: Bus) -> None:
+    worker = GatedWorker()
+    worker.gate.set()
+    broker = live_broker(clock, bus, worker)
+    sub = bus.subscribe("test", [Leaderboard])
+    step = PnLStep(broker)
+    await step(ctx_of(clock, 1))
+    await broker.board_published()
+    last = broker.board_stats
+    worker.fail = True
+    with capture_logs() as logs:
+        await step(ctx_of(clock, 2))
+        await broker.board_published()
+    failed = [e for e in logs if e["event"] == "leaderboard.refresh_failed"]
+    assert len(failed) == 1 and "resampling failed" in failed[0]["error"]
+    assert [b.cycle_id for b in boards(sub)] == ["c1", "c2"] and broker.board_stats is last
 
 
 async def test_a_backtest_does_not_wait_for_the_cis_nor_doubles_a_running_refresh(

@@ -348,5 +348,6 @@ async def test_console_mode_prints_the_table_without_logging_the_rows(
     assert [e for e in logs if e["event"] == "leaderboard"] == []
     with capture_logs() as logs:
         await PnLStep(broker, console=False)(ctx)
+        await broker.board_published()  # logged when its refresh is done
     assert capsys.readouterr().out == ""
     assert [e["event"] for e in logs if e["event"] == "leaderboard"] == ["leaderboard"]
