@@ -17,6 +17,8 @@ computed here, at once. Its results are the same as in a thread: the draws are s
 (engine.paper.stats). When the process dies, the refresh fails with `BrokenProcessPool` (the
 caller logs it and keeps the last statistics) and the next refresh starts a new one. When the
 engine dies (kill -9), the process notices within a second and exits: it is never left behind.
+Where no process can be started (process limits, no working `sem_open`), the first refresh logs
+`leaderboard.worker_unavailable` and the bootstrap runs in a thread from then on.
 """
 
 from __future__ import annotations
@@ -60,15 +62,22 @@ class BoardWorker:
         if not self.processes:
             return await asyncio.to_thread(board_stats, series, periods_per_year, settings)
         loop = asyncio.get_running_loop()
-        pool = self._pool
-        if pool is None:
-            pool = self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent, initargs=(os.getpid(),))
-            self.started += 1
         try:
-            return await loop.run_in_executor(pool, board_stats, series, periods_per_year,
-                                              settings)
+            pool = self._pool
+            if pool is None:
+                pool = self._pool = ProcessPoolExecutor(
+                    1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent, initargs=(os.getpid(),))
+                self.started += 1
+            future = loop.run_in_executor(pool, board_stats, series, periods_per_year, settings)
+        except (OSError, NotImplementedError) as exc:  # no process here (limits, no sem_open)
+            log.warning("leaderboard.worker_unavailable", error=repr(exc),
+                        detail="the bootstrap runs in a thread from now on")
+            self.close()
+            self.processes = False
+            return await asyncio.to_thread(board_stats, series, periods_per_year, settings)
+        try:
+            return await future
         except BrokenProcessPool:
             log.error("leaderboard.worker_died", detail="the next refresh starts a new one")
             self._drop(pool)

@@ -173,9 +173,11 @@ class BoardView:
 
     async def published(self) -> None:
         """Wait until the leaderboard `publish_when_refreshed` started (if any) is published."""
-        task, self._publishing = self._publishing, None
+        task = self._publishing
         if task is not None:
-            await task
+            await asyncio.shield(task)  # a waiter cancelled (a cycle timed out) leaves it be
+            if self._publishing is task:
+                self._publishing = None
 
     def _points(self) -> tuple[dict[str, Any], ...]:
         marks = {s: self.marks.get(s, p.entry_price)

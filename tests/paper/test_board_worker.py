@@ -67,6 +67,24 @@ async def test_a_dead_worker_fails_its_refresh_and_the_next_one_starts_a_new_pro
     assert worker.started == 2 and stats == board_stats(series(42), PPY, SETTINGS)
 
 
+async def test_where_no_process_can_start_the_bootstrap_runs_in_a_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.paper.board_worker as module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(module, "ProcessPoolExecutor", refuse)
+    worker = BoardWorker(processes=True)
+    with capture_logs() as logs:
+        stats = await worker.compute(series(40), PPY, SETTINGS)
+        again = await worker.compute(series(41), PPY, SETTINGS)
+    assert stats == board_stats(series(40), PPY, SETTINGS)
+    assert again == board_stats(series(41), PPY, SETTINGS)
+    assert [e["event"] for e in logs] == ["leaderboard.worker_unavailable"]  # once
+    assert not worker.processes and worker.started == 0
+
+
 async def test_a_backtests_worker_uses_a_thread() -> None:
     worker = BoardWorker(processes=False)
     assert await worker.compute(series(40), PPY, SETTINGS) == board_stats(series(40), PPY,

@@ -169,3 +169,18 @@ async def test_a_failed_background_refresh_is_logged_and_the_next_one_tried(
     failed = [e for e in logs if e["event"] == "leaderboard.refresh_failed"]
     assert broker.started == 2  # the failure did not stop the next due refresh
     assert len(failed) == 2 and all("resampling failed" in e["error"] for e in failed)
+
+
+async def test_live_a_cancelled_wait_leaves_the_boards_refresh_running(
+        clock: SimClock, bus: Bus) -> None:
+    worker = GatedWorker()
+    broker = live_broker(clock, bus, worker)
+    sub = bus.subscribe("test", [Leaderboard])
+    await PnLStep(broker)(ctx_of(clock, 1))
+    waiter = asyncio.create_task(broker.board_published())  # a cycle that then times out
+    await settle()
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    worker.gate.set()
+    await broker.board_published()  # still the one to wait for
+    assert [b.cycle_id for b in boards(sub)] == ["c1"] and worker.finished == 1
