@@ -40,9 +40,9 @@ BUILD_MODULES = (
     "engine.market.snapshot", "engine.paper.board_worker", "engine.paper.broker",
     "engine.paper.funding", "engine.paper.steps", "engine.store.database",
     "engine.store.recovery", "engine.store.rows", "engine.store.writer", "engine.traders.blind",
-    "engine.traders.cache",
-    "engine.traders.decide", "engine.traders.kinds", "engine.traders.rate_budget",
-    "engine.traders.session", "engine.web.alerts", "strategies.llm", "strategies.registry",
+    "engine.traders.cache", "engine.traders.decide", "engine.traders.kinds",
+    "engine.traders.rate_budget", "engine.traders.session", "engine.web.alerts", "strategies.llm",
+    "strategies.registry",
 )
 
 

@@ -2,14 +2,14 @@
 
 `board_stats` (engine.paper.leaderboard) is numpy work of tens of milliseconds a refresh: 1,000
 resamples of each trader's returns and of every pair's. In a thread it shares the interpreter
-lock with the event loop, and takes it back after each numpy call: in a 24-hour soak
-(bench.soak) the refreshes running in a thread beside the replay made the loop thread's CPU
-time 19 % larger (41.0 s against 34.5 s) and the replay slower (55.8 s against 52.1 s) than
-waiting for each. `BoardWorker(processes=True)`, the engine's, runs them in one process of its
-own (spawned, so nothing of this one is inherited), on another core, and the loop never waits
-for the lock. A backtest's, `processes=False`, keeps the thread: its refreshes are rare (every
-`backtest.board_every_cycles` cycles) and a sweep runs many backtests side by side, each of
-which would otherwise start a process.
+lock with the event loop, and takes it back after each numpy call: one 24-hour soak
+(bench.soak) with the refreshes in a thread beside the replay measured 41.0 s of the loop
+thread's CPU time against 34.5 s with each refresh awaited, and a slower replay (55.8 s against
+52.1 s; single runs on a shared machine). `BoardWorker(processes=True)`, the engine's, runs them
+in one process of its own (spawned, so nothing of this one is inherited), on another core, and
+the loop never waits for the lock. A backtest's, `processes=False`, keeps the thread: its
+refreshes are rare (every `backtest.board_every_cycles` cycles) and a sweep runs many backtests
+side by side, each of which would otherwise start a process.
 
 The process is started at the first refresh with something to resample: a run that never has
 `leaderboard.min_returns` returns never starts one, and a refresh with nothing to resample is
