@@ -15,7 +15,8 @@ Measured, each the median of 3 runs (a fresh database each):
   replay runs, minus the same percentile of an idle loop sampled the same way in a sibling
   process during the same run: <= 2 ms;
 * cycles run (all 288 `ok`), rows the writer was handed per table against `select count(*)`
-  afterwards (must be equal), wall time.
+  afterwards (must be equal), wall time; the resident memory of the leaderboard's worker process
+  (engine.paper.board_worker, a process of its own), hourly from its start, for information.
 
 The market comes from engine.market.marketgen, one generator per symbol at that symbol's own book-
 update rate, merged in receive-time order; the file is cached under `ARENA_BENCH_CACHE` (default
@@ -106,9 +107,9 @@ def market_file(symbols: tuple[str, ...], hours: float) -> tuple[Path, bool]:
 # ---------------------------------------------------------------- watching the engine
 
 
-def rss_mb() -> float:
-    """Return this process's resident memory in MB (VmRSS of /proc/self/status)."""
-    with open("/proc/self/status", encoding="ascii") as fh:
+def rss_mb(pid: int | str = "self") -> float:
+    """Return a process's resident memory in MB (VmRSS of /proc/<pid>/status; this one's)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
@@ -132,6 +133,9 @@ class Probe:
         self.decisions: Counter[str] = Counter()
         self.llm_requests: Counter[str] = Counter()
         self.rss: dict[int, float] = {}
+        self._engine = engine
+        # the leaderboard's worker process (engine.paper.board_worker), from its start on
+        self.worker_rss: dict[int, float] = {}
         self.replay_start_wall: float | None = None
         self.replay_done_wall: float | None = None
         # The loop thread's (seconds on a core, seconds waiting for one) at the start and the end.
@@ -165,6 +169,13 @@ class Probe:
         for hour in range(1, self.hours):
             await clock.sleep_until(start + hour * 3600)
             self.rss[hour] = rss_mb()
+            self._sample_worker(hour)
+
+    def _sample_worker(self, hour: int) -> None:
+        broker = getattr(self._engine, "broker", None)
+        pids = broker.board.worker.pids() if broker is not None else ()
+        if pids:
+            self.worker_rss[hour] = sum(rss_mb(pid) for pid in pids)
 
     def watch_loop_lag(self, monitor: Any) -> None:
         """Keep every lag sample the engine's loop monitor takes while the replay runs."""
@@ -185,6 +196,7 @@ class Probe:
                 self.replay_sched.append(schedstat())
             if event.state == "disconnected" and "replay finished" in event.detail:
                 self.rss[self.hours] = rss_mb()
+                self._sample_worker(self.hours)
                 self.replay_done_wall = timer()
                 self.replay_sched.append(schedstat())
                 return

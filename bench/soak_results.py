@@ -79,6 +79,8 @@ def results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: Pa
     mid = growths.index(worst) if measured else len(outs) - 1
     rss = outs[mid]["probe"].rss
     first, middle, end = rss.get(1), rss.get(hours // 2), rss.get(hours)
+    wrss = outs[mid]["probe"].worker_rss
+    wend = wrss.get(hours)
     lag_samples = [len(o["probe"].lags) for o in outs]
     return [
         Result("soak.vs_feed_replay", round(med(ratios), 3), "x", f">= {RATIO_TARGET}",
@@ -137,5 +139,10 @@ def results(outs: list[dict[str, Any]], settings: Settings, hours: int, path: Pa
         Result("soak.rss_end", round(end or float("nan"), 1), "MB", "", None,
                f"when the replay of hour {hours} ends; {outs[mid]['rss_stopped']:.1f} MB after "
                f"the engine stopped"),
+        Result("soak.rss_board_worker_end", round(wend or float("nan"), 1), "MB", "", None,
+               "the leaderboard's worker process (engine.paper.board_worker), not in the figures "
+               "above (the engine's own process), when the replay ends (the worst run); hourly "
+               "from its start at the first refresh: "
+               + (" ".join(f"{h}h={v:.1f}" for h, v in sorted(wrss.items())) or "never started")),
     ]
 

@@ -83,6 +83,10 @@ class BoardWorker:
             self._drop(pool)
             raise
 
+    def pids(self) -> tuple[int, ...]:
+        """Return the worker process's pid, or nothing while no process runs."""
+        return tuple(self._pool._processes or ()) if self._pool is not None else ()
+
     def close(self) -> None:
         """Stop the worker process (a refresh it is computing is abandoned)."""
         if self._pool is not None:
