@@ -61,6 +61,12 @@ class ReplayProgress:
         self.sim_end: float | None = None
         self.started = self.wall.monotonic()
         self.finished = False
+        self._counting: asyncio.Future[None] | None = None  # the count, once started
+
+    def _count_once(self) -> asyncio.Future[None]:
+        if self._counting is None:
+            self._counting = asyncio.ensure_future(self.count())
+        return self._counting
 
     async def count(self) -> None:
         """Count the file's frames (in a thread: a large file takes a moment)."""
@@ -95,8 +101,8 @@ class ReplayProgress:
 
     async def watch(self, *, bar: bool, console: Any = None) -> None:
         """Follow the replay until cancelled: a progress bar, or a log line every 10 %."""
-        if self.total is None:
-            await self.count()
+        if self.total is None:  # shielded: a replay that ends first still gets its total
+            await asyncio.shield(self._count_once())
         if bar:
             await self._bar(console)
         else:
@@ -109,6 +115,8 @@ class ReplayProgress:
         try:
             yield self
             self.finished = True
+            if self._counting is not None:  # the last figures have the total (a short file's
+                await asyncio.wait({self._counting})  # count can end after its replay)
         finally:
             watcher.cancel()
             await asyncio.wait({watcher})  # its own errors stay in it: a display never stops us

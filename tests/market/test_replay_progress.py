@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from structlog.testing import capture_logs
 
@@ -64,6 +66,30 @@ async def test_the_sample_replays_exactly_the_frames_counted() -> None:
     assert status["frames_done"] == status["frames_total"] == replay.frames > 30_000
     assert status["percent"] == 100.0 and status["eta_s"] == 0.0 and status["finished"]
     assert status["sim_total_s"] == status["sim_elapsed_s"] == 5400.0  # 1.5 h
+
+
+async def test_a_replay_that_ends_before_its_count_still_gets_the_total(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.market.progress as module
+
+    counted = threading.Event()
+    real = module.count_frames
+
+    def slow_count(path: str) -> tuple[int, float | None, float | None]:
+        counted.wait(60)  # the count ends only after the replay has
+        return real(path)
+
+    monkeypatch.setattr(module, "count_frames", slow_count)
+    clock = SimClock(first_frame_time(SAMPLE))
+    s = FeedSettings()
+    feed = Feed(s, Bus(), clock, PriceBook(), CandleStore(s.max_candles))
+    replay = Replay(SAMPLE, feed, clock)
+    progress = ReplayProgress(replay)
+    async with progress.shown(bar=False):
+        await replay.run()
+        counted.set()
+    status = progress.status()
+    assert status["frames_done"] == status["frames_total"] == replay.frames > 30_000
 
 
 async def test_status_gives_speed_and_eta_from_frames_and_simulated_time(tmp_path: Path) -> None:
