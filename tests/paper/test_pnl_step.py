@@ -55,12 +55,12 @@ class GatedWorker(BoardWorker):
     def __init__(self) -> None:
         super().__init__(processes=False)
         self.gate = asyncio.Event()
-        self.started = self.finished = 0
+        self.asked = self.finished = 0
         self.fail = False
 
     async def compute(self, series: Series, periods_per_year: dict[str, float | None],
                       settings: LeaderboardSettings) -> BoardStats:
-        self.started += 1
+        self.asked += 1
         await self.gate.wait()
         if self.fail:
             raise RuntimeError("resampling failed")
@@ -88,7 +88,7 @@ async def test_live_a_cycles_board_is_published_when_its_refresh_is_done_as_of_t
     ctx = ctx_of(clock, 1)
     await PnLStep(broker)(ctx)  # returns while the refresh waits at the gate
     await settle()
-    assert (worker.started, worker.finished) == (1, 0) and boards(sub) == []
+    assert (worker.asked, worker.finished) == (1, 0) and boards(sub) == []
     await clock.advance(60)
     broker.open_account("b", 5_000.0)  # after the cycle: not on its board
     worker.gate.set()
@@ -108,7 +108,7 @@ async def test_live_the_next_cycle_waits_for_the_last_boards_refresh(
     await step(ctx_of(clock, 1))
     second = asyncio.create_task(step(ctx_of(clock, 2)))
     await settle()
-    assert not second.done() and worker.started == 1  # one refresh at a time
+    assert not second.done() and worker.asked == 1  # one refresh at a time
     worker.gate.set()
     await second
     await broker.board_published()
