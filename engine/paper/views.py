@@ -163,7 +163,8 @@ class BoardView:
                 self.stats = await self.worker.compute(series, ppy, self.settings)
             except Exception as exc:  # isolation boundary: shown statistics only, never stored
                 log.error("leaderboard.refresh_failed", cycle_id=cycle_id, error=repr(exc))
-            board = self._publish(cycle_id, points, now, self.stats, log_rows=log_rows)
+            board = self._board(cycle_id, points, now, self.stats)
+            self._announce(board, log_rows=log_rows)
             if on_board is not None:
                 on_board(board)
             return board
@@ -195,12 +196,6 @@ class BoardView:
         board = self._board(cycle_id, self._points(), self.clock.time(), self.stats)
         if publish:
             self._announce(board, log_rows=log_rows)
-        return board
-
-    def _publish(self, cycle_id: str | None, points: Sequence[Mapping[str, Any]], now: float,
-                 stats: BoardStats | None, *, log_rows: bool) -> Leaderboard:
-        board = self._board(cycle_id, points, now, stats)
-        self._announce(board, log_rows=log_rows)
         return board
 
     def _board(self, cycle_id: str | None, points: Sequence[Mapping[str, Any]], now: float,

@@ -54,12 +54,17 @@ def test_count_frames_counts_market_lines_and_their_time_span(tmp_path: Path) ->
     assert count_frames(_file(tmp_path)) == (100, 1000.0, 1099.0)
 
 
-async def test_the_sample_replays_exactly_the_frames_counted() -> None:
+def sample_replay() -> tuple[Replay, ReplayProgress]:
+    """The shipped sample's replay through a bare feed, and its progress."""
     clock = SimClock(first_frame_time(SAMPLE))
     s = FeedSettings()
     feed = Feed(s, Bus(), clock, PriceBook(), CandleStore(s.max_candles))
     replay = Replay(SAMPLE, feed, clock)
-    progress = ReplayProgress(replay)
+    return replay, ReplayProgress(replay)
+
+
+async def test_the_sample_replays_exactly_the_frames_counted() -> None:
+    replay, progress = sample_replay()
     async with progress.shown(bar=False):
         await replay.run()
     status = progress.status()
@@ -80,11 +85,7 @@ async def test_a_replay_that_ends_before_its_count_still_gets_the_total(
         return real(path)
 
     monkeypatch.setattr(module, "count_frames", slow_count)
-    clock = SimClock(first_frame_time(SAMPLE))
-    s = FeedSettings()
-    feed = Feed(s, Bus(), clock, PriceBook(), CandleStore(s.max_candles))
-    replay = Replay(SAMPLE, feed, clock)
-    progress = ReplayProgress(replay)
+    replay, progress = sample_replay()
     async with progress.shown(bar=False):
         await replay.run()
         counted.set()
