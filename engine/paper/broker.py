@@ -135,7 +135,7 @@ class PaperBroker:
 
     def publish_board_when_refreshed(self, cycle_id: str | None, *, log_rows: bool = True,
                                      on_board: Callable[[Leaderboard], None] | None = None
-                                     ) -> asyncio.Task[Leaderboard]:
+                                     ) -> asyncio.Task[Leaderboard | None]:
         """Publish `cycle_id`'s leaderboard (points as of now) once its statistics are
         refreshed, without waiting for it (BoardView.publish_when_refreshed)."""
         return self.board.publish_when_refreshed(cycle_id, log_rows=log_rows, on_board=on_board)

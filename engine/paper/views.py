@@ -132,7 +132,7 @@ class BoardView:
         self.null_trader: str | None = None
         # where the bootstrap runs (engine.paper.board_worker): a thread unless told otherwise
         self.worker = worker or BoardWorker(processes=False)
-        self._publishing: asyncio.Task[Leaderboard] | None = None
+        self._publishing: asyncio.Task[Leaderboard | None] | None = None
 
     def _returns(self) -> tuple[dict[str, tuple[tuple[float, float], ...]],
                                 dict[str, float | None]]:
@@ -149,24 +149,29 @@ class BoardView:
 
     def publish_when_refreshed(self, cycle_id: str | None, *, log_rows: bool = True,
                                on_board: Callable[[Leaderboard], None] | None = None
-                               ) -> asyncio.Task[Leaderboard]:
+                               ) -> asyncio.Task[Leaderboard | None]:
         """Refresh the statistics from the returns kept now, then publish the leaderboard of
         `cycle_id` (and hand it to `on_board`): its points and time as of now, its CIs and
         ranks from that refresh. The caller goes on meanwhile; a refresh that fails is logged
-        (`leaderboard.refresh_failed`) and the board shows the last statistics. Call
+        (`leaderboard.refresh_failed`) and the board shows the last statistics; a board that
+        cannot be built or shown is logged (`leaderboard.publish_failed`) and skipped. Call
         `published()` first: one refresh at a time, boards in cycle order."""
         points, now = self._points(), self.clock.time()
         series, ppy = self._returns()
 
-        async def refresh_then_publish() -> Leaderboard:
+        async def refresh_then_publish() -> Leaderboard | None:
             try:
                 self.stats = await self.worker.compute(series, ppy, self.settings)
             except Exception as exc:  # isolation boundary: shown statistics only, never stored
                 log.error("leaderboard.refresh_failed", cycle_id=cycle_id, error=repr(exc))
-            board = self._board(cycle_id, points, now, self.stats)
-            self._announce(board, log_rows=log_rows)
-            if on_board is not None:
-                on_board(board)
+            try:
+                board = self._board(cycle_id, points, now, self.stats)
+                self._announce(board, log_rows=log_rows)
+                if on_board is not None:
+                    on_board(board)
+            except Exception:  # isolation boundary: a board not shown holds up no cycle or stop
+                log.exception("leaderboard.publish_failed", cycle_id=cycle_id)
+                return None
             return board
 
         self._publishing = asyncio.create_task(refresh_then_publish(), name="leaderboard")

@@ -184,3 +184,23 @@ async def test_live_a_cancelled_wait_leaves_the_boards_refresh_running(
     worker.gate.set()
     await broker.board_published()  # still the one to wait for
     assert [b.cycle_id for b in boards(sub)] == ["c1"] and worker.finished == 1
+
+
+async def test_live_a_board_that_cannot_be_shown_is_logged_and_the_next_one_is_published(
+        clock: SimClock, bus: Bus) -> None:
+    worker = GatedWorker()
+    worker.gate.set()
+    broker = live_broker(clock, bus, worker)
+    sub = bus.subscribe("test", [Leaderboard])
+
+    def broken_console(board: Leaderboard) -> None:
+        raise OSError("stdout closed")
+
+    with capture_logs() as logs:
+        broker.publish_board_when_refreshed("c1", on_board=broken_console)
+        await broker.board_published()  # does not raise: the next cycle and a stop go on
+    assert [e["event"] for e in logs if e["event"].startswith("leaderboard.")] == [
+        "leaderboard.publish_failed"]
+    await PnLStep(broker)(ctx_of(clock, 2))
+    await broker.board_published()
+    assert [b.cycle_id for b in boards(sub)] == ["c1", "c2"]
