@@ -1,7 +1,8 @@
 """A replay's progress: frames done of the file's total, simulated time, speed, ETA.
 
-The file is counted once in a thread when the replay starts (market lines only: LLM and cycle
-lines of a session recording are not frames). `ReplayProgress.status()` reads the replay's own
+The file is counted once when the replay starts, in a process of its own
+(`engine.market.framecount`: market lines only, LLM and cycle lines of a session recording are not
+frames). `ReplayProgress.status()` reads the replay's own
 frame counter and the simulated clock, so following the progress costs the replay nothing per
 frame. `watch()` shows it as a rich progress bar (console mode on a terminal) or logs a
 `replay.progress` line at every 10 % otherwise.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import orjson
 import structlog
 
 from engine.clock import LiveClock, to_datetime
-from engine.market.recording import _open
+from engine.market import framecount
+from engine.market.framecount import count_frames
 
 log = structlog.get_logger("feed")
 
@@ -27,27 +30,26 @@ REFRESH_SECONDS = 0.2  # wall time between two redraws of the bar
 LINES_REFRESH_SECONDS = 0.05  # wall time between two looks for a crossed 10 % mark
 
 
-def count_frames(path: str | Path) -> tuple[int, float | None, float | None]:
-    """Return (market frames, first frame time, last frame time) of a recording."""
-    frames, first, last = 0, None, None
-    with _open(path, "rb") as fh:
-        for line in fh:
-            if (b'"raw":' in line[:48] or b'"backfill":' in line[:48]
-                    or b'"batch":' in line[:48]):  # a batch counts as one (Replay.frames too)
-                frames += 1
-                last = line
-                if first is None:
-                    first = line
-    return frames, _time(first), _time(last)
-
-
-def _time(line: bytes | None) -> float | None:
-    if line is None:
-        return None
+async def count_in_process(path: str | Path) -> tuple[int, float | None, float | None]:
+    """Return `count_frames(path)` computed by a process of its own (killed when cancelled);
+    where no process can be started, by a thread."""
     try:
-        return float(orjson.loads(line)["t"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, framecount.__file__, str(path), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    except (OSError, NotImplementedError):
+        return await asyncio.to_thread(count_frames, path)
+    try:
+        out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # cancelled: the count is not wanted any more
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    if proc.returncode != 0:
+        why = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"counting {path} failed (exit {proc.returncode}): {why}")
+    frames, first, last = orjson.loads(out)
+    return int(frames), first, last
 
 
 class ReplayProgress:
@@ -69,9 +71,8 @@ class ReplayProgress:
         return self._counting
 
     async def count(self) -> None:
-        """Count the file's frames (in a thread: a large file takes a moment)."""
-        self.total, self.sim_start, self.sim_end = await asyncio.to_thread(
-            count_frames, self.replay.path)
+        """Count the file's frames in a process of its own (engine.market.framecount)."""
+        self.total, self.sim_start, self.sim_end = await count_in_process(self.replay.path)
 
     def status(self) -> dict[str, Any]:
         """Return frames done/total, percent, simulated time, speed (x real time) and ETA."""

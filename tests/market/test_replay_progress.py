@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
-import threading
+import json
+import os
+import random
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -13,11 +18,12 @@ from structlog.testing import capture_logs
 
 from engine.bus import Bus
 from engine.clock import SimClock
+from engine.market import framecount
 from engine.market.book import PriceBook
 from engine.market.candles import CandleStore
 from engine.market.feed import Feed
-from engine.market.progress import ReplayProgress, count_frames
-from engine.market.recording import first_frame_time
+from engine.market.progress import ReplayProgress, count_frames, count_in_process
+from engine.market.recording import KINDS, first_frame_time
 from engine.market.replay import Replay
 from engine.settings import FeedSettings
 
@@ -77,20 +83,92 @@ async def test_a_replay_that_ends_before_its_count_still_gets_the_total(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.market.progress as module
 
-    counted = threading.Event()
-    real = module.count_frames
+    counted = asyncio.Event()
+    real = module.count_in_process
 
-    def slow_count(path: str) -> tuple[int, float | None, float | None]:
-        counted.wait(60)  # the count ends only after the replay has
-        return real(path)
+    async def slow_count(path: str) -> tuple[int, float | None, float | None]:
+        await counted.wait()  # the count ends only after the replay has
+        return await real(path)
 
-    monkeypatch.setattr(module, "count_frames", slow_count)
+    monkeypatch.setattr(module, "count_in_process", slow_count)
     replay, progress = sample_replay()
     async with progress.shown(bar=False):
         await replay.run()
         counted.set()
     status = progress.status()
     assert status["frames_done"] == status["frames_total"] == replay.frames > 30_000
+
+
+def test_count_frames_agrees_with_a_line_by_line_count_across_blocks(tmp_path: Path) -> None:
+    """Blocks of a megabyte: lines cut at a block's end, session lines among the frames."""
+    rng = random.Random(7)
+    lines, expected = [], 0
+    for i in range(40_000):
+        t = 1000 + i / 10
+        kind = rng.choices(["raw", "backfill", "batch", "llm", "cycle", "pace"],
+                           weights=[90, 2, 2, 2, 2, 2])[0]
+        item: object = {"raw": json.dumps({"e": "bookTicker", "s": "BTCUSDT", "pad": "x" * 40}),
+                        "backfill": {"symbol": "BTCUSDT", "rows": [[1, 2]]},
+                        "batch": ['{"e":"kline"}', {"path": "BTCUSDT", "frames": ['{"b":1}']}],
+                        "llm": {"trader": "a", "raw": "{\"t\": 1}"}, "cycle": {"cycle_id": "c"},
+                        "pace": {"point": "p"}}[kind]
+        lines.append(json.dumps({"t": t, kind: item}))
+        expected += kind in ("raw", "backfill", "batch")
+    path = tmp_path / "big.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines))  # no newline after the last line
+    assert path.stat().st_size > 0 and len("\n".join(lines)) > 3 * (1 << 20)
+    frames = [json.loads(line)["t"] for line in lines
+              if any(k in json.loads(line) for k in ("raw", "backfill", "batch"))]
+    assert count_frames(path) == (expected, frames[0], frames[-1])
+
+
+def test_the_counter_knows_the_line_kinds_of_a_recording() -> None:
+    """framecount imports nothing from the engine, so it keeps its own copy of the kinds."""
+    assert framecount._KINDS == KINDS
+
+
+async def test_the_count_runs_in_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.market.progress as module
+
+    def not_here(path: str) -> None:
+        raise AssertionError("counted in the engine's process")
+
+    monkeypatch.setattr(module, "count_frames", not_here)
+    assert await count_in_process(SAMPLE) == framecount.count_frames(SAMPLE)
+
+
+async def test_a_cancelled_count_kills_its_process(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "never-written"
+    os.mkfifo(fifo)  # opening it for reading blocks until a writer comes: none will
+    started: asyncio.Queue[asyncio.subprocess.Process] = asyncio.Queue()
+    real = asyncio.create_subprocess_exec
+
+    async def spawn(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        proc = await real(*args, **kwargs)
+        started.put_nowait(proc)
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn)
+    task = asyncio.create_task(count_in_process(fifo))
+    proc = await started.get()
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled()
+    assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
+
+
+async def test_a_failed_count_says_why_and_no_process_counts_in_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeError, match=r"no-such\.jsonl failed \(exit 1\): FileNotFoundError"):
+        await count_in_process(tmp_path / "no-such.jsonl")
+
+    async def cannot_start(*args: Any, **kwargs: Any) -> None:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", cannot_start)
+    assert await count_in_process(_file(tmp_path)) == (100, 1000.0, 1099.0)
 
 
 async def test_status_gives_speed_and_eta_from_frames_and_simulated_time(tmp_path: Path) -> None:
