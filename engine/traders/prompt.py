@@ -248,13 +248,31 @@ def _lines(title: str, rows: Iterable[Any]) -> list[str]:
     return [f"## {title}" + ("" if rows else ": none"), *(dumps(r) for r in rows)]
 
 
+class _MarketLines:
+    """The market lines of the last snapshot shown: every trader of a cycle gets the same
+    snapshot (frozen), so its lines are made once a cycle, not once a trader."""
+
+    def __init__(self) -> None:
+        self._snapshot: Any = None
+        self._lines: list[str] = []
+
+    def __call__(self, snap: Any, stale: list[str]) -> list[str]:
+        if snap is not self._snapshot:
+            symbols = getattr(snap, "symbols", {}) or {}
+            self._lines = [f"{name} {dumps(_symbol_view(symbols[name]))}"
+                           for name in sorted(symbols) if name not in stale]
+            self._snapshot = snap
+        return self._lines
+
+
+_market_lines = _MarketLines()
+
+
 def user_prompt(ctx: Any) -> str:
     """Return this cycle's user prompt for `ctx` (a TraderContext)."""
     snap = ctx.snapshot
     stale = sorted(set(getattr(snap, "stale", ()) or ()))
-    symbols = getattr(snap, "symbols", {}) or {}
-    market = [f"{name} {dumps(_symbol_view(symbols[name]))}"
-              for name in sorted(symbols) if name not in stale]
+    market = _market_lines(snap, stale)
     hours = (ctx.terms or {}).get("funding_interval_hours")
     interval = f"the {plain(hours)} h funding interval" if hours else "one funding interval"
     settled = (ctx.terms or {}).get("funding_rate") == "last_settled"

@@ -108,6 +108,30 @@ def test_redact_value_walks_nested_bodies_and_keeps_other_types() -> None:
         "list": ["***", 1.5], "pair": ("***", True)}}
 
 
+def test_redact_value_returns_what_redacting_each_string_gives() -> None:
+    """The joined-text shortcut against redacting every string on its own, on strings that put
+    secrets and credential shapes at string edges, split them, or join them across two."""
+    import random
+
+    redact.register_secrets(["hunter2-registered-secret"])
+    pieces = [*UNREGISTERED.values(), "hunter2-registered-secret", "Bearer", "Bearer ",
+              "abcdefgh12345", "api_key=", "s3cr3t-value-123", "postgres://u:pw12345@db/x",
+              "123456", ":AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "hunter2-", "registered-secret",
+              "open_long", "BTCUSDT", "\n", " ", "", "é", "0" * 40, "deadbeef" * 5, "@host"]
+    rng = random.Random(3)
+    for _ in range(3000):
+        strings = ["".join(rng.choices(pieces, k=rng.randint(0, 3)))
+                   for _ in range(rng.randint(1, 4))]
+        value = {"a": strings[0], "b": [*strings[1:], 7, None], "c": (strings[-1], 1.5)}
+        assert redact.redact_value(value) == redact._redact_each(value), strings
+
+
+def test_redact_value_hands_back_a_body_with_nothing_to_redact_untouched() -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Decide now."}],
+            "n": (1, 2.5), "id": "chatcmpl-8f14e45fceea167a5a36dedd4bea2543"}
+    assert redact.redact_value(body) is body
+
+
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_log_lines_use_the_same_redactor(fmt: str) -> None:
     out = io.StringIO()

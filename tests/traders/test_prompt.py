@@ -56,6 +56,29 @@ def test_any_change_in_the_inputs_changes_the_hash():
     assert base.hash != moved.hash
 
 
+def test_traders_of_one_cycle_share_its_market_lines_and_a_new_snapshot_gets_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.traders import prompt as module
+
+    made: list[str] = []
+    real = module._symbol_view
+
+    def counted(sym: object) -> dict[str, object]:
+        made.append(sym.symbol)  # type: ignore[attr-defined]
+        return real(sym)
+
+    monkeypatch.setattr(module, "_symbol_view", counted)
+    snap = snapshot({"BTCUSDT": 97000.5, "ETHUSDT": 3450.25})
+    a = build_prompt(context(snap=snap, trader="a"))
+    b = build_prompt(context(snap=snap, trader="b", positions=(POSITION,)))
+    assert sorted(made) == ["BTCUSDT", "ETHUSDT"]  # once a cycle, not once a trader
+    market = a.user.split("## Market (one line per symbol)\n")[1].split("\n## Stale")[0]
+    assert market in b.user and market.startswith("BTCUSDT {")
+    moved = build_prompt(context(snap=snapshot({"BTCUSDT": 97001.5, "ETHUSDT": 3450.25}),
+                                 trader="a"))
+    assert len(made) == 4 and '"price":97001.5' in moved.user and market not in moved.user
+
+
 def test_system_prompt_has_the_rules_from_risk_settings_and_the_schema():
     risk = RiskSettings(max_leverage=5, max_position_pct=25, max_open_positions=3)
     text = system_prompt(["SOLUSDT", "BTCUSDT"], risk)
