@@ -71,24 +71,35 @@ class Subscription:
     def over_capacity(self) -> bool:
         return len(self._queue) >= self.capacity
 
+    def _over(self, queue: deque[object]) -> None:
+        """A queue at its capacity takes one more event: drop the oldest, or count it."""
+        if self.policy == "drop_oldest":
+            queue.popleft()
+            self.dropped += 1
+        else:
+            self.backpressure += 1
+
     def _put(self, event: object) -> None:
+        """Queue `event` for a reading task, waking it."""
         queue = self._queue
         if len(queue) >= self.capacity:
-            if self.policy == "drop_oldest":
-                queue.popleft()
-                self.dropped += 1
-            else:
-                self.backpressure += 1
+            self._over(queue)
         queue.append(event)
         self.delivered += 1
-        if self.handler is not None:
-            if not self.pending:
-                self._bus._defer(self)
-            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
             self._bus.wakeups += 1
+
+    def _put_for_handler(self, event: object) -> None:
+        """Queue `event` for the handler (the price path: every tick the broker watches)."""
+        queue = self._queue
+        if len(queue) >= self.capacity:
+            self._over(queue)
+        queue.append(event)
+        self.delivered += 1
+        if not self.pending:
+            self._bus._defer(self)
 
     async def _wait(self) -> None:
         while not self._queue:
@@ -147,7 +158,8 @@ class Bus:
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
-        self._routes: dict[type, tuple[Subscription, ...]] = {}
+        # event type -> the put method of each subscriber of it (bound once, called per event)
+        self._routes: dict[type, tuple[Callable[[object], None], ...]] = {}
         self._capacity_waiters: list[asyncio.Future[None]] = []
         self._pending: deque[Subscription] = deque()  # handler subscriptions with events queued
         self._flush_scheduled = False
@@ -175,8 +187,9 @@ class Bus:
             self._routes.clear()
             self._notify_capacity()
 
-    def _route(self, kind: type) -> tuple[Subscription, ...]:
-        route = tuple(s for s in self._subs if kind in s.types)
+    def _route(self, kind: type) -> tuple[Callable[[object], None], ...]:
+        route = tuple(s._put_for_handler if s.handler is not None else s._put
+                      for s in self._subs if kind in s.types)
         self._routes[kind] = route
         return route
 
@@ -185,8 +198,8 @@ class Bus:
         route = self._routes.get(type(event))
         if route is None:
             route = self._route(type(event))
-        for sub in route:
-            sub._put(event)
+        for put in route:
+            put(event)
 
     def publish_many(self, events: Iterable[object]) -> None:
         """Publish several events in order."""

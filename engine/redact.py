@@ -173,23 +173,26 @@ def redact_value(value: Any) -> Any:
     keys and other types are kept as they are. When nothing in it needs redacting, `value`
     itself is returned.
 
-    Its strings are first redacted together, one text joined by blank lines: a secret or a
+    Its short strings are first redacted together, one text joined by blank lines: a secret or a
     credential in one string is one in that text too (no rule's match reaches across a blank
     line but the bearer rule's, and a match across strings only sends every string through on
-    its own), so an unchanged text means nothing needs redacting. A provider exchange holds a
-    few hundred strings, most of them short: one pass instead of one per string.
+    its own), so an unchanged text means none of them needs redacting. Long strings are checked
+    each on its own, so a rule that a short one triggers (a URL's `://`) never runs its regex
+    over them. A provider exchange holds a hundred strings or more, most of them short, and two
+    long ones (the prompt): a few passes instead of one per string.
     """
     texts: list[str] = []
     _strings(value, texts)
     if not texts:
         return value
-    joined = _JOIN.join(texts)
-    if redact(joined) == joined:
+    joined = _JOIN.join(t for t in texts if len(t) < _ALONE)
+    if redact(joined) == joined and all(redact(t) == t for t in texts if len(t) >= _ALONE):
         return value
     return _redact_each(value)
 
 
 _JOIN = "\n\n"
+_ALONE = 512  # a string this long is checked on its own
 
 
 def _strings(value: Any, out: list[str]) -> None:

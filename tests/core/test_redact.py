@@ -117,7 +117,8 @@ def test_redact_value_returns_what_redacting_each_string_gives() -> None:
     pieces = [*UNREGISTERED.values(), "hunter2-registered-secret", "Bearer", "Bearer ",
               "abcdefgh12345", "api_key=", "s3cr3t-value-123", "postgres://u:pw12345@db/x",
               "123456", ":AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "hunter2-", "registered-secret",
-              "open_long", "BTCUSDT", "\n", " ", "", "é", "0" * 40, "deadbeef" * 5, "@host"]
+              "open_long", "BTCUSDT", "\n", " ", "", "é", "0" * 40, "deadbeef" * 5, "@host",
+              "long prompt text, " * 40]  # strings of 512 characters or more are checked alone
     rng = random.Random(3)
     for _ in range(3000):
         strings = ["".join(rng.choices(pieces, k=rng.randint(0, 3)))
