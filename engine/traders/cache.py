@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
 from engine.events import new_id
@@ -31,6 +32,14 @@ def cache_key(provider: str, model: str, params: dict[str, Any], prompt_hash: st
 
 def _ts(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    """Return a record as JSON text (orjson: a recorded exchange is some 20 kB a call)."""
+    try:
+        return orjson.dumps(record).decode()
+    except TypeError:  # what orjson refuses and json takes (integers past 64 bits)
+        return json.dumps(record, ensure_ascii=False)
 
 
 class LLMCache:
@@ -78,7 +87,7 @@ class LLMCache:
                 " cost_usd, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 " ON CONFLICT (key) DO NOTHING",
                 key, record["provider"], record["model"], json.dumps(record["params"]),
-                record["prompt_hash"], json.dumps(record, ensure_ascii=False), cost_usd,
+                record["prompt_hash"], _record_text(record), cost_usd,
                 float(record["latency_ms"]))
         except (OSError, asyncpg.PostgresError) as exc:
             self._failed("put", exc)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 
 from engine.redact import redact_value
@@ -72,6 +73,10 @@ def exchange_of(provider: str, response: Any) -> dict[str, Any]:
 def json_or_text(text: str) -> Any:
     """Return `text` parsed as JSON, or the text itself."""
     try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses and json takes: integers past 64 bits, NaN
         return json.loads(text)
     except ValueError:
         return text

@@ -6,6 +6,8 @@ keys). The wall clock: nothing here drives a simulated one (the replay test does
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 from structlog.testing import capture_logs
 
@@ -134,3 +136,10 @@ def test_the_cache_is_off_in_live_runs_and_on_in_replays(tmp_path):
     live_on = s.model_copy(update={"llm_cache": s.llm_cache.model_copy(update={"live": True})})
     session, _ = build_llm_session(live_on, Options(), SimClock(), None, "postgresql://x/y")
     assert session is not None and session.cache is not None and session.tape is None
+
+
+def test_a_record_with_what_orjson_refuses_is_still_stored_as_json() -> None:
+    from engine.traders.cache import _record_text
+
+    assert json.loads(_record_text({"n": 1.5, "s": "é"})) == {"n": 1.5, "s": "é"}
+    assert json.loads(_record_text({"n": 2**70})) == {"n": 2**70}

@@ -116,3 +116,12 @@ async def test_build_strategies_records_when_given_a_directory(clock, tmp_path):
 
     [path] = (tmp_path / "rec").iterdir()
     assert path.name.startswith("gpt-") and path.name.endswith("-200.json")
+
+
+def test_a_body_is_kept_as_json_or_as_text_whatever_parser_takes_it() -> None:
+    from engine.traders.recorder import json_or_text
+
+    assert json_or_text('{"a": [1, 2.5, "é"], "b": null}') == {"a": [1, 2.5, "é"], "b": None}
+    big = 2**70  # past orjson's 64 bits: json takes it
+    assert json_or_text(f'{{"n": {big}}}') == {"n": big}
+    assert json_or_text("<html>rate limited</html>") == "<html>rate limited</html>"
