@@ -11,9 +11,10 @@ Publishing is a plain function call: the price path does one dict lookup and a d
 subscriber, and is never held up by a slow subscriber that may drop.
 
 A subscriber with a `handler` (the broker's trigger watch) has no task to wake: its queued events
-are handed to the handler, in order, by `Bus.flush()`, which the loop runs once in the turn after
-the first of them was queued, unless someone flushes sooner (the replay, after each record, so a
-record's events are handled at its time). A subscriber task woken by a publish counts in
+are handed to the handler, in order, by `Bus.flush()` (in a queue the handler must not keep: it
+is reused), which the loop runs once in the turn after the first of them was queued, unless
+someone flushes sooner (the replay, after each record, so a record's events are handled at its
+time). A subscriber task woken by a publish counts in
 `Bus.wakeups`, which tells the replay when a loop turn is owed before it moves time on.
 """
 
@@ -37,6 +38,7 @@ class Subscription:
     __slots__ = (
         "_bus",
         "_queue",
+        "_spare",
         "_waiter",
         "backpressure",
         "capacity",
@@ -59,6 +61,7 @@ class Subscription:
         self.capacity = capacity
         self.policy: Policy = policy
         self._queue: deque[object] = deque()
+        self._spare: deque[object] | None = deque()  # a handler's next queue (None: handed out)
         self._waiter: asyncio.Future[None] | None = None
         self.delivered = 0
         self.dropped = 0
@@ -99,7 +102,11 @@ class Subscription:
         queue.append(event)
         self.delivered += 1
         if not self.pending:
-            self._bus._defer(self)
+            self.pending = True
+            bus = self._bus
+            bus._pending.append(self)
+            if not bus._flush_scheduled:
+                bus._schedule_flush()
 
     async def _wait(self) -> None:
         while not self._queue:
@@ -216,7 +223,9 @@ class Bus:
             events = sub._queue
             if not events:
                 continue
-            sub._queue = deque()  # handed over whole: no copy
+            # handed over whole (no copy), then reused: a handler must not keep it
+            spare = sub._spare
+            sub._queue, sub._spare = spare if spare is not None else deque(), None
             if self._capacity_waiters:
                 self._notify_capacity()
             if sub.handler is not None:
@@ -224,18 +233,17 @@ class Bus:
                     sub.handler(events)
                 except Exception:  # a failing handler must not stop the others
                     log.exception("bus.handler_failed", subscriber=sub.name)
+            events.clear()
+            sub._spare = events
 
-    def _defer(self, sub: Subscription) -> None:
-        sub.pending = True
-        self._pending.append(sub)
-        if not self._flush_scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop: nothing to wait for
-                self.flush()
-                return
-            self._flush_scheduled = True
-            loop.call_soon(self._scheduled_flush)
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing to wait for
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False

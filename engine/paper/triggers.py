@@ -93,11 +93,14 @@ class MarketTriggers:
             self._frozen(events)
             return
         on_book, on_mark = self.on_book, self.on_mark  # `on_market`, once per batch
+        watches = self.watches
         for event in events:
             try:
                 kind = type(event)
                 if kind is BookTicker:
-                    on_book(event)  # type: ignore[arg-type]
+                    w = watches.get(event.symbol)  # type: ignore[attr-defined]
+                    if w is not None and w.entries:  # no position on it: nothing to check
+                        on_book(event)  # type: ignore[arg-type]
                 elif kind is MarkPrice:
                     on_mark(event)  # type: ignore[arg-type]
             except Exception:  # isolation boundary: one bad event must not stop the watch

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import FrozenInstanceError
 
 import pytest
+from structlog.testing import capture_logs
 
 from engine.bus import Bus
 from engine.events import BookTicker, FundingPaid, JobRun
@@ -111,6 +112,29 @@ async def test_a_failing_handler_does_not_stop_the_others_and_what_handlers_publ
     bus.publish(tick(5))
     bus.flush()
     assert [e.started_at for e in seen] == [5.0]  # type: ignore[attr-defined]
+
+
+async def test_a_handler_that_publishes_to_itself_and_flushes_inside_loses_nothing(
+        bus: Bus) -> None:
+    """The queue handed to a handler is reused after it returns: a flush inside the handler
+    must hand over a queue of its own, not the one being read."""
+    got: list[float] = []
+
+    def echo(events: list[object]) -> None:
+        for e in events:
+            got.append(e.event_time)  # type: ignore[attr-defined]
+            if e.event_time < 3:  # type: ignore[attr-defined]
+                bus.publish(tick(e.event_time + 1))  # type: ignore[attr-defined]
+                bus.flush()
+
+    bus.subscribe("echo", [BookTicker], handler=echo)
+    with capture_logs() as logs:
+        bus.publish(tick(1))
+        bus.flush()
+        bus.publish(tick(7))
+        bus.flush()
+    assert got == [1.0, 2.0, 3.0, 7.0]
+    assert [e["event"] for e in logs] == []  # no handler failed on a queue changed under it
 
 
 async def test_wakeups_count_subscriber_tasks_a_publish_woke(bus: Bus) -> None:
