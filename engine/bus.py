@@ -14,8 +14,8 @@ A subscriber with a `handler` (the broker's trigger watch) has no task to wake: 
 are handed to the handler, in order, by `Bus.flush()` (in a queue the handler must not keep: it
 is reused), which the loop runs once in the turn after the first of them was queued, unless
 someone flushes sooner (the replay, after each record, so a record's events are handled at its
-time). A subscriber task woken by a publish counts in
-`Bus.wakeups`, which tells the replay when a loop turn is owed before it moves time on.
+time). A subscriber task woken by a publish counts in `Bus.wakeups`, which tells the replay when
+a loop turn is owed before it moves time on.
 """
 
 from __future__ import annotations

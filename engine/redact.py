@@ -174,12 +174,12 @@ def redact_value(value: Any) -> Any:
     itself is returned.
 
     Its short strings are first redacted together, one text joined by blank lines: a secret or a
-    credential in one string is one in that text too (no rule's match reaches across a blank
-    line but the bearer rule's, and a match across strings only sends every string through on
-    its own), so an unchanged text means none of them needs redacting. Long strings are checked
-    each on its own, so a rule that a short one triggers (a URL's `://`) never runs its regex
-    over them. A provider exchange holds a hundred strings or more, most of them short, and two
-    long ones (the prompt): a few passes instead of one per string.
+    credential in one string is one in that text too, at a word boundary there too, so an
+    unchanged text means none of them needs redacting (a match that only the joined text has,
+    across two strings, where a rule allows whitespace inside, sends every string through on its
+    own). Long strings are checked each on its own, so a rule that a short one triggers (a URL's
+    `://`) never runs its regex over them. A provider exchange holds a hundred strings or more,
+    most of them short, and two long ones (the prompt): a few passes instead of one per string.
     """
     texts: list[str] = []
     _strings(value, texts)

@@ -2,10 +2,10 @@
 
 The file is counted once when the replay starts, in a process of its own
 (`engine.market.framecount`: market lines only, LLM and cycle lines of a session recording are not
-frames). `ReplayProgress.status()` reads the replay's own
-frame counter and the simulated clock, so following the progress costs the replay nothing per
-frame. `watch()` shows it as a rich progress bar (console mode on a terminal) or logs a
-`replay.progress` line at every 10 % otherwise.
+frames). `ReplayProgress.status()` reads the replay's own frame counter and the simulated clock,
+so following the progress costs the replay nothing per frame. `watch()` shows it as a rich
+progress bar (console mode on a terminal) or logs a `replay.progress` line at every 10 %
+otherwise.
 """
 
 from __future__ import annotations
