@@ -9,10 +9,12 @@ parses it. Only the first and last market lines are parsed, for their times.
 
 A replay counts its file while it runs, for its progress (engine.market.progress), and does it in
 a process of its own by running this file as a script (`python framecount.py FILE` prints
-`[frames, first time, last time]` as JSON), so it imports nothing from the engine. In a thread of
-the engine's process the count took the interpreter lock back from the replay after every block
-it decompressed: a 2-hour replay of bench.soak's market through the engine (its trading cycles
-off) took 2.8-3.0 s with the count in a thread and 2.1-2.3 s without a count (measured here).
+`[frames, first time, last time]` as JSON), so it imports nothing from the engine. A count that is
+no longer wanted is killed; if the engine itself is killed, the count ends at the end of the file,
+its answer going nowhere. In a thread of the engine's process the count took the interpreter lock
+back from the replay after every block it decompressed: a 2-hour replay of bench.soak's market
+through the engine (its trading cycles off) took 2.8-3.0 s with the count in a thread and
+2.1-2.3 s without a count (measured here).
 """
 
 from __future__ import annotations

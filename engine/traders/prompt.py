@@ -253,16 +253,16 @@ class _MarketLines:
     snapshot (frozen), so its lines are made once a cycle, not once a trader."""
 
     def __init__(self) -> None:
-        self._snapshot: Any = None
-        self._lines: list[str] = []
+        self._last: tuple[Any, list[str]] = (None, [])  # (snapshot, its lines), swapped whole
 
     def __call__(self, snap: Any, stale: list[str]) -> list[str]:
-        if snap is not self._snapshot:
+        shown, lines = self._last
+        if snap is not shown:
             symbols = getattr(snap, "symbols", {}) or {}
-            self._lines = [f"{name} {dumps(_symbol_view(symbols[name]))}"
-                           for name in sorted(symbols) if name not in stale]
-            self._snapshot = snap
-        return self._lines
+            lines = [f"{name} {dumps(_symbol_view(symbols[name]))}"
+                     for name in sorted(symbols) if name not in stale]
+            self._last = (snap, lines)
+        return lines
 
 
 _market_lines = _MarketLines()
