@@ -147,9 +147,11 @@ async def _measure(runs: int,
 def _prompt_us(repeats: int) -> float:
     prices = {"BTCUSDT": 97000.5, "ETHUSDT": 3450.25, "SOLUSDT": 187.123, "BNBUSDT": 690.1,
               "XRPUSDT": 2.345, "DOGEUSDT": 0.3812}
-    ctx = context(snap=snapshot(prices))
     samples = []
     for _ in range(repeats):
+        # A new snapshot each time: the prompt of a cycle's first trader, which makes the market
+        # lines the other traders of the cycle then share (engine.traders.prompt).
+        ctx = context(snap=snapshot(prices))
         start = timer()
         build_prompt(ctx)
         samples.append((timer() - start) * 1e6)
@@ -181,7 +183,7 @@ def run(quick: bool = False, tiny: bool = False) -> list[Result]:
                "x", "~2.0 (comparison)", None,
                f"{statistics.median(apart):.3f} s one after another"),
         Result("decisions.prompt_build", round(prompt_us, 1), "us", "", None,
-               "one prompt for 6 symbols"),
+               "one prompt for 6 symbols, a cycle's first (on a new snapshot)"),
     ]
 
 
