@@ -103,19 +103,6 @@ def coverage(decisions: int, invalid: int, skipped: int) -> float | None:
     return None if cycles <= 0 else round((decisions - invalid) / cycles, 4)
 
 
-def build_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: float, *,
-               min_returns: int = 2, stats: BoardStats | None = None,
-               min_coverage: float = 0.0, beats_p: float = 0.95,
-               null: str | None = None) -> tuple[dict[str, Any], ...]:
-    """Return every trader's row with its honest rank (see the module doc) and `stats`' fields.
-
-    Ranked rows come first, best return first; rows below `min_coverage` follow with rank None.
-    `null` names the random trader: each other row gets `p_beats_random`.
-    """
-    return rank_rows(point_rows(accounts, marks, now, min_returns=min_returns), stats=stats,
-                     min_coverage=min_coverage, beats_p=beats_p, null=null)
-
-
 def point_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: float, *,
                min_returns: int = 2) -> tuple[dict[str, Any], ...]:
     """Return every trader's row of point estimates, best return first (no rank, no CI yet):
@@ -127,7 +114,12 @@ def point_rows(accounts: Iterable[Account], marks: Mapping[str, float], now: flo
 def rank_rows(points: Sequence[Mapping[str, Any]], *, stats: BoardStats | None = None,
               min_coverage: float = 0.0, beats_p: float = 0.95,
               null: str | None = None) -> tuple[dict[str, Any], ...]:
-    """Return `point_rows`' rows (left unchanged) with `stats`' fields and their ranks."""
+    """Return `point_rows`' rows (left unchanged) with `stats`' fields and their honest ranks
+    (see the module doc).
+
+    Ranked rows come first, best return first; rows below `min_coverage` follow with rank None.
+    `null` names the random trader: each other row gets `p_beats_random`.
+    """
     rows = [dict(r) for r in points]
     for r in rows:
         if stats is not None:
