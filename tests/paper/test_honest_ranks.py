@@ -4,7 +4,8 @@ withheld; coverage on every row, below leaderboard.min_coverage ranked apart; P(
 from __future__ import annotations
 
 from engine.paper.accounts import Account
-from engine.paper.leaderboard import UNRANKED, BoardStats, build_rows, render_table
+from engine.paper.leaderboard import UNRANKED, BoardStats, render_table
+from tests.support.broker import build_rows
 
 
 def account(name: str, equity: float, *, decisions: int = 100, invalid: int = 0,

@@ -15,20 +15,11 @@ from engine.paper.broker import PaperBroker
 from engine.paper.leaderboard import (
     BoardStats,
     board_stats,
-    point_rows,
-    rank_rows,
     render_table,
 )
 from engine.paper.stats import SECONDS_PER_YEAR, ReturnStats
 from engine.settings import LeaderboardSettings
-from tests.support.broker import FakeBook, broker_settings, risk_settings
-
-
-def build_rows(accounts: list[Account], marks: dict[str, float], now: float, *,
-               min_returns: int = 2, **rank: object) -> tuple[dict[str, object], ...]:
-    """The rows as the board shows them: point estimates, then ranks from `stats`."""
-    return rank_rows(point_rows(accounts, marks, now, min_returns=min_returns),
-                     **rank)  # type: ignore[arg-type]
+from tests.support.broker import FakeBook, broker_settings, build_rows, risk_settings
 
 
 def test_sharpe_matches_the_textbook_formula_on_the_series() -> None:

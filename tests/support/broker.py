@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import BookTicker, MarkPrice
+from engine.paper.accounts import Account
+from engine.paper.leaderboard import point_rows, rank_rows
 from engine.settings import BrokerSettings, RiskSettings, SymbolFilter
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, the SimClock's default start
@@ -96,3 +98,10 @@ def book_ticker(symbol: str, bid: float, ask: float | None = None, t: float = T0
 def mark_price(symbol: str, mark: float, *, rate: float = 0.0, next_funding: float = T0 + 28_800,
                t: float = T0) -> MarkPrice:
     return MarkPrice(symbol, mark, mark, rate, next_funding, t, t)
+
+
+def build_rows(accounts: list[Account], marks: dict[str, float], now: float, *,
+               min_returns: int = 2, **rank: Any) -> tuple[dict[str, Any], ...]:
+    """The leaderboard's rows as the board shows them: point estimates, then ranks from
+    `stats` (`rank_rows`' keywords)."""
+    return rank_rows(point_rows(accounts, marks, now, min_returns=min_returns), **rank)
